@@ -1,0 +1,25 @@
+//! The rplace domain: everything about a canvas that does not touch a socket,
+//! a disk or a clock.
+//!
+//! # Layout
+//! - [`board`]: the canvas size ([`Dimensions`]), a position on it ([`Coord`]) and the
+//!   packed pixel buffer ([`Board`]) in the exact byte layout that `GET /api/board`
+//!   serves and that a Redis `BITFIELD` holds.
+//! - [`palette`]: the colors a pixel may take ([`Palette`]) and an index into it
+//!   ([`ColorIndex`]).
+//! - [`placement`]: who placed what, where and when ([`Placement`]), the global
+//!   sequence number ([`Seq`]), anonymous identities ([`UserId`]) and the cooldown rule.
+//! - [`wire`]: the binary update frame that websocket clients and `GET /api/updates`
+//!   receive, and its decoder (used by tests and the load generator).
+//!
+//! Every type here parses instead of validating: once you hold a `Coord`, it is on the
+//! board; once you hold a `ColorIndex`, it is in the palette.
+
+pub mod board;
+pub mod palette;
+pub mod placement;
+pub mod wire;
+
+pub use board::{Board, Coord, Dimensions, DimensionsError};
+pub use palette::{ColorIndex, Palette, PaletteError, Rgb};
+pub use placement::{Cooldown, Placement, Seq, UserId};

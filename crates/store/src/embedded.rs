@@ -1,0 +1,705 @@
+//! The embedded backend: everything in one SQLite file under the data dir.
+//!
+//! One writer thread owns the write connection and is the sequencer. It takes every
+//! placement request that is waiting (up to [`MAX_BATCH`]), checks cooldowns, assigns
+//! consecutive seqs, inserts them in one transaction and commits; only after the commit
+//! does it update the in-memory state, feed the hub and answer the requests. A crash at
+//! any point therefore loses only placements that were never acknowledged.
+//!
+//! Restart restores the board from the latest snapshot plus the placements after it, the
+//! seq from the last row, and the cooldowns from the rows younger than the cooldown.
+//!
+//! Durability: with [`SyncMode::Full`] (the default) every commit is fsynced, so an
+//! acknowledged placement survives power loss; with [`SyncMode::Normal`] it survives a
+//! crash or `kill -9` of the process but not of the machine.
+
+use crate::limit::{IpLimit, IpLimiter};
+use crate::{FeedEvent, NewPlacement, PlaceError, Placed, Snapshot, Store, StoreError, now_ms};
+use rplace_domain::board::Depth;
+use rplace_domain::{Board, ColorIndex, Cooldown, Coord, Dimensions, Placement, Seq, UserId};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+use tokio::sync::{mpsc, oneshot};
+
+/// Most placements committed in one transaction.
+pub const MAX_BATCH: usize = 8192;
+/// Requests that may wait for the writer before `place` itself waits (backpressure).
+const QUEUE: usize = 65_536;
+/// Read connections kept open for history and catch-up queries.
+const READERS: usize = 4;
+
+/// How hard each commit is pushed to disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncMode {
+    /// fsync on every commit: survives power loss.
+    Full,
+    /// WAL without fsync per commit: survives a process crash, not a machine crash.
+    Normal,
+}
+
+/// What the embedded store needs to know.
+#[derive(Debug, Clone)]
+pub struct EmbeddedConfig {
+    /// Folder holding `rplace.sqlite3`; created if missing.
+    pub data_dir: PathBuf,
+    /// Board size; must match what the data dir already holds.
+    pub dims: Dimensions,
+    /// Bits per pixel; must match what the data dir already holds.
+    pub depth: Depth,
+    /// Time between two placements of one user.
+    pub cooldown: Cooldown,
+    /// Placements per address.
+    pub ip_limit: IpLimit,
+    /// fsync policy.
+    pub sync: SyncMode,
+    /// Write a board snapshot after this many placements, to bound replay at start.
+    pub snapshot_every: u64,
+    /// How far back `updates_since` reads the log before answering `Gone`.
+    pub max_catchup: u64,
+}
+
+/// State the writer changes after each commit and others read.
+struct State {
+    /// Board with every committed placement applied.
+    board: Board,
+    /// Last committed seq.
+    seq: Seq,
+    /// Last accepted placement time of users still inside their cooldown (pruned).
+    last_placed: HashMap<UserId, i64>,
+}
+
+enum Cmd {
+    Place(NewPlacement, oneshot::Sender<Result<Placed, PlaceError>>),
+    Close(oneshot::Sender<Result<(), StoreError>>),
+}
+
+/// Handle to the embedded store. Cheap to share behind an `Arc`.
+pub struct EmbeddedStore {
+    /// Requests to the writer thread.
+    tx: mpsc::Sender<Cmd>,
+    /// Committed state, shared with the writer.
+    state: Arc<Mutex<State>>,
+    /// The feed, until the hub takes it.
+    feed: Mutex<Option<mpsc::UnboundedReceiver<FeedEvent>>>,
+    /// Open read-only connections for queries that must not wait behind the writer.
+    readers: Arc<Mutex<Vec<Connection>>>,
+    /// Where the database lives, to open more readers.
+    path: PathBuf,
+    /// Per-address limit, checked before a request reaches the writer.
+    limiter: IpLimiter,
+    /// Needed by `next_allowed`.
+    cooldown: Cooldown,
+    /// How far back the log is served.
+    max_catchup: u64,
+    /// The writer, joined on close.
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+fn backend(e: rusqlite::Error) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+/// Schema versions, applied in order and recorded in `PRAGMA user_version`.
+const MIGRATIONS: &[&str] = &[
+    // 1: the log, a single board snapshot and the board's shape.
+    "CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+     CREATE TABLE placements (
+         seq INTEGER PRIMARY KEY,
+         x INTEGER NOT NULL,
+         y INTEGER NOT NULL,
+         color INTEGER NOT NULL,
+         user INTEGER NOT NULL,
+         ts INTEGER NOT NULL
+     );
+     CREATE INDEX placements_pixel ON placements (y, x, seq);
+     CREATE TABLE snapshot (
+         id INTEGER PRIMARY KEY CHECK (id = 1),
+         seq INTEGER NOT NULL,
+         board BLOB NOT NULL
+     );",
+];
+
+fn open_write(cfg: &EmbeddedConfig, path: &PathBuf) -> Result<Connection, StoreError> {
+    let conn = Connection::open(path).map_err(backend)?;
+    conn.pragma_update(None, "journal_mode", "WAL").map_err(backend)?;
+    let sync = match cfg.sync {
+        SyncMode::Full => "FULL",
+        SyncMode::Normal => "NORMAL",
+    };
+    conn.pragma_update(None, "synchronous", sync).map_err(backend)?;
+    // Checkpoints are done by us between batches, not in the middle of one.
+    conn.pragma_update(None, "wal_autocheckpoint", 10_000).map_err(backend)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(backend)?;
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(backend)?;
+    for (i, m) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        conn.execute_batch(&format!("BEGIN; {m}; PRAGMA user_version = {}; COMMIT;", i + 1))
+            .map_err(backend)?;
+    }
+    Ok(conn)
+}
+
+/// Records the board's shape on first use and refuses a data dir made for another shape.
+fn check_shape(conn: &Connection, cfg: &EmbeddedConfig) -> Result<(), StoreError> {
+    let want = [
+        ("width", cfg.dims.width() as i64),
+        ("height", cfg.dims.height() as i64),
+        ("bits_per_pixel", cfg.depth.bits() as i64),
+    ];
+    for (key, value) in want {
+        let have: Option<i64> = conn
+            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+            .optional()
+            .map_err(backend)?;
+        match have {
+            None => {
+                conn.execute("INSERT INTO meta (key, value) VALUES (?1, ?2)", params![key, value])
+                    .map_err(backend)?;
+            }
+            Some(h) if h != value => {
+                return Err(StoreError::Config(format!(
+                    "the data dir {} holds a board with {key} = {h}, but this start asks for {value}; \
+                     start with the same size and palette depth, or use another --data-dir",
+                    cfg.data_dir.display()
+                )));
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}
+
+/// Rebuilds the committed state from the snapshot and the log after it.
+fn restore(conn: &Connection, cfg: &EmbeddedConfig) -> Result<State, StoreError> {
+    let started = Instant::now();
+    let snap: Option<(i64, Vec<u8>)> = conn
+        .query_row("SELECT seq, board FROM snapshot WHERE id = 1", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .optional()
+        .map_err(backend)?;
+    let (mut seq, mut board) = match snap {
+        Some((seq, bytes)) => (
+            Seq(seq as u64),
+            Board::from_bytes(cfg.dims, cfg.depth, bytes).map_err(|e| StoreError::Backend(e.to_string()))?,
+        ),
+        None => (Seq(0), Board::new(cfg.dims, cfg.depth)),
+    };
+    let mut replayed = 0u64;
+    {
+        let mut stmt = conn
+            .prepare("SELECT seq, x, y, color FROM placements WHERE seq > ?1 ORDER BY seq")
+            .map_err(backend)?;
+        let mut rows = stmt.query([seq.0 as i64]).map_err(backend)?;
+        while let Some(r) = rows.next().map_err(backend)? {
+            let s: i64 = r.get(0).map_err(backend)?;
+            let coord = Coord {
+                x: r.get::<_, i64>(1).map_err(backend)? as u16,
+                y: r.get::<_, i64>(2).map_err(backend)? as u16,
+            };
+            board.set(coord, ColorIndex::new_unchecked(r.get::<_, i64>(3).map_err(backend)? as u8));
+            seq = Seq(s as u64);
+            replayed += 1;
+        }
+    }
+    let mut last_placed = HashMap::new();
+    if cfg.cooldown.as_millis() > 0 {
+        let cutoff = now_ms() - cfg.cooldown.as_millis();
+        let mut stmt = conn
+            .prepare("SELECT user, ts FROM placements ORDER BY seq DESC")
+            .map_err(backend)?;
+        let mut rows = stmt.query([]).map_err(backend)?;
+        while let Some(r) = rows.next().map_err(backend)? {
+            let ts: i64 = r.get(1).map_err(backend)?;
+            if ts < cutoff {
+                break;
+            }
+            let user = UserId(r.get::<_, i64>(0).map_err(backend)? as u64);
+            last_placed.entry(user).or_insert(ts);
+        }
+    }
+    tracing::info!(
+        seq = seq.0,
+        replayed,
+        cooldowns = last_placed.len(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "embedded store restored"
+    );
+    Ok(State {
+        board,
+        seq,
+        last_placed,
+    })
+}
+
+fn open_reader(path: &PathBuf) -> Result<Connection, StoreError> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(backend)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(backend)?;
+    Ok(conn)
+}
+
+fn row_to_placement(r: &rusqlite::Row<'_>) -> rusqlite::Result<Placement> {
+    Ok(Placement {
+        seq: Seq(r.get::<_, i64>(0)? as u64),
+        coord: Coord {
+            x: r.get::<_, i64>(1)? as u16,
+            y: r.get::<_, i64>(2)? as u16,
+        },
+        color: ColorIndex::new_unchecked(r.get::<_, i64>(3)? as u8),
+        user: UserId(r.get::<_, i64>(4)? as u64),
+        at_ms: r.get(5)?,
+    })
+}
+
+impl EmbeddedStore {
+    /// Opens (or creates) the store in `cfg.data_dir`, restores its state and starts the
+    /// writer thread.
+    pub fn open(cfg: EmbeddedConfig) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(&cfg.data_dir).map_err(|e| {
+            StoreError::Config(format!("cannot create data dir {}: {e}", cfg.data_dir.display()))
+        })?;
+        let path = cfg.data_dir.join("rplace.sqlite3");
+        let conn = open_write(&cfg, &path)?;
+        check_shape(&conn, &cfg)?;
+        let state = Arc::new(Mutex::new(restore(&conn, &cfg)?));
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let (feed_tx, feed_rx) = mpsc::unbounded_channel();
+        let writer = Writer {
+            conn,
+            state: state.clone(),
+            feed: feed_tx,
+            cooldown: cfg.cooldown,
+            snapshot_every: cfg.snapshot_every.max(1),
+            since_snapshot: 0,
+            last_ts: 0,
+        };
+        let handle = std::thread::Builder::new()
+            .name("rplace-sqlite-writer".into())
+            .spawn(move || writer.run(rx))
+            .map_err(|e| StoreError::Backend(format!("cannot start writer thread: {e}")))?;
+        let readers = (0..READERS)
+            .map(|_| open_reader(&path))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self {
+            tx,
+            state,
+            feed: Mutex::new(Some(feed_rx)),
+            readers: Arc::new(Mutex::new(readers)),
+            path,
+            limiter: IpLimiter::new(cfg.ip_limit),
+            cooldown: cfg.cooldown,
+            max_catchup: cfg.max_catchup,
+            writer: Mutex::new(Some(handle)),
+        })
+    }
+
+    /// Runs `f` on a pooled read connection on the blocking pool.
+    async fn read<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<R, StoreError> + Send + 'static,
+    ) -> Result<R, StoreError> {
+        let readers = self.readers.clone();
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = readers.lock().expect("reader pool").pop();
+            let conn = match conn {
+                Some(c) => c,
+                None => open_reader(&path)?,
+            };
+            let out = f(&conn);
+            let mut pool = readers.lock().expect("reader pool");
+            if pool.len() < READERS {
+                pool.push(conn);
+            }
+            out
+        })
+        .await
+        .map_err(|e| StoreError::Backend(format!("reader task failed: {e}")))?
+    }
+}
+
+impl Store for EmbeddedStore {
+    async fn snapshot(&self) -> Result<Snapshot, StoreError> {
+        let st = self.state.lock().expect("state lock");
+        Ok(Snapshot {
+            seq: st.seq,
+            board: st.board.clone(),
+        })
+    }
+
+    async fn place(&self, p: NewPlacement) -> Result<Placed, PlaceError> {
+        if !p.bypass_limits {
+            self.limiter
+                .check(p.ip)
+                .map_err(|retry_after_ms| PlaceError::RateLimited { retry_after_ms })?;
+        }
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Cmd::Place(p, tx))
+            .await
+            .map_err(|_| PlaceError::ShuttingDown)?;
+        rx.await.map_err(|_| PlaceError::ShuttingDown)?
+    }
+
+    fn take_feed(&self) -> Option<mpsc::UnboundedReceiver<FeedEvent>> {
+        self.feed.lock().expect("feed lock").take()
+    }
+
+    async fn updates_since(&self, since: Seq, limit: usize) -> Result<Vec<Placement>, StoreError> {
+        let head = self.state.lock().expect("state lock").seq;
+        if since >= head {
+            return Ok(Vec::new());
+        }
+        let oldest = Seq(head.0.saturating_sub(self.max_catchup));
+        if since < oldest {
+            return Err(StoreError::Gone { since, oldest });
+        }
+        self.read(move |c| {
+            let mut stmt = c
+                .prepare_cached(
+                    "SELECT seq, x, y, color, user, ts FROM placements WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+                )
+                .map_err(backend)?;
+            stmt.query_map(params![since.0 as i64, limit as i64], row_to_placement)
+                .and_then(|rows| rows.collect())
+                .map_err(backend)
+        })
+        .await
+    }
+
+    async fn pixel_history(&self, coord: Coord, limit: usize) -> Result<Vec<Placement>, StoreError> {
+        self.read(move |c| {
+            let mut stmt = c
+                .prepare_cached(
+                    "SELECT seq, x, y, color, user, ts FROM placements \
+                     WHERE y = ?1 AND x = ?2 ORDER BY seq DESC LIMIT ?3",
+                )
+                .map_err(backend)?;
+            stmt.query_map(params![coord.y, coord.x, limit as i64], row_to_placement)
+                .and_then(|rows| rows.collect())
+                .map_err(backend)
+        })
+        .await
+    }
+
+    async fn next_allowed(&self, user: UserId) -> Result<Option<i64>, StoreError> {
+        let st = self.state.lock().expect("state lock");
+        let now = now_ms();
+        Ok(st
+            .last_placed
+            .get(&user)
+            .map(|&last| self.cooldown.next_at(last))
+            .filter(|&next| next > now))
+    }
+
+    fn is_ready(&self) -> bool {
+        !self.tx.is_closed()
+    }
+
+    async fn close(&self) -> Result<(), StoreError> {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Cmd::Close(tx)).await.is_ok() {
+            rx.await
+                .map_err(|_| StoreError::Backend("writer stopped before closing".into()))??;
+        }
+        let handle = self.writer.lock().expect("writer lock").take();
+        if let Some(h) = handle {
+            tokio::task::spawn_blocking(move || h.join())
+                .await
+                .map_err(|e| StoreError::Backend(e.to_string()))?
+                .map_err(|_| StoreError::Backend("writer thread panicked".into()))?;
+        }
+        Ok(())
+    }
+}
+
+/// The writer thread's own state.
+struct Writer {
+    /// The only connection that writes.
+    conn: Connection,
+    /// Shared committed state, updated after each commit.
+    state: Arc<Mutex<State>>,
+    /// Where committed placements go, in seq order.
+    feed: mpsc::UnboundedSender<FeedEvent>,
+    /// The rule to apply.
+    cooldown: Cooldown,
+    /// Snapshot cadence, in placements.
+    snapshot_every: u64,
+    /// Placements committed since the last snapshot.
+    since_snapshot: u64,
+    /// Last timestamp handed out, so timestamps never go backwards with seq.
+    last_ts: i64,
+}
+
+impl Writer {
+    fn run(mut self, mut rx: mpsc::Receiver<Cmd>) {
+        let mut batch = Vec::with_capacity(MAX_BATCH);
+        loop {
+            let Some(first) = rx.blocking_recv() else {
+                // Every handle is gone without a close: still leave a snapshot behind.
+                let _ = self.snapshot();
+                return;
+            };
+            let mut close = None;
+            match first {
+                Cmd::Place(p, tx) => batch.push((p, tx)),
+                Cmd::Close(tx) => close = Some(tx),
+            }
+            while close.is_none() && batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(Cmd::Place(p, tx)) => batch.push((p, tx)),
+                    Ok(Cmd::Close(tx)) => close = Some(tx),
+                    Err(_) => break,
+                }
+            }
+            if !batch.is_empty() {
+                self.commit_batch(&mut batch);
+            }
+            if self.since_snapshot >= self.snapshot_every {
+                if let Err(e) = self.snapshot() {
+                    tracing::error!(error = %e, "board snapshot failed; will retry");
+                }
+            }
+            if let Some(tx) = close {
+                rx.close();
+                // Requests that raced the close are answered, not dropped.
+                while let Ok(cmd) = rx.try_recv() {
+                    if let Cmd::Place(p, tx) = cmd {
+                        batch.push((p, tx));
+                    }
+                }
+                if !batch.is_empty() {
+                    self.commit_batch(&mut batch);
+                }
+                let res = self.snapshot().and_then(|_| {
+                    self.conn
+                        .execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")
+                        .map_err(backend)
+                });
+                let _ = tx.send(res);
+                return;
+            }
+        }
+    }
+
+    /// Decides, commits and answers one batch.
+    fn commit_batch(&mut self, batch: &mut Vec<(NewPlacement, oneshot::Sender<Result<Placed, PlaceError>>)>) {
+        let started = Instant::now();
+        let now = now_ms().max(self.last_ts);
+        let (mut seq, mut decided) = {
+            let st = self.state.lock().expect("state lock");
+            (st.seq, Vec::with_capacity(batch.len()))
+        };
+        // Users who place twice in one batch see their first placement's cooldown.
+        let mut in_batch: HashMap<UserId, i64> = HashMap::new();
+        let mut accepted = Vec::with_capacity(batch.len());
+        {
+            let st = self.state.lock().expect("state lock");
+            for (p, _) in batch.iter() {
+                let last = in_batch.get(&p.user).or_else(|| st.last_placed.get(&p.user)).copied();
+                let verdict = if p.bypass_limits {
+                    Ok(self.cooldown.next_at(now))
+                } else {
+                    self.cooldown.check(last, now)
+                };
+                match verdict {
+                    Ok(next_at_ms) => {
+                        seq = seq.next();
+                        in_batch.insert(p.user, now);
+                        let placed = Placed {
+                            seq,
+                            at_ms: now,
+                            next_at_ms,
+                        };
+                        accepted.push(Placement {
+                            seq,
+                            coord: p.coord,
+                            color: p.color,
+                            user: p.user,
+                            at_ms: now,
+                        });
+                        decided.push(Ok(placed));
+                    }
+                    Err(next_at_ms) => decided.push(Err(PlaceError::Cooldown { next_at_ms })),
+                }
+            }
+        }
+        let outcome = if accepted.is_empty() {
+            Ok(())
+        } else {
+            self.insert(&accepted)
+        };
+        match outcome {
+            Ok(()) => {
+                if !accepted.is_empty() {
+                    let mut st = self.state.lock().expect("state lock");
+                    for a in &accepted {
+                        st.board.set(a.coord, a.color);
+                        st.last_placed.insert(a.user, a.at_ms);
+                    }
+                    st.seq = seq;
+                    if st.last_placed.len() > 100_000 {
+                        let cutoff = now - self.cooldown.as_millis();
+                        st.last_placed.retain(|_, &mut t| t >= cutoff);
+                    }
+                    drop(st);
+                    self.last_ts = now;
+                    self.since_snapshot += accepted.len() as u64;
+                    metrics::counter!("rplace_store_placements_committed_total").increment(accepted.len() as u64);
+                    let _ = self.feed.send(FeedEvent::Placements(accepted));
+                }
+                for ((_, tx), d) in batch.drain(..).zip(decided) {
+                    let _ = tx.send(d);
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "commit failed; rejecting the batch");
+                metrics::counter!("rplace_store_commit_failures_total").increment(1);
+                for ((_, tx), d) in batch.drain(..).zip(decided) {
+                    let _ = tx.send(match d {
+                        Ok(_) => Err(PlaceError::Unavailable(e.to_string())),
+                        Err(rejected) => Err(rejected),
+                    });
+                }
+            }
+        }
+        metrics::histogram!("rplace_store_commit_seconds").record(started.elapsed().as_secs_f64());
+    }
+
+    fn insert(&mut self, rows: &[Placement]) -> Result<(), StoreError> {
+        let tx = self.conn.transaction().map_err(backend)?;
+        {
+            let mut stmt = tx
+                .prepare_cached("INSERT INTO placements (seq, x, y, color, user, ts) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")
+                .map_err(backend)?;
+            for p in rows {
+                stmt.execute(params![
+                    p.seq.0 as i64,
+                    p.coord.x,
+                    p.coord.y,
+                    p.color.get(),
+                    p.user.0 as i64,
+                    p.at_ms
+                ])
+                .map_err(backend)?;
+            }
+        }
+        tx.commit().map_err(backend)
+    }
+
+    fn snapshot(&mut self) -> Result<(), StoreError> {
+        let (seq, bytes) = {
+            let st = self.state.lock().expect("state lock");
+            (st.seq, st.board.as_bytes().to_vec())
+        };
+        self.conn
+            .execute(
+                "INSERT INTO snapshot (id, seq, board) VALUES (1, ?1, ?2) \
+                 ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, board = excluded.board",
+                params![seq.0 as i64, bytes],
+            )
+            .map_err(backend)?;
+        self.since_snapshot = 0;
+        tracing::debug!(seq = seq.0, "board snapshot written");
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    fn cfg(dir: &std::path::Path) -> EmbeddedConfig {
+        EmbeddedConfig {
+            data_dir: dir.to_path_buf(),
+            dims: Dimensions::parse(8, 4).unwrap(),
+            depth: Depth::Four,
+            cooldown: Cooldown::from_secs(60),
+            ip_limit: IpLimit { per_minute: 0, burst: 0 },
+            sync: SyncMode::Normal,
+            snapshot_every: 3,
+            max_catchup: 1000,
+        }
+    }
+
+    fn new(x: u16, user: u64) -> NewPlacement {
+        NewPlacement {
+            coord: Coord { x, y: 1 },
+            color: ColorIndex::new_unchecked(5),
+            user: UserId(user),
+            ip: Ipv4Addr::LOCALHOST.into(),
+            bypass_limits: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn places_persists_and_restores() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(cfg(dir.path())).unwrap();
+        let mut feed = store.take_feed().unwrap();
+        assert!(store.take_feed().is_none());
+        for i in 0..5u16 {
+            let placed = store.place(new(i, i as u64)).await.unwrap();
+            assert_eq!(placed.seq, Seq(i as u64 + 1));
+        }
+        assert!(matches!(
+            store.place(new(7, 0)).await,
+            Err(PlaceError::Cooldown { .. })
+        ));
+        let mut seen = Vec::new();
+        while seen.len() < 5 {
+            match feed.recv().await.unwrap() {
+                FeedEvent::Placements(p) => seen.extend(p),
+                FeedEvent::Reset(_) => panic!("no reset expected"),
+            }
+        }
+        assert_eq!(seen.iter().map(|p| p.seq.0).collect::<Vec<_>>(), vec![1, 2, 3, 4, 5]);
+        let ups = store.updates_since(Seq(3), 100).await.unwrap();
+        assert_eq!(ups.len(), 2);
+        let hist = store.pixel_history(Coord { x: 2, y: 1 }, 5).await.unwrap();
+        assert_eq!(hist[0].user, UserId(2));
+        let before = store.snapshot().await.unwrap();
+        // Drop without close: the restore must still see every committed row.
+        drop(store);
+        let again = EmbeddedStore::open(cfg(dir.path())).unwrap();
+        let after = again.snapshot().await.unwrap();
+        assert_eq!(after.seq, Seq(5));
+        assert_eq!(after.board, before.board);
+        assert!(again.next_allowed(UserId(3)).await.unwrap().is_some());
+        assert!(matches!(again.place(new(7, 4)).await, Err(PlaceError::Cooldown { .. })));
+        again.close().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn refuses_a_data_dir_of_another_size() {
+        let dir = tempfile::tempdir().unwrap();
+        EmbeddedStore::open(cfg(dir.path())).unwrap().close().await.unwrap();
+        let mut other = cfg(dir.path());
+        other.dims = Dimensions::parse(9, 4).unwrap();
+        let err = EmbeddedStore::open(other).err().unwrap();
+        assert!(err.to_string().contains("width = 8"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn too_old_catch_up_is_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = cfg(dir.path());
+        c.max_catchup = 2;
+        c.cooldown = Cooldown::from_secs(0);
+        let store = EmbeddedStore::open(c).unwrap();
+        for i in 0..5 {
+            store.place(new(i, 1)).await.unwrap();
+        }
+        assert!(matches!(store.updates_since(Seq(1), 10).await, Err(StoreError::Gone { .. })));
+        assert_eq!(store.updates_since(Seq(3), 10).await.unwrap().len(), 2);
+    }
+}

@@ -1,0 +1,183 @@
+//! Storage for rplace: the durable log of placements, the authoritative board and the
+//! cooldowns, behind one [`Store`] trait.
+//!
+//! # Layout
+//! - this file: the [`Store`] trait, the types that cross it, and [`Backend`], the one
+//!   enum the server holds. A deployment picks its backend by configuration once at
+//!   start; nothing else branches on it.
+//! - [`embedded`]: a single-process store. SQLite in WAL mode, written by one thread
+//!   that is also the sequencer: it checks cooldowns, assigns seqs and commits many
+//!   placements per transaction, and only then acknowledges them.
+//! - [`limit`]: the per-IP rate limit used by the embedded backend.
+//!
+//! # Contract every backend keeps
+//! - `place` returns `Ok` only once the placement is durable as the backend defines it
+//!   (see each backend's docs); a rejected placement changes nothing.
+//! - The feed yields every accepted placement exactly once, in seq order, with no gaps
+//!   except where it says [`FeedEvent::Reset`].
+
+pub mod embedded;
+pub mod limit;
+
+use rplace_domain::{Board, ColorIndex, Coord, Placement, Seq, UserId};
+use std::future::Future;
+use std::net::IpAddr;
+use tokio::sync::mpsc;
+
+pub use embedded::{EmbeddedConfig, EmbeddedStore, SyncMode};
+pub use limit::IpLimit;
+
+/// A placement as asked for, before the store has accepted it.
+#[derive(Debug, Clone, Copy)]
+pub struct NewPlacement {
+    /// Where, already checked against the board.
+    pub coord: Coord,
+    /// Which color, already checked against the palette.
+    pub color: ColorIndex,
+    /// Who asks; cooldowns key on it.
+    pub user: UserId,
+    /// Where the request came from; the per-IP limit keys on it.
+    pub ip: IpAddr,
+    /// Skip the cooldown and the IP limit. Only the server's admin-token path (for the
+    /// load generator) sets this.
+    pub bypass_limits: bool,
+}
+
+/// What the caller learns about an accepted placement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Placed {
+    /// Its position in the global order.
+    pub seq: Seq,
+    /// When it was accepted, unix ms.
+    pub at_ms: i64,
+    /// When this user may place again, unix ms.
+    pub next_at_ms: i64,
+}
+
+/// Why a placement was not accepted. None of these changed anything.
+#[derive(Debug, thiserror::Error)]
+pub enum PlaceError {
+    #[error("this user may place again at {next_at_ms} (unix ms)")]
+    Cooldown { next_at_ms: i64 },
+    #[error("too many placements from this address; retry in {retry_after_ms} ms")]
+    RateLimited { retry_after_ms: i64 },
+    #[error("the store is shutting down")]
+    ShuttingDown,
+    #[error("the store failed: {0}")]
+    Unavailable(String),
+}
+
+/// Failures of reads and of opening a store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The requested updates are older than the store keeps.
+    #[error("updates after seq {since} are no longer kept; the oldest available follow seq {oldest}")]
+    Gone { since: Seq, oldest: Seq },
+    #[error("{0}")]
+    Config(String),
+    #[error("storage failure: {0}")]
+    Backend(String),
+}
+
+/// The board at one seq.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// Every placement up to and including this seq is on the board.
+    pub seq: Seq,
+    pub board: Board,
+}
+
+/// What the feed delivers to the server.
+#[derive(Debug)]
+pub enum FeedEvent {
+    /// Placements that follow the previous event without a gap, in seq order.
+    Placements(Vec<Placement>),
+    /// The stream had a gap it could not fill: here is the whole board; clients must resync.
+    Reset(Snapshot),
+}
+
+/// Everything the server needs from storage.
+pub trait Store: Send + Sync + 'static {
+    /// The current board and its seq, as the store holds them now.
+    fn snapshot(&self) -> impl Future<Output = Result<Snapshot, StoreError>> + Send;
+
+    /// Checks the cooldown and rate limit, assigns a seq and makes the placement durable,
+    /// all or nothing.
+    fn place(&self, p: NewPlacement) -> impl Future<Output = Result<Placed, PlaceError>> + Send;
+
+    /// The ordered stream of accepted placements. Called once, by the server's hub; a
+    /// second call returns `None`.
+    fn take_feed(&self) -> Option<mpsc::UnboundedReceiver<FeedEvent>>;
+
+    /// Placements with seq greater than `since`, oldest first, at most `limit`; `Gone`
+    /// if some of them are no longer kept.
+    fn updates_since(
+        &self,
+        since: Seq,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<Placement>, StoreError>> + Send;
+
+    /// The latest placements on one pixel, newest first.
+    fn pixel_history(
+        &self,
+        coord: Coord,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<Placement>, StoreError>> + Send;
+
+    /// When `user` may place next (unix ms), if a cooldown applies now.
+    fn next_allowed(&self, user: UserId) -> impl Future<Output = Result<Option<i64>, StoreError>> + Send;
+
+    /// Whether the store can take placements now.
+    fn is_ready(&self) -> bool;
+
+    /// Stops taking placements, makes everything durable and releases resources.
+    fn close(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+/// The backend a deployment runs, chosen once at start from configuration.
+pub enum Backend {
+    Embedded(EmbeddedStore),
+}
+
+macro_rules! delegate {
+    ($self:ident, $s:ident => $e:expr) => {
+        match $self {
+            Backend::Embedded($s) => $e,
+        }
+    };
+}
+
+impl Store for Backend {
+    async fn snapshot(&self) -> Result<Snapshot, StoreError> {
+        delegate!(self, s => s.snapshot().await)
+    }
+    async fn place(&self, p: NewPlacement) -> Result<Placed, PlaceError> {
+        delegate!(self, s => s.place(p).await)
+    }
+    fn take_feed(&self) -> Option<mpsc::UnboundedReceiver<FeedEvent>> {
+        delegate!(self, s => s.take_feed())
+    }
+    async fn updates_since(&self, since: Seq, limit: usize) -> Result<Vec<Placement>, StoreError> {
+        delegate!(self, s => s.updates_since(since, limit).await)
+    }
+    async fn pixel_history(&self, coord: Coord, limit: usize) -> Result<Vec<Placement>, StoreError> {
+        delegate!(self, s => s.pixel_history(coord, limit).await)
+    }
+    async fn next_allowed(&self, user: UserId) -> Result<Option<i64>, StoreError> {
+        delegate!(self, s => s.next_allowed(user).await)
+    }
+    fn is_ready(&self) -> bool {
+        delegate!(self, s => s.is_ready())
+    }
+    async fn close(&self) -> Result<(), StoreError> {
+        delegate!(self, s => s.close().await)
+    }
+}
+
+/// Current unix time in milliseconds.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

@@ -154,7 +154,11 @@ impl Board {
     }
 
     /// Wraps bytes read back from a store, checking their length.
-    pub fn from_bytes(dims: Dimensions, depth: Depth, bytes: Vec<u8>) -> Result<Self, BoardLengthError> {
+    pub fn from_bytes(
+        dims: Dimensions,
+        depth: Depth,
+        bytes: Vec<u8>,
+    ) -> Result<Self, BoardLengthError> {
         let expected = depth.bytes_for(dims.pixels());
         if bytes.len() != expected {
             return Err(BoardLengthError {
@@ -230,7 +234,10 @@ mod tests {
         assert!(Dimensions::parse(4096, 4096).is_ok());
         assert_eq!(
             Dimensions::parse(0, 5),
-            Err(DimensionsError::OutOfRange { name: "width", value: 0 })
+            Err(DimensionsError::OutOfRange {
+                name: "width",
+                value: 0
+            })
         );
         assert!(Dimensions::parse(5, MAX_SIDE as u64 + 1).is_err());
     }
@@ -277,7 +284,10 @@ mod tests {
         assert!(Board::from_bytes(d, Depth::Four, vec![0; 5]).is_ok());
         assert_eq!(
             Board::from_bytes(d, Depth::Four, vec![0; 4]),
-            Err(BoardLengthError { got: 4, expected: 5 })
+            Err(BoardLengthError {
+                got: 4,
+                expected: 5
+            })
         );
     }
 }

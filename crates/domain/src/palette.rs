@@ -139,7 +139,10 @@ mod tests {
             Palette::parse_list("#000000,#GGGGGG"),
             Err(PaletteError::BadColor("#GGGGGG".into()))
         );
-        assert_eq!(Palette::parse_list("#000000"), Err(PaletteError::BadLength(1)));
+        assert_eq!(
+            Palette::parse_list("#000000"),
+            Err(PaletteError::BadLength(1))
+        );
         let many: Vec<String> = (0..257).map(|i| format!("#0000{:02x}", i % 256)).collect();
         assert_eq!(Palette::parse(&many), Err(PaletteError::BadLength(257)));
         let big: Vec<String> = (0..17).map(|i| format!("#0000{i:02x}")).collect();

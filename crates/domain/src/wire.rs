@@ -122,7 +122,9 @@ mod tests {
         assert_eq!(frames.len(), 1);
         assert_eq!(
             frames[0],
-            vec![1, 2, 1, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 1, 0, 2, 0, 3, 4, 3, 7, 0, 15]
+            vec![
+                1, 2, 1, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 1, 0, 2, 0, 3, 4, 3, 7, 0, 15
+            ]
         );
         assert_eq!(decode_frame(&frames[0]).unwrap(), ups);
     }
@@ -132,7 +134,10 @@ mod tests {
         let ups = vec![up(1, 0, 0, 1), up(2, 0, 0, 2), up(5, 1, 1, 1)];
         let frames = encode_frames(&ups);
         assert_eq!(frames.len(), 2);
-        let back: Vec<Update> = frames.iter().flat_map(|f| decode_frame(f).unwrap()).collect();
+        let back: Vec<Update> = frames
+            .iter()
+            .flat_map(|f| decode_frame(f).unwrap())
+            .collect();
         assert_eq!(back, ups);
         assert!(encode_frames(&[]).is_empty());
     }

@@ -124,21 +124,28 @@ const MIGRATIONS: &[&str] = &[
 
 fn open_write(cfg: &EmbeddedConfig, path: &PathBuf) -> Result<Connection, StoreError> {
     let conn = Connection::open(path).map_err(backend)?;
-    conn.pragma_update(None, "journal_mode", "WAL").map_err(backend)?;
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .map_err(backend)?;
     let sync = match cfg.sync {
         SyncMode::Full => "FULL",
         SyncMode::Normal => "NORMAL",
     };
-    conn.pragma_update(None, "synchronous", sync).map_err(backend)?;
+    conn.pragma_update(None, "synchronous", sync)
+        .map_err(backend)?;
     // Checkpoints are done by us between batches, not in the middle of one.
-    conn.pragma_update(None, "wal_autocheckpoint", 10_000).map_err(backend)?;
-    conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(backend)?;
+    conn.pragma_update(None, "wal_autocheckpoint", 10_000)
+        .map_err(backend)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))
+        .map_err(backend)?;
     let version: i64 = conn
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .map_err(backend)?;
     for (i, m) in MIGRATIONS.iter().enumerate().skip(version as usize) {
-        conn.execute_batch(&format!("BEGIN; {m}; PRAGMA user_version = {}; COMMIT;", i + 1))
-            .map_err(backend)?;
+        conn.execute_batch(&format!(
+            "BEGIN; {m}; PRAGMA user_version = {}; COMMIT;",
+            i + 1
+        ))
+        .map_err(backend)?;
     }
     Ok(conn)
 }
@@ -157,8 +164,11 @@ fn check_shape(conn: &Connection, cfg: &EmbeddedConfig) -> Result<(), StoreError
             .map_err(backend)?;
         match have {
             None => {
-                conn.execute("INSERT INTO meta (key, value) VALUES (?1, ?2)", params![key, value])
-                    .map_err(backend)?;
+                conn.execute(
+                    "INSERT INTO meta (key, value) VALUES (?1, ?2)",
+                    params![key, value],
+                )
+                .map_err(backend)?;
             }
             Some(h) if h != value => {
                 return Err(StoreError::Config(format!(
@@ -185,7 +195,8 @@ fn restore(conn: &Connection, cfg: &EmbeddedConfig) -> Result<State, StoreError>
     let (mut seq, mut board) = match snap {
         Some((seq, bytes)) => (
             Seq(seq as u64),
-            Board::from_bytes(cfg.dims, cfg.depth, bytes).map_err(|e| StoreError::Backend(e.to_string()))?,
+            Board::from_bytes(cfg.dims, cfg.depth, bytes)
+                .map_err(|e| StoreError::Backend(e.to_string()))?,
         ),
         None => (Seq(0), Board::new(cfg.dims, cfg.depth)),
     };
@@ -201,7 +212,10 @@ fn restore(conn: &Connection, cfg: &EmbeddedConfig) -> Result<State, StoreError>
                 x: r.get::<_, i64>(1).map_err(backend)? as u16,
                 y: r.get::<_, i64>(2).map_err(backend)? as u16,
             };
-            board.set(coord, ColorIndex::new_unchecked(r.get::<_, i64>(3).map_err(backend)? as u8));
+            board.set(
+                coord,
+                ColorIndex::new_unchecked(r.get::<_, i64>(3).map_err(backend)? as u8),
+            );
             seq = Seq(s as u64);
             replayed += 1;
         }
@@ -242,7 +256,8 @@ fn open_reader(path: &PathBuf) -> Result<Connection, StoreError> {
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
     .map_err(backend)?;
-    conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(backend)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))
+        .map_err(backend)?;
     Ok(conn)
 }
 
@@ -264,7 +279,10 @@ impl EmbeddedStore {
     /// writer thread.
     pub fn open(cfg: EmbeddedConfig) -> Result<Self, StoreError> {
         std::fs::create_dir_all(&cfg.data_dir).map_err(|e| {
-            StoreError::Config(format!("cannot create data dir {}: {e}", cfg.data_dir.display()))
+            StoreError::Config(format!(
+                "cannot create data dir {}: {e}",
+                cfg.data_dir.display()
+            ))
         })?;
         let path = cfg.data_dir.join("rplace.sqlite3");
         let conn = open_write(&cfg, &path)?;
@@ -375,7 +393,11 @@ impl Store for EmbeddedStore {
         .await
     }
 
-    async fn pixel_history(&self, coord: Coord, limit: usize) -> Result<Vec<Placement>, StoreError> {
+    async fn pixel_history(
+        &self,
+        coord: Coord,
+        limit: usize,
+    ) -> Result<Vec<Placement>, StoreError> {
         self.read(move |c| {
             let mut stmt = c
                 .prepare_cached(
@@ -491,7 +513,10 @@ impl Writer {
     }
 
     /// Decides, commits and answers one batch.
-    fn commit_batch(&mut self, batch: &mut Vec<(NewPlacement, oneshot::Sender<Result<Placed, PlaceError>>)>) {
+    fn commit_batch(
+        &mut self,
+        batch: &mut Vec<(NewPlacement, oneshot::Sender<Result<Placed, PlaceError>>)>,
+    ) {
         let started = Instant::now();
         let now = now_ms().max(self.last_ts);
         let (mut seq, mut decided) = {
@@ -504,7 +529,10 @@ impl Writer {
         {
             let st = self.state.lock().expect("state lock");
             for (p, _) in batch.iter() {
-                let last = in_batch.get(&p.user).or_else(|| st.last_placed.get(&p.user)).copied();
+                let last = in_batch
+                    .get(&p.user)
+                    .or_else(|| st.last_placed.get(&p.user))
+                    .copied();
                 let verdict = if p.bypass_limits {
                     Ok(self.cooldown.next_at(now))
                 } else {
@@ -553,7 +581,8 @@ impl Writer {
                     drop(st);
                     self.last_ts = now;
                     self.since_snapshot += accepted.len() as u64;
-                    metrics::counter!("rplace_store_placements_committed_total").increment(accepted.len() as u64);
+                    metrics::counter!("rplace_store_placements_committed_total")
+                        .increment(accepted.len() as u64);
                     let _ = self.feed.send(FeedEvent::Placements(accepted));
                 }
                 for ((_, tx), d) in batch.drain(..).zip(decided) {
@@ -624,7 +653,10 @@ mod tests {
             dims: Dimensions::parse(8, 4).unwrap(),
             depth: Depth::Four,
             cooldown: Cooldown::from_secs(60),
-            ip_limit: IpLimit { per_minute: 0, burst: 0 },
+            ip_limit: IpLimit {
+                per_minute: 0,
+                burst: 0,
+            },
             sync: SyncMode::Normal,
             snapshot_every: 3,
             max_catchup: 1000,
@@ -662,7 +694,10 @@ mod tests {
                 FeedEvent::Reset(_) => panic!("no reset expected"),
             }
         }
-        assert_eq!(seen.iter().map(|p| p.seq.0).collect::<Vec<_>>(), vec![1, 2, 3, 4, 5]);
+        assert_eq!(
+            seen.iter().map(|p| p.seq.0).collect::<Vec<_>>(),
+            vec![1, 2, 3, 4, 5]
+        );
         let ups = store.updates_since(Seq(3), 100).await.unwrap();
         assert_eq!(ups.len(), 2);
         let hist = store.pixel_history(Coord { x: 2, y: 1 }, 5).await.unwrap();
@@ -675,14 +710,21 @@ mod tests {
         assert_eq!(after.seq, Seq(5));
         assert_eq!(after.board, before.board);
         assert!(again.next_allowed(UserId(3)).await.unwrap().is_some());
-        assert!(matches!(again.place(new(7, 4)).await, Err(PlaceError::Cooldown { .. })));
+        assert!(matches!(
+            again.place(new(7, 4)).await,
+            Err(PlaceError::Cooldown { .. })
+        ));
         again.close().await.unwrap();
     }
 
     #[tokio::test]
     async fn refuses_a_data_dir_of_another_size() {
         let dir = tempfile::tempdir().unwrap();
-        EmbeddedStore::open(cfg(dir.path())).unwrap().close().await.unwrap();
+        EmbeddedStore::open(cfg(dir.path()))
+            .unwrap()
+            .close()
+            .await
+            .unwrap();
         let mut other = cfg(dir.path());
         other.dims = Dimensions::parse(9, 4).unwrap();
         let err = EmbeddedStore::open(other).err().unwrap();
@@ -699,7 +741,10 @@ mod tests {
         for i in 0..5 {
             store.place(new(i, 1)).await.unwrap();
         }
-        assert!(matches!(store.updates_since(Seq(1), 10).await, Err(StoreError::Gone { .. })));
+        assert!(matches!(
+            store.updates_since(Seq(1), 10).await,
+            Err(StoreError::Gone { .. })
+        ));
         assert_eq!(store.updates_since(Seq(3), 10).await.unwrap().len(), 2);
     }
 }

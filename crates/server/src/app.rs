@@ -1,0 +1,173 @@
+//! Wiring: open the store, start the hub, serve the routes, drain on shutdown.
+
+use crate::board_cache::BoardCache;
+use crate::config::{Config, ConfigError, Settings};
+use crate::hub::Hub;
+use axum::extract::FromRef;
+use axum_extra::extract::cookie::Key;
+use metrics_exporter_prometheus::PrometheusHandle;
+use rplace_store::{Backend, EmbeddedConfig, EmbeddedStore, Store, StoreError};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::ops::Deref;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("storage: {0}")]
+    Store(#[from] StoreError),
+    #[error("cookie key: {0}")]
+    CookieKey(std::io::Error),
+    #[error("server: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Everything a handler needs; cheap to clone.
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+pub struct Inner {
+    /// Parsed configuration.
+    pub settings: Settings,
+    /// Raw configuration, for settings used as they are (limits, tokens).
+    pub config: Config,
+    /// The storage backend chosen at start.
+    pub store: Arc<Backend>,
+    /// Live board, recent log and fan-out.
+    pub hub: Arc<Hub>,
+    /// Board versions for `GET /api/board`.
+    pub boards: BoardCache,
+    /// Signs identity cookies.
+    pub key: Key,
+    /// Set when shutdown begins: readiness fails and new websockets are refused.
+    pub draining: AtomicBool,
+    /// Cancelled when websockets must close (after the drain period).
+    pub stop: CancellationToken,
+    /// Websocket tasks, awaited on shutdown so their close frames are sent.
+    pub ws_tasks: TaskTracker,
+    /// Renders `/metrics`.
+    pub metrics: PrometheusHandle,
+}
+
+impl Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl FromRef<AppState> for Key {
+    fn from_ref(s: &AppState) -> Key {
+        s.key.clone()
+    }
+}
+
+impl AppState {
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+}
+
+/// Opens the backend that the configuration asks for.
+async fn open_store(config: &Config, settings: &Settings) -> Result<Backend, RunError> {
+    let cfg = EmbeddedConfig {
+        data_dir: config.data_dir.clone(),
+        dims: settings.dims,
+        depth: settings.palette.depth(),
+        cooldown: settings.cooldown,
+        ip_limit: settings.ip_limit,
+        sync: settings.sync,
+        snapshot_every: config.snapshot_every,
+        max_catchup: config.updates_log as u64,
+    };
+    let store = tokio::task::spawn_blocking(move || EmbeddedStore::open(cfg))
+        .await
+        .map_err(|e| StoreError::Backend(e.to_string()))??;
+    Ok(Backend::Embedded(store))
+}
+
+/// Serves the canvas on `listener` until `shutdown` resolves, then drains: readiness
+/// fails, websockets close with 1001 after the drain period, in-flight requests finish,
+/// and the store flushes. Returns once everything is durable.
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), RunError> {
+    let settings = config.settings()?;
+    let metrics = crate::telemetry::metrics();
+    let key = crate::identity::load_key(settings.cookie_key.as_deref(), &config.data_dir)
+        .map_err(RunError::CookieKey)?;
+    let store = Arc::new(open_store(&config, &settings).await?);
+    let start = store.snapshot().await?;
+    let feed = store
+        .take_feed()
+        .ok_or_else(|| StoreError::Backend("the store's feed was already taken".into()))?;
+    let hub = Hub::new(
+        start,
+        config.updates_log,
+        config.client_queue,
+        settings.tick,
+        config.max_frame_rate,
+    );
+    let stop = CancellationToken::new();
+    let hub_task = tokio::spawn(hub.clone().run(feed, stop.child_token()));
+    let state = AppState(Arc::new(Inner {
+        boards: BoardCache::new(&hub, settings.board_ttl),
+        settings,
+        config: config.clone(),
+        store: store.clone(),
+        hub,
+        key,
+        draining: AtomicBool::new(false),
+        stop: CancellationToken::new(),
+        ws_tasks: TaskTracker::new(),
+        metrics,
+    }));
+    let addr = listener.local_addr()?;
+    tracing::info!(
+        addr = %format!("http://{addr}"),
+        width = state.settings.dims.width(),
+        height = state.settings.dims.height(),
+        seq = state.hub.seq().0,
+        "rplace listening"
+    );
+
+    let router = crate::routes::router(state.clone());
+    let drain_state = state.clone();
+    let graceful = async move {
+        shutdown.await;
+        drain_state.draining.store(true, Ordering::Release);
+        tracing::info!(drain = ?drain_state.settings.drain, "draining: readiness now fails");
+        tokio::time::sleep(drain_state.settings.drain).await;
+        drain_state.stop.cancel();
+    };
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(graceful)
+    .await?;
+
+    // Upgraded websockets are not tracked by the HTTP server; wait for their close frames.
+    state.stop.cancel();
+    state.ws_tasks.close();
+    if tokio::time::timeout(std::time::Duration::from_secs(5), state.ws_tasks.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("some websockets did not close within 5 s");
+    }
+    store.close().await?;
+    stop.cancel();
+    let _ = hub_task.await;
+    tracing::info!("stopped cleanly");
+    Ok(())
+}

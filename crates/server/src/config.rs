@@ -1,0 +1,307 @@
+//! Configuration: every setting is a flag and an environment variable (clap derive + env),
+//! and [`Config::settings`] parses them into domain types once, so an invalid value stops
+//! the start with a message that names the setting.
+
+use clap::{Parser, ValueEnum};
+use rplace_domain::{Cooldown, Dimensions, Palette};
+use rplace_store::{IpLimit, SyncMode};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Command line and environment of the `rplace` binary.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "rplace",
+    version,
+    about = "A shared pixel canvas, r/place style"
+)]
+pub struct Config {
+    /// Address to listen on.
+    #[arg(long, env = "RPLACE_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Folder for the embedded database and the generated cookie key.
+    #[arg(long, env = "RPLACE_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+
+    /// Board width in pixels (1 to 8192).
+    #[arg(long, env = "RPLACE_WIDTH", default_value_t = 1000)]
+    pub width: u64,
+
+    /// Board height in pixels (1 to 8192).
+    #[arg(long, env = "RPLACE_HEIGHT", default_value_t = 1000)]
+    pub height: u64,
+
+    /// Seconds a user waits between placements; 0 for none. r/place 2017 used 300.
+    #[arg(long, env = "RPLACE_COOLDOWN", default_value_t = 5.0)]
+    pub cooldown: f64,
+
+    /// Comma-separated #RRGGBB colors, 2 to 256; default: the 16 colors of r/place 2017.
+    #[arg(long, env = "RPLACE_PALETTE")]
+    pub palette: Option<String>,
+
+    /// Seconds a served board may be cached (Cache-Control max-age), and at most how stale
+    /// the board this server serves may be.
+    #[arg(long, env = "RPLACE_BOARD_TTL", default_value_t = 3.0)]
+    pub board_ttl: f64,
+
+    /// Shortest time between two update frames, in ms: placements within it share a frame.
+    #[arg(long, env = "RPLACE_TICK_MS", default_value_t = 50)]
+    pub tick_ms: u64,
+
+    /// Websocket frames per second the server aims to stay under across all clients; the
+    /// tick lengthens when clients x ticks per second would exceed it.
+    #[arg(long, env = "RPLACE_MAX_FRAME_RATE", default_value_t = 60_000)]
+    pub max_frame_rate: u64,
+
+    /// Placements per minute one IP address may make (sustained); 0 turns the limit off.
+    #[arg(long, env = "RPLACE_IP_RATE", default_value_t = 60)]
+    pub ip_rate: u32,
+
+    /// Placements one IP address may make back to back before `ip-rate` applies.
+    #[arg(long, env = "RPLACE_IP_BURST", default_value_t = 30)]
+    pub ip_burst: u32,
+
+    /// Take the client address from the last X-Forwarded-For entry (behind a trusted proxy).
+    #[arg(long, env = "RPLACE_TRUST_PROXY", default_value_t = false)]
+    pub trust_proxy: bool,
+
+    /// Key that signs identity cookies, 128 hex digits (64 bytes). Default: generated once
+    /// and kept in the data dir. Every instance of one canvas needs the same key.
+    #[arg(long, env = "RPLACE_COOKIE_KEY", hide_env_values = true)]
+    pub cookie_key: Option<String>,
+
+    /// How each embedded commit reaches the disk: full (fsync, survives power loss) or
+    /// normal (survives a crash of the process).
+    #[arg(long, env = "RPLACE_SYNC", value_enum, default_value_t = SyncArg::Full)]
+    pub sync: SyncArg,
+
+    /// Write a board snapshot after this many placements, to bound replay at start.
+    #[arg(long, env = "RPLACE_SNAPSHOT_EVERY", default_value_t = 100_000)]
+    pub snapshot_every: u64,
+
+    /// Placements kept in memory for `GET /api/updates` (catch-up after a reconnect).
+    #[arg(long, env = "RPLACE_UPDATES_LOG", default_value_t = 200_000)]
+    pub updates_log: usize,
+
+    /// Update frames a websocket client may fall behind before it is told to reconnect.
+    #[arg(long, env = "RPLACE_CLIENT_QUEUE", default_value_t = 256)]
+    pub client_queue: usize,
+
+    /// Most open websocket connections; more get 503.
+    #[arg(long, env = "RPLACE_MAX_CONNECTIONS", default_value_t = 100_000)]
+    pub max_connections: usize,
+
+    /// Seconds between failing readiness and closing connections on shutdown, so a load
+    /// balancer stops sending work first.
+    #[arg(long, env = "RPLACE_DRAIN", default_value_t = 0.0)]
+    pub drain: f64,
+
+    /// Enables the load generator's path: requests with `Authorization: Bearer <token>`
+    /// and `X-Rplace-User` place as that user without cookie, cooldown or IP limit. Off
+    /// unless set; never set it on a public canvas.
+    #[arg(long, env = "RPLACE_BENCH_TOKEN", hide_env_values = true)]
+    pub bench_token: Option<String>,
+
+    /// Log format.
+    #[arg(long, env = "RPLACE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SyncArg {
+    Full,
+    Normal,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// A setting that does not parse, with its name.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid setting --{name} (env {env}): {reason}")]
+pub struct ConfigError {
+    pub name: &'static str,
+    pub env: &'static str,
+    pub reason: String,
+}
+
+fn bad(name: &'static str, env: &'static str, reason: impl ToString) -> ConfigError {
+    ConfigError {
+        name,
+        env,
+        reason: reason.to_string(),
+    }
+}
+
+/// Parsed configuration: what the rest of the server uses.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Board size.
+    pub dims: Dimensions,
+    /// Colors.
+    pub palette: Palette,
+    /// Time between one user's placements.
+    pub cooldown: Cooldown,
+    /// Board cache lifetime.
+    pub board_ttl: Duration,
+    /// Shortest tick.
+    pub tick: Duration,
+    /// Per-IP limit.
+    pub ip_limit: IpLimit,
+    /// Cookie signing key, if configured (else generated in the data dir).
+    pub cookie_key: Option<Vec<u8>>,
+    /// Embedded fsync policy.
+    pub sync: SyncMode,
+    /// Drain period on shutdown.
+    pub drain: Duration,
+}
+
+fn seconds(name: &'static str, env: &'static str, v: f64) -> Result<Duration, ConfigError> {
+    if !v.is_finite() || v < 0.0 || v > 86_400.0 * 365.0 {
+        return Err(bad(
+            name,
+            env,
+            format!("must be a number of seconds from 0, got {v}"),
+        ));
+    }
+    Ok(Duration::from_secs_f64(v))
+}
+
+impl Config {
+    /// Parses every setting, naming the first one that is wrong.
+    pub fn settings(&self) -> Result<Settings, ConfigError> {
+        let dims = Dimensions::parse(self.width, self.height).map_err(|e| {
+            let (name, env) =
+                if self.width < 1 || self.width > rplace_domain::board::MAX_SIDE as u64 {
+                    ("width", "RPLACE_WIDTH")
+                } else {
+                    ("height", "RPLACE_HEIGHT")
+                };
+            bad(name, env, e)
+        })?;
+        let palette = match &self.palette {
+            Some(p) => Palette::parse_list(p).map_err(|e| bad("palette", "RPLACE_PALETTE", e))?,
+            None => Palette::place_2017(),
+        };
+        let cooldown = seconds("cooldown", "RPLACE_COOLDOWN", self.cooldown)?;
+        let board_ttl = seconds("board-ttl", "RPLACE_BOARD_TTL", self.board_ttl)?;
+        if self.tick_ms == 0 || self.tick_ms > 10_000 {
+            return Err(bad(
+                "tick-ms",
+                "RPLACE_TICK_MS",
+                format!("must be from 1 to 10000, got {}", self.tick_ms),
+            ));
+        }
+        if self.max_frame_rate == 0 {
+            return Err(bad(
+                "max-frame-rate",
+                "RPLACE_MAX_FRAME_RATE",
+                "must be at least 1",
+            ));
+        }
+        if self.updates_log == 0 {
+            return Err(bad(
+                "updates-log",
+                "RPLACE_UPDATES_LOG",
+                "must be at least 1",
+            ));
+        }
+        if self.client_queue == 0 {
+            return Err(bad(
+                "client-queue",
+                "RPLACE_CLIENT_QUEUE",
+                "must be at least 1",
+            ));
+        }
+        let cookie_key = match &self.cookie_key {
+            None => None,
+            Some(k) => {
+                let bytes = hex::decode(k.trim())
+                    .map_err(|e| bad("cookie-key", "RPLACE_COOKIE_KEY", format!("not hex: {e}")))?;
+                if bytes.len() < 64 {
+                    return Err(bad(
+                        "cookie-key",
+                        "RPLACE_COOKIE_KEY",
+                        format!(
+                            "needs at least 64 bytes (128 hex digits), got {}",
+                            bytes.len()
+                        ),
+                    ));
+                }
+                Some(bytes)
+            }
+        };
+        if matches!(&self.bench_token, Some(t) if t.len() < 16) {
+            return Err(bad(
+                "bench-token",
+                "RPLACE_BENCH_TOKEN",
+                "must be at least 16 characters",
+            ));
+        }
+        Ok(Settings {
+            dims,
+            palette,
+            cooldown: Cooldown::from_millis(cooldown.as_millis() as u64),
+            board_ttl,
+            tick: Duration::from_millis(self.tick_ms),
+            ip_limit: IpLimit {
+                per_minute: self.ip_rate,
+                burst: self.ip_burst,
+            },
+            cookie_key,
+            sync: match self.sync {
+                SyncArg::Full => SyncMode::Full,
+                SyncArg::Normal => SyncMode::Normal,
+            },
+            drain: seconds("drain", "RPLACE_DRAIN", self.drain)?,
+        })
+    }
+
+    /// Defaults for a test or embedding: as if started with no flags, plus `args`.
+    pub fn from_args<I, T>(args: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        Config::try_parse_from(
+            std::iter::once("rplace".into()).chain(args.into_iter().map(Into::into)),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        let c = Config::from_args::<_, &str>([]).unwrap();
+        let s = c.settings().unwrap();
+        assert_eq!(s.dims.width(), 1000);
+        assert_eq!(s.palette.len(), 16);
+        assert_eq!(s.board_ttl, Duration::from_secs(3));
+    }
+
+    #[test]
+    fn bad_settings_are_named() {
+        let err = |args: &[&str]| {
+            Config::from_args(args)
+                .unwrap()
+                .settings()
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(err(&["--width", "0"]).contains("--width"));
+        assert!(err(&["--height", "9000"]).contains("--height"));
+        assert!(err(&["--palette", "#fff"]).contains("--palette"));
+        assert!(err(&["--cooldown=-1"]).contains("--cooldown"));
+        assert!(err(&["--cookie-key", "abcd"]).contains("--cookie-key"));
+        assert!(err(&["--tick-ms", "0"]).contains("--tick-ms"));
+        assert!(Config::from_args(["--listen", "nope"]).is_err());
+    }
+}

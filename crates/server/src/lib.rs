@@ -1,0 +1,28 @@
+//! rplace: a shared pixel canvas, r/place style, as a library with a thin binary.
+//!
+//! # Layout
+//! - [`config`]: flags and environment variables, parsed once into [`config::Settings`].
+//! - [`app`]: [`run`], which wires a store, the hub and the routes together and serves
+//!   until the shutdown future resolves, then drains.
+//! - [`hub`]: consumes the store's ordered feed; keeps the live board and the recent log;
+//!   batches each tick's placements into one frame for every websocket client.
+//! - [`board_cache`]: board versions served by `GET /api/board`, each compressed once.
+//! - [`routes`]: the HTTP API, the websocket, operations endpoints and the embedded page.
+//! - [`identity`]: anonymous identities in a signed cookie.
+//! - [`error`]: the JSON error every handler returns.
+//! - [`telemetry`]: tracing and the Prometheus recorder.
+//!
+//! Storage lives in the `rplace-store` crate behind one trait; this crate never knows
+//! which backend runs. The canvas rules and wire formats live in `rplace-domain`.
+
+pub mod app;
+pub mod board_cache;
+pub mod config;
+pub mod error;
+pub mod hub;
+pub mod identity;
+pub mod routes;
+pub mod telemetry;
+
+pub use app::{AppState, RunError, run};
+pub use config::Config;

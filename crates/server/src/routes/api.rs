@@ -1,0 +1,393 @@
+//! The HTTP API: config, board, placing, pixel info and catch-up. See docs/API.md.
+
+use crate::app::AppState;
+use crate::board_cache::Encoding;
+use crate::error::ApiError;
+use crate::hub::Recent;
+use axum::Json;
+use axum::body::{Body, Bytes};
+use axum::extract::{ConnectInfo, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum_extra::extract::cookie::SignedCookieJar;
+use rplace_domain::wire::{self, Update};
+use rplace_domain::{Coord, Seq, UserId};
+use rplace_store::{NewPlacement, Store};
+use serde::Serialize;
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+
+/// Largest `PUT /api/pixel` body.
+pub const BODY_LIMIT: usize = 1024;
+/// Most placements in one `GET /api/updates` answer.
+pub const UPDATES_LIMIT: usize = 65_536;
+/// Placements listed by `GET /api/pixel`.
+pub const HISTORY_LEN: usize = 10;
+
+#[derive(Serialize)]
+struct UserInfo {
+    id: String,
+    next_at: Option<i64>,
+}
+
+pub async fn config(
+    State(app): State<AppState>,
+    jar: SignedCookieJar,
+) -> Result<Response, ApiError> {
+    let (jar, user) = crate::identity::ensure(jar);
+    let next_at = app.store.next_allowed(user).await?;
+    let s = &app.settings;
+    let body = json!({
+        "width": s.dims.width(),
+        "height": s.dims.height(),
+        "palette": s.palette.colors().iter().map(|c| c.to_hex()).collect::<Vec<_>>(),
+        "bits_per_pixel": s.palette.depth().bits(),
+        "cooldown_ms": s.cooldown.as_millis(),
+        "board_ttl_s": s.board_ttl.as_secs_f64(),
+        "tick_ms": app.hub.tick_ms(),
+        "seq": app.hub.seq().0,
+        "user": UserInfo { id: user.to_string(), next_at },
+    });
+    Ok((jar, [(header::CACHE_CONTROL, "no-store")], Json(body)).into_response())
+}
+
+/// Headers shared by the board's representations.
+fn board_headers(h: &mut HeaderMap, seq: Seq, ttl_secs: u64) {
+    h.insert("x-board-seq", HeaderValue::from(seq.0));
+    h.insert(header::ETAG, etag(seq));
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_str(&format!("public, max-age={ttl_secs}")).expect("ascii"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        HeaderValue::from_static("x-board-seq, etag"),
+    );
+}
+
+fn etag(seq: Seq) -> HeaderValue {
+    HeaderValue::from_str(&format!("\"{}\"", seq.0)).expect("digits")
+}
+
+fn not_modified(headers: &HeaderMap, seq: Seq) -> bool {
+    let tag = etag(seq);
+    headers.get(header::IF_NONE_MATCH).is_some_and(|v| {
+        v.to_str()
+            .map(|s| s.split(',').any(|t| t.trim() == tag || t.trim() == "*"))
+            .unwrap_or(false)
+    })
+}
+
+fn ttl_secs(app: &AppState) -> u64 {
+    app.settings.board_ttl.as_secs_f64().round() as u64
+}
+
+pub async fn board(State(app): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    metrics::counter!("rplace_board_requests_total", "format" => "raw").increment(1);
+    let version = app.boards.get(&app.hub).await;
+    let enc = Encoding::negotiate(
+        headers
+            .get(header::ACCEPT_ENCODING)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or(""),
+    );
+    let mut resp = if not_modified(&headers, version.seq) {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        let body = version
+            .body(enc)
+            .await
+            .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+        let mut r = Body::from(body).into_response();
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/octet-stream"),
+        );
+        if let Some(ce) = enc.header_value() {
+            r.headers_mut()
+                .insert(header::CONTENT_ENCODING, HeaderValue::from_static(ce));
+        }
+        r
+    };
+    let h = resp.headers_mut();
+    h.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
+    board_headers(h, version.seq, ttl_secs(&app));
+    Ok(resp)
+}
+
+pub async fn board_png(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    metrics::counter!("rplace_board_requests_total", "format" => "png").increment(1);
+    let version = app.boards.get(&app.hub).await;
+    let mut resp = if not_modified(&headers, version.seq) {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        let png = version
+            .png(app.settings.dims, &app.settings.palette)
+            .await
+            .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+        ([(header::CONTENT_TYPE, "image/png")], png).into_response()
+    };
+    board_headers(resp.headers_mut(), version.seq, ttl_secs(&app));
+    Ok(resp)
+}
+
+/// The client's address: the peer, or the last `X-Forwarded-For` hop when the server is
+/// configured to sit behind a trusted proxy.
+fn client_ip(app: &AppState, peer: SocketAddr, headers: &HeaderMap) -> IpAddr {
+    if app.config.trust_proxy {
+        let forwarded = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|s| s.trim().parse::<IpAddr>().ok())
+            .next_back();
+        if let Some(ip) = forwarded {
+            return ip;
+        }
+    }
+    peer.ip()
+}
+
+/// Who is placing: the load generator's token path, else the signed cookie.
+fn placing_user(
+    app: &AppState,
+    headers: &HeaderMap,
+    jar: &SignedCookieJar,
+) -> Result<(UserId, bool), ApiError> {
+    if let Some(token) = &app.config.bench_token {
+        let presented = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if let Some(presented) = presented {
+            if !constant_time_eq(presented.as_bytes(), token.as_bytes()) {
+                return Err(ApiError::Unauthorized);
+            }
+            let user = headers
+                .get("x-rplace-user")
+                .and_then(|v| v.to_str().ok())
+                .and_then(UserId::parse)
+                .ok_or(ApiError::InvalidField {
+                    field: "X-Rplace-User",
+                    message: "X-Rplace-User must be 16 hex digits".into(),
+                    allowed: "16 lowercase hex digits".into(),
+                })?;
+            return Ok((user, true));
+        }
+    }
+    crate::identity::user(jar)
+        .map(|u| (u, false))
+        .ok_or(ApiError::Unauthorized)
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Reads an integer field of the placement body.
+fn int_field(
+    obj: &serde_json::Map<String, Value>,
+    field: &'static str,
+    allowed: String,
+) -> Result<i64, ApiError> {
+    match obj.get(field) {
+        None | Some(Value::Null) => Err(ApiError::MissingField { field, allowed }),
+        Some(v) => v.as_i64().ok_or_else(|| ApiError::InvalidField {
+            field,
+            message: format!("{field} must be an integer, got {v}"),
+            allowed,
+        }),
+    }
+}
+
+fn parse_placement(
+    app: &AppState,
+    body: &[u8],
+) -> Result<(Coord, rplace_domain::ColorIndex), ApiError> {
+    let value: Value =
+        serde_json::from_slice(body).map_err(|e| ApiError::InvalidJson(e.to_string()))?;
+    let Value::Object(obj) = value else {
+        return Err(ApiError::InvalidJson(
+            "expected an object like {\"x\":0,\"y\":0,\"color\":0}".into(),
+        ));
+    };
+    let dims = app.settings.dims;
+    let x_allowed = format!("integer 0..={}", dims.width() - 1);
+    let y_allowed = format!("integer 0..={}", dims.height() - 1);
+    let c_allowed = format!("palette index 0..={}", app.settings.palette.len() - 1);
+    let x = int_field(&obj, "x", x_allowed.clone())?;
+    let y = int_field(&obj, "y", y_allowed.clone())?;
+    let color = int_field(&obj, "color", c_allowed.clone())?;
+    let coord = dims.coord(x, y).map_err(|e| ApiError::InvalidField {
+        field: e.axis,
+        message: e.to_string(),
+        allowed: if e.axis == "x" { x_allowed } else { y_allowed },
+    })?;
+    let color = app
+        .settings
+        .palette
+        .color(color)
+        .map_err(|e| ApiError::InvalidField {
+            field: "color",
+            message: e.to_string(),
+            allowed: c_allowed,
+        })?;
+    Ok((coord, color))
+}
+
+#[tracing::instrument(skip_all, fields(ip, user, seq))]
+pub async fn place(
+    State(app): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    jar: SignedCookieJar,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let result = place_inner(&app, peer, &headers, &jar, body).await;
+    match &result {
+        Ok(_) => metrics::counter!("rplace_placements_total").increment(1),
+        Err(e) => metrics::counter!("rplace_rejections_total", "reason" => e.code()).increment(1),
+    }
+    result
+}
+
+async fn place_inner(
+    app: &AppState,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+    jar: &SignedCookieJar,
+    body: Body,
+) -> Result<Response, ApiError> {
+    if app.is_draining() {
+        return Err(ApiError::ShuttingDown);
+    }
+    let (user, bypass) = placing_user(app, headers, jar)?;
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"));
+    if !is_json {
+        return Err(ApiError::UnsupportedMediaType);
+    }
+    let bytes: Bytes = axum::body::to_bytes(body, BODY_LIMIT)
+        .await
+        .map_err(|_| ApiError::PayloadTooLarge { limit: BODY_LIMIT })?;
+    let (coord, color) = parse_placement(app, &bytes)?;
+    let ip = client_ip(app, peer, headers);
+    let span = tracing::Span::current();
+    span.record("ip", tracing::field::display(ip));
+    span.record("user", tracing::field::display(user));
+    let placed = app
+        .store
+        .place(NewPlacement {
+            coord,
+            color,
+            user,
+            ip,
+            bypass_limits: bypass,
+        })
+        .await?;
+    span.record("seq", placed.seq.0);
+    Ok((
+        [(header::CACHE_CONTROL, "no-store")],
+        Json(json!({ "seq": placed.seq.0, "at": placed.at_ms, "next_at": placed.next_at_ms })),
+    )
+        .into_response())
+}
+
+fn query_int(q: &HashMap<String, String>, field: &'static str) -> Result<i64, ApiError> {
+    let raw = q.get(field).ok_or_else(|| ApiError::InvalidQuery {
+        field,
+        message: format!("query parameter {field} is missing"),
+    })?;
+    raw.trim().parse().map_err(|_| ApiError::InvalidQuery {
+        field,
+        message: format!("query parameter {field} must be an integer, got {raw:?}"),
+    })
+}
+
+type QueryMap = Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>;
+
+fn query_map(q: QueryMap) -> Result<HashMap<String, String>, ApiError> {
+    q.map(|Query(m)| m).map_err(|e| ApiError::InvalidQuery {
+        field: "query",
+        message: e.body_text(),
+    })
+}
+
+pub async fn pixel_info(State(app): State<AppState>, q: QueryMap) -> Result<Response, ApiError> {
+    let q = query_map(q)?;
+    let dims = app.settings.dims;
+    let (x, y) = (query_int(&q, "x")?, query_int(&q, "y")?);
+    let coord = dims.coord(x, y).map_err(|e| ApiError::InvalidField {
+        field: e.axis,
+        message: e.to_string(),
+        allowed: format!("integer 0..={}", e.max),
+    })?;
+    let history = app.store.pixel_history(coord, HISTORY_LEN).await?;
+    let latest = history.first();
+    let body = json!({
+        "x": x,
+        "y": y,
+        "color": app.hub.pixel(coord).get(),
+        "seq": latest.map(|p| p.seq.0),
+        "user": latest.map(|p| p.user.to_string()),
+        "at": latest.map(|p| p.at_ms),
+        "history": history.iter().map(|p| json!({
+            "seq": p.seq.0, "color": p.color.get(), "user": p.user.to_string(), "at": p.at_ms,
+        })).collect::<Vec<_>>(),
+    });
+    Ok(([(header::CACHE_CONTROL, "no-store")], Json(body)).into_response())
+}
+
+pub async fn updates(State(app): State<AppState>, q: QueryMap) -> Result<Response, ApiError> {
+    let q = query_map(q)?;
+    let since = query_int(&q, "since")?;
+    if since < 0 {
+        return Err(ApiError::InvalidQuery {
+            field: "since",
+            message: format!("since must be a seq from 0, got {since}"),
+        });
+    }
+    let since = Seq(since as u64);
+    let (ups, head) = match app.hub.recent(since, UPDATES_LIMIT) {
+        Recent::Found(ups, head) => (ups, head),
+        Recent::TooOld => {
+            // Older than this instance's memory: the store may still have them.
+            let head = app.hub.seq();
+            let rows = app.store.updates_since(since, UPDATES_LIMIT).await?;
+            let ups = rows
+                .into_iter()
+                .take_while(|p| p.seq <= head)
+                .map(|p| Update {
+                    seq: p.seq,
+                    coord: p.coord,
+                    color: p.color,
+                })
+                .collect();
+            (ups, head)
+        }
+    };
+    let last = ups.last().map_or(since, |u: &Update| u.seq);
+    let body: Vec<u8> = wire::encode_frames(&ups).concat();
+    let mut resp = (
+        [
+            (header::CONTENT_TYPE, "application/octet-stream"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        body,
+    )
+        .into_response();
+    let h = resp.headers_mut();
+    h.insert("x-board-seq", HeaderValue::from(head.0));
+    if last < head {
+        h.insert("x-updates-more", HeaderValue::from_static("true"));
+    }
+    Ok(resp)
+}

@@ -14,7 +14,8 @@ use std::time::Duration;
 #[command(
     name = "rplace",
     version,
-    about = "A shared pixel canvas, r/place style"
+    about = "A shared pixel canvas, r/place style",
+    args_override_self = true
 )]
 pub struct Config {
     /// Address to listen on.

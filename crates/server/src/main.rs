@@ -7,6 +7,8 @@ use rplace::Config;
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
     rplace::telemetry::init_tracing(config.log_format);
+    // Fail on a bad setting before touching the network or the disk.
+    config.settings()?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| {

@@ -485,10 +485,10 @@ impl Writer {
             if !batch.is_empty() {
                 self.commit_batch(&mut batch);
             }
-            if self.since_snapshot >= self.snapshot_every {
-                if let Err(e) = self.snapshot() {
-                    tracing::error!(error = %e, "board snapshot failed; will retry");
-                }
+            if self.since_snapshot >= self.snapshot_every
+                && let Err(e) = self.snapshot()
+            {
+                tracing::error!(error = %e, "board snapshot failed; will retry");
             }
             if let Some(tx) = close {
                 rx.close();

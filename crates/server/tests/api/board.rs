@@ -1,0 +1,126 @@
+use crate::helpers::*;
+use std::io::Read;
+
+#[tokio::test]
+async fn etag_304_and_compression() {
+    let app = spawn_app(&[]).await;
+    app.bench_place(1, 15, 7, 9).await;
+    let (seq, raw) = app.board().await;
+    let c = reqwest::Client::builder()
+        .no_gzip()
+        .no_brotli()
+        .no_zstd()
+        .build()
+        .unwrap();
+    let r = c.get(app.url("/api/board")).send().await.unwrap();
+    assert_eq!(r.headers()["etag"], format!("\"{seq}\""));
+    assert_eq!(r.headers()["cache-control"], "public, max-age=0");
+    assert!(r.headers().get("content-encoding").is_none());
+    let r = c
+        .get(app.url("/api/board"))
+        .header("if-none-match", format!("\"{seq}\""))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 304);
+    assert_eq!(r.headers()["x-board-seq"], seq.to_string().as_str());
+    assert!(r.bytes().await.unwrap().is_empty());
+
+    for enc in ["gzip", "br", "zstd"] {
+        let r = c
+            .get(app.url("/api/board"))
+            .header("accept-encoding", enc)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.headers()["content-encoding"], enc);
+        assert_eq!(r.headers()["vary"], "accept-encoding");
+        let body = r.bytes().await.unwrap().to_vec();
+        let mut out = Vec::new();
+        match enc {
+            "gzip" => {
+                flate2::read::GzDecoder::new(&body[..])
+                    .read_to_end(&mut out)
+                    .unwrap();
+            }
+            "br" => {
+                brotli::Decompressor::new(&body[..], 4096)
+                    .read_to_end(&mut out)
+                    .unwrap();
+            }
+            _ => out = zstd::stream::decode_all(&body[..]).unwrap(),
+        }
+        assert_eq!(out, raw, "{enc} body decodes to the raw board");
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn board_is_cached_for_its_ttl_and_catch_up_fills_the_gap() {
+    let app = spawn_app(&["--board-ttl", "30"]).await;
+    let (seq0, _) = app.board().await;
+    app.bench_place(1, 1, 1, 4).await;
+    app.bench_place(1, 2, 1, 5).await;
+    let r = reqwest::get(app.url("/api/board")).await.unwrap();
+    assert_eq!(r.headers()["cache-control"], "public, max-age=30");
+    assert_eq!(
+        r.headers()["x-board-seq"],
+        seq0.to_string().as_str(),
+        "within the TTL the same version is served"
+    );
+    // A client that got the stale board ends up exact through /api/updates.
+    let mut c = SyncClient::start(&app, 16).await;
+    assert!(c.catch_up(&app).await);
+    assert_eq!(c.seq, 2);
+    assert_eq!(nibble(&c.board, 16 + 1), 4);
+    assert_eq!(nibble(&c.board, 16 + 2), 5);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn board_png_renders_the_palette() {
+    let app = spawn_app(&[]).await;
+    app.bench_place(1, 3, 2, 5).await; // #E50000
+    let r = reqwest::get(app.url("/api/board.png")).await.unwrap();
+    assert_eq!(r.headers()["content-type"], "image/png");
+    assert!(r.headers().contains_key("etag"));
+    let bytes = r.bytes().await.unwrap();
+    let mut dec = png::Decoder::new(std::io::Cursor::new(bytes.to_vec()));
+    dec.set_transformations(png::Transformations::EXPAND);
+    let mut reader = dec.read_info().unwrap();
+    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    assert_eq!((info.width, info.height), (16, 8));
+    let px = (2 * 16 + 3) * 3;
+    assert_eq!(&buf[px..px + 3], &[0xE5, 0x00, 0x00]);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn updates_are_gone_when_older_than_the_log() {
+    let app = spawn_app(&["--updates-log", "4"]).await;
+    for i in 0..10 {
+        app.bench_place(1, i, 0, 1).await;
+    }
+    let r = reqwest::get(app.url("/api/updates?since=2")).await.unwrap();
+    assert_eq!(r.status(), 410);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "gone");
+    let r = reqwest::get(app.url("/api/updates?since=7")).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-board-seq"], "10");
+    let body = r.bytes().await.unwrap();
+    let ups: Vec<_> = split_frames(&body)
+        .into_iter()
+        .flat_map(|f| rplace_domain::wire::decode_frame(f).unwrap())
+        .collect();
+    assert_eq!(
+        ups.iter().map(|u| u.seq.0).collect::<Vec<_>>(),
+        vec![8, 9, 10]
+    );
+    let r = reqwest::get(app.url("/api/updates?since=10"))
+        .await
+        .unwrap();
+    assert!(r.bytes().await.unwrap().is_empty());
+    app.stop().await;
+}

@@ -1,0 +1,227 @@
+use crate::helpers::*;
+use serde_json::json;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+use tokio_tungstenite::tungstenite::Message;
+
+#[tokio::test]
+async fn shutdown_fails_readiness_then_closes_websockets_with_1001() {
+    let mut app = spawn_app(&["--drain", "0.5"]).await;
+    let mut ws = app.ws().await;
+    hello(&mut ws).await;
+    assert_eq!(
+        reqwest::get(app.url("/readyz")).await.unwrap().status(),
+        200
+    );
+    app.begin_shutdown();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(
+        reqwest::get(app.url("/readyz")).await.unwrap().status(),
+        503
+    );
+    match next_msg(&mut ws, Duration::from_secs(5)).await {
+        Some(Message::Close(Some(frame))) => assert_eq!(u16::from(frame.code), 1001),
+        other => panic!("expected close 1001, got {other:?}"),
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn restart_restores_board_seq_and_cooldowns() {
+    let app = spawn_app(&["--cooldown", "60", "--snapshot-every", "3"]).await;
+    app.login(&app.client).await;
+    assert_eq!(
+        app.put_pixel(&app.client, json!({"x": 9, "y": 4, "color": 7}))
+            .await
+            .status(),
+        200
+    );
+    for i in 0..5 {
+        app.bench_place(100 + i, i as u16, 0, 2).await;
+    }
+    let before = app.board().await;
+    let client = app.client.clone();
+    let dir = app.stop().await;
+    let app = spawn_app_in(dir, &["--cooldown", "60", "--snapshot-every", "3"]).await;
+    assert_eq!(app.board().await, before);
+    let r = app
+        .put_pixel(&client, json!({"x": 0, "y": 1, "color": 1}))
+        .await;
+    assert_eq!(r.status(), 429, "the cooldown survived the restart");
+    app.stop().await;
+}
+
+/// The binary as a child process, so the test can `kill -9` it.
+struct Proc {
+    child: Child,
+    addr: String,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn start_proc(dir: &std::path::Path, sync: &str) -> Proc {
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let child = Command::new(env!("CARGO_BIN_EXE_rplace"))
+        .args([
+            "--listen",
+            &addr,
+            "--data-dir",
+            dir.to_str().unwrap(),
+            "--width",
+            "64",
+            "--height",
+            "64",
+        ])
+        .args([
+            "--cooldown",
+            "0",
+            "--ip-rate",
+            "0",
+            "--board-ttl",
+            "0",
+            "--sync",
+            sync,
+            "--snapshot-every",
+            "500",
+        ])
+        .args(["--bench-token", BENCH_TOKEN])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    for _ in 0..400 {
+        if let Ok(r) = reqwest::get(format!("http://{addr}/readyz")).await {
+            if r.status() == 200 {
+                return Proc { child, addr };
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("child server never became ready");
+}
+
+#[tokio::test]
+async fn kill_9_loses_no_acknowledged_placement() {
+    for sync in ["normal", "full"] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut proc = start_proc(dir.path(), sync).await;
+        let http = reqwest::Client::new();
+        // 16 writers place on distinct pixels while the process is killed under them.
+        let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(u64, u16, u16, u8)>::new()));
+        let mut writers = Vec::new();
+        for w in 0..16u16 {
+            let (http, addr, acked) = (http.clone(), proc.addr.clone(), acked.clone());
+            writers.push(tokio::spawn(async move {
+                for k in 0..256u16 {
+                    let (x, y, color) = (w * 4 + k % 4, k / 4, ((w + k) % 15 + 1) as u8);
+                    let r = http
+                        .put(format!("http://{addr}/api/pixel"))
+                        .header("authorization", format!("Bearer {BENCH_TOKEN}"))
+                        .header("x-rplace-user", format!("{:016x}", w + 1))
+                        .json(&json!({"x": x, "y": y, "color": color}))
+                        .send()
+                        .await;
+                    match r {
+                        Ok(r) if r.status() == 200 => {
+                            let v: serde_json::Value = match r.json().await {
+                                Ok(v) => v,
+                                Err(_) => return,
+                            };
+                            acked
+                                .lock()
+                                .unwrap()
+                                .push((v["seq"].as_u64().unwrap(), x, y, color));
+                        }
+                        _ => return,
+                    }
+                }
+            }));
+        }
+        // Let placements flow, then kill without warning.
+        while acked.lock().unwrap().len() < 300 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        proc.child.kill().unwrap(); // SIGKILL
+        proc.child.wait().unwrap();
+        for w in writers {
+            w.await.unwrap();
+        }
+        let acked = acked.lock().unwrap().clone();
+        assert!(acked.len() >= 300);
+
+        let mut proc = start_proc(dir.path(), sync).await;
+        let r = reqwest::get(format!("http://{}/api/board", proc.addr))
+            .await
+            .unwrap();
+        let seq: u64 = r.headers()["x-board-seq"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let board = r.bytes().await.unwrap();
+        let max_acked = acked.iter().map(|a| a.0).max().unwrap();
+        assert!(
+            seq >= max_acked,
+            "{sync}: board seq {seq} < acknowledged {max_acked}"
+        );
+        for (s, x, y, color) in &acked {
+            let got = nibble(&board, *y as usize * 64 + *x as usize);
+            assert_eq!(
+                got, *color,
+                "{sync}: acknowledged seq {s} at ({x},{y}) lost"
+            );
+        }
+        // And it takes placements again, continuing the sequence.
+        let r = http
+            .put(format!("http://{}/api/pixel", proc.addr))
+            .header("authorization", format!("Bearer {BENCH_TOKEN}"))
+            .header("x-rplace-user", "00000000000000ff")
+            .json(&json!({"x": 63, "y": 63, "color": 1}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.json::<serde_json::Value>().await.unwrap()["seq"], seq + 1);
+        proc.child.kill().unwrap();
+        proc.child.wait().unwrap();
+    }
+}
+
+#[tokio::test]
+async fn sigterm_exits_zero_after_flushing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut proc = start_proc(dir.path(), "full").await;
+    let http = reqwest::Client::new();
+    for i in 0..10u16 {
+        let r = http
+            .put(format!("http://{}/api/pixel", proc.addr))
+            .header("authorization", format!("Bearer {BENCH_TOKEN}"))
+            .header("x-rplace-user", "0000000000000001")
+            .json(&json!({"x": i, "y": 0, "color": 3}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let status = Command::new("kill")
+        .args(["-TERM", &proc.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = proc.child.wait().unwrap();
+    assert!(exit.success(), "exit status {exit:?}");
+    let proc = start_proc(dir.path(), "full").await;
+    let r = reqwest::get(format!("http://{}/api/board", proc.addr))
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["x-board-seq"], "10");
+    let mut child = proc.child;
+    child.kill().unwrap();
+    child.wait().unwrap();
+}

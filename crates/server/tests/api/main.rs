@@ -1,0 +1,10 @@
+//! Integration tests: the real server in-process on port 0 (or as a child process where a
+//! test kills it), driven over real HTTP and websocket connections.
+
+mod helpers;
+
+mod board;
+mod errors;
+mod lifecycle;
+mod live;
+mod placing;

@@ -1,0 +1,225 @@
+use crate::helpers::*;
+use serde_json::json;
+use std::time::Duration;
+
+#[tokio::test]
+async fn placement_round_trip() {
+    let app = spawn_app(&[]).await;
+    let me = app.login(&app.client).await;
+    assert_eq!(me["width"], 16);
+    assert_eq!(me["palette"].as_array().unwrap().len(), 16);
+    assert_eq!(me["bits_per_pixel"], 4);
+    let r = app
+        .put_pixel(&app.client, json!({"x": 3, "y": 2, "color": 13}))
+        .await;
+    assert_eq!(r.status(), 200);
+    let placed: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(placed["seq"], 1);
+    assert!(placed["next_at"].as_i64().unwrap() >= placed["at"].as_i64().unwrap());
+
+    let (seq, board) = app.board().await;
+    assert_eq!(seq, 1);
+    assert_eq!(board.len(), 16 * 8 / 2);
+    assert_eq!(nibble(&board, 2 * 16 + 3), 13);
+    assert_eq!(board.iter().filter(|b| **b != 0).count(), 1);
+
+    let info: serde_json::Value = app
+        .client
+        .get(app.url("/api/pixel?x=3&y=2"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(info["color"], 13);
+    assert_eq!(info["seq"], 1);
+    assert_eq!(info["user"], me["user"]["id"]);
+    assert_eq!(info["history"].as_array().unwrap().len(), 1);
+    let blank: serde_json::Value = app
+        .client
+        .get(app.url("/api/pixel?x=0&y=0"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(blank["color"], 0);
+    assert!(blank["user"].is_null());
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn pixel_history_lists_the_latest_first() {
+    let app = spawn_app(&[]).await;
+    for (i, color) in [1u8, 2, 3].iter().enumerate() {
+        app.bench_place(i as u64 + 1, 5, 5, *color).await;
+    }
+    let info: serde_json::Value = reqwest::get(app.url("/api/pixel?x=5&y=5"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let hist = info["history"].as_array().unwrap();
+    assert_eq!(
+        hist.iter()
+            .map(|h| h["color"].as_u64().unwrap())
+            .collect::<Vec<_>>(),
+        vec![3, 2, 1]
+    );
+    assert_eq!(info["user"], format!("{:016x}", 3));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn cooldown_holds_and_then_expires() {
+    let app = spawn_app(&["--cooldown", "0.6"]).await;
+    app.login(&app.client).await;
+    let first = app
+        .put_pixel(&app.client, json!({"x": 1, "y": 1, "color": 1}))
+        .await;
+    assert_eq!(first.status(), 200);
+    let second = app
+        .put_pixel(&app.client, json!({"x": 2, "y": 1, "color": 2}))
+        .await;
+    assert_eq!(second.status(), 429);
+    assert_eq!(second.headers()["retry-after"], "1");
+    let body: serde_json::Value = second.json().await.unwrap();
+    assert_eq!(body["error"], "cooldown");
+    assert!(body["next_at"].as_i64().unwrap() > 0);
+    // The rejected placement changed nothing.
+    let (seq, board) = app.board().await;
+    assert_eq!(seq, 1);
+    assert_eq!(nibble(&board, 16 + 2), 0);
+    // Config reports the pending cooldown.
+    let me = app.login(&app.client).await;
+    assert!(me["user"]["next_at"].as_i64().is_some());
+    // Another identity is not affected.
+    let other = client();
+    app.login(&other).await;
+    assert_eq!(
+        app.put_pixel(&other, json!({"x": 2, "y": 1, "color": 2}))
+            .await
+            .status(),
+        200
+    );
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(
+        app.put_pixel(&app.client, json!({"x": 2, "y": 1, "color": 3}))
+            .await
+            .status(),
+        200
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn per_ip_limit_holds_when_cookies_are_cleared() {
+    let app = spawn_app(&["--ip-rate", "1", "--ip-burst", "3"]).await;
+    let mut statuses = Vec::new();
+    for i in 0..5 {
+        let fresh = client();
+        app.login(&fresh).await;
+        let r = app
+            .put_pixel(&fresh, json!({"x": i, "y": 0, "color": 1}))
+            .await;
+        statuses.push(r.status().as_u16());
+        if r.status() == 429 {
+            let body: serde_json::Value = r.json().await.unwrap();
+            assert_eq!(body["error"], "rate_limited");
+        }
+    }
+    assert_eq!(statuses, vec![200, 200, 200, 429, 429]);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn identity_cookie_is_signed_http_only_and_lax() {
+    let app = spawn_app(&[]).await;
+    let r = reqwest::get(app.url("/api/config")).await.unwrap();
+    let cookie = r.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(cookie.starts_with("rplace_id="), "{cookie}");
+    assert!(cookie.contains("HttpOnly"));
+    assert!(cookie.contains("SameSite=Lax"));
+    // The page hands one out too.
+    let page = reqwest::get(app.url("/")).await.unwrap();
+    assert!(page.headers().contains_key("set-cookie"));
+    assert!(
+        page.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+
+    // A tampered value is no identity.
+    let value = cookie
+        .split(';')
+        .next()
+        .unwrap()
+        .trim_start_matches("rplace_id=")
+        .to_string();
+    let (mac, id) = value.split_at(value.len() - 16);
+    let forged_id = if id.starts_with('0') {
+        format!("1{}", &id[1..])
+    } else {
+        format!("0{}", &id[1..])
+    };
+    let r = reqwest::Client::new()
+        .put(app.url("/api/pixel"))
+        .header("cookie", format!("rplace_id={mac}{forged_id}"))
+        .json(&json!({"x": 0, "y": 0, "color": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    // And the genuine one works.
+    let r = reqwest::Client::new()
+        .put(app.url("/api/pixel"))
+        .header("cookie", format!("rplace_id={value}"))
+        .json(&json!({"x": 0, "y": 0, "color": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn bench_path_needs_the_exact_token() {
+    let app = spawn_app(&[]).await;
+    let r = reqwest::Client::new()
+        .put(app.url("/api/pixel"))
+        .header("authorization", "Bearer wrong-token-wrong-token")
+        .header("x-rplace-user", "0000000000000001")
+        .json(&json!({"x": 0, "y": 0, "color": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    app.stop().await;
+    // Without --bench-token the header is no way in.
+    let data = tempfile::tempdir().unwrap();
+    let dir = data.path().to_str().unwrap().to_string();
+    let config =
+        rplace::Config::from_args(["--data-dir", &dir, "--width", "4", "--height", "4"]).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(rplace::run(listener, config, async move {
+        let _ = rx.await;
+    }));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let r = reqwest::Client::new()
+        .put(format!("http://{addr}/api/pixel"))
+        .header("authorization", format!("Bearer {BENCH_TOKEN}"))
+        .header("x-rplace-user", "0000000000000001")
+        .json(&json!({"x": 0, "y": 0, "color": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    tx.send(()).unwrap();
+    task.await.unwrap().unwrap();
+}

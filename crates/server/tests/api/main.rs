@@ -7,4 +7,5 @@ mod board;
 mod errors;
 mod lifecycle;
 mod live;
+mod ops;
 mod placing;

@@ -6,7 +6,7 @@ use crate::hub::Hub;
 use axum::extract::FromRef;
 use axum_extra::extract::cookie::Key;
 use metrics_exporter_prometheus::PrometheusHandle;
-use rplace_store::{Backend, EmbeddedConfig, EmbeddedStore, Store, StoreError};
+use rplace_store::{Backend, EmbeddedConfig, EmbeddedStore, SharedConfig, SharedStore, Store, StoreError};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::ops::Deref;
@@ -77,6 +77,20 @@ impl AppState {
 
 /// Opens the backend that the configuration asks for.
 async fn open_store(config: &Config, settings: &Settings) -> Result<Backend, RunError> {
+    if let (Some(redis), Some(pg)) = (&config.redis_url, &config.database_url) {
+        let mut cfg = SharedConfig::new(
+            redis.clone(),
+            pg.clone(),
+            settings.dims,
+            settings.palette.depth(),
+            settings.cooldown,
+            settings.ip_limit,
+        );
+        cfg.key_prefix = config.redis_prefix.clone();
+        cfg.snapshot_every = config.snapshot_every;
+        cfg.stream_capacity = config.updates_log as u64;
+        return Ok(Backend::Shared(SharedStore::open(cfg).await?));
+    }
     let cfg = EmbeddedConfig {
         data_dir: config.data_dir.clone(),
         dims: settings.dims,

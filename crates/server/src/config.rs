@@ -64,9 +64,11 @@ pub struct Config {
     #[arg(long, env = "RPLACE_IP_BURST", default_value_t = 30)]
     pub ip_burst: u32,
 
-    /// Take the client address from the last X-Forwarded-For entry (behind a trusted proxy).
-    #[arg(long, env = "RPLACE_TRUST_PROXY", default_value_t = false)]
-    pub trust_proxy: bool,
+    /// Number of trusted proxies in front of this server (e.g. 2 for Varnish then HAProxy).
+    /// The client address is then the entry that many places from the end of
+    /// X-Forwarded-For; 0 uses the peer address and ignores the header.
+    #[arg(long, env = "RPLACE_TRUSTED_PROXIES", default_value_t = 0)]
+    pub trusted_proxies: usize,
 
     /// Key that signs identity cookies, 128 hex digits (64 bytes). Default: generated once
     /// and kept in the data dir. Every instance of one canvas needs the same key.
@@ -104,6 +106,19 @@ pub struct Config {
     /// unless set; never set it on a public canvas.
     #[arg(long, env = "RPLACE_BENCH_TOKEN", hide_env_values = true)]
     pub bench_token: Option<String>,
+
+    /// Redis URL: with `--database-url`, runs this instance in shared mode (board, seq,
+    /// cooldowns and fan-out in Redis; history in PostgreSQL). Without both: embedded.
+    #[arg(long, env = "RPLACE_REDIS_URL", hide_env_values = true, requires = "database_url")]
+    pub redis_url: Option<String>,
+
+    /// PostgreSQL URL for the placement history in shared mode.
+    #[arg(long, env = "RPLACE_DATABASE_URL", hide_env_values = true, requires = "redis_url")]
+    pub database_url: Option<String>,
+
+    /// Prefix of every Redis key of this canvas, so canvases (or tests) can share a Redis.
+    #[arg(long, env = "RPLACE_REDIS_PREFIX", default_value = "rplace:")]
+    pub redis_prefix: String,
 
     /// Log format.
     #[arg(long, env = "RPLACE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
@@ -237,6 +252,13 @@ impl Config {
                 Some(bytes)
             }
         };
+        if self.redis_url.is_some() && cookie_key.is_none() {
+            return Err(bad(
+                "cookie-key",
+                "RPLACE_COOKIE_KEY",
+                "shared mode needs one key for every instance (128 hex digits, e.g. `openssl rand -hex 64`)",
+            ));
+        }
         if matches!(&self.bench_token, Some(t) if t.len() < 16) {
             return Err(bad(
                 "bench-token",

@@ -9,6 +9,10 @@
 //!   that is also the sequencer: it checks cooldowns, assigns seqs and commits many
 //!   placements per transaction, and only then acknowledges them.
 //! - [`limit`]: the per-IP rate limit used by the embedded backend.
+//! - [`shared`]: a store shared by any number of instances. Redis holds the live state
+//!   (board, seq, cooldowns, per-IP limits, recent updates) and sequences placements with
+//!   one Lua script; PostgreSQL holds the history, written in batches before a placement
+//!   is acknowledged, and Redis is rebuilt from it when lost.
 //!
 //! # Contract every backend keeps
 //! - `place` returns `Ok` only once the placement is durable as the backend defines it
@@ -18,6 +22,7 @@
 
 pub mod embedded;
 pub mod limit;
+pub mod shared;
 
 use rplace_domain::{Board, ColorIndex, Coord, Placement, Seq, UserId};
 use std::future::Future;
@@ -26,6 +31,7 @@ use tokio::sync::mpsc;
 
 pub use embedded::{EmbeddedConfig, EmbeddedStore, SyncMode};
 pub use limit::IpLimit;
+pub use shared::{SharedConfig, SharedStore};
 
 /// A placement as asked for, before the store has accepted it.
 #[derive(Debug, Clone, Copy)]
@@ -71,7 +77,9 @@ pub enum PlaceError {
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The requested updates are older than the store keeps.
-    #[error("updates after seq {since} are no longer kept; the oldest available follow seq {oldest}")]
+    #[error(
+        "updates after seq {since} are no longer kept; the oldest available follow seq {oldest}"
+    )]
     Gone { since: Seq, oldest: Seq },
     #[error("{0}")]
     Config(String),
@@ -125,7 +133,10 @@ pub trait Store: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Vec<Placement>, StoreError>> + Send;
 
     /// When `user` may place next (unix ms), if a cooldown applies now.
-    fn next_allowed(&self, user: UserId) -> impl Future<Output = Result<Option<i64>, StoreError>> + Send;
+    fn next_allowed(
+        &self,
+        user: UserId,
+    ) -> impl Future<Output = Result<Option<i64>, StoreError>> + Send;
 
     /// Whether the store can take placements now.
     fn is_ready(&self) -> bool;
@@ -137,12 +148,14 @@ pub trait Store: Send + Sync + 'static {
 /// The backend a deployment runs, chosen once at start from configuration.
 pub enum Backend {
     Embedded(EmbeddedStore),
+    Shared(SharedStore),
 }
 
 macro_rules! delegate {
     ($self:ident, $s:ident => $e:expr) => {
         match $self {
             Backend::Embedded($s) => $e,
+            Backend::Shared($s) => $e,
         }
     };
 }
@@ -160,7 +173,11 @@ impl Store for Backend {
     async fn updates_since(&self, since: Seq, limit: usize) -> Result<Vec<Placement>, StoreError> {
         delegate!(self, s => s.updates_since(since, limit).await)
     }
-    async fn pixel_history(&self, coord: Coord, limit: usize) -> Result<Vec<Placement>, StoreError> {
+    async fn pixel_history(
+        &self,
+        coord: Coord,
+        limit: usize,
+    ) -> Result<Vec<Placement>, StoreError> {
         delegate!(self, s => s.pixel_history(coord, limit).await)
     }
     async fn next_allowed(&self, user: UserId) -> Result<Option<i64>, StoreError> {

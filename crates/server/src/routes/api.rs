@@ -135,22 +135,25 @@ pub async fn board_png(
     Ok(resp)
 }
 
-/// The client's address: the peer, or the last `X-Forwarded-For` hop when the server is
-/// configured to sit behind a trusted proxy.
+/// The client's address: the peer, or, behind `n` trusted proxies, the entry `n` places
+/// from the end of `X-Forwarded-For` (each proxy appends the address it saw).
 fn client_ip(app: &AppState, peer: SocketAddr, headers: &HeaderMap) -> IpAddr {
-    if app.config.trust_proxy {
-        let forwarded = headers
-            .get_all("x-forwarded-for")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|s| s.trim().parse::<IpAddr>().ok())
-            .next_back();
-        if let Some(ip) = forwarded {
-            return ip;
-        }
+    let n = app.config.trusted_proxies;
+    if n == 0 {
+        return peer.ip();
     }
-    peer.ip()
+    let hops: Vec<IpAddr> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|s| s.trim().parse::<IpAddr>().ok())
+        .collect();
+    hops.len()
+        .checked_sub(n)
+        .map(|i| hops[i])
+        // Fewer hops than proxies: the request bypassed them, so the header is not trusted.
+        .unwrap_or(peer.ip())
 }
 
 /// Who is placing: the load generator's token path, else the signed cookie.

@@ -223,3 +223,32 @@ async fn bench_path_needs_the_exact_token() {
     tx.send(()).unwrap();
     task.await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn behind_trusted_proxies_the_limit_keys_on_the_forwarded_address() {
+    let app = spawn_app(&["--ip-rate", "1", "--ip-burst", "1", "--trusted-proxies", "2"]).await;
+    let place = |xff: &'static str| {
+        let fresh = client();
+        let app = &app;
+        async move {
+            app.login(&fresh).await;
+            fresh
+                .put(app.url("/api/pixel"))
+                .header("x-forwarded-for", xff)
+                .json(&json!({"x": 0, "y": 0, "color": 1}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    // "client, first proxy": the second entry from the end is the client.
+    assert_eq!(place("203.0.113.1, 10.0.0.1").await, 200);
+    assert_eq!(place("203.0.113.1, 10.0.0.2").await, 429);
+    assert_eq!(place("203.0.113.2, 10.0.0.1").await, 200);
+    // A spoofed list with too few hops falls back to the peer address.
+    assert_eq!(place("198.51.100.7").await, 200);
+    assert_eq!(place("198.51.100.8").await, 429);
+    app.stop().await;
+}

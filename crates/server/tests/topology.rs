@@ -1,0 +1,396 @@
+//! The seed's architecture, for real: redis-server, PostgreSQL, three rplace processes,
+//! HAProxy and Varnish, all started by the harness on free ports. No mocks.
+
+use futures_util::StreamExt;
+use rplace_domain::wire;
+use rplace_testsupport::topology::{Haproxy, Instance, Varnish};
+use rplace_testsupport::{Postgres, RedisServer};
+use serde_json::json;
+use std::path::Path;
+use std::time::Duration;
+use tokio_tungstenite::tungstenite::Message;
+
+const TOKEN: &str = "topology-bench-token-0123456789";
+
+struct Topology {
+    redis: RedisServer,
+    nodes: Vec<Instance>,
+    haproxy: Haproxy,
+    varnish: Option<Varnish>,
+}
+
+fn start(extra: &[&str], with_varnish: bool) -> Topology {
+    let redis = RedisServer::start();
+    let pg = Postgres::shared();
+    let db_url = pg.create_database();
+    let key = "ab".repeat(64);
+    let mut args: Vec<String> = vec![
+        "--redis-url".into(),
+        redis.url(),
+        "--database-url".into(),
+        db_url,
+        "--cookie-key".into(),
+        key,
+        "--width".into(),
+        "32".into(),
+        "--height".into(),
+        "32".into(),
+        "--ip-rate".into(),
+        "0".into(),
+        "--tick-ms".into(),
+        "10".into(),
+        "--bench-token".into(),
+        TOKEN.into(),
+        "--sync".into(),
+        "normal".into(),
+        "--trusted-proxies".into(),
+        "1".into(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let bin = Path::new(env!("CARGO_BIN_EXE_rplace"));
+    let nodes: Vec<Instance> = (0..3).map(|_| Instance::start(bin, &args)).collect();
+    let ports: Vec<u16> = nodes.iter().map(|n| n.port).collect();
+    let haproxy = Haproxy::start(&ports);
+    let varnish = with_varnish.then(|| Varnish::start(haproxy.port));
+    Topology {
+        redis,
+        nodes,
+        haproxy,
+        varnish,
+    }
+}
+
+fn url(port: u16, path: &str) -> String {
+    format!("http://127.0.0.1:{port}{path}")
+}
+
+async fn bench_put(http: &reqwest::Client, port: u16, user: u64, x: u16, y: u16, color: u8) -> reqwest::Response {
+    http.put(url(port, "/api/pixel"))
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .header("x-rplace-user", format!("{user:016x}"))
+        .json(&json!({"x": x, "y": y, "color": color}))
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn board(port: u16) -> (u64, Vec<u8>) {
+    let r = reqwest::get(url(port, "/api/board")).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let seq = r.headers()["x-board-seq"].to_str().unwrap().parse().unwrap();
+    (seq, r.bytes().await.unwrap().to_vec())
+}
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn ws(port: u16) -> Ws {
+    tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}/ws")).await.unwrap().0
+}
+
+async fn next_updates(ws: &mut Ws, within: Duration) -> Option<Vec<wire::Update>> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, ws.next()).await {
+            Ok(Some(Ok(Message::Binary(f)))) => return Some(wire::decode_frame(&f).unwrap()),
+            Ok(Some(Ok(Message::Close(_)))) | Ok(Some(Err(_))) | Ok(None) | Err(_) => return None,
+            Ok(Some(Ok(_))) => continue,
+        }
+    }
+}
+
+fn metric(port: u16, name: &str) -> f64 {
+    let text = reqwest::blocking_get_text(url(port, "/metrics"));
+    text.lines()
+        .filter(|l| l.starts_with(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+mod reqwest {
+    pub use ::reqwest::*;
+    /// A GET from sync code in an async test, without a second runtime.
+    pub fn blocking_get_text(url: String) -> String {
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async { ::reqwest::get(url).await.unwrap().text().await.unwrap() })
+        })
+        .join()
+        .unwrap()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_placement_through_haproxy_reaches_clients_of_every_instance() {
+    let t = start(&["--board-ttl", "0"], false);
+    let mut clients = Vec::new();
+    for n in &t.nodes {
+        clients.push(ws(n.port).await);
+    }
+    let http = reqwest::Client::new();
+    let r = bench_put(&http, t.haproxy.port, 1, 5, 6, 7).await;
+    assert_eq!(r.status(), 200);
+    let seq = r.json::<serde_json::Value>().await.unwrap()["seq"].as_u64().unwrap();
+    for (i, c) in clients.iter_mut().enumerate() {
+        let ups = next_updates(c, Duration::from_secs(5)).await.unwrap_or_else(|| panic!("instance {i} sent nothing"));
+        assert_eq!(ups[0].seq.0, seq);
+        assert_eq!((ups[0].coord.x, ups[0].coord.y, ups[0].color.get()), (5, 6, 7));
+    }
+    // Every instance serves the same board from its own memory.
+    for n in &t.nodes {
+        let (s, b) = board(n.port).await;
+        assert_eq!(s, seq);
+        assert_eq!(b[(6 * 32 + 5) / 2] & 0x0f, 7);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_users_cooldown_holds_across_instances() {
+    let t = start(&["--cooldown", "60"], false);
+    let c = reqwest::Client::builder().cookie_store(true).build().unwrap();
+    c.get(url(t.haproxy.port, "/api/config")).send().await.unwrap();
+    let mut tasks = Vec::new();
+    for round in 0..4 {
+        for n in &t.nodes {
+            let c = c.clone();
+            let port = n.port;
+            tasks.push(tokio::spawn(async move {
+                c.put(url(port, "/api/pixel"))
+                    .json(&json!({"x": round, "y": 0, "color": 3}))
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+                    .as_u16()
+            }));
+        }
+    }
+    let mut statuses = Vec::new();
+    for t in tasks {
+        statuses.push(t.await.unwrap());
+    }
+    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 1, "{statuses:?}");
+    assert!(statuses.iter().all(|s| *s == 200 || *s == 429), "{statuses:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn varnish_absorbs_board_reads_within_the_ttl() {
+    let t = start(&["--board-ttl", "3"], true);
+    let varnish = t.varnish.as_ref().unwrap().port;
+    let before: f64 = t.nodes.iter().map(|n| metric(n.port, "rplace_board_requests_total")).sum();
+    let http = reqwest::Client::new();
+    for _ in 0..200 {
+        let r = http.get(url(varnish, "/api/board")).header("cookie", "rplace_id=whatever").send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.bytes().await.unwrap().len(), 32 * 32 / 2);
+    }
+    let after: f64 = t.nodes.iter().map(|n| metric(n.port, "rplace_board_requests_total")).sum();
+    assert!(after - before <= 2.0, "200 board GETs through Varnish reached the instances {} times", after - before);
+    // The page and websockets work through the whole chain.
+    let page = http.get(url(varnish, "/")).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    let mut c = ws(varnish).await;
+    let r = bench_put(&http, varnish, 9, 1, 1, 2).await;
+    assert_eq!(r.status(), 200);
+    assert!(next_updates(&mut c, Duration::from_secs(5)).await.is_some());
+}
+
+/// Keeps an exact board through HAProxy, reconnecting when its instance dies.
+struct Follower {
+    board: Vec<u8>,
+    seq: u64,
+    reconnects: u32,
+}
+
+impl Follower {
+    fn apply(&mut self, ups: &[wire::Update]) {
+        for u in ups {
+            if u.seq.0 <= self.seq {
+                continue;
+            }
+            assert_eq!(u.seq.0, self.seq + 1);
+            let i = u.coord.y as usize * 32 + u.coord.x as usize;
+            let b = &mut self.board[i / 2];
+            *b = if i % 2 == 0 { (*b & 0x0f) | (u.color.get() << 4) } else { (*b & 0xf0) | u.color.get() };
+            self.seq = u.seq.0;
+        }
+    }
+
+    async fn catch_up(&mut self, port: u16) {
+        loop {
+            let r = match reqwest::get(url(port, &format!("/api/updates?since={}", self.seq))).await {
+                Ok(r) if r.status() == 200 => r,
+                Ok(r) if r.status() == 410 => {
+                    let (s, b) = board(port).await;
+                    self.board = b;
+                    self.seq = s;
+                    continue;
+                }
+                _ => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let more = r.headers().get("x-updates-more").is_some();
+            let body = r.bytes().await.unwrap();
+            let mut rest = &body[..];
+            while !rest.is_empty() {
+                let n = u32::from_le_bytes(rest[9..13].try_into().unwrap()) as usize;
+                let len = wire::HEADER_LEN + n * wire::ENTRY_LEN;
+                self.apply(&wire::decode_frame(&rest[..len]).unwrap());
+                rest = &rest[len..];
+            }
+            if !more {
+                return;
+            }
+        }
+    }
+
+    /// Follows until `stop_at` is applied.
+    async fn run(mut self, port: u16, stop_at: tokio::sync::watch::Receiver<u64>) -> Follower {
+        loop {
+            let socket = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}/ws")).await;
+            let Ok((mut socket, _)) = socket else {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            };
+            self.catch_up(port).await;
+            loop {
+                let target = *stop_at.borrow();
+                if target > 0 && self.seq >= target {
+                    return self;
+                }
+                match next_updates(&mut socket, Duration::from_millis(500)).await {
+                    Some(ups) => {
+                        if ups.first().is_some_and(|u| u.seq.0 > self.seq + 1) {
+                            self.catch_up(port).await;
+                        }
+                        self.apply(&ups);
+                    }
+                    None => {
+                        // Closed (or quiet): catch up, and reconnect if it was a close.
+                        self.catch_up(port).await;
+                        if socket.close(None).await.is_err() || target > 0 {
+                            self.reconnects += 1;
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_an_instance_loses_nothing_and_clients_recover() {
+    let mut t = start(&["--board-ttl", "0"], false);
+    let lb = t.haproxy.port;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(0u64);
+    let (seq0, board0) = board(lb).await;
+    let followers: Vec<_> = (0..6)
+        .map(|_| {
+            let f = Follower {
+                board: board0.clone(),
+                seq: seq0,
+                reconnects: 0,
+            };
+            tokio::spawn(f.run(lb, stop_rx.clone()))
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let http = reqwest::Client::new();
+    let mut acked = Vec::new();
+    for i in 0..600u64 {
+        if i == 200 {
+            t.nodes[1].kill9();
+        }
+        let (x, y, color) = ((i % 32) as u16, (i / 32 % 32) as u16, (i % 15 + 1) as u8);
+        // Through HAProxy: a request that hit the dead instance fails and is retried.
+        for _attempt in 0..20 {
+            match http
+                .put(url(lb, "/api/pixel"))
+                .header("authorization", format!("Bearer {TOKEN}"))
+                .header("x-rplace-user", format!("{:016x}", i + 1))
+                .json(&json!({"x": x, "y": y, "color": color}))
+                .send()
+                .await
+            {
+                Ok(r) if r.status() == 200 => {
+                    let v: serde_json::Value = r.json().await.unwrap();
+                    acked.push((v["seq"].as_u64().unwrap(), x, y, color));
+                    break;
+                }
+                _ => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    }
+    assert!(acked.len() >= 590, "only {} of 600 placements were acknowledged", acked.len());
+    let (final_seq, final_board) = board(t.nodes[0].port).await;
+    let max_acked = acked.iter().map(|a| a.0).max().unwrap();
+    assert!(final_seq >= max_acked);
+    stop_tx.send(final_seq).unwrap();
+    let mut reconnects = 0;
+    for f in followers {
+        let f = tokio::time::timeout(Duration::from_secs(30), f).await.expect("follower finished").unwrap();
+        assert_eq!(f.seq, final_seq);
+        assert_eq!(f.board, final_board, "a follower's board differs from the server's");
+        reconnects += f.reconnects;
+    }
+    assert!(reconnects > 0, "no follower was on the killed instance");
+    // No acknowledged placement is missing. Each placement has a pixel of its own, and a
+    // retry repeats the same color, so every acknowledged color must be on the board.
+    for (s, x, y, c) in &acked {
+        let i = *y as usize * 32 + *x as usize;
+        let got = if i % 2 == 0 { final_board[i / 2] >> 4 } else { final_board[i / 2] & 0x0f };
+        assert_eq!(got, *c, "acknowledged seq {s} at ({x},{y}) is missing");
+    }
+    let _ = &t.redis;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_flush_and_restart_rebuild_board_and_seq_from_postgres() {
+    let mut t = start(&["--board-ttl", "0"], false);
+    let http = reqwest::Client::new();
+    let port = t.nodes[0].port;
+    for i in 0..50u64 {
+        assert_eq!(bench_put(&http, t.haproxy.port, i + 1, (i % 32) as u16, (i / 32) as u16, (i % 16) as u8).await.status(), 200);
+    }
+    let before = board(port).await;
+    assert_eq!(before.0, 50);
+
+    for how in ["flushall", "restart"] {
+        match how {
+            "flushall" => {
+                t.redis.cli(&["FLUSHALL"]);
+            }
+            _ => t.redis.restart(),
+        }
+        // Placements go on: the first may wait for the rebuild.
+        let mut status = 0;
+        for _ in 0..100 {
+            status = bench_put(&http, t.haproxy.port, 999, 31, 31, 1).await.status().as_u16();
+            if status == 200 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(status, 200, "placements did not resume after {how}");
+        let expect_seq = if how == "flushall" { 51 } else { 52 };
+        let raw = t.redis.cli(&["GET", "rplace:seq"]);
+        assert_eq!(raw.trim(), expect_seq.to_string(), "{how}: seq in Redis");
+        // Every instance converges on the rebuilt board.
+        for n in &t.nodes {
+            let mut ok = false;
+            for _ in 0..50 {
+                let (s, b) = board(n.port).await;
+                let mut expected = before.1.clone();
+                expected[(31 * 32 + 31) / 2] = (expected[(31 * 32 + 31) / 2] & 0xf0) | 1;
+                if s == expect_seq && b == expected {
+                    ok = true;
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            assert!(ok, "{how}: instance {} did not converge on the rebuilt board", n.port);
+        }
+    }
+}

@@ -1,0 +1,294 @@
+//! The feed: one Pub/Sub subscription per instance, turned into every placement exactly
+//! once, in seq order.
+//!
+//! Redis runs placement scripts one at a time and each publishes its placement, so one
+//! connection receives them in seq order. The task keeps the epoch and the last seq it
+//! delivered and, for each message:
+//! - seq at or below the last: a duplicate of something already delivered; skipped;
+//! - seq = last + 1: delivered;
+//! - seq beyond that: the gap is filled from the stream first (`XRANGE`), which holds
+//!   every placement by seq; if the stream no longer reaches back that far, the feed
+//!   emits [`FeedEvent::Reset`] with the board and seq read at one moment;
+//! - another epoch: the state was rebuilt; `Reset`.
+//!
+//! When the subscription drops, the task reconnects and catches up from the stream before
+//! going on; it also compares its position with the seq in Redis every
+//! `feed_check_interval`, so a placement whose message was lost is delivered anyway.
+//!
+//! The feed starts where the latest `snapshot()` before `take_feed()` left off (the server
+//! loads a snapshot first, then consumes the feed), or at the current seq if there was
+//! none; the first catch-up delivers everything placed since.
+
+use super::Inner;
+use super::live::parse_record;
+use crate::{FeedEvent, Snapshot};
+use futures_util::{FutureExt, StreamExt};
+use rplace_domain::{Board, Placement, Seq};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+
+/// Stream entries read per catch-up step.
+const PAGE: usize = 10_000;
+/// Messages already received that are delivered as one event.
+const COALESCE: usize = 4096;
+
+/// What `take_feed` hands to the task.
+pub(crate) struct Start {
+    /// Where the events go.
+    pub tx: mpsc::UnboundedSender<FeedEvent>,
+    /// Epoch and seq of the snapshot the consumer holds, if it took one.
+    pub from: Option<(u64, Seq)>,
+}
+
+/// One Pub/Sub message, parsed.
+#[derive(Debug, PartialEq, Eq)]
+enum Message {
+    Placement { epoch: u64, placement: Placement },
+    Rebuilt { epoch: u64 },
+}
+
+fn parse_message(payload: &str) -> Option<Message> {
+    let (kind, rest) = payload.split_once(' ')?;
+    let (epoch, rest) = rest.split_once(' ').unwrap_or((rest, ""));
+    let epoch = epoch.parse().ok()?;
+    match kind {
+        "P" => {
+            let (seq, rec) = rest.split_once(' ')?;
+            let placement = parse_record(Seq(seq.parse().ok()?), rec)?;
+            Some(Message::Placement { epoch, placement })
+        }
+        "R" => Some(Message::Rebuilt { epoch }),
+        _ => None,
+    }
+}
+
+/// Why a step could not go on; the task reconnects after it.
+#[derive(Debug)]
+struct Interrupted(String);
+
+/// The task's position.
+struct Feed {
+    /// Shared store state.
+    inner: Arc<Inner>,
+    /// Where events go.
+    tx: mpsc::UnboundedSender<FeedEvent>,
+    /// The Redis generation the delivered placements belong to.
+    epoch: u64,
+    /// The last seq delivered (or the seq of the last reset).
+    last: Seq,
+}
+
+pub(crate) async fn run(inner: Arc<Inner>, start: oneshot::Receiver<Start>) {
+    let Ok(Start { tx, from }) = start.await else {
+        return;
+    };
+    let (epoch, last) = match from {
+        Some(from) => from,
+        None => loop {
+            match inner.live_snapshot().await {
+                Ok(s) => break (s.epoch, s.seq),
+                Err(e) => {
+                    tracing::warn!(error = %e, "feed cannot read its starting point; retrying");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        },
+    };
+    let mut feed = Feed {
+        inner,
+        tx,
+        epoch,
+        last,
+    };
+    feed.run().await;
+}
+
+impl Feed {
+    async fn run(&mut self) {
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            if self.tx.is_closed() {
+                return;
+            }
+            let mut messages = match self.inner.live.subscribe().await {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::warn!(error = %e, "feed cannot subscribe; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                    continue;
+                }
+            };
+            // Whatever was placed while we were not subscribed comes from the stream.
+            if let Err(Interrupted(e)) = self.catch_up().await {
+                tracing::warn!(error = %e, "feed catch-up failed; resubscribing");
+                tokio::time::sleep(backoff).await;
+                continue;
+            }
+            backoff = Duration::from_millis(50);
+            let mut check = tokio::time::interval(self.inner.cfg.feed_check_interval);
+            check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            check.tick().await;
+            loop {
+                let step = tokio::select! {
+                    msg = messages.next() => match msg {
+                        Some(first) => {
+                            let mut batch = vec![first];
+                            while batch.len() < COALESCE {
+                                match messages.next().now_or_never() {
+                                    Some(Some(m)) => batch.push(m),
+                                    _ => break,
+                                }
+                            }
+                            self.on_messages(batch).await
+                        }
+                        None => Err(Interrupted("the Pub/Sub connection dropped".into())),
+                    },
+                    _ = check.tick() => self.catch_up().await,
+                    _ = self.tx.closed() => return,
+                };
+                if let Err(Interrupted(e)) = step {
+                    metrics::counter!("rplace_store_feed_reconnects_total").increment(1);
+                    tracing::warn!(error = %e, last = self.last.0, "feed interrupted; reconnecting");
+                    break;
+                }
+            }
+        }
+    }
+
+    async fn on_messages(&mut self, batch: Vec<redis::Msg>) -> Result<(), Interrupted> {
+        let mut run: Vec<Placement> = Vec::new();
+        for msg in batch {
+            let payload = String::from_utf8_lossy(msg.get_payload_bytes());
+            let Some(parsed) = parse_message(&payload) else {
+                tracing::warn!(%payload, "ignoring a malformed feed message");
+                continue;
+            };
+            match parsed {
+                Message::Placement { epoch, placement } if epoch == self.epoch => {
+                    let expected = Seq(self.last.0 + run.len() as u64 + 1);
+                    if placement.seq < expected {
+                        continue;
+                    }
+                    if placement.seq > expected {
+                        self.deliver(std::mem::take(&mut run));
+                        metrics::counter!("rplace_store_feed_gaps_total").increment(1);
+                        // Fills up to the newest seq, which includes this message.
+                        self.catch_up().await?;
+                        continue;
+                    }
+                    run.push(placement);
+                }
+                Message::Rebuilt { epoch } if epoch == self.epoch => {}
+                // Left over from a generation the feed has already reset past.
+                Message::Placement { epoch, .. } | Message::Rebuilt { epoch }
+                    if epoch < self.epoch => {}
+                Message::Placement { .. } | Message::Rebuilt { .. } => {
+                    self.deliver(std::mem::take(&mut run));
+                    self.reset().await?;
+                }
+            }
+        }
+        self.deliver(run);
+        Ok(())
+    }
+
+    /// Sends placements that follow `last` without a gap.
+    fn deliver(&mut self, run: Vec<Placement>) {
+        if let Some(p) = run.last() {
+            debug_assert_eq!(run[0].seq, self.last.next());
+            self.last = p.seq;
+            let _ = self.tx.send(FeedEvent::Placements(run));
+        }
+    }
+
+    /// Delivers everything in the stream after `last` up to the newest seq, or resets if
+    /// the stream no longer reaches back to `last`.
+    async fn catch_up(&mut self) -> Result<(), Interrupted> {
+        loop {
+            let page = self
+                .inner
+                .live
+                .read_after(self.last, PAGE)
+                .await
+                .map_err(|e| Interrupted(format!("Redis: {e}")))?;
+            let Some(epoch) = page.epoch else {
+                // Redis lost its state; the rebuild's announcement (or the next check)
+                // brings us back.
+                return Ok(());
+            };
+            if epoch != self.epoch {
+                return self.reset().await;
+            }
+            if page.seq <= self.last {
+                return Ok(());
+            }
+            let contiguous = page
+                .entries
+                .iter()
+                .enumerate()
+                .all(|(i, p)| p.seq.0 == self.last.0 + 1 + i as u64);
+            if page.entries.is_empty() || !contiguous {
+                metrics::counter!("rplace_store_feed_trimmed_gaps_total").increment(1);
+                tracing::warn!(
+                    last = self.last.0,
+                    newest = page.seq.0,
+                    "feed gap no longer in the stream"
+                );
+                return self.reset().await;
+            }
+            let full = page.entries.len() == PAGE;
+            self.deliver(page.entries);
+            if !full && self.last >= page.seq {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Emits the whole board and seq, read at one moment, and goes on from there.
+    async fn reset(&mut self) -> Result<(), Interrupted> {
+        let s = self
+            .inner
+            .live_snapshot()
+            .await
+            .map_err(|e| Interrupted(e.to_string()))?;
+        let cfg = &self.inner.cfg;
+        let board = Board::from_bytes(cfg.dims, cfg.depth, s.board)
+            .map_err(|e| Interrupted(format!("Redis board key: {e}")))?;
+        metrics::counter!("rplace_store_feed_resets_total").increment(1);
+        tracing::warn!(epoch = s.epoch, seq = s.seq.0, "feed reset");
+        self.epoch = s.epoch;
+        self.last = s.seq;
+        let _ = self
+            .tx
+            .send(FeedEvent::Reset(Snapshot { seq: s.seq, board }));
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rplace_domain::{ColorIndex, Coord, UserId};
+
+    #[test]
+    fn messages_parse() {
+        assert_eq!(
+            parse_message("P 3 17 1 2 5 42 1000"),
+            Some(Message::Placement {
+                epoch: 3,
+                placement: Placement {
+                    seq: Seq(17),
+                    coord: Coord { x: 1, y: 2 },
+                    color: ColorIndex::new_unchecked(5),
+                    user: UserId(42),
+                    at_ms: 1000,
+                }
+            })
+        );
+        assert_eq!(parse_message("R 4 99"), Some(Message::Rebuilt { epoch: 4 }));
+        assert_eq!(parse_message("X 1 2"), None);
+        assert_eq!(parse_message("P x 1 1 1 1 1 1"), None);
+    }
+}

@@ -1,0 +1,683 @@
+//! The history in PostgreSQL: every accepted placement, the board snapshots that make a
+//! rebuild fast, and the one-row state that fences writers across rebuilds.
+//!
+//! # Tables
+//! - `placements (seq PK, x, y, color, user_id, ts)`: the log. Written idempotently
+//!   (`ON CONFLICT (seq) DO NOTHING`), because the writer of the placing instance and the
+//!   reconciler of any instance may both write one placement. `(x, y, seq DESC)` serves
+//!   pixel history; a BRIN index on `ts` serves time ranges at a fraction of a B-tree's
+//!   size and write cost, as `ts` grows with `seq` and rows arrive in that order.
+//! - `board_snapshots (seq PK, board)`: the packed board after every placement up to
+//!   `seq`, derived from this table alone; a rebuild replays only the rows after it.
+//! - `rplace_state (epoch, durable_seq)`: `epoch` is the generation of the Redis state.
+//!   A rebuild bumps it under `FOR UPDATE`; every write checks it under `FOR SHARE` in the
+//!   same transaction. So a placement made on a Redis state that a rebuild has replaced
+//!   can never land here after the rebuild read the log, and one that landed before is
+//!   in the rebuilt board. `durable_seq` is the reconciler's watermark: every placement
+//!   up to it that will ever be in this table is in it.
+//! - `rplace_meta`: the board's shape, so that a database made for another shape is
+//!   refused at start.
+//! - `schema_migrations`: applied migration versions. Migrations run under a session
+//!   advisory lock, so instances starting together apply each one exactly once.
+
+use crate::StoreError;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use futures_util::{StreamExt, pin_mut};
+use rplace_domain::board::{Depth, set_packed};
+use rplace_domain::{ColorIndex, Coord, Dimensions, Placement, Seq, UserId};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio_postgres::NoTls;
+use tokio_postgres::types::ToSql;
+
+/// Advisory lock held while migrations run (`rplace` + 1).
+const MIGRATION_LOCK: i64 = 0x72_70_6c_61_63_65_00_01;
+/// Advisory lock of the snapshot writer, so one instance at a time builds one (`rplace` + 2).
+const SNAPSHOT_LOCK: i64 = 0x72_70_6c_61_63_65_00_02;
+/// Advisory lock of the reconciler, so one instance at a time copies the stream (`rplace` + 3).
+const RECONCILE_LOCK: i64 = 0x72_70_6c_61_63_65_00_03;
+/// How long to wait for a pooled connection or a new one.
+const POOL_TIMEOUT: Duration = Duration::from_secs(5);
+/// Board snapshots kept; older ones are deleted.
+const SNAPSHOTS_KEPT: i64 = 2;
+
+/// Schema versions, applied in order, each in its own transaction.
+const MIGRATIONS: &[(i32, &str, &str)] = &[(
+    1,
+    "placements, snapshots, state",
+    "CREATE TABLE rplace_meta (
+         key text PRIMARY KEY,
+         value bigint NOT NULL
+     );
+     CREATE TABLE rplace_state (
+         id int PRIMARY KEY CHECK (id = 1),
+         epoch bigint NOT NULL,
+         durable_seq bigint NOT NULL
+     );
+     INSERT INTO rplace_state (id, epoch, durable_seq) VALUES (1, 0, 0);
+     CREATE TABLE placements (
+         seq bigint PRIMARY KEY,
+         x smallint NOT NULL,
+         y smallint NOT NULL,
+         color smallint NOT NULL,
+         user_id bigint NOT NULL,
+         ts timestamptz NOT NULL
+     );
+     CREATE INDEX placements_pixel ON placements (x, y, seq DESC);
+     CREATE INDEX placements_ts ON placements USING brin (ts);
+     CREATE TABLE board_snapshots (
+         seq bigint PRIMARY KEY,
+         board bytea NOT NULL,
+         taken_at timestamptz NOT NULL DEFAULT now()
+     );
+     -- The board compresses well but is rewritten whole; skip pglz on every snapshot.
+     ALTER TABLE board_snapshots ALTER COLUMN board SET STORAGE EXTERNAL;",
+)];
+
+/// A PostgreSQL error with the server's message, not just "db error".
+pub(crate) fn describe(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{}: {}", db.code().code(), db.message()),
+        None => {
+            let mut s = e.to_string();
+            let mut src = std::error::Error::source(e);
+            while let Some(inner) = src {
+                s.push_str(": ");
+                s.push_str(&inner.to_string());
+                src = inner.source();
+            }
+            s
+        }
+    }
+}
+
+fn pg(e: tokio_postgres::Error) -> StoreError {
+    StoreError::Backend(format!("PostgreSQL: {}", describe(&e)))
+}
+
+fn pool_err(e: deadpool_postgres::PoolError) -> StoreError {
+    match e {
+        deadpool_postgres::PoolError::Backend(e) => pg(e),
+        other => StoreError::Backend(format!("PostgreSQL pool: {other}")),
+    }
+}
+
+fn to_time(ms: i64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64)
+}
+
+fn from_time(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// What became of a batch written under one epoch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Written {
+    /// Every row is in the table, except those listed: another placement already holds
+    /// their seq, so the Redis state they were made on had diverged from the history.
+    Stored { conflicts: Vec<Seq> },
+    /// The epoch moved on: a rebuild replaced the Redis state these were made on, and
+    /// none of them was written.
+    Stale,
+}
+
+/// The state a rebuild read from the history.
+#[derive(Debug, Clone)]
+pub(crate) struct Rebuilt {
+    /// The new generation, already committed.
+    pub epoch: u64,
+    /// The newest seq in the history (0 when empty).
+    pub seq: Seq,
+    /// The packed board after every placement in the history.
+    pub board: Vec<u8>,
+    /// Time of the newest placement, unix ms (0 when empty).
+    pub last_ms: i64,
+    /// Rows replayed on top of the snapshot.
+    pub replayed: u64,
+}
+
+/// Handle to the history. Cheap to clone.
+#[derive(Clone)]
+pub(crate) struct History {
+    /// Connections for the writer, the reconciler and the reads.
+    pool: Pool,
+    /// Board shape, to replay placements into packed bytes.
+    dims: Dimensions,
+    /// Bits per pixel of the packed board.
+    depth: Depth,
+}
+
+impl History {
+    /// Connects, applies migrations and checks the board's shape. The error names the URL
+    /// when PostgreSQL cannot be reached.
+    pub async fn connect(
+        url: &str,
+        pool_size: usize,
+        dims: Dimensions,
+        depth: Depth,
+    ) -> Result<Self, StoreError> {
+        let shown = super::redact(url);
+        let mut config: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e| StoreError::Config(format!("invalid PostgreSQL URL {shown}: {e}")))?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(POOL_TIMEOUT);
+        }
+        config.application_name("rplace");
+        let (mut client, conn) = config.connect(NoTls).await.map_err(|e| {
+            StoreError::Backend(format!(
+                "cannot reach PostgreSQL at {shown}: {}",
+                describe(&e)
+            ))
+        })?;
+        let conn_task = tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "migration connection ended");
+            }
+        });
+        let res = async {
+            migrate(&mut client).await?;
+            check_shape(&client, dims, depth, &shown).await
+        }
+        .await;
+        drop(client);
+        let _ = conn_task.await;
+        res?;
+        let mgr = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(mgr)
+            .max_size(pool_size.max(2))
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(POOL_TIMEOUT))
+            .create_timeout(Some(POOL_TIMEOUT))
+            .build()
+            .map_err(|e| StoreError::Config(format!("PostgreSQL pool: {e}")))?;
+        Ok(Self { pool, dims, depth })
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Client, StoreError> {
+        self.pool.get().await.map_err(pool_err)
+    }
+
+    /// Whether PostgreSQL answers.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.client()
+            .await?
+            .simple_query("SELECT 1")
+            .await
+            .map_err(pg)?;
+        Ok(())
+    }
+
+    /// Writes `rows`, all made in Redis generation `epoch`, in one transaction.
+    pub async fn write(&self, epoch: u64, rows: &[Placement]) -> Result<Written, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg)?;
+        let current: i64 = tx
+            .query_one("SELECT epoch FROM rplace_state WHERE id = 1 FOR SHARE", &[])
+            .await
+            .map_err(pg)?
+            .get(0);
+        if current as u64 != epoch {
+            tx.rollback().await.map_err(pg)?;
+            return Ok(Written::Stale);
+        }
+        let n = rows.len();
+        let (mut seq, mut x, mut y, mut color, mut user, mut ts) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        for p in rows {
+            seq.push(p.seq.0 as i64);
+            x.push(p.coord.x as i16);
+            y.push(p.coord.y as i16);
+            color.push(p.color.get() as i16);
+            user.push(p.user.0 as i64);
+            ts.push(to_time(p.at_ms));
+        }
+        let insert = tx
+            .prepare_cached(
+                "INSERT INTO placements (seq, x, y, color, user_id, ts)
+                 SELECT * FROM unnest($1::bigint[], $2::smallint[], $3::smallint[],
+                                      $4::smallint[], $5::bigint[], $6::timestamptz[])
+                 ON CONFLICT (seq) DO NOTHING
+                 RETURNING seq",
+            )
+            .await
+            .map_err(pg)?;
+        let inserted = tx
+            .query(&insert, &[&seq, &x, &y, &color, &user, &ts])
+            .await
+            .map_err(pg)?;
+        let mut conflicts = Vec::new();
+        if inserted.len() < n {
+            // Rows already there: fine if they are the same placement (the reconciler
+            // copied it first), a divergence otherwise.
+            let mut fresh: Vec<i64> = inserted.iter().map(|r| r.get(0)).collect();
+            fresh.sort_unstable();
+            let existing: Vec<&Placement> = rows
+                .iter()
+                .filter(|p| fresh.binary_search(&(p.seq.0 as i64)).is_err())
+                .collect();
+            let seqs: Vec<i64> = existing.iter().map(|p| p.seq.0 as i64).collect();
+            let stored = tx
+                .query(
+                    "SELECT seq, x, y, color, user_id, ts FROM placements WHERE seq = ANY($1)",
+                    &[&seqs],
+                )
+                .await
+                .map_err(pg)?;
+            let stored: std::collections::HashMap<u64, Placement> = stored
+                .iter()
+                .map(|r| {
+                    let p = row_to_placement(r);
+                    (p.seq.0, p)
+                })
+                .collect();
+            for p in existing {
+                if stored.get(&p.seq.0) != Some(p) {
+                    conflicts.push(p.seq);
+                }
+            }
+        }
+        tx.commit().await.map_err(pg)?;
+        Ok(Written::Stored { conflicts })
+    }
+
+    /// The latest placements on one pixel, newest first.
+    pub async fn pixel_history(
+        &self,
+        coord: Coord,
+        limit: usize,
+    ) -> Result<Vec<Placement>, StoreError> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(
+                "SELECT seq, x, y, color, user_id, ts FROM placements
+                 WHERE x = $1 AND y = $2 ORDER BY seq DESC LIMIT $3",
+            )
+            .await
+            .map_err(pg)?;
+        let rows = client
+            .query(
+                &stmt,
+                &[&(coord.x as i16), &(coord.y as i16), &(limit as i64)],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(rows.iter().map(row_to_placement).collect())
+    }
+
+    /// The current epoch and watermark.
+    pub async fn state(&self) -> Result<(u64, Seq), StoreError> {
+        let row = self
+            .client()
+            .await?
+            .query_one(
+                "SELECT epoch, durable_seq FROM rplace_state WHERE id = 1",
+                &[],
+            )
+            .await
+            .map_err(pg)?;
+        Ok((
+            row.get::<_, i64>(0) as u64,
+            Seq(row.get::<_, i64>(1) as u64),
+        ))
+    }
+
+    /// The newest seq in the history (0 when empty).
+    pub async fn max_seq(&self) -> Result<Seq, StoreError> {
+        let row = self
+            .client()
+            .await?
+            .query_one("SELECT coalesce(max(seq), 0) FROM placements", &[])
+            .await
+            .map_err(pg)?;
+        Ok(Seq(row.get::<_, i64>(0) as u64))
+    }
+
+    /// How many of the seqs in `(after, upto]` the history holds.
+    pub async fn count_between(&self, after: Seq, upto: Seq) -> Result<u64, StoreError> {
+        let row = self
+            .client()
+            .await?
+            .query_one(
+                "SELECT count(*) FROM placements WHERE seq > $1 AND seq <= $2",
+                &[&(after.0 as i64), &(upto.0 as i64)],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(row.get::<_, i64>(0) as u64)
+    }
+
+    /// Moves the watermark forward to `seq` if the epoch is still `epoch`.
+    pub async fn advance_durable(&self, epoch: u64, seq: Seq) -> Result<(), StoreError> {
+        self.client()
+            .await?
+            .execute(
+                "UPDATE rplace_state SET durable_seq = GREATEST(durable_seq, $2)
+                 WHERE id = 1 AND epoch = $1",
+                &[&(epoch as i64), &(seq.0 as i64)],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(())
+    }
+
+    /// Runs `f` only if no other instance is reconciling; `None` if one is.
+    pub async fn with_reconcile_lock<F, Fut, T>(&self, f: F) -> Result<Option<T>, StoreError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<T, StoreError>>,
+    {
+        // A transaction-level lock, held by a transaction that stays open while `f` works
+        // on other pooled connections: however this ends (even cancelled), the transaction
+        // rolls back and the lock goes with it.
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg)?;
+        let got: bool = tx
+            .query_one("SELECT pg_try_advisory_xact_lock($1)", &[&RECONCILE_LOCK])
+            .await
+            .map_err(pg)?
+            .get(0);
+        if !got {
+            return Ok(None);
+        }
+        let out = f().await;
+        tx.rollback().await.map_err(pg)?;
+        out.map(Some)
+    }
+
+    /// Bumps the epoch and reads the board and seq the history holds, in one transaction:
+    /// writers of the old epoch that committed before are in the result; those that had
+    /// not wait for the commit and then find their epoch stale.
+    pub async fn rebuild(&self) -> Result<Rebuilt, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg)?;
+        let old: i64 = tx
+            .query_one(
+                "SELECT epoch FROM rplace_state WHERE id = 1 FOR UPDATE",
+                &[],
+            )
+            .await
+            .map_err(pg)?
+            .get(0);
+        let (from, mut board) = self.latest_snapshot(&tx).await?;
+        let (replayed, _) = self.replay(&tx, from, None, &mut board).await?;
+        let tail = tx
+            .query_opt(
+                "SELECT seq, ts FROM placements ORDER BY seq DESC LIMIT 1",
+                &[],
+            )
+            .await
+            .map_err(pg)?;
+        let (seq, last_ms) = match tail {
+            Some(r) => (
+                Seq(r.get::<_, i64>(0) as u64),
+                from_time(r.get::<_, SystemTime>(1)),
+            ),
+            None => (Seq(0), 0),
+        };
+        let epoch = old as u64 + 1;
+        tx.execute(
+            "UPDATE rplace_state SET epoch = $1, durable_seq = GREATEST(durable_seq, $2)
+             WHERE id = 1",
+            &[&(epoch as i64), &(seq.0 as i64)],
+        )
+        .await
+        .map_err(pg)?;
+        tx.commit().await.map_err(pg)?;
+        Ok(Rebuilt {
+            epoch,
+            seq,
+            board,
+            last_ms,
+            replayed,
+        })
+    }
+
+    /// Users whose newest placement is younger than `window_ms` before the newest
+    /// placement of all, with that placement's time: the cooldowns to restore.
+    pub async fn recent_users(&self, window_ms: i64) -> Result<Vec<(UserId, i64)>, StoreError> {
+        if window_ms <= 0 {
+            return Ok(Vec::new());
+        }
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT user_id, max(ts) FROM placements
+                 WHERE ts > (SELECT ts FROM placements ORDER BY seq DESC LIMIT 1)
+                            - make_interval(secs => $1::double precision / 1000)
+                 GROUP BY user_id",
+                &[&(window_ms as f64)],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(rows
+            .iter()
+            .map(|r| (UserId(r.get::<_, i64>(0) as u64), from_time(r.get(1))))
+            .collect())
+    }
+
+    /// Writes a new board snapshot at the watermark if it is at least `every` placements
+    /// past the latest one. Returns its seq if it wrote one.
+    pub async fn maybe_snapshot(&self, every: u64) -> Result<Option<Seq>, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg)?;
+        let got: bool = tx
+            .query_one("SELECT pg_try_advisory_xact_lock($1)", &[&SNAPSHOT_LOCK])
+            .await
+            .map_err(pg)?
+            .get(0);
+        if !got {
+            return Ok(None);
+        }
+        let durable = Seq(tx
+            .query_one("SELECT durable_seq FROM rplace_state WHERE id = 1", &[])
+            .await
+            .map_err(pg)?
+            .get::<_, i64>(0) as u64);
+        let latest: Option<i64> = tx
+            .query_one("SELECT max(seq) FROM board_snapshots", &[])
+            .await
+            .map_err(pg)?
+            .get(0);
+        let latest = Seq(latest.unwrap_or(0) as u64);
+        if durable.0 < latest.0 + every.max(1) {
+            return Ok(None);
+        }
+        let (from, mut board) = self.latest_snapshot(&tx).await?;
+        self.replay(&tx, from, Some(durable), &mut board).await?;
+        tx.execute(
+            "INSERT INTO board_snapshots (seq, board) VALUES ($1, $2) ON CONFLICT (seq) DO NOTHING",
+            &[&(durable.0 as i64), &board],
+        )
+        .await
+        .map_err(pg)?;
+        tx.execute(
+            "DELETE FROM board_snapshots WHERE seq NOT IN
+                 (SELECT seq FROM board_snapshots ORDER BY seq DESC LIMIT $1)",
+            &[&SNAPSHOTS_KEPT],
+        )
+        .await
+        .map_err(pg)?;
+        tx.commit().await.map_err(pg)?;
+        Ok(Some(durable))
+    }
+
+    /// The latest snapshot's seq and board, or seq 0 and a blank board.
+    async fn latest_snapshot(
+        &self,
+        tx: &deadpool_postgres::Transaction<'_>,
+    ) -> Result<(Seq, Vec<u8>), StoreError> {
+        let expected = self.depth.bytes_for(self.dims.pixels());
+        let row = tx
+            .query_opt(
+                "SELECT seq, board FROM board_snapshots ORDER BY seq DESC LIMIT 1",
+                &[],
+            )
+            .await
+            .map_err(pg)?;
+        match row {
+            Some(r) => {
+                let seq = Seq(r.get::<_, i64>(0) as u64);
+                let board: Vec<u8> = r.get(1);
+                if board.len() != expected {
+                    return Err(StoreError::Backend(format!(
+                        "board snapshot at seq {seq} has {} bytes, expected {expected}",
+                        board.len()
+                    )));
+                }
+                Ok((seq, board))
+            }
+            None => Ok((Seq(0), vec![0; expected])),
+        }
+    }
+
+    /// Applies the placements in `(after, upto]` in seq order to `board`, streaming them.
+    /// Returns how many it applied and the last seq.
+    async fn replay(
+        &self,
+        tx: &deadpool_postgres::Transaction<'_>,
+        after: Seq,
+        upto: Option<Seq>,
+        board: &mut [u8],
+    ) -> Result<(u64, Option<Seq>), StoreError> {
+        let upto = upto.map(|s| s.0 as i64).unwrap_or(i64::MAX);
+        let params: [&(dyn ToSql + Sync); 2] = [&(after.0 as i64), &upto];
+        let rows = tx
+            .query_raw(
+                "SELECT seq, x, y, color FROM placements
+                 WHERE seq > $1 AND seq <= $2 ORDER BY seq",
+                params,
+            )
+            .await
+            .map_err(pg)?;
+        pin_mut!(rows);
+        let width = self.dims.width() as usize;
+        let pixels = self.dims.pixels();
+        let (mut n, mut last) = (0u64, None);
+        while let Some(row) = rows.next().await {
+            let row = row.map_err(pg)?;
+            let (x, y) = (row.get::<_, i16>(1) as usize, row.get::<_, i16>(2) as usize);
+            let i = y * width + x;
+            if x < width && i < pixels {
+                set_packed(board, self.depth, i, row.get::<_, i16>(3) as u8);
+            }
+            last = Some(Seq(row.get::<_, i64>(0) as u64));
+            n += 1;
+        }
+        Ok((n, last))
+    }
+}
+
+fn row_to_placement(r: &tokio_postgres::Row) -> Placement {
+    Placement {
+        seq: Seq(r.get::<_, i64>(0) as u64),
+        coord: Coord {
+            x: r.get::<_, i16>(1) as u16,
+            y: r.get::<_, i16>(2) as u16,
+        },
+        color: ColorIndex::new_unchecked(r.get::<_, i16>(3) as u8),
+        user: UserId(r.get::<_, i64>(4) as u64),
+        at_ms: from_time(r.get(5)),
+    }
+}
+
+async fn migrate(client: &mut tokio_postgres::Client) -> Result<(), StoreError> {
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+        .await
+        .map_err(pg)?;
+    let res = async {
+        client
+            .batch_execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations (
+                     version int PRIMARY KEY,
+                     name text NOT NULL,
+                     applied_at timestamptz NOT NULL DEFAULT now()
+                 )",
+            )
+            .await
+            .map_err(pg)?;
+        let applied: i32 = client
+            .query_one(
+                "SELECT coalesce(max(version), 0) FROM schema_migrations",
+                &[],
+            )
+            .await
+            .map_err(pg)?
+            .get(0);
+        for (version, name, sql) in MIGRATIONS.iter().filter(|m| m.0 > applied) {
+            let tx = client.transaction().await.map_err(pg)?;
+            tx.batch_execute(sql).await.map_err(|e| {
+                StoreError::Backend(format!(
+                    "migration {version} ({name}) failed: {}",
+                    describe(&e)
+                ))
+            })?;
+            tx.execute(
+                "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
+                &[version, name],
+            )
+            .await
+            .map_err(pg)?;
+            tx.commit().await.map_err(pg)?;
+            tracing::info!(version, name, "applied PostgreSQL migration");
+        }
+        Ok(())
+    }
+    .await;
+    // The lock is also released when the session ends, which follows right after.
+    let _ = client
+        .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
+        .await;
+    res
+}
+
+/// Records the board's shape on first use and refuses a database made for another one.
+async fn check_shape(
+    client: &tokio_postgres::Client,
+    dims: Dimensions,
+    depth: Depth,
+    shown: &str,
+) -> Result<(), StoreError> {
+    let want = [
+        ("width", dims.width() as i64),
+        ("height", dims.height() as i64),
+        ("bits_per_pixel", depth.bits() as i64),
+    ];
+    for (key, value) in want {
+        client
+            .execute(
+                "INSERT INTO rplace_meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+                &[&key, &value],
+            )
+            .await
+            .map_err(pg)?;
+        let have: i64 = client
+            .query_one("SELECT value FROM rplace_meta WHERE key = $1", &[&key])
+            .await
+            .map_err(pg)?
+            .get(0);
+        if have != value {
+            return Err(StoreError::Config(format!(
+                "the PostgreSQL database {shown} holds a board with {key} = {have}, but this \
+                 start asks for {value}; start with the same size and palette depth, or use \
+                 another database"
+            )));
+        }
+    }
+    Ok(())
+}

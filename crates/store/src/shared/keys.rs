@@ -1,0 +1,59 @@
+//! The names of everything the shared backend keeps in Redis, under one configurable
+//! prefix so that several deployments (or parallel tests) can share a server.
+//!
+//! For Redis Cluster, give the prefix a hash tag (e.g. `{rplace}:`): the placement script
+//! touches the board, the seq, the stream and the per-user and per-address keys at once, and
+//! a script may only touch keys of one slot.
+
+use rplace_domain::UserId;
+use std::net::IpAddr;
+
+/// Every key name, built once from the prefix.
+#[derive(Debug, Clone)]
+pub(crate) struct Keys {
+    /// The prefix itself, for the per-user and per-address keys built on demand.
+    prefix: String,
+    /// The packed board: exactly the bytes of [`rplace_domain::Board`].
+    pub board: String,
+    /// The seq of the newest placement (an integer string).
+    pub seq: String,
+    /// Which generation of the Redis state this is. Bumped (in PostgreSQL first) by every
+    /// rebuild, so that a placement made on a state that has since been replaced can never
+    /// be written to the history, and so that feeds notice the replacement.
+    pub epoch: String,
+    /// The newest placement time handed out (unix ms), so that times never go backwards
+    /// along the seq even if the Redis clock does.
+    pub clock: String,
+    /// Recent placements, one entry per seq with the stream ID `<seq>-0`, capped.
+    pub stream: String,
+    /// Held (SET NX PX) by the one instance that rebuilds the state from PostgreSQL.
+    pub rebuild_lock: String,
+    /// The Pub/Sub channel that carries every placement and every rebuild.
+    pub channel: String,
+}
+
+impl Keys {
+    pub fn new(prefix: &str) -> Self {
+        Self {
+            prefix: prefix.to_string(),
+            board: format!("{prefix}board"),
+            seq: format!("{prefix}seq"),
+            epoch: format!("{prefix}epoch"),
+            clock: format!("{prefix}clock"),
+            stream: format!("{prefix}updates"),
+            rebuild_lock: format!("{prefix}rebuild-lock"),
+            channel: format!("{prefix}feed"),
+        }
+    }
+
+    /// The key holding `user`'s last placement time (unix ms), which expires with the
+    /// cooldown.
+    pub fn cooldown(&self, user: UserId) -> String {
+        format!("{}cd:{user}", self.prefix)
+    }
+
+    /// The key holding the address's rate-limit state (a GCRA arrival time in µs).
+    pub fn ip(&self, ip: IpAddr) -> String {
+        format!("{}ip:{ip}", self.prefix)
+    }
+}

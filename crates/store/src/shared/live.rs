@@ -1,0 +1,445 @@
+//! The live state in Redis: the board, the seq, the epoch, the recent-updates stream, the
+//! cooldowns and the per-address limits, and the scripts that change them.
+//!
+//! Everything that changes more than one key is one Lua script, so it is atomic with
+//! respect to every other instance; everything that reads more than one key is one
+//! `MULTI`, so it sees one moment.
+
+use super::keys::Keys;
+use crate::NewPlacement;
+use crate::limit::IpLimit;
+use futures_util::Stream;
+use redis::aio::ConnectionManager;
+use redis::{AsyncCommands, Client, Msg, RedisResult, Script};
+use rplace_domain::board::Depth;
+use rplace_domain::{ColorIndex, Cooldown, Coord, Dimensions, Placement, Seq, UserId};
+use std::time::Duration;
+
+/// How long one Redis command may take before it counts as a failure.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long connecting to Redis may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What the placement script decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PlaceOutcome {
+    /// On the board, in the stream and published; not yet in PostgreSQL.
+    Accepted {
+        seq: Seq,
+        at_ms: i64,
+        next_at_ms: i64,
+        /// The state generation it was made in; the history write is fenced by it.
+        epoch: u64,
+    },
+    Cooldown {
+        next_at_ms: i64,
+    },
+    RateLimited {
+        retry_after_ms: i64,
+    },
+    /// The board, seq or epoch key is missing: the state must be rebuilt first.
+    Missing,
+}
+
+/// The board, its seq and its generation, read at one moment.
+#[derive(Debug, Clone)]
+pub(crate) struct LiveSnapshot {
+    pub epoch: u64,
+    pub seq: Seq,
+    pub board: Vec<u8>,
+}
+
+/// A page of the stream, read together with the state it belongs to.
+#[derive(Debug, Clone)]
+pub(crate) struct StreamPage {
+    /// `None` when the state is missing (then the other fields mean nothing).
+    pub epoch: Option<u64>,
+    /// The newest seq at the moment of the read.
+    pub seq: Seq,
+    /// Entries after the requested seq, oldest first.
+    pub entries: Vec<Placement>,
+    /// Redis's clock at the moment of the read, unix ms.
+    pub now_ms: i64,
+}
+
+/// Which of the state keys exist, and whether a rebuild holds the lock.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Status {
+    pub complete: bool,
+    pub rebuild_locked: bool,
+    /// Length of the board key in bytes (0 when missing).
+    pub board_len: usize,
+}
+
+/// A handle to the live state. Cheap to clone.
+#[derive(Clone)]
+pub(crate) struct Live {
+    /// Multiplexed connection for commands and scripts; reconnects by itself.
+    conn: ConnectionManager,
+    /// Opens the dedicated Pub/Sub connections of the feed.
+    client: Client,
+    /// Key names.
+    pub keys: Keys,
+    /// `u4` or `u8`, the BITFIELD type of one pixel.
+    bitfield_type: &'static str,
+    /// Board shape, to turn a coordinate into a BITFIELD index.
+    dims: Dimensions,
+    /// Milliseconds between two placements of one user.
+    cooldown_ms: i64,
+    /// GCRA emission interval in µs; 0 when the per-address limit is off.
+    rate_period_us: u64,
+    /// GCRA burst tolerance in µs: how far ahead of now the arrival time may run.
+    rate_tolerance_us: u64,
+    /// Stream cap given to `XADD MAXLEN ~`.
+    stream_capacity: u64,
+    /// The placement script (EVALSHA, loaded again after a Redis restart).
+    place: Script,
+    /// The rebuild's install script.
+    install: Script,
+    /// Extends or releases the rebuild lock.
+    lock: Script,
+}
+
+pub(crate) fn parse_record(seq: Seq, rec: &str) -> Option<Placement> {
+    let mut it = rec.split(' ');
+    let x = it.next()?.parse().ok()?;
+    let y = it.next()?.parse().ok()?;
+    let color = it.next()?.parse().ok()?;
+    let user: i64 = it.next()?.parse().ok()?;
+    let at_ms = it.next()?.parse().ok()?;
+    Some(Placement {
+        seq,
+        coord: Coord { x, y },
+        color: ColorIndex::new_unchecked(color),
+        user: UserId(user as u64),
+        at_ms,
+    })
+}
+
+/// `"<seq>-<n>"` to the seq.
+fn parse_id(id: &str) -> Option<Seq> {
+    id.split('-').next()?.parse().ok().map(Seq)
+}
+
+impl Live {
+    /// Connects and checks that Redis answers; the error names the URL.
+    pub async fn connect(
+        url: &str,
+        prefix: &str,
+        dims: Dimensions,
+        depth: Depth,
+        cooldown: Cooldown,
+        ip_limit: IpLimit,
+        stream_capacity: u64,
+    ) -> Result<Self, String> {
+        let shown = super::redact(url);
+        let client = Client::open(url).map_err(|e| format!("invalid Redis URL {shown}: {e}"))?;
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_response_timeout(Some(RESPONSE_TIMEOUT))
+            .set_number_of_retries(2);
+        let mut conn = tokio::time::timeout(
+            CONNECT_TIMEOUT * 2,
+            ConnectionManager::new_with_config(client.clone(), config),
+        )
+        .await
+        .map_err(|_| format!("cannot reach Redis at {shown}: timed out"))?
+        .map_err(|e| format!("cannot reach Redis at {shown}: {e}"))?;
+        let _: String = redis::cmd("PING")
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| format!("Redis at {shown} does not answer PING: {e}"))?;
+        let (rate_period_us, rate_tolerance_us) = match ip_limit.per_minute {
+            0 => (0, 0),
+            n => {
+                let period = 60_000_000 / n as u64;
+                (period, period * (ip_limit.burst.max(1) as u64 - 1))
+            }
+        };
+        Ok(Self {
+            conn,
+            client,
+            keys: Keys::new(prefix),
+            bitfield_type: match depth {
+                Depth::Four => "u4",
+                Depth::Eight => "u8",
+            },
+            dims,
+            cooldown_ms: cooldown.as_millis(),
+            rate_period_us,
+            rate_tolerance_us,
+            stream_capacity: stream_capacity.max(1),
+            place: Script::new(include_str!("lua/place.lua")),
+            install: Script::new(include_str!("lua/install.lua")),
+            lock: Script::new(include_str!("lua/lock.lua")),
+        })
+    }
+
+    /// Runs the placement script.
+    pub async fn place(&self, p: &NewPlacement) -> RedisResult<PlaceOutcome> {
+        let k = &self.keys;
+        let reply: Vec<i64> = self
+            .place
+            .key(&k.board)
+            .key(&k.seq)
+            .key(&k.epoch)
+            .key(&k.clock)
+            .key(&k.stream)
+            .key(k.cooldown(p.user))
+            .key(k.ip(p.ip))
+            .arg(self.bitfield_type)
+            .arg(p.coord.index(self.dims))
+            .arg(p.color.get())
+            .arg(p.coord.x)
+            .arg(p.coord.y)
+            .arg(p.user.0 as i64)
+            .arg(self.cooldown_ms)
+            .arg(self.rate_period_us)
+            .arg(self.rate_tolerance_us)
+            .arg(if p.bypass_limits { "1" } else { "0" })
+            .arg(self.stream_capacity)
+            .arg(&k.channel)
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        let bad = || {
+            redis::RedisError::from((
+                redis::ErrorKind::UnexpectedReturnType,
+                "placement script reply",
+                format!("{reply:?}"),
+            ))
+        };
+        Ok(match reply.as_slice() {
+            [0, seq, at, next, epoch] => PlaceOutcome::Accepted {
+                seq: Seq(*seq as u64),
+                at_ms: *at,
+                next_at_ms: *next,
+                epoch: *epoch as u64,
+            },
+            [1, next] => PlaceOutcome::Cooldown { next_at_ms: *next },
+            [2, wait] => PlaceOutcome::RateLimited {
+                retry_after_ms: *wait,
+            },
+            [3] => PlaceOutcome::Missing,
+            _ => return Err(bad()),
+        })
+    }
+
+    /// Board, seq and epoch at one moment; `None` if any of them is missing.
+    pub async fn snapshot(&self) -> RedisResult<Option<LiveSnapshot>> {
+        let k = &self.keys;
+        let (board, seq, epoch): (Option<Vec<u8>>, Option<u64>, Option<u64>) = redis::pipe()
+            .atomic()
+            .get(&k.board)
+            .get(&k.seq)
+            .get(&k.epoch)
+            .query_async(&mut self.conn.clone())
+            .await?;
+        Ok(match (board, seq, epoch) {
+            (Some(board), Some(seq), Some(epoch)) => Some(LiveSnapshot {
+                epoch,
+                seq: Seq(seq),
+                board,
+            }),
+            _ => None,
+        })
+    }
+
+    /// Up to `count` stream entries after `after`, with the epoch, seq and clock of the
+    /// same moment.
+    pub async fn read_after(&self, after: Seq, count: usize) -> RedisResult<StreamPage> {
+        let k = &self.keys;
+        type Entry = (String, Vec<String>);
+        let (epoch, seq, entries, time): (Option<u64>, Option<u64>, Vec<Entry>, (u64, u64)) =
+            redis::pipe()
+                .atomic()
+                .get(&k.epoch)
+                .get(&k.seq)
+                .cmd("XRANGE")
+                .arg(&k.stream)
+                .arg(format!("{}-0", after.0 + 1))
+                .arg("+")
+                .arg("COUNT")
+                .arg(count.max(1))
+                .cmd("TIME")
+                .query_async(&mut self.conn.clone())
+                .await?;
+        let mut out = Vec::with_capacity(entries.len());
+        for (id, fields) in entries {
+            let rec = fields
+                .chunks(2)
+                .find(|kv| kv[0] == "p")
+                .and_then(|kv| kv.get(1));
+            let p = parse_id(&id).and_then(|seq| rec.and_then(|r| parse_record(seq, r)));
+            match p {
+                Some(p) => out.push(p),
+                None => {
+                    return Err(redis::RedisError::from((
+                        redis::ErrorKind::UnexpectedReturnType,
+                        "malformed stream entry",
+                        format!("{id} {fields:?}"),
+                    )));
+                }
+            }
+        }
+        Ok(StreamPage {
+            epoch: if seq.is_some() { epoch } else { None },
+            seq: Seq(seq.unwrap_or(0)),
+            entries: out,
+            now_ms: (time.0 * 1000 + time.1 / 1000) as i64,
+        })
+    }
+
+    /// Which state keys exist; one round trip, also the health probe.
+    pub async fn status(&self) -> RedisResult<Status> {
+        let k = &self.keys;
+        let (present, locked, board_len): (usize, bool, usize) = redis::pipe()
+            .exists(&[&k.board, &k.seq, &k.epoch])
+            .exists(&k.rebuild_lock)
+            .strlen(&k.board)
+            .query_async(&mut self.conn.clone())
+            .await?;
+        Ok(Status {
+            complete: present == 3,
+            rebuild_locked: locked,
+            board_len,
+        })
+    }
+
+    /// The newest seq, if the state exists.
+    pub async fn seq(&self) -> RedisResult<Option<Seq>> {
+        let seq: Option<u64> = self.conn.clone().get(&self.keys.seq).await?;
+        Ok(seq.map(Seq))
+    }
+
+    /// When `user` may place next (unix ms), if their cooldown key is still alive.
+    pub async fn next_allowed(&self, user: UserId) -> RedisResult<Option<i64>> {
+        let key = self.keys.cooldown(user);
+        let (last, pttl): (Option<i64>, i64) = redis::pipe()
+            .get(&key)
+            .pttl(&key)
+            .query_async(&mut self.conn.clone())
+            .await?;
+        Ok(match last {
+            Some(last) if pttl > 0 => Some(last + self.cooldown_ms),
+            _ => None,
+        })
+    }
+
+    /// Takes the rebuild lock for `ttl` if nobody holds it.
+    pub async fn try_lock(&self, token: &str, ttl: Duration) -> RedisResult<bool> {
+        let set: Option<String> = redis::cmd("SET")
+            .arg(&self.keys.rebuild_lock)
+            .arg(token)
+            .arg("NX")
+            .arg("PX")
+            .arg(ttl.as_millis() as u64)
+            .query_async(&mut self.conn.clone())
+            .await?;
+        Ok(set.is_some())
+    }
+
+    /// Extends the rebuild lock by `ttl` (or releases it with `None`) if `token` holds it.
+    pub async fn renew_lock(&self, token: &str, ttl: Option<Duration>) -> RedisResult<bool> {
+        let held: i64 = self
+            .lock
+            .key(&self.keys.rebuild_lock)
+            .arg(token)
+            .arg(ttl.map(|t| t.as_millis() as u64).unwrap_or(0))
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok(held == 1)
+    }
+
+    /// Replaces the state with a rebuilt one, if `token` still holds the lock; releases
+    /// the lock and announces the new epoch on the channel.
+    pub async fn install(
+        &self,
+        token: &str,
+        epoch: u64,
+        seq: Seq,
+        board: &[u8],
+        clock_ms: i64,
+    ) -> RedisResult<bool> {
+        let k = &self.keys;
+        let done: i64 = self
+            .install
+            .key(&k.rebuild_lock)
+            .key(&k.board)
+            .key(&k.seq)
+            .key(&k.epoch)
+            .key(&k.clock)
+            .key(&k.stream)
+            .arg(token)
+            .arg(board)
+            .arg(seq.0)
+            .arg(epoch)
+            .arg(clock_ms)
+            .arg(&k.channel)
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok(done == 1)
+    }
+
+    /// Sets the cooldown keys of users who placed at the given times, unless they exist;
+    /// those whose cooldown is over by Redis's clock are skipped. Returns how many it set.
+    pub async fn restore_cooldowns(&self, last: &[(UserId, i64)]) -> RedisResult<usize> {
+        if self.cooldown_ms <= 0 || last.is_empty() {
+            return Ok(0);
+        }
+        let mut conn = self.conn.clone();
+        let (secs, micros): (i64, i64) = redis::cmd("TIME").query_async(&mut conn).await?;
+        let now = secs * 1000 + micros / 1000;
+        let mut set = 0;
+        for chunk in last.chunks(10_000) {
+            let mut pipe = redis::pipe();
+            for &(user, at) in chunk {
+                let left = at + self.cooldown_ms - now;
+                if left > 0 {
+                    pipe.cmd("SET")
+                        .arg(self.keys.cooldown(user))
+                        .arg(at)
+                        .arg("PX")
+                        .arg(left)
+                        .arg("NX")
+                        .ignore();
+                    set += 1;
+                }
+            }
+            let () = pipe.query_async(&mut conn).await?;
+        }
+        Ok(set)
+    }
+
+    /// A new Pub/Sub connection subscribed to the placement channel.
+    pub async fn subscribe(&self) -> RedisResult<impl Stream<Item = Msg> + Unpin + Send + use<>> {
+        let connect = async {
+            let mut pubsub = self.client.get_async_pubsub().await?;
+            pubsub.subscribe(&self.keys.channel).await?;
+            Ok::<_, redis::RedisError>(pubsub.into_on_message())
+        };
+        tokio::time::timeout(CONNECT_TIMEOUT, connect)
+            .await
+            .map_err(|_| {
+                redis::RedisError::from(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "Pub/Sub connect timed out",
+                ))
+            })?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_round_trip() {
+        let p = parse_record(Seq(9), "3 4 15 -2 1764300000123").unwrap();
+        assert_eq!(p.coord, Coord { x: 3, y: 4 });
+        assert_eq!(p.color.get(), 15);
+        assert_eq!(p.user, UserId(u64::MAX - 1));
+        assert_eq!(p.at_ms, 1_764_300_000_123);
+        assert_eq!(parse_id("42-0"), Some(Seq(42)));
+        assert!(parse_record(Seq(1), "3 4").is_none());
+    }
+}

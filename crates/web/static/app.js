@@ -1,0 +1,276 @@
+// The page: loads the config, then wires the board, the live sync, the view and the UI.
+
+import { ApiError, getConfig, getPixel, placePixel } from './api.js';
+import { Board, decodeBoard, paletteToRgba } from './board.js';
+import { attachInput } from './input.js';
+import { Renderer } from './render.js';
+import { Sync, backoffDelay } from './sync.js';
+import { UI } from './ui.js';
+import { View, formatHash, parseHash } from './view.js';
+
+const HASH_THROTTLE_MS = 250;
+const COLOR_KEY = 'rplace.color';
+
+/** Config, retried until the server answers: nothing can be shown without it. */
+async function loadConfig(onRetry) {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await getConfig();
+    } catch (err) {
+      const delay = backoffDelay(attempt);
+      onRetry(err, delay);
+      await new Promise((r) => setTimeout(r, delay));
+    }
+  }
+}
+
+/** Server clock minus ours, from the Date header (whole seconds). Under 2 s of apparent
+ * skew is more likely the header's rounding than a wrong clock, so it counts as none. */
+function clockSkew(serverDate) {
+  if (!Number.isFinite(serverDate)) return 0;
+  const skew = serverDate + 500 - Date.now();
+  return Math.abs(skew) < 2000 ? 0 : skew;
+}
+
+async function main() {
+  const canvas = document.getElementById('board');
+  const statusText = document.getElementById('status-text');
+  const { config, serverDate } = await loadConfig((err, delay) => {
+    statusText.textContent = `can't reach server, retrying in ${Math.ceil(delay / 1000)}s`;
+  });
+  const { width, height, palette } = config;
+  const bpp = config.bits_per_pixel ?? (palette.length <= 16 ? 4 : 8);
+  const myId = config.user?.id ?? null;
+  const skew = clockSkew(serverDate);
+
+  const board = new Board(width, height, paletteToRgba(palette));
+  const view = new View(width, height);
+
+  const saved = Number(localStorage.getItem(COLOR_KEY));
+  const state = {
+    selected: null, // {x, y}
+    color: Number.isInteger(saved) && saved >= 0 && saved < palette.length && localStorage.getItem(COLOR_KEY) !== null ? saved : null,
+    hover: null,
+    cooldownEnd: config.user?.next_at ? config.user.next_at - skew : 0,
+    busy: false,
+    infoToken: 0,
+  };
+
+  const renderer = new Renderer(canvas, board, view, palette.map((c) => c.toUpperCase()));
+  const ui = new UI(palette, {
+    onPickColor: (i) => {
+      state.color = i;
+      localStorage.setItem(COLOR_KEY, String(i));
+      ui.setColor(i);
+      renderer.selectedColor = i;
+      renderer.request();
+      renderPlace();
+    },
+    onPlace: () => place(),
+    onDeselect: () => select(null),
+    onZoomIn: () => input.zoomBy(1.6),
+    onZoomOut: () => input.zoomBy(1 / 1.6),
+    onZoomFit: () => { view.reset(); viewChanged(); },
+    onLayout: () => layout(),
+  });
+  ui.setColor(state.color);
+  renderer.selectedColor = state.color;
+
+  // ---- layout and view -----------------------------------------------------------
+
+  const dock = document.getElementById('dock');
+  function layout() {
+    // --dock-space: room the dock takes at the bottom. On phones the canvas stops above
+    // the dock (style.css), so the board centers in the space that is really free; on
+    // wider screens the dock floats over the canvas and the fit zoom keeps clear of it.
+    const dockTop = dock.getBoundingClientRect().top;
+    document.documentElement.style.setProperty('--dock-space', `${Math.round(window.innerHeight - dockTop)}px`);
+    const rect = canvas.getBoundingClientRect();
+    const insetBottom = Math.max(0, rect.bottom - dockTop) + 8;
+    view.resize(rect.width, rect.height, 56, insetBottom);
+    renderer.resize(rect.width, rect.height, window.devicePixelRatio || 1);
+  }
+  layout();
+  new ResizeObserver(() => { layout(); viewChanged(); }).observe(dock);
+  window.addEventListener('resize', () => { layout(); viewChanged(); });
+
+  function applyHash() {
+    const h = parseHash(location.hash);
+    if (!h) return false;
+    view.centerOn(h.x ?? width / 2, h.y ?? height / 2, h.zoom ?? view.fitZoom());
+    return true;
+  }
+  if (!applyHash()) view.reset();
+  window.addEventListener('hashchange', () => { if (applyHash()) viewChanged(false); });
+
+  let hashTimer = 0;
+  function viewChanged(writeHash = true) {
+    renderer.request();
+    showCoords();
+    if (writeHash && !hashTimer) {
+      // replaceState: moving around should not fill the back button's history.
+      hashTimer = setTimeout(() => {
+        hashTimer = 0;
+        history.replaceState(history.state, '', formatHash(view));
+      }, HASH_THROTTLE_MS);
+    }
+  }
+
+  function showCoords() {
+    const center = view.pixelAt(view.width / 2, view.height / 2)
+      ?? { x: Math.min(width - 1, Math.floor(view.x)), y: Math.min(height - 1, Math.floor(view.y)) };
+    ui.setCoords(state.hover ?? state.selected ?? center, view.zoom);
+  }
+
+  // ---- selection, pixel info, placing ---------------------------------------------
+
+  let infoTimer = 0;
+  function select(pixel) {
+    state.selected = pixel;
+    renderer.selected = pixel;
+    ui.showSelection(pixel, pixel ? board.get(pixel.x, pixel.y) : undefined);
+    renderer.request();
+    showCoords();
+    renderPlace();
+    if (pixel) refreshInfo(0);
+  }
+
+  /** Loads who placed the selected pixel; stale answers (selection moved on) are dropped. */
+  function refreshInfo(delay) {
+    clearTimeout(infoTimer);
+    infoTimer = setTimeout(async () => {
+      const p = state.selected;
+      if (!p) return;
+      const token = ++state.infoToken;
+      try {
+        const info = await getPixel(p.x, p.y);
+        if (token === state.infoToken && state.selected === p) ui.showPixelInfo(info, myId);
+      } catch (err) {
+        if (token === state.infoToken) ui.showPixelInfoError(err.message);
+      }
+    }, delay);
+  }
+
+  function cooldownLeft() {
+    return Math.max(0, state.cooldownEnd - Date.now());
+  }
+
+  function renderPlace() {
+    ui.renderPlace({
+      selected: state.selected,
+      color: state.color,
+      cooldownLeftMs: cooldownLeft(),
+      busy: state.busy,
+    });
+  }
+
+  async function place() {
+    const p = state.selected, color = state.color;
+    if (state.busy) return;
+    if (!p) { ui.toast('Select a pixel first: click or tap the canvas'); return; }
+    if (color === null) { ui.toast('Pick a color first'); return; }
+    if (cooldownLeft() > 0) return;
+    state.busy = true;
+    renderPlace();
+    try {
+      const r = await placePixel(p.x, p.y, color);
+      // next_at - at is the cooldown as the server measures it: immune to clock skew.
+      state.cooldownEnd = Date.now() + Math.max(0, r.next_at - r.at);
+      // Show it now if the live feed has not brought it yet; the feed applies seqs in
+      // order, so anything placed there after ours still wins.
+      if (sync.seq !== null && sync.seq < r.seq) {
+        board.set(p.x, p.y, color);
+        renderer.request();
+      }
+      refreshInfo(0);
+    } catch (err) {
+      if (err instanceof ApiError && err.status === 429) {
+        if (err.retryAfterMs !== undefined) state.cooldownEnd = Date.now() + err.retryAfterMs;
+        else if (err.nextAt !== undefined) state.cooldownEnd = err.nextAt - skew;
+        ui.toast(err.code === 'cooldown' ? 'Not yet: wait for the timer' : err.message, 'error');
+      } else {
+        ui.toast(err.message || 'Could not place the pixel', 'error');
+      }
+    } finally {
+      state.busy = false;
+      renderPlace();
+    }
+  }
+
+  // ---- input ----------------------------------------------------------------------
+
+  const input = attachInput(canvas, view, {
+    onViewChange: () => viewChanged(),
+    onTap: (pixel) => select(pixel),
+    onHover: (pixel) => {
+      if (pixel?.x === state.hover?.x && pixel?.y === state.hover?.y) return;
+      state.hover = pixel;
+      renderer.hover = pixel;
+      renderer.request();
+      showCoords();
+    },
+    onPlace: () => place(),
+    onEscape: () => select(null),
+    onReset: () => { view.reset(); viewChanged(); },
+  });
+
+  // ---- live sync ------------------------------------------------------------------
+
+  const sync = new Sync({
+    httpBase: '',
+    wsUrl: `${location.protocol === 'https:' ? 'wss:' : 'ws:'}//${location.host}/ws`,
+    isOnline: () => navigator.onLine !== false,
+    onBoard: (bytes, seq) => {
+      board.load(decodeBoard(bytes, width, height, bpp, board.indices));
+      renderer.request();
+      if (state.selected) ui.showSelection(state.selected, board.get(state.selected.x, state.selected.y));
+    },
+    onUpdate: (seq, x, y, color) => {
+      board.set(x, y, color);
+      renderer.request();
+      if (state.selected && state.selected.x === x && state.selected.y === y) {
+        ui.showSelection(state.selected, color);
+        refreshInfo(250); // several in a burst make one request
+      }
+    },
+    onStatus: (s) => ui.setStatus(s),
+    onError: (err) => console.warn('rplace sync:', err),
+  });
+  window.addEventListener('online', () => {
+    ui.setStatus({ state: sync.state, retryAt: sync.retryAt });
+    sync.kick();
+  });
+  window.addEventListener('offline', () => ui.setStatus({ state: 'offline' }));
+  document.addEventListener('visibilitychange', () => {
+    if (document.visibilityState === 'visible') sync.kick();
+  });
+  sync.start();
+
+  // ---- clocks ---------------------------------------------------------------------
+
+  let lastCooling = cooldownLeft() > 0;
+  setInterval(() => {
+    const cooling = cooldownLeft() > 0;
+    if (cooling || lastCooling) renderPlace();
+    lastCooling = cooling;
+    ui.tickTimes();
+  }, 250);
+
+  renderPlace();
+  ui.setStatus({ state: sync.state });
+  viewChanged(false);
+
+  // A small read-only handle for the browser tests and the curious.
+  window.rplace = Object.freeze({
+    get seq() { return sync.seq; },
+    pixel: (x, y) => board.get(x, y),
+    get view() { return view.snapshot(); },
+    get status() { return sync.state; },
+  });
+}
+
+main().catch((err) => {
+  console.error(err);
+  const t = document.getElementById('status-text');
+  if (t) t.textContent = 'failed to start';
+});

@@ -1,0 +1,189 @@
+// Mouse, touch and keyboard: pan, zoom, and telling a tap (select a pixel) from a drag
+// (pan). Pointer Events cover mouse, pen and touch with one code path.
+
+/** How far a pointer may wander, in CSS px, and still count as a tap. */
+const TAP_SLOP = { mouse: 4, pen: 6, touch: 10 };
+/** Screen px per arrow-key press; Shift moves four times as far. */
+const KEY_PAN_PX = 64;
+/** Zoom factor of one +/- press or zoom button. */
+const KEY_ZOOM = 1.6;
+
+/**
+ * @param {HTMLCanvasElement} canvas
+ * @param {import('./view.js').View} view
+ * @param {object} cb
+ * @param {() => void} cb.onViewChange  the view moved: redraw, update the URL
+ * @param {(pixel: {x:number,y:number}|null) => void} cb.onTap
+ * @param {(pixel: {x:number,y:number}|null) => void} cb.onHover
+ * @param {() => void} cb.onPlace       Enter/Space
+ * @param {() => void} cb.onEscape
+ * @param {() => void} cb.onReset       0 / Home: whole board
+ */
+export function attachInput(canvas, view, cb) {
+  const zoomer = new SmoothZoom(view, cb.onViewChange);
+  const pointers = new Map(); // pointerId -> {x, y} in canvas CSS px
+  let down = null; // first pointer of a gesture: {x, y, type}
+  let dragging = false; // moved past the tap slop
+  let multi = false; // a second finger joined: never a tap
+  let pinch = null; // {dist, mid} of the last two-finger move
+
+  const local = (e) => {
+    const r = canvas.getBoundingClientRect();
+    return { x: e.clientX - r.left, y: e.clientY - r.top };
+  };
+  const twoFinger = () => {
+    const [a, b] = [...pointers.values()];
+    return {
+      dist: Math.max(1, Math.hypot(a.x - b.x, a.y - b.y)),
+      mid: { x: (a.x + b.x) / 2, y: (a.y + b.y) / 2 },
+    };
+  };
+
+  canvas.addEventListener('pointerdown', (e) => {
+    if (e.pointerType === 'mouse' && e.button !== 0 && e.button !== 1) return;
+    e.preventDefault();
+    canvas.focus({ preventScroll: true });
+    try { canvas.setPointerCapture(e.pointerId); } catch { /* synthetic events */ }
+    zoomer.stop();
+    const p = local(e);
+    pointers.set(e.pointerId, p);
+    if (pointers.size === 1) {
+      down = { ...p, type: e.pointerType };
+      dragging = false;
+      multi = false;
+    } else {
+      multi = true;
+      if (pointers.size === 2) pinch = twoFinger();
+    }
+  });
+
+  canvas.addEventListener('pointermove', (e) => {
+    const p = local(e);
+    if (e.pointerType === 'mouse') cb.onHover(view.pixelAt(p.x, p.y));
+    const prev = pointers.get(e.pointerId);
+    if (!prev) return;
+    pointers.set(e.pointerId, p);
+    if (pointers.size === 1) {
+      if (!dragging) {
+        if (Math.hypot(p.x - down.x, p.y - down.y) <= (TAP_SLOP[down.type] ?? 6)) return;
+        dragging = true;
+        canvas.classList.add('dragging');
+        // Apply the movement inside the slop too, so the board does not lag the pointer.
+        view.panBy(p.x - down.x, p.y - down.y);
+      } else {
+        view.panBy(p.x - prev.x, p.y - prev.y);
+      }
+      cb.onViewChange();
+    } else if (pointers.size === 2 && pinch) {
+      const now = twoFinger();
+      view.zoomAt(view.zoom * (now.dist / pinch.dist), now.mid.x, now.mid.y);
+      view.panBy(now.mid.x - pinch.mid.x, now.mid.y - pinch.mid.y);
+      pinch = now;
+      cb.onViewChange();
+    }
+  });
+
+  const end = (e) => {
+    if (!pointers.has(e.pointerId)) return;
+    const p = local(e);
+    const tap = e.type === 'pointerup' && pointers.size === 1 && !dragging && !multi;
+    pointers.delete(e.pointerId);
+    if (tap) cb.onTap(view.pixelAt(p.x, p.y));
+    if (pointers.size === 2) pinch = twoFinger();
+    // Lifting one finger of a pinch leaves a pan, never a tap.
+    if (pointers.size === 1) dragging = true;
+    if (pointers.size === 0) canvas.classList.remove('dragging');
+  };
+  canvas.addEventListener('pointerup', end);
+  canvas.addEventListener('pointercancel', end);
+  canvas.addEventListener('pointerleave', (e) => {
+    if (e.pointerType === 'mouse' && !pointers.size) cb.onHover(null);
+  });
+
+  canvas.addEventListener('wheel', (e) => {
+    e.preventDefault();
+    const unit = e.deltaMode === 1 ? 16 : e.deltaMode === 2 ? 400 : 1;
+    const dy = e.deltaY * unit;
+    // Trackpad pinches arrive as ctrl+wheel with small deltas: make them as lively.
+    const factor = Math.exp(-dy * (e.ctrlKey ? 0.01 : 0.0018));
+    zoomer.zoomBy(factor, local(e));
+  }, { passive: false });
+
+  window.addEventListener('keydown', (e) => {
+    if (e.ctrlKey || e.metaKey || e.altKey) return;
+    const t = e.target;
+    if (t instanceof HTMLElement && (t.isContentEditable || /^(INPUT|TEXTAREA|SELECT)$/.test(t.tagName))) return;
+    const onButton = t instanceof HTMLElement && (t.tagName === 'BUTTON' || t.tagName === 'A');
+    const step = KEY_PAN_PX * (e.shiftKey ? 4 : 1);
+    const center = { x: view.width / 2, y: view.height / 2 };
+    switch (e.key) {
+      case 'ArrowLeft': case 'a': case 'A': view.panBy(step, 0); break;
+      case 'ArrowRight': case 'd': case 'D': view.panBy(-step, 0); break;
+      case 'ArrowUp': case 'w': case 'W': view.panBy(0, step); break;
+      case 'ArrowDown': case 's': case 'S': view.panBy(0, -step); break;
+      case '+': case '=': zoomer.zoomBy(KEY_ZOOM, center); e.preventDefault(); return;
+      case '-': case '_': zoomer.zoomBy(1 / KEY_ZOOM, center); e.preventDefault(); return;
+      case '0': case 'Home': zoomer.stop(); cb.onReset(); e.preventDefault(); return;
+      case 'Escape': cb.onEscape(); return;
+      case 'Enter': case ' ':
+        if (onButton) return; // the focused button does its own thing
+        e.preventDefault();
+        if (!e.repeat) cb.onPlace();
+        return;
+      default: return;
+    }
+    e.preventDefault();
+    cb.onViewChange();
+  });
+
+  return { zoomBy: (f) => zoomer.zoomBy(f, { x: view.width / 2, y: view.height / 2 }) };
+}
+
+/** Eases the zoom toward a target over a few frames, anchored at the cursor, so wheel
+ * notches glide instead of jumping. Further notches retarget the running animation. */
+class SmoothZoom {
+  constructor(view, onChange) {
+    this.view = view;
+    this.onChange = onChange;
+    this.target = null;
+    this.anchor = null;
+    this.raf = 0;
+    this.last = 0;
+  }
+
+  zoomBy(factor, anchor) {
+    const v = this.view;
+    const base = this.target ?? v.zoom;
+    this.target = Math.min(v.maxZoom, Math.max(v.minZoom, base * factor));
+    this.anchor = anchor;
+    if (!this.raf) {
+      this.last = performance.now();
+      this.raf = requestAnimationFrame((t) => this.step(t));
+    }
+  }
+
+  stop() {
+    if (this.raf) cancelAnimationFrame(this.raf);
+    this.raf = 0;
+    this.target = null;
+  }
+
+  step(t) {
+    const v = this.view;
+    const dt = Math.min(64, Math.max(1, t - this.last));
+    this.last = t;
+    // Exponential approach, ~70 ms time constant, in log space (zoom is multiplicative).
+    const k = 1 - Math.exp(-dt / 70);
+    let z = v.zoom * Math.pow(this.target / v.zoom, k);
+    const done = Math.abs(Math.log(this.target / z)) < 0.003;
+    if (done) z = this.target;
+    v.zoomAt(z, this.anchor.x, this.anchor.y);
+    this.onChange();
+    if (done) {
+      this.raf = 0;
+      this.target = null;
+    } else {
+      this.raf = requestAnimationFrame((tt) => this.step(tt));
+    }
+  }
+}

@@ -204,7 +204,11 @@ pub fn get_packed(bytes: &[u8], depth: Depth, i: usize) -> u8 {
         Depth::Eight => bytes[i],
         Depth::Four => {
             let b = bytes[i / 2];
-            if i % 2 == 0 { b >> 4 } else { b & 0x0f }
+            if i.is_multiple_of(2) {
+                b >> 4
+            } else {
+                b & 0x0f
+            }
         }
     }
 }
@@ -215,7 +219,7 @@ pub fn set_packed(bytes: &mut [u8], depth: Depth, i: usize, v: u8) {
         Depth::Eight => bytes[i] = v,
         Depth::Four => {
             let b = &mut bytes[i / 2];
-            *b = if i % 2 == 0 {
+            *b = if i.is_multiple_of(2) {
                 (*b & 0x0f) | (v << 4)
             } else {
                 (*b & 0xf0) | (v & 0x0f)

@@ -6,7 +6,9 @@ use crate::hub::Hub;
 use axum::extract::FromRef;
 use axum_extra::extract::cookie::Key;
 use metrics_exporter_prometheus::PrometheusHandle;
-use rplace_store::{Backend, EmbeddedConfig, EmbeddedStore, SharedConfig, SharedStore, Store, StoreError};
+use rplace_store::{
+    Backend, EmbeddedConfig, EmbeddedStore, SharedConfig, SharedStore, Store, StoreError,
+};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::ops::Deref;

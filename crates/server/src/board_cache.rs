@@ -155,7 +155,7 @@ fn encode_png(
     let err = |e: png::EncodingError| EncodeError(e.to_string());
     let depth = Depth::for_palette_len(palette.len());
     let board = Board::from_bytes(dims, depth, raw).map_err(|e| EncodeError(e.to_string()))?;
-    let direct = depth == Depth::Four && dims.width() % 2 == 0;
+    let direct = depth == Depth::Four && dims.width().is_multiple_of(2);
     let mut out = Vec::new();
     {
         let mut enc = png::Encoder::new(&mut out, dims.width(), dims.height());
@@ -272,6 +272,27 @@ mod tests {
             .read_to_end(&mut out)
             .unwrap();
         assert_eq!(out, raw);
+    }
+
+    #[tokio::test]
+    async fn each_encoding_is_computed_once_per_version() {
+        let v = Version {
+            seq: Seq(1),
+            raw: Bytes::from(vec![7u8; 4096]),
+            taken: Instant::now(),
+            zstd: OnceCell::new(),
+            brotli: OnceCell::new(),
+            gzip: OnceCell::new(),
+            png: OnceCell::new(),
+        };
+        for enc in [Encoding::Zstd, Encoding::Brotli, Encoding::Gzip] {
+            let (a, b) = tokio::join!(v.body(enc), v.body(enc));
+            let (a, b, c) = (a.unwrap(), b.unwrap(), v.body(enc).await.unwrap());
+            // The same allocation every time: compressed once, then shared.
+            assert_eq!(a.as_ptr(), b.as_ptr());
+            assert_eq!(a.as_ptr(), c.as_ptr());
+            assert!(a.len() < 4096);
+        }
     }
 
     #[test]

@@ -109,11 +109,21 @@ pub struct Config {
 
     /// Redis URL: with `--database-url`, runs this instance in shared mode (board, seq,
     /// cooldowns and fan-out in Redis; history in PostgreSQL). Without both: embedded.
-    #[arg(long, env = "RPLACE_REDIS_URL", hide_env_values = true, requires = "database_url")]
+    #[arg(
+        long,
+        env = "RPLACE_REDIS_URL",
+        hide_env_values = true,
+        requires = "database_url"
+    )]
     pub redis_url: Option<String>,
 
     /// PostgreSQL URL for the placement history in shared mode.
-    #[arg(long, env = "RPLACE_DATABASE_URL", hide_env_values = true, requires = "redis_url")]
+    #[arg(
+        long,
+        env = "RPLACE_DATABASE_URL",
+        hide_env_values = true,
+        requires = "redis_url"
+    )]
     pub database_url: Option<String>,
 
     /// Prefix of every Redis key of this canvas, so canvases (or tests) can share a Redis.
@@ -178,7 +188,7 @@ pub struct Settings {
 }
 
 fn seconds(name: &'static str, env: &'static str, v: f64) -> Result<Duration, ConfigError> {
-    if !v.is_finite() || v < 0.0 || v > 86_400.0 * 365.0 {
+    if !v.is_finite() || !(0.0..=86_400.0 * 365.0).contains(&v) {
         return Err(bad(
             name,
             env,

@@ -2,6 +2,7 @@
 //! HAProxy and Varnish, all started by the harness on free ports. No mocks.
 
 use futures_util::StreamExt;
+use rplace_domain::board::{Depth, get_packed, set_packed};
 use rplace_domain::wire;
 use rplace_testsupport::topology::{Haproxy, Instance, Varnish};
 use rplace_testsupport::{Postgres, RedisServer};
@@ -64,7 +65,14 @@ fn url(port: u16, path: &str) -> String {
     format!("http://127.0.0.1:{port}{path}")
 }
 
-async fn bench_put(http: &reqwest::Client, port: u16, user: u64, x: u16, y: u16, color: u8) -> reqwest::Response {
+async fn bench_put(
+    http: &reqwest::Client,
+    port: u16,
+    user: u64,
+    x: u16,
+    y: u16,
+    color: u8,
+) -> reqwest::Response {
     http.put(url(port, "/api/pixel"))
         .header("authorization", format!("Bearer {TOKEN}"))
         .header("x-rplace-user", format!("{user:016x}"))
@@ -77,14 +85,22 @@ async fn bench_put(http: &reqwest::Client, port: u16, user: u64, x: u16, y: u16,
 async fn board(port: u16) -> (u64, Vec<u8>) {
     let r = reqwest::get(url(port, "/api/board")).await.unwrap();
     assert_eq!(r.status(), 200);
-    let seq = r.headers()["x-board-seq"].to_str().unwrap().parse().unwrap();
+    let seq = r.headers()["x-board-seq"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     (seq, r.bytes().await.unwrap().to_vec())
 }
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn ws(port: u16) -> Ws {
-    tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}/ws")).await.unwrap().0
+    tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}/ws"))
+        .await
+        .unwrap()
+        .0
 }
 
 async fn next_updates(ws: &mut Ws, within: Duration) -> Option<Vec<wire::Update>> {
@@ -111,7 +127,10 @@ mod reqwest {
     /// A GET from sync code in an async test, without a second runtime.
     pub fn blocking_get_text(url: String) -> String {
         std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
             rt.block_on(async { ::reqwest::get(url).await.unwrap().text().await.unwrap() })
         })
         .join()
@@ -129,11 +148,18 @@ async fn a_placement_through_haproxy_reaches_clients_of_every_instance() {
     let http = reqwest::Client::new();
     let r = bench_put(&http, t.haproxy.port, 1, 5, 6, 7).await;
     assert_eq!(r.status(), 200);
-    let seq = r.json::<serde_json::Value>().await.unwrap()["seq"].as_u64().unwrap();
+    let seq = r.json::<serde_json::Value>().await.unwrap()["seq"]
+        .as_u64()
+        .unwrap();
     for (i, c) in clients.iter_mut().enumerate() {
-        let ups = next_updates(c, Duration::from_secs(5)).await.unwrap_or_else(|| panic!("instance {i} sent nothing"));
+        let ups = next_updates(c, Duration::from_secs(5))
+            .await
+            .unwrap_or_else(|| panic!("instance {i} sent nothing"));
         assert_eq!(ups[0].seq.0, seq);
-        assert_eq!((ups[0].coord.x, ups[0].coord.y, ups[0].color.get()), (5, 6, 7));
+        assert_eq!(
+            (ups[0].coord.x, ups[0].coord.y, ups[0].color.get()),
+            (5, 6, 7)
+        );
     }
     // Every instance serves the same board from its own memory.
     for n in &t.nodes {
@@ -146,8 +172,14 @@ async fn a_placement_through_haproxy_reaches_clients_of_every_instance() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_users_cooldown_holds_across_instances() {
     let t = start(&["--cooldown", "60"], false);
-    let c = reqwest::Client::builder().cookie_store(true).build().unwrap();
-    c.get(url(t.haproxy.port, "/api/config")).send().await.unwrap();
+    let c = reqwest::Client::builder()
+        .cookie_store(true)
+        .build()
+        .unwrap();
+    c.get(url(t.haproxy.port, "/api/config"))
+        .send()
+        .await
+        .unwrap();
     let mut tasks = Vec::new();
     for round in 0..4 {
         for n in &t.nodes {
@@ -168,23 +200,47 @@ async fn one_users_cooldown_holds_across_instances() {
     for t in tasks {
         statuses.push(t.await.unwrap());
     }
-    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 1, "{statuses:?}");
-    assert!(statuses.iter().all(|s| *s == 200 || *s == 429), "{statuses:?}");
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.iter().all(|s| *s == 200 || *s == 429),
+        "{statuses:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn varnish_absorbs_board_reads_within_the_ttl() {
     let t = start(&["--board-ttl", "3"], true);
     let varnish = t.varnish.as_ref().unwrap().port;
-    let before: f64 = t.nodes.iter().map(|n| metric(n.port, "rplace_board_requests_total")).sum();
+    let before: f64 = t
+        .nodes
+        .iter()
+        .map(|n| metric(n.port, "rplace_board_requests_total"))
+        .sum();
     let http = reqwest::Client::new();
     for _ in 0..200 {
-        let r = http.get(url(varnish, "/api/board")).header("cookie", "rplace_id=whatever").send().await.unwrap();
+        let r = http
+            .get(url(varnish, "/api/board"))
+            .header("cookie", "rplace_id=whatever")
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 200);
         assert_eq!(r.bytes().await.unwrap().len(), 32 * 32 / 2);
     }
-    let after: f64 = t.nodes.iter().map(|n| metric(n.port, "rplace_board_requests_total")).sum();
-    assert!(after - before <= 2.0, "200 board GETs through Varnish reached the instances {} times", after - before);
+    let after: f64 = t
+        .nodes
+        .iter()
+        .map(|n| metric(n.port, "rplace_board_requests_total"))
+        .sum();
+    assert!(
+        after - before <= 2.0,
+        "200 board GETs through Varnish reached the instances {} times",
+        after - before
+    );
     // The page and websockets work through the whole chain.
     let page = http.get(url(varnish, "/")).send().await.unwrap();
     assert_eq!(page.status(), 200);
@@ -209,15 +265,15 @@ impl Follower {
             }
             assert_eq!(u.seq.0, self.seq + 1);
             let i = u.coord.y as usize * 32 + u.coord.x as usize;
-            let b = &mut self.board[i / 2];
-            *b = if i % 2 == 0 { (*b & 0x0f) | (u.color.get() << 4) } else { (*b & 0xf0) | u.color.get() };
+            set_packed(&mut self.board, Depth::Four, i, u.color.get());
             self.seq = u.seq.0;
         }
     }
 
     async fn catch_up(&mut self, port: u16) {
         loop {
-            let r = match reqwest::get(url(port, &format!("/api/updates?since={}", self.seq))).await {
+            let r = match reqwest::get(url(port, &format!("/api/updates?since={}", self.seq))).await
+            {
                 Ok(r) if r.status() == 200 => r,
                 Ok(r) if r.status() == 410 => {
                     let (s, b) = board(port).await;
@@ -248,7 +304,8 @@ impl Follower {
     /// Follows until `stop_at` is applied.
     async fn run(mut self, port: u16, stop_at: tokio::sync::watch::Receiver<u64>) -> Follower {
         loop {
-            let socket = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}/ws")).await;
+            let socket =
+                tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}/ws")).await;
             let Ok((mut socket, _)) = socket else {
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
@@ -323,16 +380,26 @@ async fn kill_9_of_an_instance_loses_nothing_and_clients_recover() {
             }
         }
     }
-    assert!(acked.len() >= 590, "only {} of 600 placements were acknowledged", acked.len());
+    assert!(
+        acked.len() >= 590,
+        "only {} of 600 placements were acknowledged",
+        acked.len()
+    );
     let (final_seq, final_board) = board(t.nodes[0].port).await;
     let max_acked = acked.iter().map(|a| a.0).max().unwrap();
     assert!(final_seq >= max_acked);
     stop_tx.send(final_seq).unwrap();
     let mut reconnects = 0;
     for f in followers {
-        let f = tokio::time::timeout(Duration::from_secs(30), f).await.expect("follower finished").unwrap();
+        let f = tokio::time::timeout(Duration::from_secs(30), f)
+            .await
+            .expect("follower finished")
+            .unwrap();
         assert_eq!(f.seq, final_seq);
-        assert_eq!(f.board, final_board, "a follower's board differs from the server's");
+        assert_eq!(
+            f.board, final_board,
+            "a follower's board differs from the server's"
+        );
         reconnects += f.reconnects;
     }
     assert!(reconnects > 0, "no follower was on the killed instance");
@@ -340,7 +407,7 @@ async fn kill_9_of_an_instance_loses_nothing_and_clients_recover() {
     // retry repeats the same color, so every acknowledged color must be on the board.
     for (s, x, y, c) in &acked {
         let i = *y as usize * 32 + *x as usize;
-        let got = if i % 2 == 0 { final_board[i / 2] >> 4 } else { final_board[i / 2] & 0x0f };
+        let got = get_packed(&final_board, Depth::Four, i);
         assert_eq!(got, *c, "acknowledged seq {s} at ({x},{y}) is missing");
     }
     let _ = &t.redis;
@@ -352,7 +419,19 @@ async fn redis_flush_and_restart_rebuild_board_and_seq_from_postgres() {
     let http = reqwest::Client::new();
     let port = t.nodes[0].port;
     for i in 0..50u64 {
-        assert_eq!(bench_put(&http, t.haproxy.port, i + 1, (i % 32) as u16, (i / 32) as u16, (i % 16) as u8).await.status(), 200);
+        assert_eq!(
+            bench_put(
+                &http,
+                t.haproxy.port,
+                i + 1,
+                (i % 32) as u16,
+                (i / 32) as u16,
+                (i % 16) as u8
+            )
+            .await
+            .status(),
+            200
+        );
     }
     let before = board(port).await;
     assert_eq!(before.0, 50);
@@ -367,7 +446,10 @@ async fn redis_flush_and_restart_rebuild_board_and_seq_from_postgres() {
         // Placements go on: the first may wait for the rebuild.
         let mut status = 0;
         for _ in 0..100 {
-            status = bench_put(&http, t.haproxy.port, 999, 31, 31, 1).await.status().as_u16();
+            status = bench_put(&http, t.haproxy.port, 999, 31, 31, 1)
+                .await
+                .status()
+                .as_u16();
             if status == 200 {
                 break;
             }
@@ -390,7 +472,11 @@ async fn redis_flush_and_restart_rebuild_board_and_seq_from_postgres() {
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
-            assert!(ok, "{how}: instance {} did not converge on the rebuilt board", n.port);
+            assert!(
+                ok,
+                "{how}: instance {} did not converge on the rebuilt board",
+                n.port
+            );
         }
     }
 }

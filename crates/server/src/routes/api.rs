@@ -70,11 +70,17 @@ fn etag(seq: Seq) -> HeaderValue {
     HeaderValue::from_str(&format!("\"{}\"", seq.0)).expect("digits")
 }
 
+/// `If-None-Match` uses the weak comparison (RFC 9110 13.1.2): a cache that gzipped the
+/// body (Varnish) turns the ETag weak, and the board is still the same version.
 fn not_modified(headers: &HeaderMap, seq: Seq) -> bool {
-    let tag = etag(seq);
+    let tag = format!("\"{}\"", seq.0);
     headers.get(header::IF_NONE_MATCH).is_some_and(|v| {
         v.to_str()
-            .map(|s| s.split(',').any(|t| t.trim() == tag || t.trim() == "*"))
+            .map(|s| {
+                s.split(',')
+                    .map(|t| t.trim())
+                    .any(|t| t == "*" || t.strip_prefix("W/").unwrap_or(t) == tag)
+            })
             .unwrap_or(false)
     })
 }

@@ -2,6 +2,7 @@
 
 use futures_util::StreamExt;
 use rplace::Config;
+use rplace_domain::board::{Depth, get_packed};
 use rplace_domain::wire;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -94,10 +95,10 @@ impl TestApp {
 
     pub async fn wait_ready(&self) {
         for _ in 0..200 {
-            if let Ok(r) = reqwest::get(self.url("/readyz")).await {
-                if r.status() == 200 {
-                    return;
-                }
+            if let Ok(r) = reqwest::get(self.url("/readyz")).await
+                && r.status() == 200
+            {
+                return;
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
@@ -188,8 +189,7 @@ pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// Reads the 4-bit pixel at `i` of a packed board.
 pub fn nibble(board: &[u8], i: usize) -> u8 {
-    let b = board[i / 2];
-    if i % 2 == 0 { b >> 4 } else { b & 0x0f }
+    get_packed(board, Depth::Four, i)
 }
 
 /// A client that keeps an exact board the way docs/API.md says the page does.
@@ -220,7 +220,7 @@ impl SyncClient {
             );
             let i = u.coord.y as usize * self.width + u.coord.x as usize;
             let b = &mut self.board[i / 2];
-            *b = if i % 2 == 0 {
+            *b = if i.is_multiple_of(2) {
                 (*b & 0x0f) | (u.color.get() << 4)
             } else {
                 (*b & 0xf0) | u.color.get()

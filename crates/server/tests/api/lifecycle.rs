@@ -68,7 +68,7 @@ fn free_port() -> u16 {
 async fn start_proc(dir: &std::path::Path, sync: &str) -> Proc {
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
-    let child = Command::new(env!("CARGO_BIN_EXE_rplace"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rplace"))
         .args([
             "--listen",
             &addr,
@@ -97,13 +97,15 @@ async fn start_proc(dir: &std::path::Path, sync: &str) -> Proc {
         .spawn()
         .unwrap();
     for _ in 0..400 {
-        if let Ok(r) = reqwest::get(format!("http://{addr}/readyz")).await {
-            if r.status() == 200 {
-                return Proc { child, addr };
-            }
+        if let Ok(r) = reqwest::get(format!("http://{addr}/readyz")).await
+            && r.status() == 200
+        {
+            return Proc { child, addr };
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
+    let _ = child.kill();
+    let _ = child.wait();
     panic!("child server never became ready");
 }
 

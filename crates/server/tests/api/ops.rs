@@ -3,12 +3,25 @@ use crate::helpers::*;
 #[tokio::test]
 async fn health_metrics_and_openapi() {
     let app = spawn_app(&[]).await;
-    assert_eq!(reqwest::get(app.url("/healthz")).await.unwrap().text().await.unwrap(), "ok");
+    assert_eq!(
+        reqwest::get(app.url("/healthz"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+        "ok"
+    );
     app.bench_place(1, 0, 0, 1).await;
     let mut ws = app.ws().await;
     hello(&mut ws).await;
     let _ = reqwest::get(app.url("/api/board")).await.unwrap();
-    let metrics = reqwest::get(app.url("/metrics")).await.unwrap().text().await.unwrap();
+    let metrics = reqwest::get(app.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     for name in [
         "rplace_placements_total",
         "rplace_ws_clients",
@@ -19,9 +32,22 @@ async fn health_metrics_and_openapi() {
     ] {
         assert!(metrics.contains(name), "/metrics lacks {name}");
     }
-    let spec: serde_json::Value = reqwest::get(app.url("/api/openapi.json")).await.unwrap().json().await.unwrap();
+    let spec: serde_json::Value = reqwest::get(app.url("/api/openapi.json"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(spec["openapi"], "3.1.0");
-    for path in ["/api/config", "/api/board", "/api/board.png", "/api/pixel", "/api/updates", "/ws", "/readyz"] {
+    for path in [
+        "/api/config",
+        "/api/board",
+        "/api/board.png",
+        "/api/pixel",
+        "/api/updates",
+        "/ws",
+        "/readyz",
+    ] {
         assert!(spec["paths"][path].is_object(), "openapi lacks {path}");
     }
     app.stop().await;

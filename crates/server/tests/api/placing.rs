@@ -161,11 +161,8 @@ async fn identity_cookie_is_signed_http_only_and_lax() {
         .trim_start_matches("rplace_id=")
         .to_string();
     let (mac, id) = value.split_at(value.len() - 16);
-    let forged_id = if id.starts_with('0') {
-        format!("1{}", &id[1..])
-    } else {
-        format!("0{}", &id[1..])
-    };
+    let last = if id.ends_with('0') { "1" } else { "0" };
+    let forged_id = format!("{}{last}", &id[..15]);
     let r = reqwest::Client::new()
         .put(app.url("/api/pixel"))
         .header("cookie", format!("rplace_id={mac}{forged_id}"))
@@ -226,7 +223,15 @@ async fn bench_path_needs_the_exact_token() {
 
 #[tokio::test]
 async fn behind_trusted_proxies_the_limit_keys_on_the_forwarded_address() {
-    let app = spawn_app(&["--ip-rate", "1", "--ip-burst", "1", "--trusted-proxies", "2"]).await;
+    let app = spawn_app(&[
+        "--ip-rate",
+        "1",
+        "--ip-burst",
+        "1",
+        "--trusted-proxies",
+        "2",
+    ])
+    .await;
     let place = |xff: &'static str| {
         let fresh = client();
         let app = &app;

@@ -69,9 +69,13 @@ pub struct Version {
     pub raw: Bytes,
     /// When it was taken, to decide when the next one is due.
     taken: Instant,
+    /// The zstd body, made by the first request that accepts zstd.
     zstd: OnceCell<Bytes>,
+    /// The brotli body, made on first use.
     brotli: OnceCell<Bytes>,
+    /// The gzip body, made on first use.
     gzip: OnceCell<Bytes>,
+    /// The PNG rendering, made on first use.
     png: OnceCell<Bytes>,
 }
 

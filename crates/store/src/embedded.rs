@@ -519,15 +519,13 @@ impl Writer {
     ) {
         let started = Instant::now();
         let now = now_ms().max(self.last_ts);
-        let (mut seq, mut decided) = {
-            let st = self.state.lock().expect("state lock");
-            (st.seq, Vec::with_capacity(batch.len()))
-        };
+        let mut decided = Vec::with_capacity(batch.len());
         // Users who place twice in one batch see their first placement's cooldown.
         let mut in_batch: HashMap<UserId, i64> = HashMap::new();
         let mut accepted = Vec::with_capacity(batch.len());
-        {
+        let seq = {
             let st = self.state.lock().expect("state lock");
+            let mut seq = st.seq;
             for (p, _) in batch.iter() {
                 let last = in_batch
                     .get(&p.user)
@@ -542,11 +540,6 @@ impl Writer {
                     Ok(next_at_ms) => {
                         seq = seq.next();
                         in_batch.insert(p.user, now);
-                        let placed = Placed {
-                            seq,
-                            at_ms: now,
-                            next_at_ms,
-                        };
                         accepted.push(Placement {
                             seq,
                             coord: p.coord,
@@ -554,12 +547,17 @@ impl Writer {
                             user: p.user,
                             at_ms: now,
                         });
-                        decided.push(Ok(placed));
+                        decided.push(Ok(Placed {
+                            seq,
+                            at_ms: now,
+                            next_at_ms,
+                        }));
                     }
                     Err(next_at_ms) => decided.push(Err(PlaceError::Cooldown { next_at_ms })),
                 }
             }
-        }
+            seq
+        };
         let outcome = if accepted.is_empty() {
             Ok(())
         } else {

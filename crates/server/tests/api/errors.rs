@@ -192,3 +192,44 @@ fn invalid_configuration_fails_at_start_naming_the_setting() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--palette"));
 }
+
+#[test]
+fn unreachable_shared_services_fail_the_start_with_a_clear_error() {
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let key = "cd".repeat(64);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rplace"))
+        .args(["--listen", "127.0.0.1:0", "--cookie-key", &key])
+        .args(["--redis-url", &format!("redis://127.0.0.1:{dead}")])
+        .args([
+            "--database-url",
+            &format!("postgres://nobody@127.0.0.1:{dead}/none"),
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("Redis") || stderr.contains("PostgreSQL"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&dead.to_string()),
+        "the error names the address: {stderr}"
+    );
+    // Shared mode without a common cookie key is refused up front.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rplace"))
+        .args([
+            "--redis-url",
+            "redis://127.0.0.1:1",
+            "--database-url",
+            "postgres://x@127.0.0.1:1/x",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--cookie-key"));
+}

@@ -16,8 +16,9 @@ async function placeAsSomeone(url, x, y, color) {
     headers: { 'Content-Type': 'application/json', Cookie: cookie },
     body: JSON.stringify({ x, y, color }),
   });
-  assert.equal(res.status, 200, await res.text());
-  return res.json();
+  const text = await res.text();
+  assert.equal(res.status, 200, text);
+  return JSON.parse(text);
 }
 
 describe('reconnecting', () => {

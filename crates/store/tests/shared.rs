@@ -62,7 +62,9 @@ fn at(x: u16, y: u16, color: u8, user: u64) -> NewPlacement {
 }
 
 async fn pg(url: &str) -> tokio_postgres::Client {
-    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.unwrap();
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
     tokio::spawn(conn);
     client
 }
@@ -152,7 +154,11 @@ async fn placement_round_trip() {
 
     // The Redis key is the board's bytes, readable with BITFIELD u4 at y*width+x.
     let mut r = redis_conn(&env).await;
-    let raw: Vec<u8> = redis::cmd("GET").arg("test:board").query_async(&mut r).await.unwrap();
+    let raw: Vec<u8> = redis::cmd("GET")
+        .arg("test:board")
+        .query_async(&mut r)
+        .await
+        .unwrap();
     assert_eq!(raw, snap.board.as_bytes());
     let px: Vec<u8> = redis::cmd("BITFIELD")
         .arg("test:board")
@@ -176,7 +182,10 @@ async fn placement_round_trip() {
         other => panic!("expected a cooldown, got {other:?}"),
     }
     assert_eq!(store.snapshot().await.unwrap().seq, Seq(2));
-    assert_eq!(store.next_allowed(UserId(1)).await.unwrap(), Some(placed.next_at_ms));
+    assert_eq!(
+        store.next_allowed(UserId(1)).await.unwrap(),
+        Some(placed.next_at_ms)
+    );
     assert_eq!(store.next_allowed(UserId(99)).await.unwrap(), None);
 
     // The admin path skips the cooldown.
@@ -275,11 +284,17 @@ async fn ip_limit_holds_across_two_instances() {
     }
     match b.place(at(5, 0, 1, 10)).await {
         Err(PlaceError::RateLimited { retry_after_ms }) => {
-            assert!(retry_after_ms > 50_000 && retry_after_ms <= 60_000, "{retry_after_ms}");
+            assert!(
+                retry_after_ms > 50_000 && retry_after_ms <= 60_000,
+                "{retry_after_ms}"
+            );
         }
         other => panic!("expected the rate limit, got {other:?}"),
     }
-    assert!(matches!(a.place(at(6, 0, 1, 11)).await, Err(PlaceError::RateLimited { .. })));
+    assert!(matches!(
+        a.place(at(6, 0, 1, 11)).await,
+        Err(PlaceError::RateLimited { .. })
+    ));
     // The rejections changed nothing, another address is not limited, and the admin path
     // is not limited either.
     assert_eq!(a.snapshot().await.unwrap().seq, Seq(3));
@@ -330,7 +345,10 @@ async fn feeds_of_two_instances_deliver_every_placement_once_in_order() {
         );
         for p in got {
             let want = expected[&p.seq];
-            assert_eq!((p.coord, p.color, p.user), (want.coord, want.color, want.user));
+            assert_eq!(
+                (p.coord, p.color, p.user),
+                (want.coord, want.color, want.user)
+            );
         }
     }
     // Both boards agree with the stored one.
@@ -450,8 +468,17 @@ async fn updates_since_reads_the_stream_and_says_gone_past_it() {
             .unwrap();
     }
     let ups = store.updates_since(Seq(295), 100).await.unwrap();
-    assert_eq!(ups.iter().map(|p| p.seq.0).collect::<Vec<_>>(), vec![296, 297, 298, 299, 300]);
-    assert_eq!(ups[0].coord, Coord { x: (295 % W) as u16, y: ((295 / W) % H) as u16 });
+    assert_eq!(
+        ups.iter().map(|p| p.seq.0).collect::<Vec<_>>(),
+        vec![296, 297, 298, 299, 300]
+    );
+    assert_eq!(
+        ups[0].coord,
+        Coord {
+            x: (295 % W) as u16,
+            y: ((295 / W) % H) as u16
+        }
+    );
     assert_eq!(ups[0].user, UserId(295));
     assert_eq!(store.updates_since(Seq(290), 3).await.unwrap().len(), 3);
     assert!(store.updates_since(Seq(300), 10).await.unwrap().is_empty());
@@ -478,11 +505,26 @@ async fn pixel_history_is_newest_first() {
     store.place(at(3, 2, 5, 13)).await.unwrap();
     let hist = store.pixel_history(Coord { x: 2, y: 2 }, 10).await.unwrap();
     assert_eq!(
-        hist.iter().map(|p| (p.seq.0, p.color.get(), p.user.0)).collect::<Vec<_>>(),
+        hist.iter()
+            .map(|p| (p.seq.0, p.color.get(), p.user.0))
+            .collect::<Vec<_>>(),
         vec![(3, 3, 12), (2, 2, 11), (1, 1, 10)]
     );
-    assert_eq!(store.pixel_history(Coord { x: 2, y: 2 }, 2).await.unwrap().len(), 2);
-    assert!(store.pixel_history(Coord { x: 0, y: 7 }, 10).await.unwrap().is_empty());
+    assert_eq!(
+        store
+            .pixel_history(Coord { x: 2, y: 2 }, 2)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    assert!(
+        store
+            .pixel_history(Coord { x: 0, y: 7 }, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 /// Places `n` placements (with overwrites, bypassing limits) and returns the snapshot after.
@@ -534,7 +576,10 @@ async fn flushall_rebuilds_board_and_seq_from_postgres() {
     assert_eq!(after.seq, before.seq);
     assert_eq!(after.board, before.board);
     // The feed tells the server to resync.
-    match feed_until(&mut feed, 58, Duration::from_secs(10)).await.as_slice() {
+    match feed_until(&mut feed, 58, Duration::from_secs(10))
+        .await
+        .as_slice()
+    {
         [.., FeedEvent::Reset(s)] => assert_eq!((s.seq, &s.board), (before.seq, &before.board)),
         other => panic!("expected a reset, got {other:?}"),
     }
@@ -564,9 +609,11 @@ async fn redis_restart_rebuilds_and_placements_continue() {
     store.take_feed().unwrap();
 
     env.redis.kill();
-    eventually(Duration::from_secs(5), "not ready while Redis is down", || async {
-        (!store.is_ready()).then_some(())
-    })
+    eventually(
+        Duration::from_secs(5),
+        "not ready while Redis is down",
+        || async { (!store.is_ready()).then_some(()) },
+    )
     .await;
     assert!(matches!(
         store.place(at(0, 0, 1, 1)).await,
@@ -575,9 +622,11 @@ async fn redis_restart_rebuilds_and_placements_continue() {
     env.redis.restart();
 
     // The connection comes back, the state is rebuilt, and placing works again.
-    let placed = eventually(Duration::from_secs(20), "a placement after the restart", || async {
-        store.place(at(9, 1, 2, 4242)).await.ok()
-    })
+    let placed = eventually(
+        Duration::from_secs(20),
+        "a placement after the restart",
+        || async { store.place(at(9, 1, 2, 4242)).await.ok() },
+    )
     .await;
     assert_eq!(placed.seq, Seq(31));
     let after = store.snapshot().await.unwrap();
@@ -631,16 +680,26 @@ async fn reconciler_saves_what_a_dead_instance_left_in_redis() {
     assert_eq!(count().await, 1);
     // Another instance starts, and its reconciler copies it from the stream.
     let alive = SharedStore::open(cfg).await.unwrap();
-    eventually(Duration::from_secs(5), "the orphan in PostgreSQL", || async {
-        (count().await == 2).then_some(())
-    })
+    eventually(
+        Duration::from_secs(5),
+        "the orphan in PostgreSQL",
+        || async { (count().await == 2).then_some(()) },
+    )
     .await;
     let row = db
-        .query_one("SELECT x, y, color, user_id FROM placements WHERE seq = 2", &[])
+        .query_one(
+            "SELECT x, y, color, user_id FROM placements WHERE seq = 2",
+            &[],
+        )
         .await
         .unwrap();
     assert_eq!(
-        (row.get::<_, i16>(0), row.get::<_, i16>(1), row.get::<_, i16>(2), row.get::<_, i64>(3)),
+        (
+            row.get::<_, i16>(0),
+            row.get::<_, i16>(1),
+            row.get::<_, i16>(2),
+            row.get::<_, i64>(3)
+        ),
         (2, 2, 2, 2)
     );
     // And the watermark covers it, so the history is known complete up to there.
@@ -660,19 +719,30 @@ async fn unreachable_services_are_named_at_start() {
     let mut cfg = config(&env);
     cfg.redis_url = format!("redis://127.0.0.1:{closed_port}/");
     let err = SharedStore::open(cfg).await.err().unwrap().to_string();
-    assert!(err.contains("Redis") && err.contains(&closed_port.to_string()), "{err}");
+    assert!(
+        err.contains("Redis") && err.contains(&closed_port.to_string()),
+        "{err}"
+    );
 
     let mut cfg = config(&env);
     cfg.postgres_url = format!("postgres://postgres:secret@127.0.0.1:{closed_port}/nope");
     let err = SharedStore::open(cfg).await.err().unwrap().to_string();
-    assert!(err.contains("PostgreSQL") && err.contains(&closed_port.to_string()), "{err}");
+    assert!(
+        err.contains("PostgreSQL") && err.contains(&closed_port.to_string()),
+        "{err}"
+    );
     assert!(!err.contains("secret"), "{err}");
 }
 
 #[tokio::test]
 async fn refuses_a_board_of_another_shape() {
     let env = env();
-    SharedStore::open(config(&env)).await.unwrap().close().await.unwrap();
+    SharedStore::open(config(&env))
+        .await
+        .unwrap()
+        .close()
+        .await
+        .unwrap();
     let mut other = config(&env);
     other.dims = Dimensions::parse(W + 1, H).unwrap();
     let err = SharedStore::open(other.clone()).await.err().unwrap();
@@ -687,7 +757,10 @@ async fn refuses_a_board_of_another_shape() {
         .await
         .unwrap();
     let err = SharedStore::open(config(&env)).await.err().unwrap();
-    assert!(err.to_string().contains("test:board holds 3 bytes"), "{err}");
+    assert!(
+        err.to_string().contains("test:board holds 3 bytes"),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -702,7 +775,10 @@ async fn instances_starting_together_share_one_schema_and_one_state() {
         .collect();
     let db = pg(&env.pg_url).await;
     let versions: Vec<i32> = db
-        .query("SELECT version FROM schema_migrations ORDER BY version", &[])
+        .query(
+            "SELECT version FROM schema_migrations ORDER BY version",
+            &[],
+        )
         .await
         .unwrap()
         .iter()
@@ -717,7 +793,10 @@ async fn instances_starting_together_share_one_schema_and_one_state() {
         .get(0);
     assert_eq!(epoch, 1);
     for (i, s) in stores.iter().enumerate() {
-        assert_eq!(s.place(at(i as u16, 0, 1, i as u64)).await.unwrap().seq.0, i as u64 + 1);
+        assert_eq!(
+            s.place(at(i as u16, 0, 1, i as u64)).await.unwrap().seq.0,
+            i as u64 + 1
+        );
     }
 }
 
@@ -742,8 +821,8 @@ async fn rebuild_speed() {
     db.execute(
         "INSERT INTO placements (seq, x, y, color, user_id, ts)
          SELECT g, (g * 7919) % 1000, (g * 104729 / 1000) % 1000, g % 16, g % 50000,
-                now() - make_interval(secs => ($1 - g) / 1000.0)
-         FROM generate_series(1, $1) g",
+                now() - make_interval(secs => ($1::bigint - g) / 1000.0)
+         FROM generate_series(1, $1::bigint) g",
         &[&rows],
     )
     .await
@@ -758,7 +837,10 @@ async fn rebuild_speed() {
     assert_eq!(snap.seq, Seq(rows as u64));
     // Pixel (x, y) was last set by the largest g with that position.
     let last: i64 = db
-        .query_one("SELECT color FROM placements WHERE x = 0 AND y = 0 ORDER BY seq DESC LIMIT 1", &[])
+        .query_one(
+            "SELECT color FROM placements WHERE x = 0 AND y = 0 ORDER BY seq DESC LIMIT 1",
+            &[],
+        )
         .await
         .unwrap()
         .get::<_, i16>(0) as i64;
@@ -790,5 +872,9 @@ async fn throughput() {
         h.await.unwrap();
     }
     let n = tasks * each;
-    println!("{n} placements in {:?}: {:.0}/s", t.elapsed(), n as f64 / t.elapsed().as_secs_f64());
+    println!(
+        "{n} placements in {:?}: {:.0}/s",
+        t.elapsed(),
+        n as f64 / t.elapsed().as_secs_f64()
+    );
 }

@@ -160,7 +160,10 @@ impl Haproxy {
         std::fs::write(&path, cfg).expect("write haproxy.cfg");
         let log = dir.path().join("haproxy.log");
         let bin = std::env::var("RPLACE_HAPROXY").unwrap_or_else(|_| "haproxy".into());
-        let process = Watched::spawn(&[bin, "-db".into(), "-f".into(), path.display().to_string()], &log);
+        let process = Watched::spawn(
+            &[bin, "-db".into(), "-f".into(), path.display().to_string()],
+            &log,
+        );
         wait_port(port, "haproxy", &log);
         Haproxy {
             port,

@@ -24,6 +24,15 @@ async function loadConfig(onRetry) {
   }
 }
 
+/** localStorage, which throws when the browser blocks storage: then nothing is kept. */
+function storage(op, key, value) {
+  try {
+    return op === 'get' ? localStorage.getItem(key) : localStorage.setItem(key, value);
+  } catch {
+    return null;
+  }
+}
+
 /** Server clock minus ours, from the Date header (whole seconds). Under 2 s of apparent
  * skew is more likely the header's rounding than a wrong clock, so it counts as none. */
 function clockSkew(serverDate) {
@@ -36,7 +45,8 @@ async function main() {
   const canvas = document.getElementById('board');
   const statusText = document.getElementById('status-text');
   const { config, serverDate } = await loadConfig((err, delay) => {
-    statusText.textContent = `can't reach server, retrying in ${Math.ceil(delay / 1000)}s`;
+    document.getElementById('status').dataset.state = 'offline';
+    statusText.textContent = `can't reach the server, retrying in ${Math.ceil(delay / 1000)}s`;
   });
   const { width, height, palette } = config;
   const bpp = config.bits_per_pixel ?? (palette.length <= 16 ? 4 : 8);
@@ -46,10 +56,12 @@ async function main() {
   const board = new Board(width, height, paletteToRgba(palette));
   const view = new View(width, height);
 
-  const saved = Number(localStorage.getItem(COLOR_KEY));
+  // The last color used is remembered: most people keep placing the same one.
+  const savedText = storage('get', COLOR_KEY);
+  const saved = savedText === null ? NaN : Number(savedText);
   const state = {
     selected: null, // {x, y}
-    color: Number.isInteger(saved) && saved >= 0 && saved < palette.length && localStorage.getItem(COLOR_KEY) !== null ? saved : null,
+    color: Number.isInteger(saved) && saved >= 0 && saved < palette.length ? saved : null,
     hover: null,
     cooldownEnd: config.user?.next_at ? config.user.next_at - skew : 0,
     busy: false,
@@ -60,7 +72,7 @@ async function main() {
   const ui = new UI(palette, {
     onPickColor: (i) => {
       state.color = i;
-      localStorage.setItem(COLOR_KEY, String(i));
+      storage('set', COLOR_KEY, String(i));
       ui.setColor(i);
       renderer.selectedColor = i;
       renderer.request();

@@ -249,7 +249,7 @@ fn parse_placement(
     Ok((coord, color))
 }
 
-#[tracing::instrument(skip_all, fields(ip, user, seq))]
+#[tracing::instrument(level = "debug", skip_all, fields(ip, user, seq))]
 pub async fn place(
     State(app): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,

@@ -14,20 +14,33 @@ fn main() {
     let mut extra = Vec::new();
     while let Some(a) = args.next() {
         match a.as_str() {
-            "--instances" => instances = args.next().and_then(|n| n.parse().ok()).expect("--instances N"),
+            "--instances" => {
+                instances = args
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .expect("--instances N")
+            }
             "--" => extra.extend(args.by_ref()),
-            other => panic!("unknown argument {other}; usage: rplace-topology [--instances N] [-- rplace args]"),
+            other => panic!(
+                "unknown argument {other}; usage: rplace-topology [--instances N] [-- rplace args]"
+            ),
         }
     }
     let bin = std::env::current_exe()
         .expect("own path")
         .with_file_name("rplace");
-    assert!(bin.exists(), "{} is missing: build it first (cargo build --release)", bin.display());
+    assert!(
+        bin.exists(),
+        "{} is missing: build it first (cargo build --release)",
+        bin.display()
+    );
 
     let redis = RedisServer::start();
     let pg = Postgres::start();
     let db_url = pg.create_database();
-    let key: String = (0..64).map(|i| format!("{:02x}", (i * 37 + 11) as u8 ^ std::process::id() as u8)).collect();
+    let key: String = (0..64)
+        .map(|i| format!("{:02x}", (i * 37 + 11) as u8 ^ std::process::id() as u8))
+        .collect();
     let mut common = vec![
         "--redis-url".to_string(),
         redis.url(),
@@ -41,17 +54,27 @@ fn main() {
         "1".into(),
     ];
     common.extend(extra);
-    let nodes: Vec<Instance> = (0..instances).map(|_| Instance::start(&bin, &common)).collect();
+    let nodes: Vec<Instance> = (0..instances)
+        .map(|_| Instance::start(&bin, &common))
+        .collect();
     let ports: Vec<u16> = nodes.iter().map(|n| n.port).collect();
     let haproxy = Haproxy::start(&ports);
     let varnish = Varnish::start(haproxy.port);
     println!("redis      {}", redis.url());
     println!("postgres   {db_url}");
     for n in &nodes {
-        println!("instance   http://127.0.0.1:{} (pid {:?}, log {})", n.port, n.pid(), n.log_path().display());
+        println!(
+            "instance   http://127.0.0.1:{} (pid {:?}, log {})",
+            n.port,
+            n.pid(),
+            n.log_path().display()
+        );
     }
     println!("haproxy    http://127.0.0.1:{}", haproxy.port);
-    println!("varnish    http://127.0.0.1:{}   <- open this", varnish.port);
+    println!(
+        "varnish    http://127.0.0.1:{}   <- open this",
+        varnish.port
+    );
     println!("Ctrl-C stops everything.");
     // Ctrl-C ends this process; each server's watchdog then stops its server.
     loop {

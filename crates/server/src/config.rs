@@ -103,7 +103,7 @@ pub struct Config {
 
     /// Enables the load generator's path: requests with `Authorization: Bearer <token>`
     /// and `X-Rplace-User` place as that user without cookie, cooldown or IP limit. Off
-    /// unless set; never set it on a public canvas.
+    /// unless set; at least 16 characters; never set it on a public canvas.
     #[arg(long, env = "RPLACE_BENCH_TOKEN", hide_env_values = true)]
     pub bench_token: Option<String>,
 

@@ -31,7 +31,7 @@ pub enum ApiError {
     PayloadTooLarge { limit: usize },
     #[error("no valid identity; load the page or GET /api/config first to get a cookie")]
     Unauthorized,
-    #[error("you placed a pixel moments ago; you may place again in {} s", retry_after_ms.max(&0).div_ceil(1000))]
+    #[error("you placed a pixel moments ago; you may place again in {} s", (*retry_after_ms).max(0).unsigned_abs().div_ceil(1000))]
     Cooldown { next_at: i64, retry_after_ms: i64 },
     #[error("too many placements from this address; retry in {retry_after_ms} ms")]
     RateLimited { retry_after_ms: i64 },

@@ -815,9 +815,15 @@ mod tests {
         let h = History::connect(&url, 2, dims, Depth::Four).await.unwrap();
         assert_eq!(h.state().await.unwrap(), (0, Seq(0)));
         let first = [row(1, 0, 3, 10), row(2, 1, 4, 11)];
-        assert_eq!(h.write(0, &first).await.unwrap(), Written::Stored { conflicts: vec![] });
+        assert_eq!(
+            h.write(0, &first).await.unwrap(),
+            Written::Stored { conflicts: vec![] }
+        );
         // The same rows again (the reconciler after the writer): nothing to report.
-        assert_eq!(h.write(0, &first).await.unwrap(), Written::Stored { conflicts: vec![] });
+        assert_eq!(
+            h.write(0, &first).await.unwrap(),
+            Written::Stored { conflicts: vec![] }
+        );
 
         let r = h.rebuild().await.unwrap();
         assert_eq!((r.epoch, r.seq, r.replayed), (1, Seq(2), 2));
@@ -825,13 +831,18 @@ mod tests {
         assert_eq!(r.last_ms, first[1].at_ms);
 
         // A placement made on the state the rebuild replaced is not written.
-        assert_eq!(h.write(0, &[row(3, 2, 5, 12)]).await.unwrap(), Written::Stale);
+        assert_eq!(
+            h.write(0, &[row(3, 2, 5, 12)]).await.unwrap(),
+            Written::Stale
+        );
         assert_eq!(h.max_seq().await.unwrap(), Seq(2));
         // Another placement under a taken seq is reported, and the stored one stays.
         let other = row(2, 3, 9, 99);
         assert_eq!(
             h.write(1, &[other, row(3, 2, 5, 12)]).await.unwrap(),
-            Written::Stored { conflicts: vec![Seq(2)] }
+            Written::Stored {
+                conflicts: vec![Seq(2)]
+            }
         );
         let hist = h.pixel_history(Coord { x: 1, y: 1 }, 5).await.unwrap();
         assert_eq!(hist, vec![first[1]]);
@@ -843,7 +854,9 @@ mod tests {
         let url = rplace_testsupport::Postgres::shared().create_database();
         let dims = Dimensions::parse(3, 3).unwrap();
         let h = History::connect(&url, 2, dims, Depth::Eight).await.unwrap();
-        let rows: Vec<Placement> = (1..=10).map(|s| row(s, (s % 3) as u16, s as u8, s)).collect();
+        let rows: Vec<Placement> = (1..=10)
+            .map(|s| row(s, (s % 3) as u16, s as u8, s))
+            .collect();
         h.write(0, &rows).await.unwrap();
         let full = h.rebuild().await.unwrap();
         assert_eq!(full.replayed, 10);
@@ -864,7 +877,10 @@ mod tests {
         let url = rplace_testsupport::Postgres::shared().create_database();
         let dims = Dimensions::parse(3, 3).unwrap();
         History::connect(&url, 2, dims, Depth::Four).await.unwrap();
-        let err = History::connect(&url, 2, dims, Depth::Eight).await.err().unwrap();
+        let err = History::connect(&url, 2, dims, Depth::Eight)
+            .await
+            .err()
+            .unwrap();
         assert!(err.to_string().contains("bits_per_pixel = 4"), "{err}");
     }
 

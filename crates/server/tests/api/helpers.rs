@@ -105,6 +105,18 @@ impl TestApp {
         panic!("server at {} never became ready", self.addr);
     }
 
+    /// GETs `path` with this app's client and parses the JSON answer.
+    pub async fn get_json(&self, path: &str) -> serde_json::Value {
+        self.client
+            .get(self.url(path))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
     /// Gets an identity cookie into `client`.
     pub async fn login(&self, client: &reqwest::Client) -> serde_json::Value {
         client

@@ -23,28 +23,12 @@ async fn placement_round_trip() {
     assert_eq!(nibble(&board, 2 * 16 + 3), 13);
     assert_eq!(board.iter().filter(|b| **b != 0).count(), 1);
 
-    let info: serde_json::Value = app
-        .client
-        .get(app.url("/api/pixel?x=3&y=2"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let info = app.get_json("/api/pixel?x=3&y=2").await;
     assert_eq!(info["color"], 13);
     assert_eq!(info["seq"], 1);
     assert_eq!(info["user"], me["user"]["id"]);
     assert_eq!(info["history"].as_array().unwrap().len(), 1);
-    let blank: serde_json::Value = app
-        .client
-        .get(app.url("/api/pixel?x=0&y=0"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let blank = app.get_json("/api/pixel?x=0&y=0").await;
     assert_eq!(blank["color"], 0);
     assert!(blank["user"].is_null());
     app.stop().await;
@@ -56,12 +40,7 @@ async fn pixel_history_lists_the_latest_first() {
     for (i, color) in [1u8, 2, 3].iter().enumerate() {
         app.bench_place(i as u64 + 1, 5, 5, *color).await;
     }
-    let info: serde_json::Value = reqwest::get(app.url("/api/pixel?x=5&y=5"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let info = app.get_json("/api/pixel?x=5&y=5").await;
     let hist = info["history"].as_array().unwrap();
     assert_eq!(
         hist.iter()

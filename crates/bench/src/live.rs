@@ -280,15 +280,12 @@ pub async fn live(a: &LiveArgs) -> anyhow::Result<LiveReport> {
     for g in groups {
         reports.push(g.finish(&acks, acks_file.path()).await?);
     }
-    Ok(merge(
-        a,
-        placed.report,
-        &acks,
-        reports,
-        server,
-        bench_self,
-        sync_s,
-    ))
+    let mut r = merge(a, placed.report, &acks, reports, server, bench_self, sync_s);
+    let own_cpu: f64 = r.server.iter().chain(&r.bench).map(|u| u.cpu_s).sum();
+    r.other_cpu_s = (busy - own_cpu).max(0.0);
+    r.window_s = window_s;
+    r.loadavg = procstat::loadavg();
+    Ok(r)
 }
 
 fn merge(

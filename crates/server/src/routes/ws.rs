@@ -1,8 +1,10 @@
 //! `GET /ws`: live update frames. The server only writes; what the client sends is read
 //! only to notice a close.
 //!
-//! [`pump`] is generic over the sink and stream halves so that its back-pressure rules
-//! (bounded queue, close 4000 on lag, 1001 on shutdown) are tested without a socket.
+//! [`pump`] is generic over the socket (a `Sink` and `Stream` of messages) so that its
+//! back-pressure rules (bounded queue, close 4000 on lag, 1001 on shutdown) are tested
+//! without one. The socket is not split: a split costs a lock on every send and memory on
+//! every idle connection.
 
 use crate::app::AppState;
 use crate::error::ApiError;
@@ -43,10 +45,8 @@ pub async fn upgrade(State(app): State<AppState>, ws: WebSocketUpgrade) -> Respo
                 let (frames, seq) = app.hub.subscribe();
                 app.hub.client_connected();
                 let hello = json!({ "type": "hello", "seq": seq.0, "tick_ms": app.hub.tick_ms() });
-                let (tx, rx) = socket.split();
                 let end = pump(
-                    tx,
-                    rx,
+                    socket,
                     frames,
                     Message::Text(hello.to_string().into()),
                     app.stop.clone(),
@@ -71,11 +71,16 @@ pub enum End {
     Shutdown,
 }
 
+/// Sends one message. A send that completes at once (the usual case: the socket buffer has
+/// room) costs no timer; one that has to wait gets [`SEND_TIMEOUT`].
 async fn send<S: Sink<Message> + Unpin>(tx: &mut S, msg: Message) -> bool {
-    matches!(
-        tokio::time::timeout(SEND_TIMEOUT, tx.send(msg)).await,
-        Ok(Ok(()))
-    )
+    let mut fut = std::pin::pin!(tx.send(msg));
+    match futures_util::poll!(fut.as_mut()) {
+        std::task::Poll::Ready(r) => r.is_ok(),
+        std::task::Poll::Pending => {
+            matches!(tokio::time::timeout(SEND_TIMEOUT, fut).await, Ok(Ok(())))
+        }
+    }
 }
 
 async fn close<S: Sink<Message> + Unpin>(tx: &mut S, code: u16, reason: &'static str) {
@@ -89,42 +94,41 @@ async fn close<S: Sink<Message> + Unpin>(tx: &mut S, code: u16, reason: &'static
 
 /// Sends `hello`, then every broadcast message, until the client leaves, lags or the server
 /// stops.
-pub async fn pump<S, R, E>(
-    mut tx: S,
-    mut rx: R,
+pub async fn pump<S, E>(
+    mut socket: S,
     mut frames: broadcast::Receiver<Outgoing>,
     hello: Message,
     stop: CancellationToken,
 ) -> End
 where
-    S: Sink<Message> + Unpin,
-    R: Stream<Item = Result<Message, E>> + Unpin,
+    S: Sink<Message> + Stream<Item = Result<Message, E>> + Unpin,
 {
-    if !send(&mut tx, hello).await {
+    let tx = &mut socket;
+    if !send(tx, hello).await {
         return End::Client;
     }
     loop {
         let sent = tokio::select! {
             _ = stop.cancelled() => {
-                close(&mut tx, CLOSE_GOING_AWAY, "server shutting down").await;
+                close(tx, CLOSE_GOING_AWAY, "server shutting down").await;
                 return End::Shutdown;
             }
             msg = frames.recv() => match msg {
-                Ok(Outgoing::Frame(frame)) => send(&mut tx, Message::Binary(frame)).await,
+                Ok(Outgoing::Frame(frame)) => send(tx, Message::Binary(frame)).await,
                 Ok(Outgoing::Resync) => {
-                    send(&mut tx, Message::Text(json!({ "type": "resync" }).to_string().into())).await
+                    send(tx, Message::Text(json!({ "type": "resync" }).to_string().into())).await
                 }
-                Ok(Outgoing::Ping) => send(&mut tx, Message::Ping(Default::default())).await,
+                Ok(Outgoing::Ping) => send(tx, Message::Ping(Default::default())).await,
                 Err(RecvError::Lagged(_)) => {
-                    close(&mut tx, CLOSE_LAGGING, "too slow: reconnect and catch up").await;
+                    close(tx, CLOSE_LAGGING, "too slow: reconnect and catch up").await;
                     return End::Lagged;
                 }
                 Err(RecvError::Closed) => {
-                    close(&mut tx, CLOSE_GOING_AWAY, "server shutting down").await;
+                    close(tx, CLOSE_GOING_AWAY, "server shutting down").await;
                     return End::Shutdown;
                 }
             },
-            incoming = rx.next() => match incoming {
+            incoming = tx.next() => match incoming {
                 None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return End::Client,
                 Some(Ok(_)) => true,
             },
@@ -140,6 +144,46 @@ mod tests {
     use super::*;
     use bytes::Bytes;
     use futures_channel::mpsc;
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    /// A socket made of two channels: what the server sends, and what the client sends.
+    struct Duplex {
+        tx: mpsc::Sender<Message>,
+        rx: mpsc::Receiver<Result<Message, ()>>,
+    }
+
+    impl Sink<Message> for Duplex {
+        type Error = mpsc::SendError;
+        fn poll_ready(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Result<(), Self::Error>> {
+            Pin::new(&mut self.tx).poll_ready(cx)
+        }
+        fn start_send(mut self: Pin<&mut Self>, item: Message) -> Result<(), Self::Error> {
+            Pin::new(&mut self.tx).start_send(item)
+        }
+        fn poll_flush(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Result<(), Self::Error>> {
+            Pin::new(&mut self.tx).poll_flush(cx)
+        }
+        fn poll_close(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Result<(), Self::Error>> {
+            Pin::new(&mut self.tx).poll_close(cx)
+        }
+    }
+
+    impl Stream for Duplex {
+        type Item = Result<Message, ()>;
+        fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+            Pin::new(&mut self.rx).poll_next(cx)
+        }
+    }
 
     fn frame(i: u8) -> Outgoing {
         Outgoing::Frame(Bytes::from(vec![i]))
@@ -152,8 +196,10 @@ mod tests {
         let (sink, mut client_side) = mpsc::channel::<Message>(0);
         let (_keep, incoming) = mpsc::channel::<Result<Message, ()>>(1);
         let task = tokio::spawn(pump(
-            sink,
-            incoming,
+            Duplex {
+                tx: sink,
+                rx: incoming,
+            },
             brx,
             Message::Text("hi".into()),
             CancellationToken::new(),
@@ -190,8 +236,10 @@ mod tests {
         let (_keep, incoming) = mpsc::channel::<Result<Message, ()>>(1);
         let stop = CancellationToken::new();
         let task = tokio::spawn(pump(
-            sink,
-            incoming,
+            Duplex {
+                tx: sink,
+                rx: incoming,
+            },
             brx,
             Message::Text("hi".into()),
             stop.clone(),
@@ -218,8 +266,10 @@ mod tests {
         let (sink, _client_side) = mpsc::channel::<Message>(64);
         let (mut client_tx, incoming) = mpsc::channel::<Result<Message, ()>>(1);
         let task = tokio::spawn(pump(
-            sink,
-            incoming,
+            Duplex {
+                tx: sink,
+                rx: incoming,
+            },
             brx,
             Message::Text("hi".into()),
             CancellationToken::new(),

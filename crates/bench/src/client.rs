@@ -345,7 +345,7 @@ impl Acks {
     }
 
     pub fn from_bytes(b: &[u8]) -> anyhow::Result<Self> {
-        if b.len() < 8 || b.len() % 8 != 0 {
+        if b.len() < 8 || !b.len().is_multiple_of(8) {
             bail!("acks file of {} bytes is not a list of u64", b.len());
         }
         let mut words = b

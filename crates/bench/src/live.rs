@@ -97,14 +97,17 @@ pub async fn server_shape(addr: SocketAddr) -> anyhow::Result<ServerShape> {
     })
 }
 
+/// A worker process and its pipes.
+pub struct Remote {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: tokio::io::Lines<BufReader<ChildStdout>>,
+}
+
 /// A group of clients here or in a worker process.
 pub enum Group {
     Local(Box<ClientGroup>),
-    Remote {
-        child: Child,
-        stdin: ChildStdin,
-        stdout: tokio::io::Lines<BufReader<ChildStdout>>,
-    },
+    Remote(Box<Remote>),
 }
 
 impl Group {
@@ -118,8 +121,8 @@ impl Group {
     pub async fn wait_synced(&mut self, within: Duration) -> anyhow::Result<f64> {
         match self {
             Group::Local(g) => g.wait_synced(within).await,
-            Group::Remote { stdout, .. } => {
-                let l = tokio::time::timeout(within, Self::line(stdout))
+            Group::Remote(r) => {
+                let l = tokio::time::timeout(within, Self::line(&mut r.stdout))
                     .await
                     .context("worker did not sync in time")??;
                 l.strip_prefix("synced ")
@@ -139,7 +142,7 @@ impl Group {
     pub async fn begin_measure(&mut self) -> anyhow::Result<()> {
         match self {
             Group::Local(g) => g.begin_measure(),
-            Group::Remote { stdin, .. } => Self::send(stdin, "measure".into()).await?,
+            Group::Remote(r) => Self::send(&mut r.stdin, "measure".into()).await?,
         }
         Ok(())
     }
@@ -147,9 +150,9 @@ impl Group {
     pub async fn wait_seq(&mut self, seq: u64, within: Duration) -> anyhow::Result<bool> {
         match self {
             Group::Local(g) => Ok(g.wait_seq(seq, within).await),
-            Group::Remote { stdin, stdout, .. } => {
-                Self::send(stdin, format!("wait {seq} {}", within.as_millis())).await?;
-                Ok(Self::line(stdout).await? == "caught_up true")
+            Group::Remote(r) => {
+                Self::send(&mut r.stdin, format!("wait {seq} {}", within.as_millis())).await?;
+                Ok(Self::line(&mut r.stdout).await? == "caught_up true")
             }
         }
     }
@@ -161,14 +164,10 @@ impl Group {
     ) -> anyhow::Result<GroupReport> {
         match self {
             Group::Local(g) => Ok(g.finish(acks).await),
-            Group::Remote {
-                mut child,
-                mut stdin,
-                mut stdout,
-            } => {
-                Self::send(&mut stdin, format!("finish {}", acks_file.display())).await?;
-                let l = Self::line(&mut stdout).await?;
-                let _ = child.wait().await;
+            Group::Remote(mut r) => {
+                Self::send(&mut r.stdin, format!("finish {}", acks_file.display())).await?;
+                let l = Self::line(&mut r.stdout).await?;
+                let _ = r.child.wait().await;
                 Ok(serde_json::from_str(&l)?)
             }
         }
@@ -217,11 +216,11 @@ pub async fn start_groups(a: &LiveArgs) -> anyhow::Result<Vec<Group>> {
             .context("spawn worker")?;
         let stdin = child.stdin.take().context("worker stdin")?;
         let stdout = BufReader::new(child.stdout.take().context("worker stdout")?).lines();
-        groups.push(Group::Remote {
+        groups.push(Group::Remote(Box::new(Remote {
             child,
             stdin,
             stdout,
-        });
+        })));
     }
     Ok(groups)
 }

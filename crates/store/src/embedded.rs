@@ -132,9 +132,6 @@ fn open_write(cfg: &EmbeddedConfig, path: &PathBuf) -> Result<Connection, StoreE
     };
     conn.pragma_update(None, "synchronous", sync)
         .map_err(backend)?;
-    // Pixel-history index inserts land on random pages; a 64 MiB page cache (the default
-    // is 2 MiB) keeps them in memory instead of re-reading them for every batch.
-    conn.pragma_update(None, "cache_size", -65_536).map_err(backend)?;
     // A checkpoint runs inside the commit that crosses the threshold and stalls that batch:
     // fewer, larger ones than the default 1,000 pages.
     conn.pragma_update(None, "wal_autocheckpoint", 10_000)

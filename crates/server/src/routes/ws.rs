@@ -34,7 +34,7 @@ pub async fn upgrade(State(app): State<AppState>, ws: WebSocketUpgrade) -> Respo
     }
     // Small buffers: tungstenite's defaults (128 KiB read buffer) would cost ~100 KiB per
     // idle connection. Clients send nothing but control frames.
-    ws.read_buffer_size(1024)
+    ws.read_buffer_size(256)
         .write_buffer_size(0)
         .max_write_buffer_size(4 << 20)
         .max_message_size(4096)

@@ -9,10 +9,11 @@ use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-/// Waits until something accepts TCP connections on `port`.
-fn wait_port(port: u16, what: &str, log: &Path) {
+/// Waits until something accepts TCP connections on `port`, failing early if `process`
+/// exits.
+fn wait_port(port: u16, what: &str, log: &Path, process: &mut Watched) {
     let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
+    while Instant::now() < deadline && process.is_running() {
         if TcpStream::connect(("127.0.0.1", port)).is_ok() {
             return;
         }
@@ -148,9 +149,9 @@ impl Haproxy {
             .map(|(i, p)| format!("    server r{i} 127.0.0.1:{p} check\n"))
             .collect();
         let cfg = format!(
-            "global\n    maxconn 9000\n\
+            "global\n    maxconn 8000\n    maxpipes 1000\n\
              defaults\n    mode http\n    timeout connect 2s\n    timeout client 60s\n    timeout server 60s\n    \
-             timeout tunnel 1h\n    timeout client-fin 5s\n    option forwardfor\n    option http-server-close\n\
+             timeout tunnel 1h\n    timeout client-fin 5s\n    option forwardfor\n    option splice-auto\n    http-reuse always\n\
              frontend fe\n    bind 127.0.0.1:{port}\n    default_backend rplace\n\
              backend rplace\n    balance roundrobin\n    option httpchk GET /readyz\n    \
              http-check expect status 200\n    default-server inter 300ms fall 1 rise 2 on-marked-down shutdown-sessions\n\
@@ -160,11 +161,11 @@ impl Haproxy {
         std::fs::write(&path, cfg).expect("write haproxy.cfg");
         let log = dir.path().join("haproxy.log");
         let bin = std::env::var("RPLACE_HAPROXY").unwrap_or_else(|_| "haproxy".into());
-        let process = Watched::spawn(
+        let mut process = Watched::spawn(
             &[bin, "-db".into(), "-f".into(), path.display().to_string()],
             &log,
         );
-        wait_port(port, "haproxy", &log);
+        wait_port(port, "haproxy", &log, &mut process);
         Haproxy {
             port,
             _dir: dir,
@@ -225,7 +226,7 @@ sub vcl_pipe {{
                 "varnishd".into()
             }
         });
-        let process = Watched::spawn(
+        let mut process = Watched::spawn(
             &[
                 bin,
                 "-F".into(),
@@ -242,7 +243,7 @@ sub vcl_pipe {{
             ],
             &log,
         );
-        wait_port(port, "varnishd", &log);
+        wait_port(port, "varnishd", &log, &mut process);
         Varnish {
             port,
             _dir: dir,

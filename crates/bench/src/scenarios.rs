@@ -491,45 +491,30 @@ pub struct MakeHistoryArgs {
     pub height: u64,
 }
 
-/// Writes a log of `rows` placements and no snapshot, in the embedded store's schema
-/// (crates/store/src/embedded.rs, migration 1), so a start must replay all of it.
+/// Writes a log of `rows` placements and no snapshot into a new embedded data dir (schema
+/// from the store itself), so a start must replay all of it.
 pub fn make_history(a: &MakeHistoryArgs) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&a.data_dir)?;
     let path = a.data_dir.join("rplace.sqlite3");
     if path.exists() {
         bail!("{} exists", path.display());
     }
-    let mut conn = rusqlite::Connection::open(&path)?;
-    conn.execute_batch(
-        "PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF;
-         CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
-         CREATE TABLE placements (
-             seq INTEGER PRIMARY KEY,
-             x INTEGER NOT NULL,
-             y INTEGER NOT NULL,
-             color INTEGER NOT NULL,
-             user INTEGER NOT NULL,
-             ts INTEGER NOT NULL
-         );
-         CREATE TABLE snapshot (
-             id INTEGER PRIMARY KEY CHECK (id = 1),
-             seq INTEGER NOT NULL,
-             board BLOB NOT NULL
-         );
-         PRAGMA user_version = 1;",
-    )?;
+    let mut conn = rplace_store::open_database(&rplace_store::EmbeddedConfig {
+        data_dir: a.data_dir.clone(),
+        dims: rplace_domain::Dimensions::parse(a.width, a.height)?,
+        depth: rplace_domain::board::Depth::Four,
+        cooldown: rplace_domain::Cooldown::from_secs(0),
+        ip_limit: rplace_store::IpLimit {
+            per_minute: 0,
+            burst: 0,
+        },
+        sync: rplace_store::SyncMode::Normal,
+        snapshot_every: u64::MAX,
+        max_catchup: 0,
+    })?;
+    // Building the index once at the end is much faster than keeping it during the inserts.
+    conn.execute_batch("PRAGMA synchronous = OFF; DROP INDEX placements_pixel;")?;
     let now_ms = (crate::clock::now_ns() / 1_000_000) as i64;
     let tx = conn.transaction()?;
-    for (k, v) in [
-        ("width", a.width),
-        ("height", a.height),
-        ("bits_per_pixel", 4),
-    ] {
-        tx.execute(
-            "INSERT INTO meta (key, value) VALUES (?1, ?2)",
-            rusqlite::params![k, v as i64],
-        )?;
-    }
     {
         let mut stmt = tx.prepare(
             "INSERT INTO placements (seq, x, y, color, user, ts) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -550,11 +535,7 @@ pub fn make_history(a: &MakeHistoryArgs) -> anyhow::Result<()> {
         }
     }
     tx.commit()?;
-    // The index last: building it once is much faster than keeping it during the inserts.
-    conn.execute_batch(
-        "CREATE INDEX placements_pixel ON placements (y, x, seq);
-         PRAGMA journal_mode = WAL;",
-    )?;
+    conn.execute_batch("CREATE INDEX placements_pixel ON placements (y, x, seq);")?;
     println!("wrote {} placements to {}", a.rows, path.display());
     Ok(())
 }

@@ -275,19 +275,30 @@ fn row_to_placement(r: &rusqlite::Row<'_>) -> rusqlite::Result<Placement> {
     })
 }
 
+/// Opens (or creates) the database of `cfg.data_dir` with the current schema and checks its
+/// shape, without starting a store: for tools that fill a data dir directly (the load
+/// generator's `make-history`).
+pub fn open_database(cfg: &EmbeddedConfig) -> Result<Connection, StoreError> {
+    std::fs::create_dir_all(&cfg.data_dir).map_err(|e| {
+        StoreError::Config(format!(
+            "cannot create data dir {}: {e}",
+            cfg.data_dir.display()
+        ))
+    })?;
+    let conn = open_write(cfg, &cfg.data_dir.join(DB_FILE))?;
+    check_shape(&conn, cfg)?;
+    Ok(conn)
+}
+
+/// The database file inside the data dir.
+const DB_FILE: &str = "rplace.sqlite3";
+
 impl EmbeddedStore {
     /// Opens (or creates) the store in `cfg.data_dir`, restores its state and starts the
     /// writer thread.
     pub fn open(cfg: EmbeddedConfig) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(&cfg.data_dir).map_err(|e| {
-            StoreError::Config(format!(
-                "cannot create data dir {}: {e}",
-                cfg.data_dir.display()
-            ))
-        })?;
-        let path = cfg.data_dir.join("rplace.sqlite3");
-        let conn = open_write(&cfg, &path)?;
-        check_shape(&conn, &cfg)?;
+        let path = cfg.data_dir.join(DB_FILE);
+        let conn = open_database(&cfg)?;
         let state = Arc::new(Mutex::new(restore(&conn, &cfg)?));
         let (tx, rx) = mpsc::channel(QUEUE);
         let (feed_tx, feed_rx) = mpsc::unbounded_channel();

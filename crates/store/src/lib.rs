@@ -29,7 +29,7 @@ use std::future::Future;
 use std::net::IpAddr;
 use tokio::sync::mpsc;
 
-pub use embedded::{EmbeddedConfig, EmbeddedStore, SyncMode};
+pub use embedded::{EmbeddedConfig, EmbeddedStore, SyncMode, open_database};
 pub use limit::IpLimit;
 pub use shared::{SharedConfig, SharedStore};
 

@@ -466,24 +466,15 @@ async fn catch_up(sh: &Shared, st: &mut ClientState) -> anyhow::Result<CatchUp> 
         let more = r.headers().contains_key("x-updates-more");
         let body = r.bytes().await?;
         let at = now_ns();
-        let mut rest = &body[..];
-        while !rest.is_empty() {
-            if rest.len() < wire::HEADER_LEN {
-                bail!("updates body ends inside a frame header");
-            }
-            let n = u32::from_le_bytes(rest[9..13].try_into().expect("4 bytes")) as usize;
-            let len = wire::HEADER_LEN + n * wire::ENTRY_LEN;
-            if rest.len() < len {
-                bail!("updates body ends inside a frame");
-            }
-            let first = u64::from_le_bytes(rest[1..9].try_into().expect("8 bytes"));
+        for frame in wire::split_frames(&body)? {
+            let (first, n) = wire::frame_run(frame)?;
+            let (first, n) = (first.0, n as u64);
             if n > 0 && first > st.current + 1 {
                 bail!("updates body skips from {} to {first}", st.current);
             }
             let applied_before = st.current;
-            st.apply_run(first, n as u64, at);
+            st.apply_run(first, n, at);
             st.via_catch_up += st.current - applied_before;
-            rest = &rest[len..];
         }
         if !more {
             return Ok(CatchUp::Done);
@@ -619,14 +610,8 @@ async fn run_client(sh: Arc<Shared>, idx: u32) -> ClientState {
 
 /// Applies one update frame: repeats are counted, a gap is filled from `/api/updates`.
 async fn on_frame(sh: &Shared, st: &mut ClientState, data: &[u8], at: u64) -> anyhow::Result<()> {
-    if data.len() < wire::HEADER_LEN || data[0] != wire::KIND_UPDATES {
-        bail!("malformed frame of {} bytes", data.len());
-    }
-    let first = u64::from_le_bytes(data[1..9].try_into().expect("8 bytes"));
-    let n = u32::from_le_bytes(data[9..13].try_into().expect("4 bytes")) as u64;
-    if data.len() as u64 != wire::HEADER_LEN as u64 + n * wire::ENTRY_LEN as u64 {
-        bail!("frame says {n} entries but holds {} bytes", data.len());
-    }
+    let (first, n) = wire::frame_run(data)?;
+    let (first, n) = (first.0, n as u64);
     if n == 0 {
         return Ok(());
     }

@@ -72,8 +72,9 @@ pub enum FrameError {
     Length { count: u32, len: usize },
 }
 
-/// Decodes one update frame.
-pub fn decode_frame(frame: &[u8]) -> Result<Vec<Update>, FrameError> {
+/// The run one frame carries, checked but not decoded: its first seq and its count. For
+/// clients that track seqs without looking at pixels (the load generator).
+pub fn frame_run(frame: &[u8]) -> Result<(Seq, u32), FrameError> {
     if frame.len() < HEADER_LEN {
         return Err(FrameError::Short(frame.len()));
     }
@@ -82,18 +83,23 @@ pub fn decode_frame(frame: &[u8]) -> Result<Vec<Update>, FrameError> {
     }
     let first = u64::from_le_bytes(frame[1..9].try_into().expect("8 bytes"));
     let count = u32::from_le_bytes(frame[9..13].try_into().expect("4 bytes"));
-    let body = &frame[HEADER_LEN..];
-    if body.len() != count as usize * ENTRY_LEN {
+    if frame.len() - HEADER_LEN != count as usize * ENTRY_LEN {
         return Err(FrameError::Length {
             count,
             len: frame.len(),
         });
     }
-    Ok(body
+    Ok((Seq(first), count))
+}
+
+/// Decodes one update frame.
+pub fn decode_frame(frame: &[u8]) -> Result<Vec<Update>, FrameError> {
+    let (first, _) = frame_run(frame)?;
+    Ok(frame[HEADER_LEN..]
         .chunks_exact(ENTRY_LEN)
         .enumerate()
         .map(|(i, e)| Update {
-            seq: Seq(first + i as u64),
+            seq: Seq(first.0 + i as u64),
             coord: Coord {
                 x: u16::from_le_bytes([e[0], e[1]]),
                 y: u16::from_le_bytes([e[2], e[3]]),
@@ -101,6 +107,30 @@ pub fn decode_frame(frame: &[u8]) -> Result<Vec<Update>, FrameError> {
             color: ColorIndex::new_unchecked(e[4]),
         })
         .collect())
+}
+
+/// Splits a body of back-to-back frames (`GET /api/updates`) into its frames, checking
+/// that it ends on a frame boundary.
+pub fn split_frames(mut body: &[u8]) -> Result<Vec<&[u8]>, FrameError> {
+    let mut frames = Vec::new();
+    while !body.is_empty() {
+        if body.len() < HEADER_LEN {
+            return Err(FrameError::Short(body.len()));
+        }
+        let count = u32::from_le_bytes(body[9..13].try_into().expect("4 bytes"));
+        let len = HEADER_LEN + count as usize * ENTRY_LEN;
+        if body.len() < len {
+            return Err(FrameError::Length {
+                count,
+                len: body.len(),
+            });
+        }
+        let (frame, rest) = body.split_at(len);
+        frame_run(frame)?;
+        frames.push(frame);
+        body = rest;
+    }
+    Ok(frames)
 }
 
 #[cfg(test)]
@@ -147,6 +177,21 @@ mod tests {
         let ups: Vec<Update> = (1..=1000).map(|i| up(i, i as u16, 0, 1)).collect();
         let f = &encode_frames(&ups)[0];
         assert!(f.len() as f64 / 1000.0 < 5.1);
+    }
+
+    #[test]
+    fn bodies_of_frames_split_on_frame_boundaries() {
+        let ups = vec![up(1, 0, 0, 1), up(2, 0, 0, 2), up(5, 1, 1, 1)];
+        let body = encode_frames(&ups).concat();
+        let frames = split_frames(&body).unwrap();
+        assert_eq!(frames.len(), 2);
+        assert_eq!(frame_run(frames[1]).unwrap(), (Seq(5), 1));
+        assert!(split_frames(&[]).unwrap().is_empty());
+        assert!(matches!(
+            split_frames(&body[..body.len() - 1]),
+            Err(FrameError::Length { .. })
+        ));
+        assert_eq!(split_frames(&body[..5]), Err(FrameError::Short(5)));
     }
 
     #[test]

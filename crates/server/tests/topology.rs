@@ -288,12 +288,8 @@ impl Follower {
             };
             let more = r.headers().get("x-updates-more").is_some();
             let body = r.bytes().await.unwrap();
-            let mut rest = &body[..];
-            while !rest.is_empty() {
-                let n = u32::from_le_bytes(rest[9..13].try_into().unwrap()) as usize;
-                let len = wire::HEADER_LEN + n * wire::ENTRY_LEN;
-                self.apply(&wire::decode_frame(&rest[..len]).unwrap());
-                rest = &rest[len..];
+            for frame in wire::split_frames(&body).unwrap() {
+                self.apply(&wire::decode_frame(frame).unwrap());
             }
             if !more {
                 return;

@@ -125,7 +125,8 @@ async fn updates_are_gone_when_older_than_the_log() {
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["x-board-seq"], "10");
     let body = r.bytes().await.unwrap();
-    let ups: Vec<_> = split_frames(&body)
+    let ups: Vec<_> = rplace_domain::wire::split_frames(&body)
+        .unwrap()
         .into_iter()
         .flat_map(|f| rplace_domain::wire::decode_frame(f).unwrap())
         .collect();

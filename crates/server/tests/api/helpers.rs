@@ -105,9 +105,9 @@ impl TestApp {
         panic!("server at {} never became ready", self.addr);
     }
 
-    /// GETs `path` with this app's client and parses the JSON answer.
-    pub async fn get_json(&self, path: &str) -> serde_json::Value {
-        self.client
+    /// GETs `path` with `client` and parses the JSON answer.
+    pub async fn get_json_as(&self, client: &reqwest::Client, path: &str) -> serde_json::Value {
+        client
             .get(self.url(path))
             .send()
             .await
@@ -117,16 +117,14 @@ impl TestApp {
             .unwrap()
     }
 
-    /// Gets an identity cookie into `client`.
+    /// GETs `path` with this app's client and parses the JSON answer.
+    pub async fn get_json(&self, path: &str) -> serde_json::Value {
+        self.get_json_as(&self.client, path).await
+    }
+
+    /// Gets an identity cookie into `client`; returns the config.
     pub async fn login(&self, client: &reqwest::Client) -> serde_json::Value {
-        client
-            .get(self.url("/api/config"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+        self.get_json_as(client, "/api/config").await
     }
 
     pub async fn put_pixel(
@@ -253,7 +251,7 @@ impl SyncClient {
             assert_eq!(r.status(), 200);
             let more = r.headers().get("x-updates-more").is_some();
             let body = r.bytes().await.unwrap();
-            for frame in split_frames(&body) {
+            for frame in wire::split_frames(&body).unwrap() {
                 self.apply(&wire::decode_frame(frame).unwrap());
             }
             if !more {
@@ -270,19 +268,6 @@ impl SyncClient {
         }
         self.apply(&ups);
     }
-}
-
-/// Splits a body of back-to-back update frames.
-pub fn split_frames(mut body: &[u8]) -> Vec<&[u8]> {
-    let mut out = Vec::new();
-    while body.len() >= wire::HEADER_LEN {
-        let n = u32::from_le_bytes(body[9..13].try_into().unwrap()) as usize;
-        let len = wire::HEADER_LEN + n * wire::ENTRY_LEN;
-        out.push(&body[..len]);
-        body = &body[len..];
-    }
-    assert!(body.is_empty(), "trailing bytes in updates body");
-    out
 }
 
 /// Next message that is not a ping/pong, with a timeout.

@@ -511,31 +511,35 @@ pub fn make_history(a: &MakeHistoryArgs) -> anyhow::Result<()> {
         snapshot_every: u64::MAX,
         max_catchup: 0,
     })?;
-    // Building the index once at the end is much faster than keeping it during the inserts.
-    conn.execute_batch("PRAGMA synchronous = OFF; DROP INDEX placements_pixel;")?;
+    conn.execute_batch("PRAGMA synchronous = OFF;")?;
     let now_ms = (crate::clock::now_ns() / 1_000_000) as i64;
+    // Each row links to the one before it on its pixel, as the store's writer does.
+    let mut last = vec![0u64; (a.width * a.height) as usize];
     let tx = conn.transaction()?;
     {
         let mut stmt = tx.prepare(
-            "INSERT INTO placements (seq, x, y, color, user, ts) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            "INSERT INTO placements (seq, x, y, color, user, ts, prev) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         )?;
         let mut r: u64 = 0x9E37_79B9_7F4A_7C15;
         for seq in 1..=a.rows {
             r ^= r << 13;
             r ^= r >> 7;
             r ^= r << 17;
+            let (x, y) = (r % a.width, (r >> 16) % a.height);
+            let prev = std::mem::replace(&mut last[(y * a.width + x) as usize], seq);
             stmt.execute(rusqlite::params![
                 seq as i64,
-                (r % a.width) as i64,
-                ((r >> 16) % a.height) as i64,
+                x as i64,
+                y as i64,
                 ((r >> 40) % 16) as i64,
                 ((r >> 8) % 1_000_000) as i64,
                 now_ms - (a.rows - seq) as i64,
+                (prev != 0).then_some(prev as i64),
             ])?;
         }
     }
     tx.commit()?;
-    conn.execute_batch("CREATE INDEX placements_pixel ON placements (y, x, seq);")?;
     println!("wrote {} placements to {}", a.rows, path.display());
     Ok(())
 }

@@ -9,6 +9,12 @@
 //! Restart restores the board from the latest snapshot plus the placements after it, the
 //! seq from the last row, and the cooldowns from the rows younger than the cooldown.
 //!
+//! Pixel history without a secondary index: each row carries `prev`, the seq of the
+//! placement before it on the same pixel, and memory holds the last seq of every pixel
+//! (saved with each snapshot). Inserts then only append to the table's last page; an index
+//! on `(y, x)` dirtied one random page per placement, which every commit had to write to
+//! the WAL, and cost a third of the server's CPU per placement (see BENCHMARKS.md, b).
+//!
 //! Durability: with [`SyncMode::Full`] (the default) every commit is fsynced, so an
 //! acknowledged placement survives power loss; with [`SyncMode::Normal`] it survives a
 //! crash or `kill -9` of the process but not of the machine.
@@ -69,6 +75,9 @@ struct State {
     seq: Seq,
     /// Last accepted placement time of users still inside their cooldown (pruned).
     last_placed: HashMap<UserId, i64>,
+    /// Seq of the last placement on each pixel (0: never placed), indexed like the board:
+    /// where a pixel's history starts.
+    pixel_seq: Vec<u64>,
 }
 
 enum Cmd {
@@ -120,7 +129,40 @@ const MIGRATIONS: &[&str] = &[
          seq INTEGER NOT NULL,
          board BLOB NOT NULL
      );",
+    // 2: history by `prev` links instead of an index (see the module docs), and the
+    //    per-pixel last seq in the snapshot (NULL in older snapshots: restore rescans).
+    "ALTER TABLE placements ADD COLUMN prev INTEGER;
+     UPDATE placements SET prev = (
+         SELECT max(p.seq) FROM placements p
+         WHERE p.y = placements.y AND p.x = placements.x AND p.seq < placements.seq);
+     DROP INDEX placements_pixel;
+     ALTER TABLE snapshot ADD COLUMN pixel_seq BLOB;",
 ];
+
+/// zstd level for the per-pixel seqs in a snapshot: fast, since the writer pauses for it.
+const PIXEL_SEQ_LEVEL: i32 = 1;
+
+fn encode_pixel_seq(seqs: &[u64]) -> Result<Vec<u8>, StoreError> {
+    let raw: Vec<u8> = seqs.iter().flat_map(|s| s.to_le_bytes()).collect();
+    zstd::bulk::compress(&raw, PIXEL_SEQ_LEVEL)
+        .map_err(|e| StoreError::Backend(format!("compressing pixel seqs: {e}")))
+}
+
+fn decode_pixel_seq(blob: &[u8], pixels: usize) -> Result<Vec<u64>, StoreError> {
+    let raw = zstd::bulk::decompress(blob, pixels * 8)
+        .map_err(|e| StoreError::Backend(format!("snapshot pixel seqs: {e}")))?;
+    if raw.len() != pixels * 8 {
+        return Err(StoreError::Backend(format!(
+            "snapshot pixel seqs hold {} bytes, the board needs {}",
+            raw.len(),
+            pixels * 8
+        )));
+    }
+    Ok(raw
+        .chunks_exact(8)
+        .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
+        .collect())
+}
 
 fn open_write(cfg: &EmbeddedConfig, path: &PathBuf) -> Result<Connection, StoreError> {
     let conn = Connection::open(path).map_err(backend)?;
@@ -187,38 +229,51 @@ fn check_shape(conn: &Connection, cfg: &EmbeddedConfig) -> Result<(), StoreError
 /// Rebuilds the committed state from the snapshot and the log after it.
 fn restore(conn: &Connection, cfg: &EmbeddedConfig) -> Result<State, StoreError> {
     let started = Instant::now();
-    let snap: Option<(i64, Vec<u8>)> = conn
-        .query_row("SELECT seq, board FROM snapshot WHERE id = 1", [], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })
+    let snap: Option<(i64, Vec<u8>, Option<Vec<u8>>)> = conn
+        .query_row(
+            "SELECT seq, board, pixel_seq FROM snapshot WHERE id = 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
         .optional()
         .map_err(backend)?;
-    let (mut seq, mut board) = match snap {
-        Some((seq, bytes)) => (
+    let pixels = cfg.dims.pixels();
+    let (mut seq, mut board, pixel_seq) = match snap {
+        Some((seq, bytes, pixel_seq)) => (
             Seq(seq as u64),
             Board::from_bytes(cfg.dims, cfg.depth, bytes)
                 .map_err(|e| StoreError::Backend(e.to_string()))?,
+            pixel_seq
+                .map(|blob| decode_pixel_seq(&blob, pixels))
+                .transpose()?,
         ),
-        None => (Seq(0), Board::new(cfg.dims, cfg.depth)),
+        None => (Seq(0), Board::new(cfg.dims, cfg.depth), None),
     };
+    let snapshot_seq = seq;
+    // A snapshot from before migration 2 has no pixel seqs: read them from the whole log.
+    let scan_from = if pixel_seq.is_some() { seq } else { Seq(0) };
+    let mut pixel_seq = pixel_seq.unwrap_or_else(|| vec![0; pixels]);
     let mut replayed = 0u64;
     {
         let mut stmt = conn
             .prepare("SELECT seq, x, y, color FROM placements WHERE seq > ?1 ORDER BY seq")
             .map_err(backend)?;
-        let mut rows = stmt.query([seq.0 as i64]).map_err(backend)?;
+        let mut rows = stmt.query([scan_from.0 as i64]).map_err(backend)?;
         while let Some(r) = rows.next().map_err(backend)? {
-            let s: i64 = r.get(0).map_err(backend)?;
+            let s = Seq(r.get::<_, i64>(0).map_err(backend)? as u64);
             let coord = Coord {
                 x: r.get::<_, i64>(1).map_err(backend)? as u16,
                 y: r.get::<_, i64>(2).map_err(backend)? as u16,
             };
-            board.set(
-                coord,
-                ColorIndex::new_unchecked(r.get::<_, i64>(3).map_err(backend)? as u8),
-            );
-            seq = Seq(s as u64);
-            replayed += 1;
+            pixel_seq[coord.index(cfg.dims)] = s.0;
+            if s > snapshot_seq {
+                board.set(
+                    coord,
+                    ColorIndex::new_unchecked(r.get::<_, i64>(3).map_err(backend)? as u8),
+                );
+                seq = s;
+                replayed += 1;
+            }
         }
     }
     let mut last_placed = HashMap::new();
@@ -248,6 +303,7 @@ fn restore(conn: &Connection, cfg: &EmbeddedConfig) -> Result<State, StoreError>
         board,
         seq,
         last_placed,
+        pixel_seq,
     })
 }
 
@@ -307,6 +363,7 @@ impl EmbeddedStore {
             state: state.clone(),
             feed: feed_tx,
             cooldown: cfg.cooldown,
+            dims: cfg.dims,
             snapshot_every: cfg.snapshot_every.max(1),
             since_snapshot: 0,
             last_ts: 0,
@@ -410,16 +467,33 @@ impl Store for EmbeddedStore {
         coord: Coord,
         limit: usize,
     ) -> Result<Vec<Placement>, StoreError> {
+        let head = {
+            let st = self.state.lock().expect("state lock");
+            let dims = st.board.dims();
+            if u32::from(coord.x) >= dims.width() || u32::from(coord.y) >= dims.height() {
+                return Ok(Vec::new());
+            }
+            st.pixel_seq[coord.index(dims)]
+        };
+        // Follow the `prev` links from the pixel's last placement, newest first.
         self.read(move |c| {
             let mut stmt = c
                 .prepare_cached(
-                    "SELECT seq, x, y, color, user, ts FROM placements \
-                     WHERE y = ?1 AND x = ?2 ORDER BY seq DESC LIMIT ?3",
+                    "SELECT seq, x, y, color, user, ts, prev FROM placements WHERE seq = ?1",
                 )
                 .map_err(backend)?;
-            stmt.query_map(params![coord.y, coord.x, limit as i64], row_to_placement)
-                .and_then(|rows| rows.collect())
-                .map_err(backend)
+            let mut out = Vec::with_capacity(limit.min(64));
+            let mut next = head;
+            while next != 0 && out.len() < limit {
+                let (p, prev) = stmt
+                    .query_row([next as i64], |r| {
+                        Ok((row_to_placement(r)?, r.get::<_, Option<i64>>(6)?))
+                    })
+                    .map_err(backend)?;
+                out.push(p);
+                next = prev.unwrap_or(0) as u64;
+            }
+            Ok(out)
         })
         .await
     }
@@ -465,6 +539,8 @@ struct Writer {
     feed: mpsc::UnboundedSender<FeedEvent>,
     /// The rule to apply.
     cooldown: Cooldown,
+    /// Board shape, to index `State::pixel_seq`.
+    dims: Dimensions,
     /// Snapshot cadence, in placements.
     snapshot_every: u64,
     /// Placements committed since the last snapshot.
@@ -534,7 +610,10 @@ impl Writer {
         let mut decided = Vec::with_capacity(batch.len());
         // Users who place twice in one batch see their first placement's cooldown.
         let mut in_batch: HashMap<UserId, i64> = HashMap::new();
+        // Pixels placed twice in one batch: the second links to the first.
+        let mut pixel_in_batch: HashMap<usize, Seq> = HashMap::new();
         let mut accepted = Vec::with_capacity(batch.len());
+        let mut prevs = Vec::with_capacity(batch.len());
         let seq = {
             let st = self.state.lock().expect("state lock");
             let mut seq = st.seq;
@@ -552,6 +631,11 @@ impl Writer {
                     Ok(next_at_ms) => {
                         seq = seq.next();
                         in_batch.insert(p.user, now);
+                        let pixel = p.coord.index(self.dims);
+                        let prev = pixel_in_batch
+                            .insert(pixel, seq)
+                            .map_or(st.pixel_seq[pixel], |s| s.0);
+                        prevs.push(prev);
                         accepted.push(Placement {
                             seq,
                             coord: p.coord,
@@ -573,7 +657,7 @@ impl Writer {
         let outcome = if accepted.is_empty() {
             Ok(())
         } else {
-            self.insert(&accepted)
+            self.insert(&accepted, &prevs)
         };
         match outcome {
             Ok(()) => {
@@ -582,6 +666,7 @@ impl Writer {
                     for a in &accepted {
                         st.board.set(a.coord, a.color);
                         st.last_placed.insert(a.user, a.at_ms);
+                        st.pixel_seq[a.coord.index(self.dims)] = a.seq.0;
                     }
                     st.seq = seq;
                     if st.last_placed.len() > 100_000 {
@@ -613,20 +698,22 @@ impl Writer {
         metrics::histogram!("rplace_store_commit_seconds").record(started.elapsed().as_secs_f64());
     }
 
-    fn insert(&mut self, rows: &[Placement]) -> Result<(), StoreError> {
+    /// Inserts `rows`, each with the seq of the placement before it on its pixel.
+    fn insert(&mut self, rows: &[Placement], prevs: &[u64]) -> Result<(), StoreError> {
         let tx = self.conn.transaction().map_err(backend)?;
         {
             let mut stmt = tx
-                .prepare_cached("INSERT INTO placements (seq, x, y, color, user, ts) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")
+                .prepare_cached("INSERT INTO placements (seq, x, y, color, user, ts, prev) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")
                 .map_err(backend)?;
-            for p in rows {
+            for (p, &prev) in rows.iter().zip(prevs) {
                 stmt.execute(params![
                     p.seq.0 as i64,
                     p.coord.x,
                     p.coord.y,
                     p.color.get(),
                     p.user.0 as i64,
-                    p.at_ms
+                    p.at_ms,
+                    (prev != 0).then_some(prev as i64)
                 ])
                 .map_err(backend)?;
             }
@@ -635,15 +722,18 @@ impl Writer {
     }
 
     fn snapshot(&mut self) -> Result<(), StoreError> {
-        let (seq, bytes) = {
+        // Only the writer changes the state, so compressing outside the lock is consistent.
+        let (seq, bytes, pixel_seq) = {
             let st = self.state.lock().expect("state lock");
-            (st.seq, st.board.as_bytes().to_vec())
+            (st.seq, st.board.as_bytes().to_vec(), st.pixel_seq.clone())
         };
+        let pixel_seq = encode_pixel_seq(&pixel_seq)?;
         self.conn
             .execute(
-                "INSERT INTO snapshot (id, seq, board) VALUES (1, ?1, ?2) \
-                 ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, board = excluded.board",
-                params![seq.0 as i64, bytes],
+                "INSERT INTO snapshot (id, seq, board, pixel_seq) VALUES (1, ?1, ?2, ?3) \
+                 ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, board = excluded.board, \
+                 pixel_seq = excluded.pixel_seq",
+                params![seq.0 as i64, bytes, pixel_seq],
             )
             .map_err(backend)?;
         self.since_snapshot = 0;
@@ -725,6 +815,85 @@ mod tests {
             Err(PlaceError::Cooldown { .. })
         ));
         again.close().await.unwrap();
+    }
+
+    fn seqs(h: &[Placement]) -> Vec<u64> {
+        h.iter().map(|p| p.seq.0).collect()
+    }
+
+    #[tokio::test]
+    async fn pixel_history_follows_links_across_snapshots_and_restarts() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(cfg(dir.path())).unwrap();
+        // Seqs 1..=7 alternate between pixels (2,1) and (3,1); snapshot_every = 3 puts
+        // snapshots in between.
+        for user in 1..=7u64 {
+            store
+                .place(new(if user % 2 == 1 { 2 } else { 3 }, user))
+                .await
+                .unwrap();
+        }
+        let at = |x| Coord { x, y: 1 };
+        assert_eq!(
+            seqs(&store.pixel_history(at(2), 10).await.unwrap()),
+            [7, 5, 3, 1]
+        );
+        assert_eq!(seqs(&store.pixel_history(at(3), 2).await.unwrap()), [6, 4]);
+        assert!(store.pixel_history(at(4), 10).await.unwrap().is_empty());
+        assert!(store.pixel_history(at(9), 10).await.unwrap().is_empty());
+        drop(store);
+        // Restart from the last snapshot (seq 6) plus replay, then place on top.
+        let again = EmbeddedStore::open(cfg(dir.path())).unwrap();
+        again.place(new(3, 8)).await.unwrap();
+        let hist = again.pixel_history(at(3), 10).await.unwrap();
+        assert_eq!(seqs(&hist), [8, 6, 4, 2]);
+        assert_eq!(hist[0].user, UserId(8));
+        assert_eq!(
+            seqs(&again.pixel_history(at(2), 10).await.unwrap()),
+            [7, 5, 3, 1]
+        );
+        again.close().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_version_1_data_dir_is_migrated_with_its_history() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = cfg(dir.path());
+        {
+            // What the first schema left: an index instead of links, a snapshot without
+            // pixel seqs (taken at seq 2), and rows after it.
+            let conn = Connection::open(dir.path().join(DB_FILE)).unwrap();
+            conn.execute_batch(&format!("{}; PRAGMA user_version = 1;", MIGRATIONS[0]))
+                .unwrap();
+            check_shape(&conn, &c).unwrap();
+            let old = now_ms() - 3_600_000;
+            for (seq, x) in [(1, 2), (2, 3), (3, 2), (4, 2)] {
+                conn.execute(
+                    "INSERT INTO placements (seq, x, y, color, user, ts) VALUES (?1, ?2, 1, 5, ?1, ?3)",
+                    params![seq, x, old + seq],
+                )
+                .unwrap();
+            }
+            let mut board = Board::new(c.dims, c.depth);
+            for x in [2, 3] {
+                board.set(Coord { x, y: 1 }, ColorIndex::new_unchecked(5));
+            }
+            conn.execute(
+                "INSERT INTO snapshot (id, seq, board) VALUES (1, 2, ?1)",
+                [board.as_bytes()],
+            )
+            .unwrap();
+        }
+        let store = EmbeddedStore::open(c).unwrap();
+        let at = |x| Coord { x, y: 1 };
+        assert_eq!(
+            seqs(&store.pixel_history(at(2), 10).await.unwrap()),
+            [4, 3, 1]
+        );
+        assert_eq!(seqs(&store.pixel_history(at(3), 10).await.unwrap()), [2]);
+        assert_eq!(store.place(new(3, 9)).await.unwrap().seq, Seq(5));
+        assert_eq!(seqs(&store.pixel_history(at(3), 10).await.unwrap()), [5, 2]);
+        store.close().await.unwrap();
     }
 
     #[tokio::test]

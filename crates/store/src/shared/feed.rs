@@ -1,9 +1,9 @@
 //! The feed: one Pub/Sub subscription per instance, turned into every placement exactly
 //! once, in seq order.
 //!
-//! Redis runs placement scripts one at a time and each publishes its placement, so one
-//! connection receives them in seq order. The task keeps the epoch and the last seq it
-//! delivered and, for each message:
+//! Redis runs placement scripts one at a time and each publishes its placements (one
+//! message per batch, consecutive seqs), so one connection receives them in seq order.
+//! The task keeps the epoch and the last seq it delivered and, for each placement:
 //! - seq at or below the last: a duplicate of something already delivered; skipped;
 //! - seq = last + 1: delivered;
 //! - seq beyond that: the gap is filled from the stream first (`XRANGE`), which holds
@@ -44,7 +44,12 @@ pub(crate) struct Start {
 /// One Pub/Sub message, parsed.
 #[derive(Debug, PartialEq, Eq)]
 enum Message {
-    Placement { epoch: u64, placement: Placement },
+    /// `P <epoch> <first seq> <rec>;<rec>;…`: placements with consecutive seqs.
+    Placements {
+        epoch: u64,
+        placements: Vec<Placement>,
+    },
+    /// `R <epoch> <seq>`: the state was rebuilt.
     Rebuilt { epoch: u64 },
 }
 
@@ -54,9 +59,14 @@ fn parse_message(payload: &str) -> Option<Message> {
     let epoch = epoch.parse().ok()?;
     match kind {
         "P" => {
-            let (seq, rec) = rest.split_once(' ')?;
-            let placement = parse_record(Seq(seq.parse().ok()?), rec)?;
-            Some(Message::Placement { epoch, placement })
+            let (first, recs) = rest.split_once(' ')?;
+            let first: u64 = first.parse().ok()?;
+            let placements = recs
+                .split(';')
+                .enumerate()
+                .map(|(i, rec)| parse_record(Seq(first + i as u64), rec))
+                .collect::<Option<Vec<_>>>()?;
+            Some(Message::Placements { epoch, placements })
         }
         "R" => Some(Message::Rebuilt { epoch }),
         _ => None,
@@ -166,25 +176,27 @@ impl Feed {
                 continue;
             };
             match parsed {
-                Message::Placement { epoch, placement } if epoch == self.epoch => {
-                    let expected = Seq(self.last.0 + run.len() as u64 + 1);
-                    if placement.seq < expected {
-                        continue;
+                Message::Placements { epoch, placements } if epoch == self.epoch => {
+                    for placement in placements {
+                        let expected = Seq(self.last.0 + run.len() as u64 + 1);
+                        if placement.seq < expected {
+                            continue;
+                        }
+                        if placement.seq > expected {
+                            self.deliver(std::mem::take(&mut run));
+                            metrics::counter!("rplace_store_feed_gaps_total").increment(1);
+                            // Fills up to the newest seq, which includes this message.
+                            self.catch_up().await?;
+                            break;
+                        }
+                        run.push(placement);
                     }
-                    if placement.seq > expected {
-                        self.deliver(std::mem::take(&mut run));
-                        metrics::counter!("rplace_store_feed_gaps_total").increment(1);
-                        // Fills up to the newest seq, which includes this message.
-                        self.catch_up().await?;
-                        continue;
-                    }
-                    run.push(placement);
                 }
                 Message::Rebuilt { epoch } if epoch == self.epoch => {}
                 // Left over from a generation the feed has already reset past.
-                Message::Placement { epoch, .. } | Message::Rebuilt { epoch }
+                Message::Placements { epoch, .. } | Message::Rebuilt { epoch }
                     if epoch < self.epoch => {}
-                Message::Placement { .. } | Message::Rebuilt { .. } => {
+                Message::Placements { .. } | Message::Rebuilt { .. } => {
                     self.deliver(std::mem::take(&mut run));
                     self.reset().await?;
                 }
@@ -274,19 +286,28 @@ mod tests {
 
     #[test]
     fn messages_parse() {
+        let p = |seq, x, user| Placement {
+            seq: Seq(seq),
+            coord: Coord { x, y: 2 },
+            color: ColorIndex::new_unchecked(5),
+            user: UserId(user),
+            at_ms: 1000,
+        };
         assert_eq!(
             parse_message("P 3 17 1 2 5 42 1000"),
-            Some(Message::Placement {
+            Some(Message::Placements {
                 epoch: 3,
-                placement: Placement {
-                    seq: Seq(17),
-                    coord: Coord { x: 1, y: 2 },
-                    color: ColorIndex::new_unchecked(5),
-                    user: UserId(42),
-                    at_ms: 1000,
-                }
+                placements: vec![p(17, 1, 42)]
             })
         );
+        assert_eq!(
+            parse_message("P 3 17 1 2 5 42 1000;4 2 5 43 1000"),
+            Some(Message::Placements {
+                epoch: 3,
+                placements: vec![p(17, 1, 42), p(18, 4, 43)]
+            })
+        );
+        assert_eq!(parse_message("P 3 17 1 2 5 42 1000;4 2"), None);
         assert_eq!(parse_message("R 4 99"), Some(Message::Rebuilt { epoch: 4 }));
         assert_eq!(parse_message("X 1 2"), None);
         assert_eq!(parse_message("P x 1 1 1 1 1 1"), None);

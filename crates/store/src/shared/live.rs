@@ -116,6 +116,33 @@ pub(crate) fn parse_record(seq: Seq, rec: &str) -> Option<Placement> {
     })
 }
 
+/// The placement script's reply for a batch of `n`; `None` if it is malformed.
+fn parse_place_reply(reply: &[i64], n: usize, cooldown_ms: i64) -> Option<Vec<PlaceOutcome>> {
+    if reply == [3] {
+        return Some(vec![PlaceOutcome::Missing; n]);
+    }
+    let [epoch, now, pairs @ ..] = reply else {
+        return None;
+    };
+    if pairs.len() != 2 * n {
+        return None;
+    }
+    pairs
+        .chunks_exact(2)
+        .map(|pair| match *pair {
+            [0, seq] => Some(PlaceOutcome::Accepted {
+                seq: Seq(seq as u64),
+                at_ms: *now,
+                next_at_ms: now + cooldown_ms,
+                epoch: *epoch as u64,
+            }),
+            [1, next_at_ms] => Some(PlaceOutcome::Cooldown { next_at_ms }),
+            [2, retry_after_ms] => Some(PlaceOutcome::RateLimited { retry_after_ms }),
+            _ => None,
+        })
+        .collect()
+}
+
 /// `"<seq>-<n>"` to the seq.
 fn parse_id(id: &str) -> Option<Seq> {
     id.split('-').next()?.parse().ok().map(Seq)
@@ -175,52 +202,45 @@ impl Live {
         })
     }
 
-    /// Runs the placement script.
+    /// Runs the placement script for one placement.
     pub async fn place(&self, p: &NewPlacement) -> RedisResult<PlaceOutcome> {
+        let mut out = self.place_batch(std::slice::from_ref(p)).await?;
+        Ok(out.pop().expect("one outcome per placement"))
+    }
+
+    /// Runs the placement script once for `batch`, deciding its placements in order as if
+    /// they came one by one; one outcome per placement, in the same order.
+    pub async fn place_batch(&self, batch: &[NewPlacement]) -> RedisResult<Vec<PlaceOutcome>> {
         let k = &self.keys;
-        let reply: Vec<i64> = self
-            .place
-            .key(&k.board)
+        let mut inv = self.place.prepare_invoke();
+        inv.key(&k.board)
             .key(&k.seq)
             .key(&k.epoch)
             .key(&k.clock)
             .key(&k.stream)
-            .key(k.cooldown(p.user))
-            .key(k.ip(p.ip))
             .arg(self.bitfield_type)
-            .arg(p.coord.index(self.dims))
-            .arg(p.color.get())
-            .arg(p.coord.x)
-            .arg(p.coord.y)
-            .arg(p.user.0 as i64)
             .arg(self.cooldown_ms)
             .arg(self.rate_period_us)
             .arg(self.rate_tolerance_us)
-            .arg(if p.bypass_limits { "1" } else { "0" })
             .arg(self.stream_capacity)
-            .arg(&k.channel)
-            .invoke_async(&mut self.conn.clone())
-            .await?;
-        let bad = || {
+            .arg(&k.channel);
+        for p in batch {
+            inv.key(k.cooldown(p.user))
+                .key(k.ip(p.ip))
+                .arg(p.coord.index(self.dims))
+                .arg(p.color.get())
+                .arg(p.coord.x)
+                .arg(p.coord.y)
+                .arg(p.user.0 as i64)
+                .arg(if p.bypass_limits { "1" } else { "0" });
+        }
+        let reply: Vec<i64> = inv.invoke_async(&mut self.conn.clone()).await?;
+        parse_place_reply(&reply, batch.len(), self.cooldown_ms).ok_or_else(|| {
             redis::RedisError::from((
                 redis::ErrorKind::UnexpectedReturnType,
                 "placement script reply",
                 format!("{reply:?}"),
             ))
-        };
-        Ok(match reply.as_slice() {
-            [0, seq, at, next, epoch] => PlaceOutcome::Accepted {
-                seq: Seq(*seq as u64),
-                at_ms: *at,
-                next_at_ms: *next,
-                epoch: *epoch as u64,
-            },
-            [1, next] => PlaceOutcome::Cooldown { next_at_ms: *next },
-            [2, wait] => PlaceOutcome::RateLimited {
-                retry_after_ms: *wait,
-            },
-            [3] => PlaceOutcome::Missing,
-            _ => return Err(bad()),
         })
     }
 
@@ -431,6 +451,132 @@ impl Live {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn batch_replies_parse() {
+        let out = parse_place_reply(&[7, 1000, 0, 41, 1, 1500, 2, 30, 0, 42], 4, 300).unwrap();
+        assert_eq!(
+            out,
+            [
+                PlaceOutcome::Accepted {
+                    seq: Seq(41),
+                    at_ms: 1000,
+                    next_at_ms: 1300,
+                    epoch: 7
+                },
+                PlaceOutcome::Cooldown { next_at_ms: 1500 },
+                PlaceOutcome::RateLimited { retry_after_ms: 30 },
+                PlaceOutcome::Accepted {
+                    seq: Seq(42),
+                    at_ms: 1000,
+                    next_at_ms: 1300,
+                    epoch: 7
+                },
+            ]
+        );
+        assert_eq!(
+            parse_place_reply(&[3], 2, 0).unwrap(),
+            [PlaceOutcome::Missing, PlaceOutcome::Missing]
+        );
+        assert!(parse_place_reply(&[7, 1000, 0, 41], 2, 0).is_none());
+        assert!(parse_place_reply(&[7, 1000, 9, 41], 1, 0).is_none());
+    }
+
+    /// One script call decides a batch in order (a user's second placement meets the
+    /// cooldown of the first, the address limit counts within the batch), writes only the
+    /// accepted ones, and publishes them as one message.
+    #[tokio::test]
+    async fn a_batch_is_decided_in_order_and_published_once() {
+        use futures_util::StreamExt;
+        use std::net::{IpAddr, Ipv4Addr};
+        let redis = rplace_testsupport::RedisServer::start();
+        let dims = Dimensions::parse(4, 2).unwrap();
+        let live = Live::connect(
+            &redis.url(),
+            "t:",
+            dims,
+            Depth::Four,
+            Cooldown::from_secs(60),
+            IpLimit {
+                per_minute: 1,
+                burst: 2,
+            },
+            100,
+        )
+        .await
+        .unwrap();
+        let p = |x, user, ip: u8, bypass| NewPlacement {
+            coord: Coord { x, y: 1 },
+            color: ColorIndex::new_unchecked(x as u8 + 1),
+            user: UserId(user),
+            ip: IpAddr::V4(Ipv4Addr::new(10, 0, 0, ip)),
+            bypass_limits: bypass,
+        };
+        let batch = [
+            p(0, 1, 1, false), // accepted
+            p(1, 1, 2, false), // same user: cooldown
+            p(2, 2, 1, false), // second from address 1: within the burst of 2
+            p(3, 3, 1, false), // third: rate limited
+            p(3, 1, 1, true),  // the bench path passes both
+        ];
+        assert!(
+            live.place_batch(&batch)
+                .await
+                .unwrap()
+                .iter()
+                .all(|o| *o == PlaceOutcome::Missing)
+        );
+        let () = redis::pipe()
+            .set("t:board", vec![0u8; 4])
+            .ignore()
+            .set("t:seq", 10)
+            .ignore()
+            .set("t:epoch", 4)
+            .ignore()
+            .query_async(&mut live.conn.clone())
+            .await
+            .unwrap();
+        let mut messages = live.subscribe().await.unwrap();
+        let out = live.place_batch(&batch).await.unwrap();
+        let PlaceOutcome::Accepted {
+            at_ms,
+            next_at_ms,
+            epoch,
+            ..
+        } = out[0]
+        else {
+            panic!("{out:?}")
+        };
+        assert_eq!((epoch, next_at_ms - at_ms), (4, 60_000));
+        let seqs: Vec<_> = out
+            .iter()
+            .map(|o| match o {
+                PlaceOutcome::Accepted { seq, .. } => Some(seq.0),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(seqs, [Some(11), None, Some(12), None, Some(13)]);
+        assert!(matches!(out[1], PlaceOutcome::Cooldown { next_at_ms: n } if n == next_at_ms));
+        assert!(matches!(out[3], PlaceOutcome::RateLimited { retry_after_ms: r } if r > 50_000));
+        assert_eq!(live.seq().await.unwrap(), Some(Seq(13)));
+        let page = live.read_after(Seq(10), 10).await.unwrap();
+        assert_eq!(
+            page.entries
+                .iter()
+                .map(|e| (e.seq.0, e.coord.x))
+                .collect::<Vec<_>>(),
+            [(11, 0), (12, 2), (13, 3)]
+        );
+        // Row 1 of a 4-wide u4 board is byte 2 and 3: pixels 0..3 = colors 1, 0, 3, 4.
+        let board = live.snapshot().await.unwrap().unwrap().board;
+        assert_eq!(board, [0x00, 0x00, 0x10, 0x34]);
+        let msg = messages.next().await.unwrap();
+        let payload = String::from_utf8(msg.get_payload_bytes().to_vec()).unwrap();
+        assert_eq!(
+            payload,
+            format!("P 4 11 0 1 1 1 {at_ms};2 1 3 2 {at_ms};3 1 4 1 {at_ms}")
+        );
+    }
 
     #[test]
     fn records_round_trip() {

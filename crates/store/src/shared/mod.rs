@@ -5,6 +5,8 @@
 //! - this file: [`SharedConfig`], [`SharedStore`] and its [`Store`] implementation.
 //! - `keys`: the Redis key names, under a configurable prefix.
 //! - `live`: the live state in Redis and the Lua scripts that change it (`lua/`).
+//! - `batcher`: the per-instance task that sends all placements waiting for Redis as one
+//!   script call.
 //! - `history`: the history in PostgreSQL: migrations, batched idempotent writes, pixel
 //!   history, board snapshots and the rebuild read.
 //! - `writer`: the per-instance group-commit task that makes accepted placements durable.
@@ -18,12 +20,12 @@
 //! reading it is a `GET`, and a placement is `BITFIELD SET u4 #i`), the global seq, the
 //! cooldown of each user (a key per user that expires with the cooldown), the per-address
 //! limit (GCRA, a key per address), and a stream of the recent placements with IDs
-//! `<seq>-0`, capped at [`SharedConfig::stream_capacity`]. One Lua script decides and applies
-//! a placement: checks, `BITFIELD`, seq, `XADD`, `PUBLISH`. Redis serializes scripts, so
-//! the seq is global and gap-free, two instances racing for one user's cooldown get
-//! exactly one acceptance, and the per-address limit holds across instances. Times come
-//! from Redis's clock (`TIME`), so every instance agrees, and never go backwards along
-//! the seq.
+//! `<seq>-0`, capped at [`SharedConfig::stream_capacity`]. One Lua script decides and
+//! applies a batch of placements, each as if alone: checks, `BITFIELD`, seq, `XADD`; then
+//! one `PUBLISH` for the batch. Redis serializes scripts, so the seq is global and
+//! gap-free, two instances racing for one user's cooldown get exactly one acceptance, and
+//! the per-address limit holds across instances. Times come from Redis's clock (`TIME`),
+//! so every instance agrees, and never go backwards along the seq.
 //!
 //! PostgreSQL holds every accepted placement and, every [`SharedConfig::snapshot_every`]
 //! placements, a board snapshot, so a rebuild replays only what follows the latest one.
@@ -53,6 +55,7 @@
 //! never reached the history. A Redis restored from an older copy (its seq behind the
 //! history's) is detected by the maintenance task and rebuilt the same way.
 
+mod batcher;
 mod feed;
 mod history;
 mod keys;
@@ -229,6 +232,8 @@ pub(crate) struct Inner {
     history: History,
     /// Readiness flags.
     health: Arc<Health>,
+    /// Placements on their way to the placement script (the batcher).
+    placer: mpsc::Sender<batcher::Request>,
     /// Requests to this instance's history writer.
     writer: mpsc::Sender<writer::Cmd>,
     /// Woken when a history write finds another placement under its seq.
@@ -326,6 +331,8 @@ impl SharedStore {
         });
         let diverged = Arc::new(Notify::new());
         let (writer_tx, writer_rx) = mpsc::channel(WRITER_QUEUE);
+        let (placer_tx, placer_rx) = mpsc::channel(WRITER_QUEUE);
+        let batcher = tokio::spawn(batcher::run(live.clone(), placer_rx));
         let writer = writer::Writer {
             history: history.clone(),
             health: health.clone(),
@@ -337,6 +344,7 @@ impl SharedStore {
             live,
             history,
             health,
+            placer: placer_tx,
             writer: writer_tx,
             diverged,
             snapshot_mark: Mutex::new(None),
@@ -356,6 +364,7 @@ impl SharedStore {
         let writer = tokio::spawn(writer.run(writer_rx));
         let (start_tx, start_rx) = oneshot::channel();
         let tasks = vec![
+            batcher,
             tokio::spawn(feed::run(inner.clone(), start_rx)),
             tokio::spawn(recovery::maintain(inner.clone())),
         ];
@@ -407,7 +416,18 @@ impl SharedStore {
         }
         let deadline = Instant::now() + inner.cfg.rebuild_wait;
         let outcome = loop {
-            match inner.live.place(&p).await {
+            let (reply, outcome) = oneshot::channel();
+            let request = batcher::Request {
+                placement: p,
+                reply,
+            };
+            if inner.placer.send(request).await.is_err() {
+                return Err(PlaceError::ShuttingDown);
+            }
+            let Ok(outcome) = outcome.await else {
+                return Err(PlaceError::ShuttingDown);
+            };
+            match outcome {
                 Ok(PlaceOutcome::Missing) => {
                     let left = deadline.saturating_duration_since(Instant::now());
                     recovery::ensure_state(inner, left)

@@ -32,6 +32,11 @@ use tokio::sync::{mpsc, oneshot};
 
 /// Most placements committed in one transaction.
 pub const MAX_BATCH: usize = 8192;
+/// A batch at least this large means placements arrive faster than commits: linger.
+const LINGER_FROM: usize = 2;
+/// How long the writer waits for more placements under load (added to their latency).
+const LINGER: std::time::Duration = std::time::Duration::from_micros(LINGER_US);
+const LINGER_US: u64 = 500;
 /// Requests that may wait for the writer before `place` itself waits (backpressure).
 const QUEUE: usize = 65_536;
 /// Read connections kept open for history and catch-up queries.
@@ -143,25 +148,40 @@ const MIGRATIONS: &[&str] = &[
 const PIXEL_SEQ_LEVEL: i32 = 1;
 
 fn encode_pixel_seq(seqs: &[u64]) -> Result<Vec<u8>, StoreError> {
-    let raw: Vec<u8> = seqs.iter().flat_map(|s| s.to_le_bytes()).collect();
-    zstd::bulk::compress(&raw, PIXEL_SEQ_LEVEL)
-        .map_err(|e| StoreError::Backend(format!("compressing pixel seqs: {e}")))
+    use std::io::Write;
+    let fail = |e: std::io::Error| StoreError::Backend(format!("compressing pixel seqs: {e}"));
+    let mut enc = zstd::stream::write::Encoder::new(Vec::new(), PIXEL_SEQ_LEVEL).map_err(fail)?;
+    // Chunk by chunk, so the raw bytes (8 per pixel) are never all in memory at once.
+    let mut chunk = Vec::with_capacity(8 * 8192);
+    for part in seqs.chunks(8192) {
+        chunk.clear();
+        chunk.extend(part.iter().flat_map(|s| s.to_le_bytes()));
+        enc.write_all(&chunk).map_err(fail)?;
+    }
+    enc.finish().map_err(fail)
 }
 
 fn decode_pixel_seq(blob: &[u8], pixels: usize) -> Result<Vec<u64>, StoreError> {
-    let raw = zstd::bulk::decompress(blob, pixels * 8)
-        .map_err(|e| StoreError::Backend(format!("snapshot pixel seqs: {e}")))?;
-    if raw.len() != pixels * 8 {
+    use std::io::Read;
+    let fail = |e: std::io::Error| StoreError::Backend(format!("snapshot pixel seqs: {e}"));
+    let mut dec = zstd::stream::read::Decoder::new(blob).map_err(fail)?;
+    let mut out = Vec::with_capacity(pixels);
+    let mut chunk = vec![0u8; 8 * 8192];
+    while out.len() < pixels {
+        let n = (pixels - out.len()).min(8192);
+        dec.read_exact(&mut chunk[..8 * n]).map_err(fail)?;
+        out.extend(
+            chunk[..8 * n]
+                .chunks_exact(8)
+                .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes"))),
+        );
+    }
+    if dec.read(&mut chunk[..1]).map_err(fail)? != 0 {
         return Err(StoreError::Backend(format!(
-            "snapshot pixel seqs hold {} bytes, the board needs {}",
-            raw.len(),
-            pixels * 8
+            "snapshot pixel seqs hold more than the {pixels} pixels of the board"
         )));
     }
-    Ok(raw
-        .chunks_exact(8)
-        .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
-        .collect())
+    Ok(out)
 }
 
 fn open_write(cfg: &EmbeddedConfig, path: &PathBuf) -> Result<Connection, StoreError> {
@@ -563,12 +583,22 @@ impl Writer {
                 Cmd::Place(p, tx) => batch.push((p, tx)),
                 Cmd::Close(tx) => close = Some(tx),
             }
-            while close.is_none() && batch.len() < MAX_BATCH {
-                match rx.try_recv() {
-                    Ok(Cmd::Place(p, tx)) => batch.push((p, tx)),
-                    Ok(Cmd::Close(tx)) => close = Some(tx),
-                    Err(_) => break,
+            let mut drain = |batch: &mut Vec<_>, close: &mut Option<_>| {
+                while close.is_none() && batch.len() < MAX_BATCH {
+                    match rx.try_recv() {
+                        Ok(Cmd::Place(p, tx)) => batch.push((p, tx)),
+                        Ok(Cmd::Close(tx)) => *close = Some(tx),
+                        Err(_) => break,
+                    }
                 }
+            };
+            drain(&mut batch, &mut close);
+            // Under load, wait a moment for more, so that one commit (one WAL write, one
+            // fsync, one wake-up of this thread) serves more placements. A lone placement
+            // does not wait.
+            if batch.len() >= LINGER_FROM && close.is_none() {
+                std::thread::sleep(LINGER);
+                drain(&mut batch, &mut close);
             }
             if !batch.is_empty() {
                 self.commit_batch(&mut batch);
@@ -894,6 +924,16 @@ mod tests {
         assert_eq!(store.place(new(3, 9)).await.unwrap().seq, Seq(5));
         assert_eq!(seqs(&store.pixel_history(at(3), 10).await.unwrap()), [5, 2]);
         store.close().await.unwrap();
+    }
+
+    #[test]
+    fn pixel_seqs_round_trip_and_must_fit_the_board() {
+        let seqs: Vec<u64> = (0..20_000u64).map(|i| i * i * 7919 % 1_000_003).collect();
+        let blob = encode_pixel_seq(&seqs).unwrap();
+        assert_eq!(decode_pixel_seq(&blob, seqs.len()).unwrap(), seqs);
+        assert!(decode_pixel_seq(&blob, seqs.len() + 1).is_err());
+        assert!(decode_pixel_seq(&blob, seqs.len() - 1).is_err());
+        assert!(decode_pixel_seq(b"not zstd", 4).is_err());
     }
 
     #[tokio::test]

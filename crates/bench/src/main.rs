@@ -102,9 +102,19 @@ fn main() -> anyhow::Result<()> {
             }
             Cmd::Board(a) => {
                 let r = scenarios::board(&a).await?;
+                let list = |v: &[f64]| {
+                    v.iter()
+                        .map(|r| format!("{r:.2}"))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                };
                 println!(
-                    "board: rplace/nginx requests/s ratio raw {:.2}, gzip {:.2}",
-                    r.ratio_raw, r.ratio_gzip
+                    "board: rplace/nginx requests/s ratio (median of {} rounds) raw {:.2} [{}], gzip {:.2} [{}]",
+                    r.rounds_raw.len(),
+                    r.ratio_raw,
+                    list(&r.rounds_raw),
+                    r.ratio_gzip,
+                    list(&r.rounds_gzip)
                 );
                 save(&r)?;
             }

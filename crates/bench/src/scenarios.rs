@@ -301,10 +301,15 @@ pub struct BoardArgs {
     /// nginx worker processes (the server uses every core).
     #[arg(long, default_value_t = 2)]
     pub nginx_workers: u32,
+    /// Rounds of (server, nginx) pairs; who goes first alternates, and the ratios are the
+    /// medians of the rounds, so that a noisy machine drifting during a run cancels out.
+    #[arg(long, default_value_t = 3)]
+    pub rounds: u32,
 }
 
 #[derive(Debug, Serialize)]
 pub struct WrkRun {
+    pub round: u32,
     pub target: String,
     pub encoding: String,
     pub body_bytes: usize,
@@ -317,10 +322,14 @@ pub struct WrkRun {
 #[derive(Debug, Serialize)]
 pub struct BoardReport {
     pub runs: Vec<WrkRun>,
-    /// Server requests/s over nginx requests/s, uncompressed.
+    /// Server requests/s over nginx requests/s, uncompressed: the median of the rounds.
     pub ratio_raw: f64,
     /// The same with `Accept-Encoding: gzip`.
     pub ratio_gzip: f64,
+    /// Each round's ratio, raw.
+    pub rounds_raw: Vec<f64>,
+    /// Each round's ratio, gzip.
+    pub rounds_gzip: Vec<f64>,
 }
 
 async fn fetch(addr: SocketAddr, gzip: bool) -> anyhow::Result<(Vec<u8>, Option<String>)> {
@@ -443,29 +452,46 @@ pub async fn board(a: &BoardArgs) -> anyhow::Result<BoardReport> {
             bail!("nginx does not serve the same bytes as the server");
         }
         let mut runs = Vec::new();
-        for (gzip, body) in [(false, raw.len()), (true, gz.len())] {
-            for (target, addr) in [("rplace", a.addr), ("nginx", nginx_addr)] {
-                let (rps, transfer, p99, non2xx) =
-                    wrk(a, &format!("http://{addr}/api/board"), gzip)?;
-                println!(
-                    "board {target} {}: {rps:.0} req/s, {transfer}/s, p99 {p99}",
-                    if gzip { "gzip" } else { "raw" }
-                );
-                runs.push(WrkRun {
-                    target: target.into(),
-                    encoding: if gzip { "gzip" } else { "identity" }.into(),
-                    body_bytes: body,
-                    requests_per_s: rps,
-                    transfer,
-                    latency_p99: p99,
-                    non_2xx: non2xx,
-                });
+        let (mut rounds_raw, mut rounds_gzip) = (Vec::new(), Vec::new());
+        for round in 0..a.rounds.max(1) {
+            for (gzip, body) in [(false, raw.len()), (true, gz.len())] {
+                let mut pair = [("rplace", a.addr, 0.0), ("nginx", nginx_addr, 0.0)];
+                if round % 2 == 1 {
+                    pair.reverse();
+                }
+                for (target, addr, rps_out) in &mut pair {
+                    let (rps, transfer, p99, non2xx) =
+                        wrk(a, &format!("http://{addr}/api/board"), gzip)?;
+                    println!(
+                        "board round {round} {target} {}: {rps:.0} req/s, {transfer}/s, p99 {p99}",
+                        if gzip { "gzip" } else { "raw" }
+                    );
+                    *rps_out = rps;
+                    runs.push(WrkRun {
+                        round,
+                        target: target.to_string(),
+                        encoding: if gzip { "gzip" } else { "identity" }.into(),
+                        body_bytes: body,
+                        requests_per_s: rps,
+                        transfer,
+                        latency_p99: p99,
+                        non_2xx: non2xx,
+                    });
+                }
+                let rps = |name: &str| pair.iter().find(|p| p.0 == name).map_or(0.0, |p| p.2);
+                let ratio = rps("rplace") / rps("nginx");
+                if gzip {
+                    rounds_gzip.push(ratio);
+                } else {
+                    rounds_raw.push(ratio);
+                }
             }
         }
-        let ratio = |i: usize| runs[i].requests_per_s / runs[i + 1].requests_per_s;
         Ok(BoardReport {
-            ratio_raw: ratio(0),
-            ratio_gzip: ratio(2),
+            ratio_raw: median(&rounds_raw),
+            ratio_gzip: median(&rounds_gzip),
+            rounds_raw,
+            rounds_gzip,
             runs,
         })
     }
@@ -475,6 +501,16 @@ pub async fn board(a: &BoardArgs) -> anyhow::Result<BoardReport> {
     }
     let _ = tokio::time::timeout(Duration::from_secs(5), nginx.wait()).await;
     result
+}
+
+fn median(xs: &[f64]) -> f64 {
+    let mut v = xs.to_vec();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
 }
 
 /// Flags of `make-history`.

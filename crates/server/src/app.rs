@@ -10,7 +10,6 @@ use rplace_store::{
     Backend, EmbeddedConfig, EmbeddedStore, SharedConfig, SharedStore, Store, StoreError,
 };
 use std::future::Future;
-use std::net::SocketAddr;
 use std::ops::Deref;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -56,6 +55,8 @@ pub struct Inner {
     pub ws_tasks: TaskTracker,
     /// Renders `/metrics`.
     pub metrics: PrometheusHandle,
+    /// Board bodies sent with `sendfile`, shared with every connection's socket.
+    pub bodies: crate::zerocopy::Bodies,
 }
 
 impl Deref for AppState {
@@ -146,6 +147,7 @@ pub async fn run(
         stop: CancellationToken::new(),
         ws_tasks: TaskTracker::new(),
         metrics,
+        bodies: crate::zerocopy::Bodies::default(),
     }));
     let addr = listener.local_addr()?;
     tracing::info!(
@@ -166,8 +168,8 @@ pub async fn run(
         drain_state.stop.cancel();
     };
     axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
+        crate::zerocopy::ZcListener::new(listener, state.bodies.clone()),
+        router.into_make_service_with_connect_info::<crate::zerocopy::Peer>(),
     )
     .with_graceful_shutdown(graceful)
     .await?;

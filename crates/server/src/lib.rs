@@ -11,6 +11,7 @@
 //! - [`identity`]: anonymous identities in a signed cookie.
 //! - [`error`]: the JSON error every handler returns.
 //! - [`telemetry`]: tracing and the Prometheus recorder.
+//! - [`zerocopy`]: the listener and socket that send the board bodies with `sendfile`.
 //!
 //! Storage lives in the `rplace-store` crate behind one trait; this crate never knows
 //! which backend runs. The canvas rules and wire formats live in `rplace-domain`.
@@ -23,6 +24,7 @@ pub mod hub;
 pub mod identity;
 pub mod routes;
 pub mod telemetry;
+pub mod zerocopy;
 
 pub use app::{AppState, RunError, run};
 pub use config::Config;

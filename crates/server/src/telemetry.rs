@@ -79,6 +79,10 @@ fn describe() {
         "Board compressions performed"
     );
     describe_counter!(
+        "rplace_sendfile_bytes_total",
+        "Board bytes sent from a file with sendfile instead of copied from memory"
+    );
+    describe_counter!(
         "rplace_ws_lagged_total",
         "Clients disconnected for falling behind"
     );

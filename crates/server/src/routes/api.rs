@@ -4,6 +4,7 @@ use crate::app::AppState;
 use crate::board_cache::Encoding;
 use crate::error::ApiError;
 use crate::hub::Recent;
+use crate::zerocopy::Peer;
 use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, Query, State};
@@ -105,6 +106,7 @@ pub async fn board(State(app): State<AppState>, headers: HeaderMap) -> Result<Re
             .body(enc)
             .await
             .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+        app.bodies.offer(&body);
         let mut r = Body::from(body).into_response();
         r.headers_mut().insert(
             header::CONTENT_TYPE,
@@ -135,6 +137,7 @@ pub async fn board_png(
             .png(app.settings.dims, &app.settings.palette)
             .await
             .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+        app.bodies.offer(&png);
         ([(header::CONTENT_TYPE, "image/png")], png).into_response()
     };
     board_headers(resp.headers_mut(), version.seq, ttl_secs(&app));
@@ -252,7 +255,7 @@ fn parse_placement(
 #[tracing::instrument(level = "debug", skip_all, fields(ip, user, seq))]
 pub async fn place(
     State(app): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
     headers: HeaderMap,
     jar: SignedCookieJar,
     body: Body,

@@ -140,3 +140,57 @@ async fn updates_are_gone_when_older_than_the_log() {
     assert!(r.bytes().await.unwrap().is_empty());
     app.stop().await;
 }
+
+/// The raw board of a large canvas goes out by sendfile (crate::zerocopy); whatever the
+/// path, every client gets exactly the board, also many at once on one connection each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_boards_are_sent_from_a_file_byte_for_byte() {
+    let app = spawn_app(&["--width", "1024", "--height", "512"]).await;
+    // 262,144 bytes at 4 bits per pixel: above the zero-copy threshold.
+    let mut pixels = Vec::new();
+    for i in 0..40u16 {
+        let (x, y, color) = (i * 25 % 1024, i * 13 % 512, (i % 15 + 1) as u8);
+        app.bench_place(i as u64 + 1, x, y, color).await;
+        pixels.push((x as usize, y as usize, color));
+    }
+    let sent = || async {
+        let text = reqwest::get(app.url("/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix("rplace_sendfile_bytes_total "))
+            .map_or(0.0, |v| v.trim().parse::<f64>().unwrap())
+    };
+    let before = sent().await;
+    let fetches: Vec<_> = (0..8)
+        .map(|_| {
+            let url = app.url("/api/board");
+            tokio::spawn(async move {
+                let c = reqwest::Client::builder()
+                    .no_gzip()
+                    .no_brotli()
+                    .no_zstd()
+                    .build()
+                    .unwrap();
+                c.get(url).send().await.unwrap().bytes().await.unwrap()
+            })
+        })
+        .collect();
+    for f in fetches {
+        let board = f.await.unwrap();
+        assert_eq!(board.len(), 1024 * 512 / 2);
+        for &(x, y, color) in &pixels {
+            assert_eq!(nibble(&board, y * 1024 + x), color, "pixel ({x}, {y})");
+        }
+        let placed = board
+            .iter()
+            .map(|b| (b >> 4 != 0) as usize + (b & 15 != 0) as usize);
+        assert_eq!(placed.sum::<usize>(), pixels.len());
+    }
+    // All eight bodies (metrics are process-wide: other tests only add to it).
+    assert!(sent().await - before >= (8 * 1024 * 512 / 2) as f64);
+    app.stop().await;
+}

@@ -1,0 +1,285 @@
+//! Zero-copy sending of the large shared bodies (the board in every encoding) with
+//! `sendfile(2)`, the way nginx serves static files.
+//!
+//! hyper writes a body from memory with `writev`, so the kernel copies the 500 KB board
+//! into the socket for every request; nginx serving the same bytes from a file copies
+//! nothing and was 1.3–1.4× faster (BENCHMARKS.md, c). hyper cannot be handed a file, so
+//! this works underneath it:
+//! - [`Bodies::offer`] writes a body once into an unlinked temporary file and registers
+//!   it, holding a clone of the `Bytes` so that its address cannot be reused while it is
+//!   registered;
+//! - every connection's socket is a [`ZcStream`]. When hyper asks it to write a slice that
+//!   lies inside a registered body, it sends that range from the file with `sendfile`; the
+//!   response head before it goes out with `MSG_MORE`, so that head and body leave in
+//!   full packets (nginx's `tcp_nopush`; without it the head went alone and the run was
+//!   slower than `writev`). Every other write (small responses, websocket frames) goes to
+//!   the socket as it is.
+//!
+//! The bytes on the wire are the same either way: a body that is not (or no longer)
+//! registered simply goes out by `writev`.
+
+use axum::extract::connect_info::Connected;
+use axum::serve::{IncomingStream, Listener};
+use bytes::Bytes;
+use std::fs::File;
+use std::io::{self, IoSlice, Write};
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, ready};
+use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+
+/// Slices shorter than this are written as they are: `sendfile` pays off only for large
+/// bodies, and the check stays off the path of small writes such as websocket frames.
+pub const MIN_LEN: usize = 64 * 1024;
+/// Bodies registered at once (two board versions in four encodings); the oldest goes
+/// first, since versions only move forward.
+const KEEP: usize = 8;
+
+/// One registered body.
+struct Entry {
+    /// Keeps the memory (and so its address range) alive while registered.
+    bytes: Bytes,
+    /// The same bytes in a file, the source of `sendfile`.
+    file: Arc<File>,
+}
+
+/// The bodies that go out by `sendfile`. Cheap to clone.
+#[derive(Clone, Default)]
+pub struct Bodies(Arc<Mutex<Vec<Entry>>>);
+
+impl Bodies {
+    /// Registers `body` if it is large and not registered yet. If no file can be made, the
+    /// body is written the usual way.
+    pub fn offer(&self, body: &Bytes) {
+        if body.len() < MIN_LEN || self.position(body).is_some() {
+            return;
+        }
+        let file = match file_with(body) {
+            Ok(f) => Arc::new(f),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot make a file for sendfile; using writev");
+                return;
+            }
+        };
+        let mut all = self.0.lock().expect("bodies lock");
+        if all.iter().any(|e| same(&e.bytes, body)) {
+            return;
+        }
+        if all.len() >= KEEP {
+            all.remove(0);
+        }
+        all.push(Entry {
+            bytes: body.clone(),
+            file,
+        });
+    }
+
+    fn position(&self, body: &Bytes) -> Option<usize> {
+        let all = self.0.lock().expect("bodies lock");
+        all.iter().position(|e| same(&e.bytes, body))
+    }
+
+    /// The file and offset holding `slice`, if it lies inside a registered body.
+    fn find(&self, slice: &[u8]) -> Option<(Arc<File>, u64)> {
+        let start = slice.as_ptr() as usize;
+        let all = self.0.lock().expect("bodies lock");
+        all.iter().find_map(|e| {
+            let base = e.bytes.as_ptr() as usize;
+            (start >= base && start + slice.len() <= base + e.bytes.len())
+                .then(|| (e.file.clone(), (start - base) as u64))
+        })
+    }
+}
+
+fn same(a: &Bytes, b: &Bytes) -> bool {
+    a.as_ptr() == b.as_ptr() && a.len() == b.len()
+}
+
+/// An unlinked temporary file holding `body`: page cache, like the file nginx serves.
+fn file_with(body: &[u8]) -> io::Result<File> {
+    let mut file = tempfile::tempfile()?;
+    file.write_all(body)?;
+    Ok(file)
+}
+
+/// The server's listener: a TCP listener whose connections are [`ZcStream`]s.
+pub struct ZcListener {
+    /// Accepts the connections.
+    inner: TcpListener,
+    /// Shared with every connection.
+    bodies: Bodies,
+}
+
+impl ZcListener {
+    pub fn new(inner: TcpListener, bodies: Bodies) -> Self {
+        Self { inner, bodies }
+    }
+}
+
+impl Listener for ZcListener {
+    type Io = ZcStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (ZcStream, SocketAddr) {
+        let (inner, addr) = Listener::accept(&mut self.inner).await;
+        // Every write here is a whole message (a response, a websocket frame, or a head
+        // held back by MSG_MORE for its body), so nothing is gained by Nagle, and with it
+        // the tail of a sendfile body waited for a delayed ACK: c fell from 1.2x to 0.9x.
+        let _ = inner.set_nodelay(true);
+        let bodies = self.bodies.clone();
+        (ZcStream { inner, bodies }, addr)
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        Listener::local_addr(&self.inner)
+    }
+}
+
+/// The peer's address, for `ConnectInfo<Peer>` in handlers.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub SocketAddr);
+
+impl Connected<IncomingStream<'_, ZcListener>> for Peer {
+    fn connect_info(stream: IncomingStream<'_, ZcListener>) -> Self {
+        Peer(*stream.remote_addr())
+    }
+}
+
+/// A TCP connection that sends registered bodies with `sendfile`.
+pub struct ZcStream {
+    /// The socket.
+    inner: TcpStream,
+    /// Where registered bodies are looked up.
+    bodies: Bodies,
+}
+
+impl ZcStream {
+    /// Runs one non-blocking socket call once the socket is writable, again if it would
+    /// block.
+    fn poll_io(
+        &mut self,
+        cx: &mut Context<'_>,
+        mut f: impl FnMut(&TcpStream) -> rustix::io::Result<usize>,
+    ) -> Poll<io::Result<usize>> {
+        loop {
+            ready!(self.inner.poll_write_ready(cx))?;
+            match self.inner.try_io(Interest::WRITABLE, || {
+                f(&self.inner).map_err(io::Error::from)
+            }) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                other => return Poll::Ready(other),
+            }
+        }
+    }
+
+    /// Sends `len` bytes of `file` from `offset`.
+    fn poll_sendfile(
+        &mut self,
+        cx: &mut Context<'_>,
+        file: &File,
+        offset: u64,
+        len: usize,
+    ) -> Poll<io::Result<usize>> {
+        let sent = ready!(self.poll_io(cx, |sock| {
+            let mut off = offset;
+            rustix::fs::sendfile(sock, file, Some(&mut off), len)
+        }))?;
+        metrics::counter!("rplace_sendfile_bytes_total").increment(sent as u64);
+        Poll::Ready(Ok(sent))
+    }
+
+    /// Sends what precedes a registered body (the response head), held back by `MSG_MORE`
+    /// until the body follows it.
+    fn poll_send_more(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        self.poll_io(cx, |sock| {
+            rustix::net::send(sock, buf, rustix::net::SendFlags::MORE)
+        })
+    }
+}
+
+impl AsyncRead for ZcStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for ZcStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        if buf.len() >= MIN_LEN
+            && let Some((file, offset)) = self.bodies.find(buf)
+        {
+            return self.poll_sendfile(cx, &file, offset, buf.len());
+        }
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let body = bufs
+            .iter()
+            .position(|b| b.len() >= MIN_LEN)
+            .and_then(|i| self.bodies.find(&bufs[i]).map(|(f, off)| (i, f, off)));
+        match body {
+            // The head first (hyper comes back for the rest), then the body from the file.
+            Some((i, _, _)) if i > 0 => self.poll_send_more(cx, &bufs[0]),
+            Some((_, file, offset)) => self.poll_sendfile(cx, &file, offset, bufs[0].len()),
+            None => Pin::new(&mut self.inner).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slices_inside_a_registered_body_are_found_and_the_oldest_is_dropped() {
+        let bodies = Bodies::default();
+        let small = Bytes::from(vec![1u8; MIN_LEN - 1]);
+        bodies.offer(&small);
+        assert!(bodies.find(&small).is_none());
+        let all: Vec<Bytes> = (0..=KEEP as u8)
+            .map(|i| Bytes::from(vec![i; MIN_LEN * 2]))
+            .collect();
+        for b in &all {
+            bodies.offer(b);
+            bodies.offer(b); // once only
+        }
+        assert_eq!(bodies.0.lock().unwrap().len(), KEEP);
+        assert!(bodies.find(&all[0]).is_none(), "the oldest was dropped");
+        let last = &all[KEEP];
+        let (file, offset) = bodies.find(&last[100..MIN_LEN + 100]).unwrap();
+        assert_eq!(offset, 100);
+        let mut back = vec![0u8; 10];
+        std::os::unix::fs::FileExt::read_exact_at(&*file, &mut back, offset).unwrap();
+        assert_eq!(back, vec![KEEP as u8; 10]);
+        // A copy of the same bytes elsewhere in memory is not the registered body.
+        let copy = last.to_vec();
+        assert!(bodies.find(&copy).is_none());
+    }
+}

@@ -6,12 +6,7 @@ async fn etag_304_and_compression() {
     let app = spawn_app(&[]).await;
     app.bench_place(1, 15, 7, 9).await;
     let (seq, raw) = app.board().await;
-    let c = reqwest::Client::builder()
-        .no_gzip()
-        .no_brotli()
-        .no_zstd()
-        .build()
-        .unwrap();
+    let c = client();
     let r = c.get(app.url("/api/board")).send().await.unwrap();
     assert_eq!(r.headers()["etag"], format!("\"{seq}\""));
     assert_eq!(r.headers()["cache-control"], "public, max-age=0");
@@ -154,13 +149,9 @@ async fn large_boards_are_sent_from_a_file_byte_for_byte() {
         pixels.push((x as usize, y as usize, color));
     }
     let sent = || async {
-        let text = reqwest::get(app.url("/metrics"))
+        app.metrics()
             .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        text.lines()
+            .lines()
             .find_map(|l| l.strip_prefix("rplace_sendfile_bytes_total "))
             .map_or(0.0, |v| v.trim().parse::<f64>().unwrap())
     };
@@ -169,13 +160,9 @@ async fn large_boards_are_sent_from_a_file_byte_for_byte() {
         .map(|_| {
             let url = app.url("/api/board");
             tokio::spawn(async move {
-                let c = reqwest::Client::builder()
-                    .no_gzip()
-                    .no_brotli()
-                    .no_zstd()
-                    .build()
-                    .unwrap();
-                c.get(url).send().await.unwrap().bytes().await.unwrap()
+                let r = client().get(url).send().await.unwrap();
+                assert!(r.headers().get("content-encoding").is_none());
+                r.bytes().await.unwrap()
             })
         })
         .collect();

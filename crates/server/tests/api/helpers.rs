@@ -156,6 +156,16 @@ impl TestApp {
             .unwrap()
     }
 
+    /// The Prometheus page.
+    pub async fn metrics(&self) -> String {
+        reqwest::get(self.url("/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     /// The raw board and its seq.
     pub async fn board(&self) -> (u64, Vec<u8>) {
         let r = reqwest::get(self.url("/api/board")).await.unwrap();

@@ -16,12 +16,7 @@ async fn health_metrics_and_openapi() {
     let mut ws = app.ws().await;
     hello(&mut ws).await;
     let _ = reqwest::get(app.url("/api/board")).await.unwrap();
-    let metrics = reqwest::get(app.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     for name in [
         "rplace_placements_total",
         "rplace_ws_clients",

@@ -304,6 +304,15 @@ function makeClient(server, opts = {}) {
   return { sync, local, applied, states, errors, timers, runTimers, ws: () => server.sockets.at(-1) };
 }
 
+/** A client that has started and whose first socket the server accepted. */
+async function connectedClient(server, opts) {
+  const c = makeClient(server, opts);
+  c.sync.start();
+  c.ws().accept();
+  await flush();
+  return c;
+}
+
 /** Checks updates were applied each exactly once, in order, after each board. */
 function assertContiguous(applied) {
   let cur = null;
@@ -382,10 +391,7 @@ describe('sync', () => {
 
   test('a gap before a frame fetches the missing updates first', async () => {
     const s = new FakeServer(8, 8);
-    const c = makeClient(s);
-    c.sync.start();
-    c.ws().accept();
-    await flush();
+    const c = await connectedClient(s);
     s.broadcastEnabled = false;
     s.tick([1, 1, 1]);
     s.tick([2, 2, 2]);
@@ -401,10 +407,7 @@ describe('sync', () => {
   test('catch-up pages while X-Updates-More is true', async () => {
     const s = new FakeServer(16, 16);
     s.pageLimit = 7;
-    const c = makeClient(s);
-    c.sync.start();
-    c.ws().accept();
-    await flush();
+    const c = await connectedClient(s);
     s.broadcastEnabled = false;
     for (let i = 0; i < 30; i++) s.tick([i % 16, i >> 4, (i % 15) + 1]);
     s.broadcastEnabled = true;
@@ -418,10 +421,7 @@ describe('sync', () => {
 
   test('410 Gone refetches the whole board', async () => {
     const s = new FakeServer(8, 8);
-    const c = makeClient(s);
-    c.sync.start();
-    c.ws().accept();
-    await flush();
+    const c = await connectedClient(s);
     s.broadcastEnabled = false;
     s.tick([1, 1, 1]);
     s.tick([2, 2, 2]);
@@ -438,10 +438,7 @@ describe('sync', () => {
 
   test('resync refetches the board', async () => {
     const s = new FakeServer(8, 8);
-    const c = makeClient(s);
-    c.sync.start();
-    c.ws().accept();
-    await flush();
+    const c = await connectedClient(s);
     s.board[9] = 7; // the server lost continuity: its board changed behind our back
     c.ws().text({ type: 'resync' });
     await flush();
@@ -452,10 +449,7 @@ describe('sync', () => {
   test('reconnect after 1001/4000 catches up from the last seq, without a board', async () => {
     for (const code of [1001, 4000, 1006]) {
       const s = new FakeServer(8, 8);
-      const c = makeClient(s);
-      c.sync.start();
-      c.ws().accept();
-      await flush();
+      const c = await connectedClient(s);
       s.tick([1, 1, 1]);
       await flush();
       c.ws().serverClose(code);
@@ -480,10 +474,7 @@ describe('sync', () => {
 
   test('backoff grows while the server stays down and resets once connected', async () => {
     const s = new FakeServer(8, 8);
-    const c = makeClient(s);
-    c.sync.start();
-    c.ws().accept();
-    await flush();
+    const c = await connectedClient(s);
     const delays = [];
     for (let i = 0; i < 7; i++) {
       c.ws().serverClose(1006);

@@ -53,7 +53,7 @@ impl Bodies {
     /// Registers `body` if it is large and not registered yet. If no file can be made, the
     /// body is written the usual way.
     pub fn offer(&self, body: &Bytes) {
-        if body.len() < MIN_LEN || self.position(body).is_some() {
+        if body.len() < MIN_LEN || self.holds(body) {
             return;
         }
         let file = match file_with(body) {
@@ -64,6 +64,7 @@ impl Bodies {
             }
         };
         let mut all = self.0.lock().expect("bodies lock");
+        // Another request may have registered it while the file was written.
         if all.iter().any(|e| same(&e.bytes, body)) {
             return;
         }
@@ -76,9 +77,9 @@ impl Bodies {
         });
     }
 
-    fn position(&self, body: &Bytes) -> Option<usize> {
+    fn holds(&self, body: &Bytes) -> bool {
         let all = self.0.lock().expect("bodies lock");
-        all.iter().position(|e| same(&e.bytes, body))
+        all.iter().any(|e| same(&e.bytes, body))
     }
 
     /// The file and offset holding `slice`, if it lies inside a registered body.

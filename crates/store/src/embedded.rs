@@ -35,8 +35,7 @@ pub const MAX_BATCH: usize = 8192;
 /// A batch at least this large means placements arrive faster than commits: linger.
 const LINGER_FROM: usize = 2;
 /// How long the writer waits for more placements under load (added to their latency).
-const LINGER: std::time::Duration = std::time::Duration::from_micros(LINGER_US);
-const LINGER_US: u64 = 500;
+const LINGER: std::time::Duration = std::time::Duration::from_micros(500);
 /// Requests that may wait for the writer before `place` itself waits (backpressure).
 const QUEUE: usize = 65_536;
 /// Read connections kept open for history and catch-up queries.

@@ -189,21 +189,31 @@ mod tests {
         Outgoing::Frame(Bytes::from(vec![i]))
     }
 
+    /// Runs the pump over channels, with "hi" as the hello.
+    fn spawn_pump(
+        sink: mpsc::Sender<Message>,
+        incoming: mpsc::Receiver<Result<Message, ()>>,
+        frames: broadcast::Receiver<Outgoing>,
+        stop: CancellationToken,
+    ) -> tokio::task::JoinHandle<End> {
+        tokio::spawn(pump(
+            Duplex {
+                tx: sink,
+                rx: incoming,
+            },
+            frames,
+            Message::Text("hi".into()),
+            stop,
+        ))
+    }
+
     #[tokio::test]
     async fn a_client_that_stops_reading_is_told_to_reconnect() {
         let (btx, brx) = broadcast::channel(4);
         // A sink with no room: every send waits until the test reads.
         let (sink, mut client_side) = mpsc::channel::<Message>(0);
         let (_keep, incoming) = mpsc::channel::<Result<Message, ()>>(1);
-        let task = tokio::spawn(pump(
-            Duplex {
-                tx: sink,
-                rx: incoming,
-            },
-            brx,
-            Message::Text("hi".into()),
-            CancellationToken::new(),
-        ));
+        let task = spawn_pump(sink, incoming, brx, CancellationToken::new());
         for i in 0..20 {
             btx.send(frame(i)).unwrap();
         }
@@ -235,15 +245,7 @@ mod tests {
         let (sink, mut client_side) = mpsc::channel::<Message>(64);
         let (_keep, incoming) = mpsc::channel::<Result<Message, ()>>(1);
         let stop = CancellationToken::new();
-        let task = tokio::spawn(pump(
-            Duplex {
-                tx: sink,
-                rx: incoming,
-            },
-            brx,
-            Message::Text("hi".into()),
-            stop.clone(),
-        ));
+        let task = spawn_pump(sink, incoming, brx, stop.clone());
         assert_eq!(client_side.next().await, Some(Message::Text("hi".into())));
         for i in 0..20 {
             btx.send(frame(i)).unwrap();
@@ -265,15 +267,7 @@ mod tests {
         let (_btx, brx) = broadcast::channel::<Outgoing>(4);
         let (sink, _client_side) = mpsc::channel::<Message>(64);
         let (mut client_tx, incoming) = mpsc::channel::<Result<Message, ()>>(1);
-        let task = tokio::spawn(pump(
-            Duplex {
-                tx: sink,
-                rx: incoming,
-            },
-            brx,
-            Message::Text("hi".into()),
-            CancellationToken::new(),
-        ));
+        let task = spawn_pump(sink, incoming, brx, CancellationToken::new());
         client_tx.send(Ok(Message::Close(None))).await.unwrap();
         assert_eq!(task.await.unwrap(), End::Client);
     }

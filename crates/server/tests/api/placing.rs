@@ -142,23 +142,22 @@ async fn identity_cookie_is_signed_http_only_and_lax() {
     let (mac, id) = value.split_at(value.len() - 16);
     let last = if id.ends_with('0') { "1" } else { "0" };
     let forged_id = format!("{}{last}", &id[..15]);
-    let r = reqwest::Client::new()
-        .put(app.url("/api/pixel"))
-        .header("cookie", format!("rplace_id={mac}{forged_id}"))
-        .json(&json!({"x": 0, "y": 0, "color": 1}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 401);
+    let place_as = |cookie: String| {
+        reqwest::Client::new()
+            .put(app.url("/api/pixel"))
+            .header("cookie", format!("rplace_id={cookie}"))
+            .json(&json!({"x": 0, "y": 0, "color": 1}))
+            .send()
+    };
+    assert_eq!(
+        place_as(format!("{mac}{forged_id}"))
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
     // And the genuine one works.
-    let r = reqwest::Client::new()
-        .put(app.url("/api/pixel"))
-        .header("cookie", format!("rplace_id={value}"))
-        .json(&json!({"x": 0, "y": 0, "color": 1}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    assert_eq!(place_as(value.clone()).await.unwrap().status(), 200);
     app.stop().await;
 }
 

@@ -80,8 +80,9 @@ pub use writer::MAX_BATCH;
 /// The key prefix used when none is configured.
 pub const DEFAULT_PREFIX: &str = "rplace:";
 
-/// Requests that may wait for the writer before `place` itself waits (backpressure).
-const WRITER_QUEUE: usize = 65_536;
+/// Requests that may wait for the batcher or the writer before `place` itself waits
+/// (backpressure).
+const TASK_QUEUE: usize = 65_536;
 
 /// What the shared store needs to know. [`SharedConfig::new`] fills in the defaults.
 #[derive(Clone)]
@@ -330,8 +331,8 @@ impl SharedStore {
             closed: AtomicBool::new(false),
         });
         let diverged = Arc::new(Notify::new());
-        let (writer_tx, writer_rx) = mpsc::channel(WRITER_QUEUE);
-        let (placer_tx, placer_rx) = mpsc::channel(WRITER_QUEUE);
+        let (writer_tx, writer_rx) = mpsc::channel(TASK_QUEUE);
+        let (placer_tx, placer_rx) = mpsc::channel(TASK_QUEUE);
         let batcher = tokio::spawn(batcher::run(live.clone(), placer_rx));
         let writer = writer::Writer {
             history: history.clone(),

@@ -158,6 +158,7 @@ pub async fn run(
         "rplace listening"
     );
 
+    let metrics_listener = crate::routes::ops::spawn_metrics_listener(&state).await?;
     let router = crate::routes::router(state.clone());
     let drain_state = state.clone();
     let graceful = async move {
@@ -182,6 +183,9 @@ pub async fn run(
         .is_err()
     {
         tracing::warn!("some websockets did not close within 5 s");
+    }
+    if let Some(t) = metrics_listener {
+        let _ = t.await;
     }
     store.close().await?;
     stop.cancel();

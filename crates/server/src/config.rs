@@ -107,6 +107,31 @@ pub struct Config {
     #[arg(long, env = "RPLACE_BENCH_TOKEN", hide_env_values = true)]
     pub bench_token: Option<String>,
 
+    /// Secret of at least 32 characters that authenticates the operator endpoints under
+    /// `/api/admin/` (`Authorization: Bearer <token>`). Off unless set; not the bench token.
+    #[arg(long, env = "RPLACE_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+
+    /// The URL visitors use, e.g. `https://place.example`: with https the identity cookie is
+    /// `Secure`, and its origin may open the websocket.
+    #[arg(long, env = "RPLACE_PUBLIC_URL")]
+    pub public_url: Option<String>,
+
+    /// Comma-separated origins (`https://place.example`) whose pages may open the
+    /// websocket, or `*` for any. Default: the origin the request was sent to (its Host),
+    /// and `--public-url`'s. A handshake without `Origin` (not a browser) is always allowed.
+    #[arg(long, env = "RPLACE_ALLOWED_ORIGINS")]
+    pub allowed_origins: Option<String>,
+
+    /// If set (at least 16 characters), `/metrics` needs `Authorization: Bearer <token>`.
+    #[arg(long, env = "RPLACE_METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<String>,
+
+    /// Serve `/metrics` on this address instead of the main listener (e.g. a private
+    /// interface).
+    #[arg(long, env = "RPLACE_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+
     /// Redis URL: with `--database-url`, runs this instance in shared mode (board, seq,
     /// cooldowns and fan-out in Redis; history in PostgreSQL). Without both: embedded.
     #[arg(
@@ -156,7 +181,7 @@ pub struct ConfigError {
     pub reason: String,
 }
 
-fn bad(name: &'static str, env: &'static str, reason: impl ToString) -> ConfigError {
+pub(crate) fn bad(name: &'static str, env: &'static str, reason: impl ToString) -> ConfigError {
     ConfigError {
         name,
         env,
@@ -185,6 +210,8 @@ pub struct Settings {
     pub sync: SyncMode,
     /// Drain period on shutdown.
     pub drain: Duration,
+    /// Who may reach what: public origin, websocket origins, admin and metrics tokens.
+    pub access: crate::access::Access,
 }
 
 fn seconds(name: &'static str, env: &'static str, v: f64) -> Result<Duration, ConfigError> {
@@ -292,6 +319,7 @@ impl Config {
                 SyncArg::Normal => SyncMode::Normal,
             },
             drain: seconds("drain", "RPLACE_DRAIN", self.drain)?,
+            access: crate::access::Access::parse(self)?,
         })
     }
 

@@ -45,6 +45,42 @@ pub enum ApiError {
     ShuttingDown,
     #[error("the store is unavailable: {0}")]
     Unavailable(String),
+    #[error("{method} is not allowed here; allowed: {allowed}")]
+    MethodNotAllowed { method: String, allowed: String },
+    #[error("{0}")]
+    InvalidHost(&'static str),
+    #[error("this endpoint needs Authorization: Bearer <the server's --{flag}>")]
+    TokenRequired { flag: &'static str },
+    #[error("admin endpoints are disabled; start the server with --admin-token to enable them")]
+    AdminDisabled,
+    #[error("pages of this origin may not open the websocket (see --allowed-origins)")]
+    OriginNotAllowed,
+    /// An answer made by the framework (an extractor rejection, a protocol error), turned
+    /// into JSON with the code its status implies. `message` is meant for the client.
+    #[error("{message}")]
+    Status { status: StatusCode, message: String },
+}
+
+/// The `error` code of a status for which no specific one exists.
+fn code_of_status(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        401 => "unauthorized",
+        403 => "forbidden",
+        404 => "not_found",
+        405 => "method_not_allowed",
+        408 => "request_timeout",
+        411 => "length_required",
+        413 => "payload_too_large",
+        414 => "uri_too_long",
+        415 => "unsupported_media_type",
+        422 => "unprocessable",
+        426 => "upgrade_required",
+        429 => "too_many_requests",
+        431 => "headers_too_large",
+        503 => "unavailable",
+        400..=499 => "bad_request",
+        _ => "internal",
+    }
 }
 
 impl ApiError {
@@ -70,6 +106,14 @@ impl ApiError {
             }
             ApiError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ApiError::MethodNotAllowed { .. } => {
+                (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed")
+            }
+            ApiError::InvalidHost(_) => (StatusCode::BAD_REQUEST, "invalid_host"),
+            ApiError::TokenRequired { .. } => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::AdminDisabled => (StatusCode::FORBIDDEN, "admin_disabled"),
+            ApiError::OriginNotAllowed => (StatusCode::FORBIDDEN, "origin_not_allowed"),
+            ApiError::Status { status, .. } => (*status, code_of_status(*status)),
         }
     }
 
@@ -110,6 +154,7 @@ impl IntoResponse for ApiError {
                 body["allowed"] = json!(format!("at most {limit} bytes"))
             }
             ApiError::Unavailable(e) => tracing::error!(error = %e, "store unavailable"),
+            ApiError::MethodNotAllowed { allowed, .. } => body["allowed"] = json!(allowed),
             _ => {}
         }
         let mut resp = (status, axum::Json(body)).into_response();
@@ -117,6 +162,13 @@ impl IntoResponse for ApiError {
             let secs = (ms.max(0) as u64).div_ceil(1000).max(1);
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if let ApiError::TokenRequired { flag } = &self {
+            let challenge = format!("Bearer realm=\"rplace {flag}\"");
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_str(&challenge).expect("ascii"),
+            );
         }
         resp.headers_mut()
             .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

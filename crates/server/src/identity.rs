@@ -52,8 +52,9 @@ pub fn user(jar: &SignedCookieJar) -> Option<UserId> {
     jar.get(COOKIE).and_then(|c| UserId::parse(c.value()))
 }
 
-/// The identity in the jar, or a new one added to it.
-pub fn ensure(jar: SignedCookieJar) -> (SignedCookieJar, UserId) {
+/// The identity in the jar, or a new one added to it. `secure`: the site is served over
+/// https (`--public-url`), so the cookie must never travel over plain http.
+pub fn ensure(jar: SignedCookieJar, secure: bool) -> (SignedCookieJar, UserId) {
     if let Some(u) = user(&jar) {
         return (jar, u);
     }
@@ -62,6 +63,7 @@ pub fn ensure(jar: SignedCookieJar) -> (SignedCookieJar, UserId) {
         .path("/")
         .http_only(true)
         .same_site(SameSite::Lax)
+        .secure(secure)
         .max_age(cookie::time::Duration::days(365))
         .build();
     (jar.add(cookie), u)

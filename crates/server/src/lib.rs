@@ -10,19 +10,25 @@
 //! - [`routes`]: the HTTP API, the websocket, operations endpoints and the embedded page.
 //! - [`identity`]: anonymous identities in a signed cookie.
 //! - [`error`]: the JSON error every handler returns.
+//! - [`access`], [`origin`], [`secret`]: public origin, websocket origins, bearer tokens.
+//! - [`json`]: JSON that refuses duplicate keys.
 //! - [`telemetry`]: tracing and the Prometheus recorder.
 //! - [`zerocopy`]: the listener and socket that send the board bodies with `sendfile`.
 //!
 //! Storage lives in the `rplace-store` crate behind one trait; this crate never knows
 //! which backend runs. The canvas rules and wire formats live in `rplace-domain`.
 
+pub mod access;
 pub mod app;
 pub mod board_cache;
 pub mod config;
 pub mod error;
 pub mod hub;
 pub mod identity;
+pub mod json;
+pub mod origin;
 pub mod routes;
+pub mod secret;
 pub mod telemetry;
 pub mod zerocopy;
 

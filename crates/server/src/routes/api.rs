@@ -36,7 +36,7 @@ pub async fn config(
     State(app): State<AppState>,
     jar: SignedCookieJar,
 ) -> Result<Response, ApiError> {
-    let (jar, user) = crate::identity::ensure(jar);
+    let (jar, user) = crate::identity::ensure(jar, app.settings.access.secure_cookies);
     let next_at = app.store.next_allowed(user).await?;
     let s = &app.settings;
     let body = json!({
@@ -221,8 +221,7 @@ fn parse_placement(
     app: &AppState,
     body: &[u8],
 ) -> Result<(Coord, rplace_domain::ColorIndex), ApiError> {
-    let value: Value =
-        serde_json::from_slice(body).map_err(|e| ApiError::InvalidJson(e.to_string()))?;
+    let value = crate::json::parse(body).map_err(|e| ApiError::InvalidJson(e.to_string()))?;
     let Value::Object(obj) = value else {
         return Err(ApiError::InvalidJson(
             "expected an object like {\"x\":0,\"y\":0,\"color\":0}".into(),

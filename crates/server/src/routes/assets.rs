@@ -9,7 +9,7 @@ use axum_extra::extract::cookie::SignedCookieJar;
 use rplace_web::Assets;
 
 pub async fn serve(
-    State(_app): State<AppState>,
+    State(app): State<AppState>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
@@ -45,7 +45,7 @@ pub async fn serve(
         HeaderValue::from_static("nosniff"),
     );
     if path == "index.html" {
-        let (jar, _) = crate::identity::ensure(jar);
+        let (jar, _) = crate::identity::ensure(jar, app.settings.access.secure_cookies);
         return (jar, resp).into_response();
     }
     resp

@@ -1,0 +1,78 @@
+//! Operator endpoints under `/api/admin/`, authenticated by `--admin-token`.
+//!
+//! Every request here passes [`authenticate`] first, unknown paths included (they answer
+//! 404 only after it), so probing reveals nothing about which endpoints exist. Adding an
+//! endpoint is one line in [`table`].
+
+use crate::app::AppState;
+use crate::error::ApiError;
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodRouter, get};
+use axum::{Extension, Json, Router};
+use rplace_store::Backend;
+use serde_json::json;
+use std::time::Instant;
+
+/// Where the admin endpoints are mounted.
+pub const PREFIX: &str = "/api/admin";
+
+/// The admin endpoints, relative to [`PREFIX`].
+pub fn table() -> Vec<(&'static str, MethodRouter<AppState>)> {
+    vec![("/status", get(status))]
+}
+
+/// When this server started, for `uptime_s`.
+#[derive(Clone, Copy)]
+struct Started(Instant);
+
+pub fn router(state: AppState) -> Router<AppState> {
+    table()
+        .into_iter()
+        .fold(Router::new(), |r, (p, m)| r.route(p, m))
+        .fallback(not_found)
+        .layer(Extension(Started(Instant::now())))
+        .layer(axum::middleware::from_fn_with_state(state, authenticate))
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound
+}
+
+/// Lets a request through only with `Authorization: Bearer <admin token>`.
+pub async fn authenticate(State(app): State<AppState>, req: Request, next: Next) -> Response {
+    let Some(token) = &app.settings.access.admin_token else {
+        return ApiError::AdminDisabled.into_response();
+    };
+    if !token.authorizes(req.headers()) {
+        metrics::counter!("rplace_admin_auth_failures_total").increment(1);
+        return ApiError::TokenRequired {
+            flag: "admin-token",
+        }
+        .into_response();
+    }
+    next.run(req).await
+}
+
+/// `GET /api/admin/status`: what an operator checks first.
+async fn status(State(app): State<AppState>, Extension(started): Extension<Started>) -> Response {
+    let backend = match &*app.store {
+        Backend::Embedded(_) => "embedded",
+        Backend::Shared(_) => "shared",
+    };
+    let s = &app.settings;
+    (
+        [(axum::http::header::CACHE_CONTROL, "no-store")],
+        Json(json!({
+            "width": s.dims.width(),
+            "height": s.dims.height(),
+            "seq": app.hub.seq().0,
+            "ws_clients": app.hub.clients(),
+            "backend": backend,
+            "draining": app.is_draining(),
+            "uptime_s": started.0.elapsed().as_secs_f64(),
+        })),
+    )
+        .into_response()
+}

@@ -36,7 +36,12 @@ pub fn router(state: AppState) -> Router<AppState> {
         .layer(axum::middleware::from_fn_with_state(state, authenticate))
 }
 
-async fn not_found() -> ApiError {
+/// `route` behind [`authenticate`].
+pub fn guarded(state: AppState, route: MethodRouter<AppState>) -> MethodRouter<AppState> {
+    route.layer(axum::middleware::from_fn_with_state(state, authenticate))
+}
+
+pub async fn not_found() -> ApiError {
     ApiError::NotFound
 }
 

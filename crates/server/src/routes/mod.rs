@@ -15,9 +15,8 @@ pub mod strict;
 pub mod ws;
 
 use crate::app::AppState;
-use crate::error::ApiError;
 use axum::Router;
-use axum::routing::{MethodRouter, get};
+use axum::routing::{MethodRouter, any, get};
 
 /// Every route of the main listener with its handlers (full paths). The router is built
 /// from this list, so tests that iterate over it ([`paths`]) cover every route.
@@ -29,7 +28,7 @@ pub fn table() -> Vec<(&'static str, MethodRouter<AppState>)> {
         ("/api/pixel", get(api::pixel_info).put(api::place)),
         ("/api/updates", get(api::updates)),
         ("/api/openapi.json", get(ops::openapi)),
-        ("/ws", get(ws::upgrade)),
+        ("/ws", get(ws::upgrade).head(only_get)),
         ("/healthz", get(ops::healthz)),
         ("/readyz", get(ops::readyz)),
         ("/metrics", get(ops::metrics)),
@@ -55,18 +54,24 @@ pub fn router(state: AppState) -> Router {
         // With --metrics-listen, /metrics is served only there (ops::serve_metrics).
         .filter(|(p, _)| !(separate_metrics && *p == "/metrics"))
         .fold(Router::new(), |r, (p, m)| r.route(p, m));
-    routes
+    let routes = routes
         .nest(admin::PREFIX, admin::router(state.clone()))
-        .route("/api", axum::routing::any(not_found))
-        .route("/api/{*rest}", axum::routing::any(not_found))
+        // The nest covers /api/admin and /api/admin/x, not the bare trailing slash.
+        .route(
+            "/api/admin/",
+            admin::guarded(state.clone(), any(admin::not_found)),
+        )
+        // Unknown paths, /api/* included, answer a JSON 404 there.
         .fallback(assets::serve)
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            strict::guard,
-        ))
-        .with_state(state)
+        .with_state(state.clone());
+    strict::guarded(state, routes)
 }
 
-async fn not_found() -> ApiError {
-    ApiError::NotFound
+/// A websocket handshake is a GET (RFC 6455 4.1); HEAD, which axum would otherwise route
+/// to the GET handler, gets a proper 405.
+async fn only_get() -> impl axum::response::IntoResponse {
+    (
+        axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        [(axum::http::header::ALLOW, "GET")],
+    )
 }

@@ -91,11 +91,8 @@ pub async fn spawn_metrics_listener(
     let router = Router::new()
         .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::NotFound })
-        .layer(axum::middleware::from_fn_with_state(
-            app.clone(),
-            super::strict::guard,
-        ))
         .with_state(app.clone());
+    let router = super::strict::guarded(app.clone(), router);
     let stop = app.stop.clone();
     Ok(Some(tokio::spawn(async move {
         axum::serve(listener, router)

@@ -6,6 +6,7 @@
 
 use crate::app::AppState;
 use crate::error::ApiError;
+use axum::Router;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, Version, header, uri::Authority};
@@ -14,6 +15,15 @@ use axum::response::{IntoResponse, Response};
 
 /// Largest framework error body read to become the JSON `message`.
 const MESSAGE_LIMIT: usize = 1024;
+
+/// `router` behind [`guard`]. The guard wraps the whole router as one service (not each
+/// route, as `Router::layer` would), so it sees answers complete: axum adds `Allow` to a
+/// 405 only as the answer leaves the route.
+pub fn guarded(state: AppState, router: Router) -> Router {
+    Router::new()
+        .fallback_service(router)
+        .layer(axum::middleware::from_fn_with_state(state, guard))
+}
 
 pub async fn guard(State(app): State<AppState>, req: Request, next: Next) -> Response {
     if let Err(e) = check_host(&req) {

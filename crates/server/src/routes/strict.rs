@@ -39,7 +39,14 @@ pub async fn guard(State(app): State<AppState>, req: Request, next: Next) -> Res
         metrics::counter!("rplace_ws_origin_refused_total").increment(1);
         return ApiError::OriginNotAllowed.into_response();
     }
-    let json_errors = path == "/api" || path.starts_with("/api/") || path == "/ws";
+    json_errors(req, next).await
+}
+
+/// Runs the request and turns a plain (non-JSON) error answer into the API's JSON error:
+/// on `/api/*` and `/ws` every 4xx/5xx, elsewhere (the page, health) only a 405.
+pub async fn json_errors(req: Request, next: Next) -> Response {
+    let path = req.uri().path();
+    let api = path == "/api" || path.starts_with("/api/") || path == "/ws";
     let method = req.method().clone();
     let resp = next.run(req).await;
     let status = resp.status();
@@ -48,7 +55,7 @@ pub async fn guard(State(app): State<AppState>, req: Request, next: Next) -> Res
             .headers()
             .get(header::CONTENT_TYPE)
             .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
-        if !is_json && (json_errors || status == StatusCode::METHOD_NOT_ALLOWED) {
+        if !is_json && (api || status == StatusCode::METHOD_NOT_ALLOWED) {
             return as_json(method, resp).await;
         }
     }
@@ -124,4 +131,96 @@ async fn as_json(method: axum::http::Method, resp: Response) -> Response {
     }
     let (_, body) = json.into_parts();
     Response::from_parts(parts, Body::new(body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::extract::{DefaultBodyLimit, Path, Query};
+    use axum::routing::{get, post};
+    use serde_json::Value;
+    use tower::ServiceExt;
+
+    /// The framework's own rejections, as a future admin endpoint would meet them.
+    fn app() -> Router {
+        let inner = Router::new()
+            .route(
+                "/api/item/{id}",
+                get(|Path(id): Path<u32>| async move { id.to_string() }),
+            )
+            .route(
+                "/api/q",
+                get(
+                    |Query(q): Query<std::collections::HashMap<String, u32>>| async move {
+                        format!("{q:?}")
+                    },
+                ),
+            )
+            .route(
+                "/api/json",
+                post(|axum::Json(v): axum::Json<Value>| async move { v.to_string() }),
+            )
+            .route(
+                "/api/boom",
+                get(|| async { (StatusCode::INTERNAL_SERVER_ERROR, "db password wrong") }),
+            )
+            .layer(DefaultBodyLimit::max(16));
+        Router::new()
+            .fallback_service(inner)
+            .layer(axum::middleware::from_fn(json_errors))
+    }
+
+    async fn call(method: &str, uri: &str, ctype: Option<&str>, body: &str) -> (u16, Value) {
+        let mut req = Request::builder().method(method).uri(uri);
+        if let Some(c) = ctype {
+            req = req.header(header::CONTENT_TYPE, c);
+        }
+        let resp = app()
+            .oneshot(req.body(Body::from(body.to_string())).unwrap())
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        assert_eq!(
+            resp.headers()[header::CONTENT_TYPE],
+            "application/json",
+            "{uri}"
+        );
+        let bytes = axum::body::to_bytes(resp.into_body(), 4096).await.unwrap();
+        (status, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    #[tokio::test]
+    async fn extractor_rejections_become_json() {
+        let (s, b) = call("GET", "/api/item/abc", None, "").await;
+        assert_eq!((s, b["error"].as_str()), (400, Some("bad_request")), "{b}");
+        let (s, b) = call("GET", "/api/q?n=x", None, "").await;
+        assert_eq!((s, b["error"].as_str()), (400, Some("bad_request")), "{b}");
+        let (s, b) = call("POST", "/api/json", None, "{}").await;
+        assert_eq!(
+            (s, b["error"].as_str()),
+            (415, Some("unsupported_media_type")),
+            "{b}"
+        );
+        let (s, b) = call("POST", "/api/json", Some("application/json"), "{").await;
+        assert_eq!(s, 400, "{b}");
+        let big = format!("{{\"k\":\"{}\"}}", "a".repeat(64));
+        let (s, b) = call("POST", "/api/json", Some("application/json"), &big).await;
+        assert_eq!(
+            (s, b["error"].as_str()),
+            (413, Some("payload_too_large")),
+            "{b}"
+        );
+        let (s, b) = call("GET", "/api/json", None, "").await;
+        assert_eq!(
+            (s, b["error"].as_str()),
+            (405, Some("method_not_allowed")),
+            "{b}"
+        );
+        assert_eq!(b["allowed"], "POST", "{b}");
+        assert!(b["message"].as_str().unwrap().contains("GET"), "{b}");
+        // A 5xx's own text could be internal: it is not passed on.
+        let (s, b) = call("GET", "/api/boom", None, "").await;
+        assert_eq!((s, b["error"].as_str()), (500, Some("internal")), "{b}");
+        assert!(!b["message"].as_str().unwrap().contains("password"), "{b}");
+    }
 }

@@ -29,17 +29,26 @@ pub async fn guard(State(app): State<AppState>, req: Request, next: Next) -> Res
     if let Err(e) = check_host(&req) {
         return e.into_response();
     }
-    let path = req.uri().path();
-    if path == "/ws"
-        && !app.settings.access.allowed_origins.allows(
-            req.headers().get(header::ORIGIN),
-            req.headers().get(header::HOST),
-        )
-    {
+    if req.uri().path() == "/ws" && !origin_allowed(&app, &req) {
         metrics::counter!("rplace_ws_origin_refused_total").increment(1);
         return ApiError::OriginNotAllowed.into_response();
     }
     json_errors(req, next).await
+}
+
+/// Whether a websocket handshake's `Origin` may open the feed. The request's own origin is
+/// the authority of its target when it has one (HTTP/2, or an absolute-form HTTP/1.1
+/// target: RFC 9112 3.2.2 says it wins over Host), else its `Host`.
+fn origin_allowed(app: &AppState, req: &Request) -> bool {
+    let target = req
+        .uri()
+        .authority()
+        .and_then(|a| HeaderValue::from_str(a.as_str()).ok());
+    let host = target.as_ref().or(req.headers().get(header::HOST));
+    app.settings
+        .access
+        .allowed_origins
+        .allows(req.headers().get(header::ORIGIN), host)
 }
 
 /// Runs the request and turns a plain (non-JSON) error answer into the API's JSON error:

@@ -5,7 +5,7 @@ contract_test!(etag_304_and_compression);
 async fn etag_304_and_compression(backend: Backend) {
     let app = spawn_app_on(backend, &[]).await;
     app.bench_place(1, 15, 7, 9).await;
-    let (seq, raw) = app.board().await;
+    let (seq, raw) = app.board_after(1).await;
     let c = client();
     let r = c.get(app.url("/api/board")).send().await.unwrap();
     assert_eq!(r.headers()["etag"], format!("\"{seq}\""));
@@ -80,7 +80,15 @@ async fn board_is_cached_for_its_ttl_and_catch_up_fills_the_gap(backend: Backend
     );
     // A client that got the stale board ends up exact through /api/updates.
     let mut c = SyncClient::start(&app, 16).await;
-    assert!(c.catch_up(&app).await);
+    // Until this instance has seq 2 (at once in embedded mode; from the feed in shared).
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while c.seq() < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "catch-up never reached seq 2"
+        );
+        assert!(c.catch_up(&app).await);
+    }
     assert_eq!(c.seq(), 2);
     assert_eq!(nibble(c.board(), 16 + 1), 4);
     assert_eq!(nibble(c.board(), 16 + 2), 5);
@@ -91,6 +99,7 @@ contract_test!(board_png_renders_the_palette);
 async fn board_png_renders_the_palette(backend: Backend) {
     let app = spawn_app_on(backend, &[]).await;
     app.bench_place(1, 3, 2, 5).await; // #E50000
+    app.board_after(1).await;
     let r = reqwest::get(app.url("/api/board.png")).await.unwrap();
     assert_eq!(r.headers()["content-type"], "image/png");
     assert!(r.headers().contains_key("etag"));
@@ -117,6 +126,7 @@ async fn updates_are_gone_when_older_than_the_log(backend: Backend) {
     for i in 0..250u16 {
         app.bench_place(1, i % 16, i / 16 % 8, 1).await;
     }
+    app.board_after(250).await;
     let updates = |since: u64| {
         let url = app.url(&format!("/api/updates?since={since}"));
         async move { reqwest::get(url).await.unwrap() }
@@ -170,6 +180,7 @@ async fn large_boards_are_sent_from_a_file_byte_for_byte(backend: Backend) {
         app.bench_place(i as u64 + 1, x, y, color).await;
         pixels.push((x as usize, y as usize, color));
     }
+    app.board_after(40).await;
     let sent = || async {
         app.metrics()
             .await

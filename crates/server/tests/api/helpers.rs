@@ -339,6 +339,37 @@ impl TestApp {
         (seq, r.bytes().await.unwrap().to_vec())
     }
 
+    /// The board once it has every placement up to `seq`. In shared mode an instance
+    /// learns of a placement from the Redis feed, so its board trails the acknowledgement
+    /// by a moment (the embedded store's does not): a test that reads right after placing
+    /// waits for it, with a deadline.
+    pub async fn board_after(&self, seq: u64) -> (u64, Vec<u8>) {
+        eventually(
+            Duration::from_secs(10),
+            "the board reaches the seq",
+            || async {
+                let b = self.board().await;
+                (b.0 >= seq).then_some(b)
+            },
+        )
+        .await
+    }
+
+    /// `GET /api/pixel` once its history has seq `seq` (in shared mode the history is
+    /// written to PostgreSQL behind the acknowledgement).
+    pub async fn pixel_after(&self, x: u16, y: u16, seq: u64) -> serde_json::Value {
+        let path = format!("/api/pixel?x={x}&y={y}");
+        eventually(
+            Duration::from_secs(10),
+            "the pixel's history has the seq",
+            || async {
+                let info = self.get_json(&path).await;
+                (info["seq"].as_u64() >= Some(seq)).then_some(info)
+            },
+        )
+        .await
+    }
+
     pub async fn ws(&self) -> Ws {
         let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws", self.addr))
             .await

@@ -44,7 +44,7 @@ async fn restart_restores_board_seq_and_cooldowns(backend: Backend) {
     for i in 0..5 {
         app.bench_place(100 + i, i as u16, 0, 2).await;
     }
-    let before = app.board().await;
+    let before = app.board_after(6).await;
     let client = app.client.clone();
     let app = app
         .restart(&["--cooldown", "60", "--snapshot-every", "3"])

@@ -107,9 +107,9 @@ async fn reconnecting_client_catches_up_without_gaps(backend: Backend) {
         tokio::time::sleep(Duration::from_millis(30)).await;
     }
     placer.await.unwrap();
+    let (seq, board) = app.board_after(400).await;
     let c = client.as_mut().unwrap();
     assert!(c.catch_up(&app).await);
-    let (seq, board) = app.board().await;
     assert_eq!(seq, 400);
     assert_eq!(c.seq(), 400);
     assert_eq!(c.board(), &board[..]);

@@ -17,13 +17,13 @@ async fn placement_round_trip(backend: Backend) {
     assert_eq!(placed["seq"], 1);
     assert!(placed["next_at"].as_i64().unwrap() >= placed["at"].as_i64().unwrap());
 
-    let (seq, board) = app.board().await;
+    let (seq, board) = app.board_after(1).await;
     assert_eq!(seq, 1);
     assert_eq!(board.len(), 16 * 8 / 2);
     assert_eq!(nibble(&board, 2 * 16 + 3), 13);
     assert_eq!(board.iter().filter(|b| **b != 0).count(), 1);
 
-    let info = app.get_json("/api/pixel?x=3&y=2").await;
+    let info = app.pixel_after(3, 2, 1).await;
     assert_eq!(info["color"], 13);
     assert_eq!(info["seq"], 1);
     assert_eq!(info["user"], me["user"]["id"]);
@@ -40,7 +40,7 @@ async fn pixel_history_lists_the_latest_first(backend: Backend) {
     for (i, color) in [1u8, 2, 3].iter().enumerate() {
         app.bench_place(i as u64 + 1, 5, 5, *color).await;
     }
-    let info = app.get_json("/api/pixel?x=5&y=5").await;
+    let info = app.pixel_after(5, 5, 3).await;
     let hist = info["history"].as_array().unwrap();
     assert_eq!(
         hist.iter()
@@ -69,7 +69,7 @@ async fn cooldown_holds_and_then_expires(backend: Backend) {
     assert_eq!(body["error"], "cooldown");
     assert!(body["next_at"].as_i64().unwrap() > 0);
     // The rejected placement changed nothing.
-    let (seq, board) = app.board().await;
+    let (seq, board) = app.board_after(1).await;
     assert_eq!(seq, 1);
     assert_eq!(nibble(&board, 16 + 2), 0);
     // Config reports the pending cooldown.

@@ -90,6 +90,10 @@ export async function startServer({ port, dataDir, args = [] } = {}) {
   proc.stderr.on('data', keep);
   let exited = null;
   const exit = new Promise((resolve) => proc.on('exit', (code, signal) => { exited = { code, signal }; resolve(exited); }));
+  // A test run that fails or crashes before `stop()` leaves no server behind.
+  const killOnExit = () => { if (!exited) proc.kill('SIGKILL'); };
+  process.once('exit', killOnExit);
+  exit.then(() => process.removeListener('exit', killOnExit));
   const url = `http://127.0.0.1:${port}`;
 
   const deadline = Date.now() + 30_000;

@@ -25,7 +25,11 @@
 //!
 //! `spawn_app(args)` is `spawn_app_on(Backend::Embedded, args)`, for tests that are about
 //! the embedded store (say why in a comment). [`TestApp::restart`] stops an app and starts
-//! it again on the same data (dir, or prefix and database).
+//! it again on the same data (dir, or prefix and database); [`TestApp::sibling`] starts a
+//! second instance on the same shared data (shared-only tests: see `fleet.rs`).
+//!
+//! In shared mode an instance learns of a placement from the Redis feed, so reads right
+//! after an acknowledgement use [`TestApp::board_after`] / [`TestApp::pixel_after`].
 
 use futures_util::StreamExt;
 use rplace::Config;
@@ -337,6 +341,23 @@ impl TestApp {
             .parse()
             .unwrap();
         (seq, r.bytes().await.unwrap().to_vec())
+    }
+
+    /// Another instance on this one's shared data (same Redis prefix and database, its own
+    /// port and runtime state), as a fleet behind a load balancer runs. Shared mode only.
+    pub async fn sibling(&self, args: &[&str]) -> TestApp {
+        assert_eq!(
+            self.backend,
+            Backend::Shared,
+            "only shared-mode apps have siblings"
+        );
+        let env = Env {
+            backend: Backend::Shared,
+            data_dir: tempfile::tempdir().unwrap(),
+            redis_prefix: self.shared.0.clone(),
+            database_url: self.shared.1.clone(),
+        };
+        spawn_app_with(env, args).await
     }
 
     /// The board once it has every placement up to `seq`. In shared mode an instance

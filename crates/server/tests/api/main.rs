@@ -6,6 +6,7 @@ mod helpers;
 
 mod board;
 mod errors;
+mod fleet;
 mod lifecycle;
 mod live;
 mod ops;

@@ -13,7 +13,7 @@ use crate::report::{ClientReport, GroupReport, HistogramData, new_histogram};
 use anyhow::{Context, bail};
 use futures_util::StreamExt;
 use rplace_domain::placement::Seq;
-use rplace_domain::sync::{self, Fetch, Run, Source, Sync, SyncError, Target};
+use rplace_domain::sync::{Fetch, Run, Source, Sync, SyncError, Target};
 use serde::{Deserialize, Serialize};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -75,6 +75,9 @@ struct Shared {
     shared_board: watch::Receiver<Option<u64>>,
     started: Instant,
 }
+
+/// Bytes of frames one client's sync may hold while it fetches.
+const BUFFERED_FRAMES_MAX: usize = 64 * 1024;
 
 /// What a client's sync keeps instead of pixels: when each seq arrived.
 #[derive(Default)]
@@ -519,7 +522,9 @@ async fn backoff(retry: u32) {
 async fn run_client(sh: Arc<Shared>, idx: u32) -> ClientState {
     let mut st = ClientState {
         id: sh.cfg.first_id + idx,
-        sync: Sync::new(Arrivals::default()).with_max_buffered(sync::DEFAULT_MAX_BUFFERED),
+        // Fetches are awaited before the next message is read, so at most a frame or two
+        // wait at a time; the bound only keeps 15,000 clients' worst case small.
+        sync: Sync::new(Arrivals::default()).with_max_buffered(BUFFERED_FRAMES_MAX),
         reconnects: 0,
         errors: 0,
         bytes: 0,

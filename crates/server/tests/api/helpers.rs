@@ -29,7 +29,9 @@
 //! second instance on the same shared data (shared-only tests: see `fleet.rs`).
 //!
 //! In shared mode an instance learns of a placement from the Redis feed, so reads right
-//! after an acknowledgement use [`TestApp::board_after`] / [`TestApp::pixel_after`].
+//! after an acknowledgement use [`TestApp::board_after`] / [`TestApp::pixel_after`]. Wait
+//! for anything else with [`eventually`] (polling with a deadline), never a fixed sleep.
+//! [`SyncClient`] keeps an exact board with the domain's sync ([`rplace_domain::sync`]).
 
 use futures_util::StreamExt;
 use rplace::Config;

@@ -36,6 +36,37 @@ export function freePort() {
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
+/** Polls `check` every `every` ms until it returns something truthy, which it returns;
+ * throws naming `what` after `timeout` ms. Tests wait with this, not with fixed sleeps. */
+export async function until(check, { timeout = 5000, what = 'a condition', every = 25 } = {}) {
+  const deadline = Date.now() + timeout;
+  for (;;) {
+    const v = await check();
+    if (v) return v;
+    if (Date.now() > deadline) throw new Error(`not within ${timeout} ms: ${what}`);
+    await sleep(every);
+  }
+}
+
+/** Resolves once the page has painted a frame after this call: the renderer draws on the
+ * animation frame after a change, so two frames later the change is on the canvas. */
+export async function nextPaint(page) {
+  await page.evaluate(() => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r))));
+}
+
+/** Waits until the view stops moving (a zoom easing in, a glide): the same across two
+ * polls with painted frames in between. Returns the settled view. */
+export async function viewSettled(page, timeout = 5000) {
+  let last = null;
+  return until(async () => {
+    await nextPaint(page);
+    const v = await page.evaluate(() => window.rplace.view);
+    const same = last !== null && JSON.stringify(v) === JSON.stringify(last);
+    last = v;
+    return same && v;
+  }, { timeout, what: 'the view settles' });
+}
+
 /**
  * Starts `rplace --listen 127.0.0.1:PORT --data-dir DIR --width 64 --height 64
  * --cooldown 2 --board-ttl 0` and waits for `GET /readyz` to answer 200.
@@ -59,6 +90,10 @@ export async function startServer({ port, dataDir, args = [] } = {}) {
   proc.stderr.on('data', keep);
   let exited = null;
   const exit = new Promise((resolve) => proc.on('exit', (code, signal) => { exited = { code, signal }; resolve(exited); }));
+  // A test run that fails or crashes before `stop()` leaves no server behind.
+  const killOnExit = () => { if (!exited) proc.kill('SIGKILL'); };
+  process.once('exit', killOnExit);
+  exit.then(() => process.removeListener('exit', killOnExit));
   const url = `http://127.0.0.1:${port}`;
 
   const deadline = Date.now() + 30_000;

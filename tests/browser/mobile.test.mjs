@@ -3,7 +3,7 @@
 
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { launchBrowser, openPage, pixelOnScreen, screenshotPath, startServer } from './harness.mjs';
+import { launchBrowser, nextPaint, openPage, pixelOnScreen, screenshotPath, startServer } from './harness.mjs';
 
 const PHONE = { viewport: { width: 390, height: 844 }, deviceScaleFactor: 3, isMobile: true, hasTouch: true };
 
@@ -75,7 +75,7 @@ describe('phone', () => {
     assert.equal((await put).status(), 200);
     await page.waitForFunction(() => window.rplace.pixel(30, 40) === 13, null, { timeout: 1000 });
     await page.locator('#place.cooldown').waitFor({ timeout: 1000 });
-    await page.waitForTimeout(200);
+    await nextPaint(page);
     await page.screenshot({ path: screenshotPath('phone-placed.png') });
   });
 

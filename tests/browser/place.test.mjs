@@ -4,7 +4,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  canvasColorAt, launchBrowser, openPage, pixelOnScreen, screenshotPath, startServer, waitLive,
+  canvasColorAt, launchBrowser, nextPaint, openPage, pixelOnScreen, screenshotPath, startServer, waitLive,
 } from './harness.mjs';
 
 describe('placing a pixel', () => {
@@ -65,7 +65,7 @@ describe('placing a pixel', () => {
     assert.equal(await A.page.evaluate(([px, py]) => window.rplace.pixel(px, py), [x, y]), color);
 
     // B's canvas really shows it, in the palette's color.
-    await B.page.waitForTimeout(100); // next animation frame
+    await nextPaint(B.page);
     const onB = await pixelOnScreen(B.page, x, y);
     assert.equal(await canvasColorAt(B.page, onB.x, onB.y), config.palette[color].toUpperCase());
 

@@ -67,6 +67,8 @@ describe('reconnecting', () => {
     const a = await placeAsSomeone(server.url, 2, 2, 4);
     const b = await placeAsSomeone(server.url, 3, 3, 6);
     assert.ok(a.seq > seqBefore && b.seq === a.seq + 1, JSON.stringify({ seqBefore, a, b }));
+    // Deliberately lets time pass: nothing may reach the page while its socket is blocked
+    // (a check that something does not happen has no event to wait for).
     await page.waitForTimeout(300);
     assert.equal(await page.evaluate(() => window.rplace.pixel(2, 2)), 0);
 

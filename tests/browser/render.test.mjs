@@ -5,7 +5,7 @@
 
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { launchBrowser, openPage, screenshotPath, startServer } from './harness.mjs';
+import { launchBrowser, nextPaint, openPage, screenshotPath, startServer } from './harness.mjs';
 
 const TOKEN = 'browser-test-token';
 
@@ -98,7 +98,7 @@ describe('rendering', () => {
       // Look at the heart, at this zoom, through the URL like a shared link.
       await page.evaluate((z) => { location.hash = `#x=32&y=20&z=${z}`; }, zoom);
       await page.waitForFunction((z) => window.rplace.view.zoom === z, zoom);
-      await page.waitForTimeout(100);
+      await nextPaint(page);
       for (const [x, y] of probes) assert.equal(await page.evaluate(([a, b]) => window.rplace.pixel(a, b), [x, y]), expected(x, y));
       // Points well inside each pixel: smoothing would blend neighbours there.
       const inset = Math.min(0.45, 1.5 / zoom);
@@ -119,7 +119,7 @@ describe('rendering', () => {
     for (let i = 0; i < 40; i++) burst.push([8 + (i % 10), 44 + Math.floor(i / 10), (i % 15) + 1]);
     await Promise.all(burst.map(([x, y, c], i) => bench(server.url, x, y, c, `00000000000001${(i + 16).toString(16).padStart(2, '0')}`)));
     await page.waitForFunction((b) => b.every(([x, y, c]) => window.rplace.pixel(x, y) === c), burst, { timeout: 2000 });
-    await page.waitForTimeout(100);
+    await nextPaint(page);
     const samples = await sampleCanvas(page, burst.map(([x, y]) => [x, y]), [[0.5, 0.5], [0.2, 0.8]]);
     const want = new Map(burst.map(([x, y, c]) => [`${x},${y}`, palette[c]]));
     assert.deepEqual(samples.filter((s) => s.color !== want.get(`${s.x},${s.y}`)), []);
@@ -161,7 +161,7 @@ describe('a 20-color palette (8 bits per pixel)', () => {
     assert.deepEqual(samples.map((s) => s.color), palette);
     await bench(server.url, 5, 5, 19);
     await page.waitForFunction(() => window.rplace.pixel(5, 5) === 19, null, { timeout: 1000 });
-    await page.waitForTimeout(100); // the next animation frame paints it
+    await nextPaint(page);
     const [s] = await sampleCanvas(page, [[5, 5]], [[0.5, 0.5]]);
     assert.equal(s.color, '#ABCDEF');
     await page.screenshot({ path: screenshotPath('desktop-palette20.png') });

@@ -4,6 +4,7 @@
 
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import {
   Board, decodeBoard, decodeFrames, encodeFrame, forEachEntry, paletteToRgba,
 } from '../../crates/web/static/board.js';
@@ -538,4 +539,77 @@ describe('sync', () => {
       c.sync.stop();
     }
   });
+});
+
+// ---- golden fixtures shared with the Rust sync (crates/domain/tests/golden.rs) -----------
+
+describe('golden fixtures', () => {
+  const dir = new URL('../../crates/domain/tests/fixtures/', import.meta.url);
+  const read = (name) => new Uint8Array(readFileSync(new URL(name, dir)));
+  const manifest = JSON.parse(readFileSync(new URL('manifest.json', dir), 'utf8'));
+  const { width, height } = manifest;
+
+  test('every frame decodes to the entries the Rust encoder put in it', () => {
+    for (const [name, entries] of Object.entries(manifest.frames)) {
+      const bytes = read(name);
+      const frames = decodeFrames(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength));
+      assert.equal(frames.length, 1, name);
+      const seen = [];
+      forEachEntry(frames[0], (...e) => seen.push(e));
+      assert.deepEqual(seen, entries, name);
+      // And the page's encoder makes the same bytes.
+      assert.deepEqual([...encodeFrame(entries[0][0], entries.map((e) => e.slice(1)))], [...bytes], name);
+    }
+  });
+
+  for (const sc of manifest.scenarios) {
+    test(`scenario ${sc.name} ends on the expected board`, async () => {
+      const board = read(sc.board);
+      const log = read(manifest.log);
+      const res = (body, headers) => ({
+        status: 200,
+        ok: true,
+        headers: { get: (k) => headers[k.toLowerCase()] ?? null },
+        arrayBuffer: async () => body.buffer.slice(body.byteOffset, body.byteOffset + body.byteLength),
+      });
+      // The whole log answers any `since`, as in the Rust test: applied entries are skipped.
+      const fetch = async (url) => (url.startsWith('/api/board')
+        ? res(board, { 'x-board-seq': String(sc.board_seq) })
+        : res(log, {}));
+      const sockets = [];
+      class FakeWebSocket {
+        constructor() { sockets.push(this); }
+        close() {}
+      }
+      const local = new Uint8Array(width * height);
+      const errors = [];
+      const sync = new Sync({
+        httpBase: '',
+        wsUrl: 'ws://test/ws',
+        fetch,
+        WebSocket: FakeWebSocket,
+        setTimeout: () => null,
+        clearTimeout: () => {},
+        random: () => 0.5,
+        onBoard: (bytes) => local.set(decodeBoard(bytes, width, height, 4)),
+        onUpdate: (seq, x, y, color) => { local[y * width + x] = color; },
+        onError: (e) => errors.push(e),
+      });
+      sync.start();
+      const ws = sockets[0];
+      const deliver = (name) => { const b = read(name); ws.onmessage({ data: b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength) }); };
+      ws.onmessage({ data: JSON.stringify({ type: 'hello', seq: sc.hello, tick_ms: 50 }) });
+      // Frames before `board_after` arrive while the board fetch is in flight.
+      sc.frames.slice(0, sc.board_after).forEach(deliver);
+      await flush();
+      for (const name of sc.frames.slice(sc.board_after)) {
+        deliver(name);
+        await flush();
+      }
+      assert.deepEqual(errors, []);
+      assert.equal(sync.seq, sc.expect_seq);
+      assert.deepEqual(local, decodeBoard(read(sc.expect), width, height, 4));
+      sync.stop();
+    });
+  }
 });

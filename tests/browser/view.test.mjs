@@ -3,7 +3,7 @@
 
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { hashParams, launchBrowser, openPage, pixelOnScreen, startServer, waitLive } from './harness.mjs';
+import { hashParams, launchBrowser, openPage, pixelOnScreen, startServer, viewSettled, waitLive } from './harness.mjs';
 
 const view = (page) => page.evaluate(() => window.rplace.view);
 
@@ -47,8 +47,7 @@ describe('view', () => {
     await page.mouse.move(target.x, target.y);
     await page.mouse.wheel(0, -400);
     await page.waitForFunction((z) => window.rplace.view.zoom > z * 1.5, before.zoom, { timeout: 2000 });
-    await page.waitForTimeout(400); // the zoom eases in
-    const after = await view(page);
+    const after = await viewSettled(page); // the zoom eases in
     // The pixel under the cursor stayed under the cursor.
     const again = await pixelOnScreen(page, 16, 16);
     assert.ok(Math.abs(again.x - target.x) < after.zoom && Math.abs(again.y - target.y) < after.zoom,
@@ -58,21 +57,18 @@ describe('view', () => {
 
     // Zooming out is clamped: the board never shrinks to nothing.
     for (let i = 0; i < 10; i++) await page.mouse.wheel(0, 2000);
-    await page.waitForTimeout(800);
-    const out = await view(page);
+    const out = await viewSettled(page);
     assert.ok(out.zoom * 64 > 100, `board only ${out.zoom * 64}px wide`);
     // And zooming in stops at a sane maximum with 40+ screen px per pixel.
     for (let i = 0; i < 20; i++) await page.mouse.wheel(0, -2000);
-    await page.waitForTimeout(1000);
-    const max = await view(page);
+    const max = await viewSettled(page);
     assert.ok(max.zoom >= 40 && max.zoom <= 200, `max zoom ${max.zoom}`);
   });
 
   test('dragging pans and does not select a pixel', async () => {
     const { page } = P;
     await page.keyboard.press('0'); // whole board
-    await page.waitForTimeout(50);
-    const before = await view(page);
+    const before = await viewSettled(page);
     await page.mouse.move(640, 400);
     await page.mouse.down();
     for (let i = 1; i <= 10; i++) await page.mouse.move(640 - 12 * i, 400 - 6 * i);

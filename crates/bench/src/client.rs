@@ -1,17 +1,19 @@
 //! Websocket clients that keep in sync the way the page does (docs/API.md, "How a client
-//! stays exact"), and record when every update frame arrived.
+//! stays exact", implemented once in [`rplace_domain::sync`]), and record when every
+//! update frame arrived.
 //!
 //! A [`ClientGroup`] runs many clients in this process. Clients do not keep the board's
-//! pixels (15,000 copies of it would not fit); they keep its seq, which is all that
-//! completeness and latency need: the live stream must bring every seq after it once, in
-//! order.
+//! pixels (15,000 copies of it would not fit); their sync target ([`Arrivals`]) keeps seqs,
+//! which is all that completeness and latency need: the live stream must bring every seq
+//! after it once, in order.
 
 use crate::clock::now_ns;
 use crate::procstat::{self, ProcSample, ProcUsage};
 use crate::report::{ClientReport, GroupReport, HistogramData, new_histogram};
 use anyhow::{Context, bail};
 use futures_util::StreamExt;
-use rplace_domain::wire;
+use rplace_domain::placement::Seq;
+use rplace_domain::sync::{Fetch, Run, Source, Sync, SyncError, Target};
 use serde::{Deserialize, Serialize};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -74,26 +76,56 @@ struct Shared {
     started: Instant,
 }
 
-/// A client's own record of the run.
+/// Bytes of frames one client's sync may hold while it fetches.
+const BUFFERED_FRAMES_MAX: usize = 64 * 1024;
+
+/// What a client's sync keeps instead of pixels: when each seq arrived.
 #[derive(Default)]
+struct Arrivals {
+    /// (first seq, count, arrival ns) of every run of new seqs received.
+    runs: Vec<(u64, u32, u64)>,
+    /// Newest seq recorded or loaded: a seq is recorded once, even if a later board
+    /// is older than it.
+    newest: u64,
+    /// Arrival instant of the message being fed to the sync.
+    at: u64,
+}
+
+impl Target for Arrivals {
+    fn load(&mut self, _board: &[u8], seq: Seq) -> Result<(), SyncError> {
+        self.newest = self.newest.max(seq.0);
+        Ok(())
+    }
+
+    fn apply(&mut self, run: Run<'_>, _source: Source) -> Result<(), SyncError> {
+        let (first, last) = (run.first().0, run.last().0);
+        if last > self.newest {
+            let from = first.max(self.newest + 1);
+            self.runs.push((from, (last - from + 1) as u32, self.at));
+            self.newest = last;
+        }
+        Ok(())
+    }
+}
+
+/// A client's own record of the run.
 struct ClientState {
     id: u32,
-    /// Newest seq applied.
-    current: u64,
-    /// Newest seq received on the current connection, to spot repeats on the wire.
-    last_live: u64,
-    /// (first seq, count, arrival ns) of every run of new seqs received.
-    arrivals: Vec<(u64, u32, u64)>,
-    duplicates: u64,
-    gaps: u64,
-    via_catch_up: u64,
-    resyncs: u32,
+    /// The sync state machine, around the arrival times.
+    sync: Sync<Arrivals>,
     reconnects: u32,
     errors: u32,
     bytes: u64,
     frames: u64,
     /// Time from the group's start to this client's first sync.
     sync_ms: u64,
+}
+
+impl ClientState {
+    /// Newest seq applied (0 before the first board).
+    fn current(&self) -> u64 {
+        self.sync.current().map_or(0, |s| s.0)
+    }
 }
 
 /// Many clients in this process.
@@ -244,7 +276,8 @@ impl ClientGroup {
             .map(|st| {
                 one.reset();
                 let mut delivered = 0;
-                for &(first, n, at) in &st.arrivals {
+                let stats = st.sync.stats();
+                for &(first, n, at) in &st.sync.target().runs {
                     for seq in first..first + n as u64 {
                         if let Some(ack) = acks.at(seq) {
                             delivered += 1;
@@ -266,10 +299,10 @@ impl ClientGroup {
                     id: st.id,
                     delivered,
                     missing: acked.saturating_sub(delivered),
-                    duplicates: st.duplicates,
-                    via_catch_up: st.via_catch_up,
-                    gaps: st.gaps,
-                    resyncs: st.resyncs,
+                    duplicates: stats.duplicates,
+                    via_catch_up: stats.caught_up,
+                    gaps: stats.gaps,
+                    resyncs: (stats.resyncs + stats.gone) as u32,
                     reconnects: st.reconnects,
                     errors: st.errors,
                     bytes: st.bytes,
@@ -440,67 +473,63 @@ async fn fetch_board(sh: &Shared) -> anyhow::Result<u64> {
     Ok(seq)
 }
 
-enum CatchUp {
-    Done,
-    Gone,
-}
-
-/// `GET /api/updates?since=current` until the server has nothing more.
-async fn catch_up(sh: &Shared, st: &mut ClientState) -> anyhow::Result<CatchUp> {
-    let _slot = sh.http_slots.acquire().await?;
-    loop {
-        let r = sh
-            .http
-            .get(format!(
-                "http://{}/api/updates?since={}",
-                sh.cfg.addr, st.current
-            ))
-            .send()
-            .await?;
-        if r.status() == 410 {
-            return Ok(CatchUp::Gone);
-        }
-        if !r.status().is_success() {
-            bail!("updates answered {}", r.status());
-        }
-        let more = r.headers().contains_key("x-updates-more");
-        let body = r.bytes().await?;
-        let at = now_ns();
-        for frame in wire::split_frames(&body)? {
-            let (first, n) = wire::frame_run(frame)?;
-            let (first, n) = (first.0, n as u64);
-            if n > 0 && first > st.current + 1 {
-                bail!("updates body skips from {} to {first}", st.current);
+/// Performs the fetches the sync asks for (board, catch-up) until it asks for nothing.
+async fn drive(sh: &Shared, st: &mut ClientState) -> anyhow::Result<()> {
+    // A bound, so that a server that keeps answering uselessly cannot spin a client.
+    for _ in 0..1000 {
+        match st.sync.next_fetch() {
+            None => return Ok(()),
+            Some(Fetch::Board { retry, .. }) => {
+                backoff(retry).await;
+                let seq = fetch_board(sh).await?;
+                st.sync.on_board(&[], Seq(seq))?;
             }
-            let applied_before = st.current;
-            st.apply_run(first, n, at);
-            st.via_catch_up += st.current - applied_before;
-        }
-        if !more {
-            return Ok(CatchUp::Done);
+            Some(Fetch::Updates { since, retry }) => {
+                backoff(retry).await;
+                let _slot = sh.http_slots.acquire().await?;
+                let r = sh
+                    .http
+                    .get(format!(
+                        "http://{}/api/updates?since={}",
+                        sh.cfg.addr, since.0
+                    ))
+                    .send()
+                    .await?;
+                if r.status() == 410 {
+                    st.sync.on_updates_gone();
+                    continue;
+                }
+                if !r.status().is_success() {
+                    bail!("updates answered {}", r.status());
+                }
+                let more = r.headers().contains_key("x-updates-more");
+                let body = r.bytes().await?;
+                st.sync.target_mut().at = now_ns();
+                st.sync.on_updates(since, &body, more)?;
+            }
         }
     }
+    bail!("the sync kept asking for fetches")
 }
 
-impl ClientState {
-    /// Records the seqs of a contiguous run that are newer than the current one.
-    fn apply_run(&mut self, first: u64, n: u64, at: u64) {
-        if n == 0 {
-            return;
-        }
-        let last = first + n - 1;
-        if last > self.current {
-            let from = first.max(self.current + 1);
-            self.arrivals.push((from, (last - from + 1) as u32, at));
-            self.current = last;
-        }
+/// The pause the sync asks for before a retried fetch.
+async fn backoff(retry: u32) {
+    if retry > 0 {
+        tokio::time::sleep(Duration::from_millis(100 * u64::from(retry))).await;
     }
 }
 
 async fn run_client(sh: Arc<Shared>, idx: u32) -> ClientState {
     let mut st = ClientState {
         id: sh.cfg.first_id + idx,
-        ..Default::default()
+        // Fetches are awaited before the next message is read, so at most a frame or two
+        // wait at a time; the bound only keeps 15,000 clients' worst case small.
+        sync: Sync::new(Arrivals::default()).with_max_buffered(BUFFERED_FRAMES_MAX),
+        reconnects: 0,
+        errors: 0,
+        bytes: 0,
+        frames: 0,
+        sync_ms: 0,
     };
     let mut synced = false;
     let mut said_hello = false;
@@ -523,7 +552,8 @@ async fn run_client(sh: Arc<Shared>, idx: u32) -> ClientState {
             }
         };
         backoff = Duration::from_millis(50);
-        st.last_live = 0;
+        st.sync.on_connect();
+        st.sync.on_hello(Seq(hello));
         if !said_hello {
             said_hello = true;
             sh.hellos.fetch_add(1, Ordering::Relaxed);
@@ -541,7 +571,11 @@ async fn run_client(sh: Arc<Shared>, idx: u32) -> ClientState {
                 BoardFetch::None => Ok(hello),
             };
             match board {
-                Ok(seq) => st.current = seq,
+                Ok(seq) => {
+                    st.sync
+                        .on_board(&[], Seq(seq))
+                        .expect("seq-only boards always load");
+                }
                 Err(e) => {
                     st.errors += 1;
                     eprintln!("client {}: board: {e:#}", st.id);
@@ -550,8 +584,13 @@ async fn run_client(sh: Arc<Shared>, idx: u32) -> ClientState {
             }
             synced = true;
             st.sync_ms = sh.started.elapsed().as_millis() as u64;
-            sh.seqs[idx as usize].store(st.current, Ordering::Relaxed);
+            sh.seqs[idx as usize].store(st.current(), Ordering::Relaxed);
             sh.synced.fetch_add(1, Ordering::Relaxed);
+        }
+        // After a reconnect: catch up to the hello from the last seq applied.
+        if let Err(e) = drive(&sh, &mut st).await {
+            st.errors += 1;
+            eprintln!("client {}: {e:#}", st.id);
         }
         loop {
             let msg = tokio::select! {
@@ -565,19 +604,24 @@ async fn run_client(sh: Arc<Shared>, idx: u32) -> ClientState {
                         st.bytes += data.len() as u64 + ws_header_len(data.len());
                         st.frames += 1;
                     }
-                    if let Err(e) = on_frame(&sh, &mut st, &data, at).await {
+                    st.sync.target_mut().at = at;
+                    let fed = st.sync.on_frame(&data).map_err(anyhow::Error::from);
+                    if let Err(e) = match fed {
+                        Ok(()) => drive(&sh, &mut st).await,
+                        Err(e) => Err(e),
+                    } {
                         st.errors += 1;
                         eprintln!("client {}: {e:#}", st.id);
                     }
-                    sh.seqs[idx as usize].store(st.current, Ordering::Relaxed);
+                    sh.seqs[idx as usize].store(st.current(), Ordering::Relaxed);
                 }
                 Some(Ok(Message::Text(t))) => {
                     if t.contains("\"resync\"") {
-                        st.resyncs += 1;
-                        match fetch_board(&sh).await {
-                            Ok(seq) => st.current = st.current.max(seq),
-                            Err(_) => st.errors += 1,
+                        st.sync.on_resync();
+                        if drive(&sh, &mut st).await.is_err() {
+                            st.errors += 1;
                         }
+                        sh.seqs[idx as usize].store(st.current(), Ordering::Relaxed);
                     }
                 }
                 Some(Ok(Message::Close(frame))) => {
@@ -606,27 +650,4 @@ async fn run_client(sh: Arc<Shared>, idx: u32) -> ClientState {
         }
     }
     st
-}
-
-/// Applies one update frame: repeats are counted, a gap is filled from `/api/updates`.
-async fn on_frame(sh: &Shared, st: &mut ClientState, data: &[u8], at: u64) -> anyhow::Result<()> {
-    let (first, n) = wire::frame_run(data)?;
-    let (first, n) = (first.0, n as u64);
-    if n == 0 {
-        return Ok(());
-    }
-    let last = first + n - 1;
-    if st.last_live != 0 && first <= st.last_live {
-        st.duplicates += last.min(st.last_live) - first + 1;
-    }
-    st.last_live = st.last_live.max(last);
-    if first > st.current + 1 {
-        st.gaps += 1;
-        if let CatchUp::Gone = catch_up(sh, st).await? {
-            st.resyncs += 1;
-            st.current = st.current.max(fetch_board(sh).await?);
-        }
-    }
-    st.apply_run(first, n, at);
-    Ok(())
 }

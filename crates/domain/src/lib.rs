@@ -11,6 +11,8 @@
 //!   sequence number ([`Seq`]), anonymous identities ([`UserId`]) and the cooldown rule.
 //! - [`wire`]: the binary update frame that websocket clients and `GET /api/updates`
 //!   receive, and its decoder (used by tests and the load generator).
+//! - [`sync`]: how a client keeps an exact board from a board, frames and catch-ups, as a
+//!   state machine without I/O (used by tests and the load generator).
 //!
 //! Every type here parses instead of validating: once you hold a `Coord`, it is on the
 //! board; once you hold a `ColorIndex`, it is in the palette.
@@ -18,6 +20,7 @@
 pub mod board;
 pub mod palette;
 pub mod placement;
+pub mod sync;
 pub mod wire;
 
 pub use board::{Board, Coord, Dimensions, DimensionsError};

@@ -2,12 +2,16 @@
 //! HAProxy and Varnish, all started by the harness on free ports. No mocks.
 
 use futures_util::StreamExt;
-use rplace_domain::board::{Depth, get_packed, set_packed};
+use rplace_domain::board::{Board, Depth, Dimensions, get_packed};
+use rplace_domain::placement::Seq;
+use rplace_domain::sync::{Fetch, Sync};
 use rplace_domain::wire;
 use rplace_testsupport::topology::{Haproxy, Instance, Varnish};
 use rplace_testsupport::{Postgres, RedisServer};
 use serde_json::json;
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -250,55 +254,87 @@ async fn varnish_absorbs_board_reads_within_the_ttl() {
     assert!(next_updates(&mut c, Duration::from_secs(5)).await.is_some());
 }
 
-/// Keeps an exact board through HAProxy, reconnecting when its instance dies.
+/// Keeps an exact board through HAProxy with the domain's sync state machine, reconnecting
+/// when its instance dies.
 struct Follower {
-    board: Vec<u8>,
-    seq: u64,
+    /// The state machine and the board it keeps.
+    sync: Sync<Board>,
+    /// Connections that ended under it.
     reconnects: u32,
+    /// Counts followers that got their first hello, so the test knows all are live.
+    hellos: Arc<AtomicUsize>,
 }
 
 impl Follower {
-    fn apply(&mut self, ups: &[wire::Update]) {
-        for u in ups {
-            if u.seq.0 <= self.seq {
-                continue;
-            }
-            assert_eq!(u.seq.0, self.seq + 1);
-            let i = u.coord.y as usize * 32 + u.coord.x as usize;
-            set_packed(&mut self.board, Depth::Four, i, u.color.get());
-            self.seq = u.seq.0;
+    fn new(hellos: Arc<AtomicUsize>) -> Self {
+        let dims = Dimensions::parse(32, 32).unwrap();
+        Follower {
+            sync: Sync::new(Board::new(dims, Depth::Four)),
+            reconnects: 0,
+            hellos,
         }
     }
 
-    async fn catch_up(&mut self, port: u16) {
-        loop {
-            let r = match reqwest::get(url(port, &format!("/api/updates?since={}", self.seq))).await
-            {
-                Ok(r) if r.status() == 200 => r,
-                Ok(r) if r.status() == 410 => {
-                    let (s, b) = board(port).await;
-                    self.board = b;
-                    self.seq = s;
-                    continue;
+    fn seq(&self) -> u64 {
+        self.sync.current().map_or(0, |s| s.0)
+    }
+
+    fn board(&self) -> &[u8] {
+        self.sync.target().as_bytes()
+    }
+
+    /// Performs what the state machine asks for; an instance that fails is retried (the
+    /// load balancer moves us to another one).
+    async fn settle(&mut self, port: u16) {
+        while let Some(f) = self.sync.next_fetch() {
+            let ok = match f {
+                Fetch::Board { retry, .. } => {
+                    backoff(retry).await;
+                    match reqwest::get(url(port, "/api/board")).await {
+                        Ok(r) if r.status() == 200 => {
+                            let seq = r.headers()["x-board-seq"].to_str().unwrap().parse();
+                            match (seq, r.bytes().await) {
+                                (Ok(seq), Ok(b)) => {
+                                    self.sync.on_board(&b, Seq(seq)).unwrap();
+                                    true
+                                }
+                                _ => false,
+                            }
+                        }
+                        _ => false,
+                    }
                 }
-                _ => {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
+                Fetch::Updates { since, retry } => {
+                    backoff(retry).await;
+                    match reqwest::get(url(port, &format!("/api/updates?since={since}"))).await {
+                        Ok(r) if r.status() == 410 => {
+                            self.sync.on_updates_gone();
+                            true
+                        }
+                        Ok(r) if r.status() == 200 => {
+                            let more = r.headers().get("x-updates-more").is_some();
+                            match r.bytes().await {
+                                Ok(b) => {
+                                    self.sync.on_updates(since, &b, more).unwrap();
+                                    true
+                                }
+                                Err(_) => false,
+                            }
+                        }
+                        _ => false,
+                    }
                 }
             };
-            let more = r.headers().get("x-updates-more").is_some();
-            let body = r.bytes().await.unwrap();
-            for frame in wire::split_frames(&body).unwrap() {
-                self.apply(&wire::decode_frame(frame).unwrap());
-            }
-            if !more {
-                return;
+            if !ok {
+                // Not a wait for a condition: a retry pause while an instance is down.
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
     }
 
     /// Follows until `stop_at` is applied.
     async fn run(mut self, port: u16, stop_at: tokio::sync::watch::Receiver<u64>) -> Follower {
+        let mut first = true;
         loop {
             let socket =
                 tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}/ws")).await;
@@ -306,30 +342,51 @@ impl Follower {
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             };
-            self.catch_up(port).await;
+            self.sync.on_connect();
             loop {
                 let target = *stop_at.borrow();
-                if target > 0 && self.seq >= target {
+                if target > 0 && self.seq() >= target && self.sync.is_settled() {
                     return self;
                 }
-                match next_updates(&mut socket, Duration::from_millis(500)).await {
-                    Some(ups) => {
-                        if ups.first().is_some_and(|u| u.seq.0 > self.seq + 1) {
-                            self.catch_up(port).await;
+                let msg = tokio::time::timeout(Duration::from_millis(500), socket.next()).await;
+                match msg {
+                    Ok(Some(Ok(Message::Binary(f)))) => self.sync.on_frame(&f).unwrap(),
+                    Ok(Some(Ok(Message::Text(t)))) => {
+                        let v: serde_json::Value = serde_json::from_str(&t).unwrap();
+                        match v["type"].as_str() {
+                            Some("hello") => {
+                                self.sync.on_hello(Seq(v["seq"].as_u64().unwrap()));
+                                if std::mem::take(&mut first) {
+                                    self.hellos.fetch_add(1, Ordering::Relaxed);
+                                }
+                            }
+                            Some("resync") => self.sync.on_resync(),
+                            _ => {}
                         }
-                        self.apply(&ups);
                     }
-                    None => {
-                        // Closed (or quiet): catch up, and reconnect if it was a close.
-                        self.catch_up(port).await;
-                        if socket.close(None).await.is_err() || target > 0 {
-                            self.reconnects += 1;
-                            break;
+                    Ok(Some(Ok(_))) => {}
+                    Err(_) => {
+                        // Quiet: when told where to stop, make sure nothing is missing.
+                        if target > 0 {
+                            self.sync.on_hello(Seq(target));
                         }
+                    }
+                    Ok(Some(Err(_))) | Ok(None) => {
+                        self.reconnects += 1;
+                        self.settle(port).await;
+                        break;
                     }
                 }
+                self.settle(port).await;
             }
         }
+    }
+}
+
+/// Waits `retry` × 100 ms before a fetch the sync asks to retry.
+async fn backoff(retry: u32) {
+    if retry > 0 {
+        tokio::time::sleep(Duration::from_millis(100 * u64::from(retry))).await;
     }
 }
 
@@ -338,18 +395,18 @@ async fn kill_9_of_an_instance_loses_nothing_and_clients_recover() {
     let mut t = start(&["--board-ttl", "0"], false);
     let lb = t.haproxy.port;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(0u64);
-    let (seq0, board0) = board(lb).await;
+    let hellos = Arc::new(AtomicUsize::new(0));
     let followers: Vec<_> = (0..6)
-        .map(|_| {
-            let f = Follower {
-                board: board0.clone(),
-                seq: seq0,
-                reconnects: 0,
-            };
-            tokio::spawn(f.run(lb, stop_rx.clone()))
-        })
+        .map(|_| tokio::spawn(Follower::new(hellos.clone()).run(lb, stop_rx.clone())))
         .collect();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while hellos.load(Ordering::Relaxed) < 6 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "followers never connected"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let http = reqwest::Client::new();
     let mut acked = Vec::new();
     for i in 0..600u64 {
@@ -391,9 +448,10 @@ async fn kill_9_of_an_instance_loses_nothing_and_clients_recover() {
             .await
             .expect("follower finished")
             .unwrap();
-        assert_eq!(f.seq, final_seq);
+        assert_eq!(f.seq(), final_seq);
         assert_eq!(
-            f.board, final_board,
+            f.board(),
+            &final_board[..],
             "a follower's board differs from the server's"
         );
         reconnects += f.reconnects;

@@ -2,7 +2,8 @@
 //!
 //! # Layout
 //! - [`RedisServer`]: one `redis-server` per test, on a free port, without persistence, so
-//!   that [`RedisServer::restart`] brings it back empty (as a crashed cache would).
+//!   that [`RedisServer::restart`] brings it back empty (as a crashed cache would); or one
+//!   per test binary ([`RedisServer::shared`]) for tests that keep apart by key prefix.
 //! - [`Postgres`]: one PostgreSQL cluster per test binary ([`Postgres::shared`]), because
 //!   `initdb` costs seconds, and a fresh database per test ([`Postgres::create_database`]).
 //!
@@ -119,6 +120,15 @@ pub struct RedisServer {
 }
 
 impl RedisServer {
+    /// One server for the whole test binary, started on first use and stopped by its
+    /// watchdog when the test process exits (statics are never dropped). Tests sharing it
+    /// keep apart by key prefix; a test that kills or restarts Redis needs its own
+    /// ([`RedisServer::start`]).
+    pub fn shared() -> &'static RedisServer {
+        static SHARED: OnceLock<RedisServer> = OnceLock::new();
+        SHARED.get_or_init(RedisServer::start)
+    }
+
     /// Starts a server and waits until it accepts connections.
     pub fn start() -> RedisServer {
         let dir = tempfile::Builder::new()
@@ -484,6 +494,54 @@ mod tests {
         assert_eq!(r.cli(&["EXISTS", "k"]).trim(), "0");
         drop(r);
         assert!(TcpStream::connect(("127.0.0.1", port)).is_err());
+    }
+
+    /// A test that panics (or a binary that aborts) leaves no server behind: a held one is
+    /// stopped on unwinding, a shared one (a static, never dropped) by its watchdog.
+    #[test]
+    fn servers_die_with_a_test_process_that_fails() {
+        if let Some(how) = std::env::var_os("RPLACE_WATCHDOG_CHILD") {
+            let shared = RedisServer::shared();
+            let held = RedisServer::start();
+            println!("\nports {} {}", shared.port(), held.port());
+            if how == "abort" {
+                std::process::abort();
+            }
+            panic!("a failing test");
+        }
+        for how in ["panic", "abort"] {
+            let out = Command::new(std::env::current_exe().unwrap())
+                .args([
+                    "tests::servers_die_with_a_test_process_that_fails",
+                    "--exact",
+                ])
+                .args(["--nocapture", "--test-threads=1"])
+                .env("RPLACE_WATCHDOG_CHILD", how)
+                .stdin(Stdio::null())
+                .stderr(Stdio::null())
+                .output()
+                .unwrap();
+            assert!(!out.status.success(), "{how}: the child test failed");
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            let ports: Vec<u16> = stdout
+                .lines()
+                .find_map(|l| l.strip_prefix("ports "))
+                .unwrap_or_else(|| panic!("{how}: no ports in {stdout:?}"))
+                .split(' ')
+                .map(|p| p.parse().unwrap())
+                .collect();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while ports
+                .iter()
+                .any(|p| TcpStream::connect(("127.0.0.1", *p)).is_ok())
+            {
+                assert!(
+                    Instant::now() < deadline,
+                    "{how}: a redis-server outlived its test process by 10 s"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
     }
 
     #[test]

@@ -14,9 +14,9 @@ async fn expect_error(r: reqwest::Response, status: u16, code: &str, field: Opti
     }
 }
 
-#[tokio::test]
-async fn bad_placements_are_rejected_with_clear_errors_and_change_nothing() {
-    let app = spawn_app(&[]).await;
+contract_test!(bad_placements_are_rejected_with_clear_errors_and_change_nothing);
+async fn bad_placements_are_rejected_with_clear_errors_and_change_nothing(backend: Backend) {
+    let app = spawn_app_on(backend, &[]).await;
     app.login(&app.client).await;
     let cases = [
         (
@@ -121,9 +121,9 @@ async fn bad_placements_are_rejected_with_clear_errors_and_change_nothing() {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn bad_queries_and_unknown_paths() {
-    let app = spawn_app(&[]).await;
+contract_test!(bad_queries_and_unknown_paths);
+async fn bad_queries_and_unknown_paths(backend: Backend) {
+    let app = spawn_app_on(backend, &[]).await;
     expect_error(
         reqwest::get(app.url("/api/pixel?x=1")).await.unwrap(),
         400,

@@ -4,9 +4,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 use tokio_tungstenite::tungstenite::Message;
 
-#[tokio::test]
-async fn shutdown_fails_readiness_then_closes_websockets_with_1001() {
-    let mut app = spawn_app(&["--drain", "0.5"]).await;
+contract_test!(shutdown_fails_readiness_then_closes_websockets_with_1001);
+async fn shutdown_fails_readiness_then_closes_websockets_with_1001(backend: Backend) {
+    let mut app = spawn_app_on(backend, &["--drain", "0.5"]).await;
     let mut ws = app.ws().await;
     hello(&mut ws).await;
     assert_eq!(
@@ -14,11 +14,16 @@ async fn shutdown_fails_readiness_then_closes_websockets_with_1001() {
         200
     );
     app.begin_shutdown();
-    tokio::time::sleep(Duration::from_millis(150)).await;
-    assert_eq!(
-        reqwest::get(app.url("/readyz")).await.unwrap().status(),
-        503
-    );
+    let readyz = app.url("/readyz");
+    eventually(
+        Duration::from_secs(5),
+        "/readyz fails once draining",
+        || async {
+            let status = reqwest::get(&readyz).await.ok()?.status();
+            (status == 503).then_some(())
+        },
+    )
+    .await;
     match next_msg(&mut ws, Duration::from_secs(5)).await {
         Some(Message::Close(Some(frame))) => assert_eq!(u16::from(frame.code), 1001),
         other => panic!("expected close 1001, got {other:?}"),
@@ -26,9 +31,9 @@ async fn shutdown_fails_readiness_then_closes_websockets_with_1001() {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn restart_restores_board_seq_and_cooldowns() {
-    let app = spawn_app(&["--cooldown", "60", "--snapshot-every", "3"]).await;
+contract_test!(restart_restores_board_seq_and_cooldowns);
+async fn restart_restores_board_seq_and_cooldowns(backend: Backend) {
+    let app = spawn_app_on(backend, &["--cooldown", "60", "--snapshot-every", "3"]).await;
     app.login(&app.client).await;
     assert_eq!(
         app.put_pixel(&app.client, json!({"x": 9, "y": 4, "color": 7}))
@@ -39,10 +44,11 @@ async fn restart_restores_board_seq_and_cooldowns() {
     for i in 0..5 {
         app.bench_place(100 + i, i as u16, 0, 2).await;
     }
-    let before = app.board().await;
+    let before = app.board_after(6).await;
     let client = app.client.clone();
-    let dir = app.stop().await;
-    let app = spawn_app_in(dir, &["--cooldown", "60", "--snapshot-every", "3"]).await;
+    let app = app
+        .restart(&["--cooldown", "60", "--snapshot-every", "3"])
+        .await;
     assert_eq!(app.board().await, before);
     let r = app
         .put_pixel(&client, json!({"x": 0, "y": 1, "color": 1}))
@@ -51,10 +57,22 @@ async fn restart_restores_board_seq_and_cooldowns() {
     app.stop().await;
 }
 
+// The tests below are about the embedded store only: they kill -9 or SIGTERM the binary
+// and restart it on its data dir (a shared-mode instance keeps nothing of its own; the
+// topology test kills those).
+
 /// The binary as a child process, so the test can `kill -9` it.
 struct Proc {
     child: Child,
     addr: String,
+}
+
+/// A test that fails leaves no server behind.
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 fn free_port() -> u16 {
@@ -68,7 +86,7 @@ fn free_port() -> u16 {
 async fn start_proc(dir: &std::path::Path, sync: &str) -> Proc {
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_rplace"))
+    let child = Command::new(env!("CARGO_BIN_EXE_rplace"))
         .args([
             "--listen",
             &addr,
@@ -96,17 +114,18 @@ async fn start_proc(dir: &std::path::Path, sync: &str) -> Proc {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    for _ in 0..400 {
-        if let Ok(r) = reqwest::get(format!("http://{addr}/readyz")).await
-            && r.status() == 200
-        {
-            return Proc { child, addr };
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    panic!("child server never became ready");
+    let proc = Proc { child, addr };
+    let readyz = format!("http://{}/readyz", proc.addr);
+    eventually(
+        Duration::from_secs(30),
+        "the child server is ready",
+        || async {
+            let r = reqwest::get(&readyz).await.ok()?;
+            (r.status() == 200).then_some(())
+        },
+    )
+    .await;
+    proc
 }
 
 #[tokio::test]
@@ -147,9 +166,12 @@ async fn kill_9_loses_no_acknowledged_placement() {
             }));
         }
         // Let placements flow, then kill without warning.
-        while acked.lock().unwrap().len() < 300 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        eventually(
+            Duration::from_secs(60),
+            "300 placements acknowledged",
+            || async { (acked.lock().unwrap().len() >= 300).then_some(()) },
+        )
+        .await;
         proc.child.kill().unwrap(); // SIGKILL
         proc.child.wait().unwrap();
         for w in writers {
@@ -223,7 +245,5 @@ async fn sigterm_exits_zero_after_flushing() {
         .await
         .unwrap();
     assert_eq!(r.headers()["x-board-seq"], "10");
-    let mut child = proc.child;
-    child.kill().unwrap();
-    child.wait().unwrap();
+    drop(proc);
 }

@@ -3,9 +3,9 @@ use rplace_domain::wire;
 use std::time::Duration;
 use tokio_tungstenite::tungstenite::Message;
 
-#[tokio::test]
-async fn placements_reach_websocket_clients_as_identical_frames() {
-    let app = spawn_app(&[]).await;
+contract_test!(placements_reach_websocket_clients_as_identical_frames);
+async fn placements_reach_websocket_clients_as_identical_frames(backend: Backend) {
+    let app = spawn_app_on(backend, &[]).await;
     let mut a = app.ws().await;
     let mut b = app.ws().await;
     assert_eq!(hello(&mut a).await, 0);
@@ -30,9 +30,9 @@ async fn placements_reach_websocket_clients_as_identical_frames() {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn placements_within_a_tick_share_one_frame() {
-    let app = spawn_app(&["--tick-ms", "400"]).await;
+contract_test!(placements_within_a_tick_share_one_frame);
+async fn placements_within_a_tick_share_one_frame(backend: Backend) {
+    let app = spawn_app_on(backend, &["--tick-ms", "400"]).await;
     let mut ws = app.ws().await;
     hello(&mut ws).await;
     let placing: Vec<_> = (0..20u16)
@@ -61,10 +61,10 @@ async fn placements_within_a_tick_share_one_frame() {
     app.stop().await;
 }
 
+contract_test!(reconnecting_client_catches_up_without_gaps);
 /// A client that drops mid-stream and reconnects ends with the exact board.
-#[tokio::test]
-async fn reconnecting_client_catches_up_without_gaps() {
-    let app = std::sync::Arc::new(spawn_app(&[]).await);
+async fn reconnecting_client_catches_up_without_gaps(backend: Backend) {
+    let app = std::sync::Arc::new(spawn_app_on(backend, &[]).await);
     let placer = {
         let app = app.clone();
         tokio::spawn(async move {
@@ -77,6 +77,7 @@ async fn reconnecting_client_catches_up_without_gaps() {
                 )
                 .await;
                 if i % 20 == 0 {
+                    // Pacing, not a wait: spreads the placements over the reconnects.
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
             }
@@ -85,14 +86,14 @@ async fn reconnecting_client_catches_up_without_gaps() {
     let mut client: Option<SyncClient> = None;
     for _round in 0..3 {
         let mut ws = app.ws().await;
-        hello(&mut ws).await;
+        let seq = hello(&mut ws).await;
         let c = match client.as_mut() {
             None => client.insert(SyncClient::start(&app, 16).await),
-            Some(c) => {
-                assert!(c.catch_up(&app).await);
-                c
-            }
+            Some(c) => c,
         };
+        // After a reconnect: catch up from the last seq applied to the one the hello says.
+        c.on_hello(seq);
+        assert!(c.settle(&app).await);
         // Take a few frames live, then drop the connection.
         for _ in 0..5 {
             match next_msg(&mut ws, Duration::from_secs(5)).await {
@@ -102,23 +103,31 @@ async fn reconnecting_client_catches_up_without_gaps() {
             }
         }
         drop(ws);
+        // Deliberately away for a while, so that placements are missed and caught up.
         tokio::time::sleep(Duration::from_millis(30)).await;
     }
     placer.await.unwrap();
+    let (seq, board) = app.board_after(400).await;
     let c = client.as_mut().unwrap();
     assert!(c.catch_up(&app).await);
-    let (seq, board) = app.board().await;
     assert_eq!(seq, 400);
-    assert_eq!(c.seq, 400);
-    assert_eq!(c.board, board);
+    assert_eq!(c.seq(), 400);
+    assert_eq!(c.board(), &board[..]);
+    assert_eq!(
+        c.sync.stats().boards,
+        1,
+        "reconnects caught up without a new board"
+    );
 }
 
+contract_test!(a_stalled_client_does_not_hold_back_others);
 /// A client that stops reading does not hold back the others. (What happens to the
 /// stalled client itself is tested without sockets in `routes::ws::tests`, since loopback
 /// kernel buffers absorb megabytes before a send blocks.)
-#[tokio::test]
-async fn a_stalled_client_does_not_hold_back_others() {
-    let app = std::sync::Arc::new(spawn_app(&["--client-queue", "4", "--tick-ms", "1"]).await);
+async fn a_stalled_client_does_not_hold_back_others(backend: Backend) {
+    let app = std::sync::Arc::new(
+        spawn_app_on(backend, &["--client-queue", "4", "--tick-ms", "1"]).await,
+    );
     let sock = tokio::net::TcpSocket::new_v4().unwrap();
     sock.set_recv_buffer_size(2048).unwrap();
     let stream = sock.connect(app.addr).await.unwrap();

@@ -1,10 +1,12 @@
 //! Integration tests: the real server in-process on port 0 (or as a child process where a
 //! test kills it), driven over real HTTP and websocket connections.
 
+#[macro_use]
 mod helpers;
 
 mod board;
 mod errors;
+mod fleet;
 mod lifecycle;
 mod live;
 mod ops;

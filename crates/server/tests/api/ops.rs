@@ -1,8 +1,8 @@
 use crate::helpers::*;
 
-#[tokio::test]
-async fn health_metrics_and_openapi() {
-    let app = spawn_app(&[]).await;
+contract_test!(health_metrics_and_openapi);
+async fn health_metrics_and_openapi(backend: Backend) {
+    let app = spawn_app_on(backend, &[]).await;
     assert_eq!(
         reqwest::get(app.url("/healthz"))
             .await

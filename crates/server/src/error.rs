@@ -43,11 +43,37 @@ pub enum ApiError {
     TooManyConnections,
     #[error("the server is shutting down; retry on another instance")]
     ShuttingDown,
-    #[error("the store is unavailable: {0}")]
-    Unavailable(String),
+    /// The store (or the board encoder) failed. The client learns only that it may
+    /// retry; `source` is logged, never sent.
+    #[error("{}", unavailable_message(*.placing))]
+    Unavailable {
+        /// The failure was a placement's: says so, since that is what the client asked.
+        placing: bool,
+        /// When a retry may help, if the store can tell.
+        retry_after_ms: Option<i64>,
+        /// What failed, with its chain, for the log.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+fn unavailable_message(placing: bool) -> &'static str {
+    if placing {
+        "the canvas cannot take placements right now; retry in a moment"
+    } else {
+        "the canvas cannot answer this right now; retry in a moment"
+    }
 }
 
 impl ApiError {
+    /// A failure outside the store (board encoding) as a `503` that names nothing.
+    pub fn unavailable(e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        ApiError::Unavailable {
+            placing: false,
+            retry_after_ms: None,
+            source: Box::new(e),
+        }
+    }
+
     fn status_and_code(&self) -> (StatusCode, &'static str) {
         match self {
             ApiError::InvalidJson(_) => (StatusCode::BAD_REQUEST, "invalid_json"),
@@ -69,7 +95,7 @@ impl ApiError {
                 (StatusCode::SERVICE_UNAVAILABLE, "too_many_connections")
             }
             ApiError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
-            ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ApiError::Unavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
         }
     }
 
@@ -109,7 +135,18 @@ impl IntoResponse for ApiError {
             ApiError::PayloadTooLarge { limit } => {
                 body["allowed"] = json!(format!("at most {limit} bytes"))
             }
-            ApiError::Unavailable(e) => tracing::error!(error = %e, "store unavailable"),
+            ApiError::Unavailable {
+                retry_after_ms,
+                source,
+                ..
+            } => {
+                // The whole chain for the operator; the client got only the code.
+                tracing::error!(error = %rplace_store::Chain(&**source), "store unavailable");
+                if let Some(ms) = retry_after_ms {
+                    body["retry_after_ms"] = json!(ms);
+                    retry_after = Some(*ms);
+                }
+            }
             _ => {}
         }
         let mut resp = (status, axum::Json(body)).into_response();
@@ -134,7 +171,11 @@ impl From<rplace_store::PlaceError> for ApiError {
             },
             P::RateLimited { retry_after_ms } => ApiError::RateLimited { retry_after_ms },
             P::ShuttingDown => ApiError::ShuttingDown,
-            P::Unavailable(s) => ApiError::Unavailable(s),
+            P::Unavailable(b) => ApiError::Unavailable {
+                placing: true,
+                retry_after_ms: b.retry_after_ms(),
+                source: Box::new(b),
+            },
         }
     }
 }
@@ -143,7 +184,11 @@ impl From<rplace_store::StoreError> for ApiError {
     fn from(e: rplace_store::StoreError) -> Self {
         match e {
             rplace_store::StoreError::Gone { since, .. } => ApiError::Gone { since: since.0 },
-            other => ApiError::Unavailable(other.to_string()),
+            other => ApiError::Unavailable {
+                placing: false,
+                retry_after_ms: other.backend().and_then(|b| b.retry_after_ms()),
+                source: Box::new(other),
+            },
         }
     }
 }

@@ -256,3 +256,54 @@ async fn without_a_durable_redis_postgres_away_answers_503() {
     })
     .await;
 }
+
+/// A PostgreSQL that accepts connections but never finishes the history write (a lock
+/// held on the state row stands in for a stalled server) holds no placement past the
+/// timeouts: without a durable Redis it answers 503 after the ack timeout, with one it
+/// acknowledges after the database timeout; both reach the history once it is released.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_postgres_holds_no_placement_past_its_timeouts() {
+    for durable in [false, true] {
+        let redis = if durable {
+            RedisServer::start_with(DURABLE)
+        } else {
+            RedisServer::start()
+        };
+        let pg = Postgres::shared();
+        let url = pg.create_database();
+        let db = url.rsplit('/').next().unwrap().to_string();
+        let cfg = config(&redis, url.clone());
+        let bound = if durable {
+            cfg.database_timeout
+        } else {
+            cfg.ack_timeout
+        } + Duration::from_millis(1500);
+        let store = SharedStore::open(cfg).await.unwrap();
+        store.place(by(1)).await.unwrap();
+
+        let (mut locker, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let tx = locker.transaction().await.unwrap();
+        tx.batch_execute("LOCK TABLE rplace_state IN ACCESS EXCLUSIVE MODE")
+            .await
+            .unwrap();
+        let t = Instant::now();
+        let res = store.place(by(2)).await;
+        let took = t.elapsed();
+        eprintln!("stalled PostgreSQL, durable Redis {durable}: {res:?} after {took:?}");
+        assert!(took < bound, "took {took:?}");
+        if durable {
+            assert_eq!(res.unwrap().seq, Seq(2));
+        } else {
+            assert!(matches!(res, Err(PlaceError::Unavailable(_))), "{res:?}");
+        }
+        tx.rollback().await.unwrap();
+        // Answered or not, the placement is in Redis, and so it is kept.
+        eventually(Duration::from_secs(20), "the history complete", || async {
+            (history_seqs(pg, &db) == [1, 2]).then_some(())
+        })
+        .await;
+    }
+}

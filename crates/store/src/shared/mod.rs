@@ -8,7 +8,7 @@
 //! - `batcher`: the per-instance task that sends all placements waiting for Redis as one
 //!   script call.
 //! - `history`: the history in PostgreSQL: migrations, batched idempotent writes, pixel
-//!   history, board snapshots and the rebuild read.
+//!   history, board snapshots and the rebuild read (`copy_rows` parses its `COPY`).
 //! - `writer`: the per-instance group-commit task that makes accepted placements durable.
 //! - `feed`: the per-instance Pub/Sub subscriber that turns the channel into a gap-free,
 //!   duplicate-free feed in seq order.
@@ -77,6 +77,7 @@
 
 mod backlog;
 mod batcher;
+mod copy_rows;
 mod feed;
 mod history;
 mod keys;

@@ -30,7 +30,9 @@ pub(crate) async fn run(inner: Arc<Inner>) {
             Ok(Ok((durable, seq, mark))) => {
                 h.redis_ok.store(true, Ordering::Relaxed);
                 h.redis_durable.store(durable, Ordering::Relaxed);
-                h.seq_seen.fetch_max(seq.0, Ordering::Relaxed);
+                // The truth as of now (it may have gone down with a rebuild); placements
+                // raise it between probes.
+                h.seq_seen.store(seq.0, Ordering::Relaxed);
                 h.durable_seen.store(mark.0, Ordering::Relaxed);
                 if was_durable != Some(durable) {
                     tracing::info!(

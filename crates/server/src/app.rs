@@ -95,6 +95,9 @@ async fn open_store(config: &Config, settings: &Settings) -> Result<Backend, Run
         cfg.stream_capacity = config.updates_log as u64;
         cfg.redis_timeout = settings.redis_timeout;
         cfg.database_timeout = settings.database_timeout;
+        // Time for one commit and a retry, not more: then 503 (or, with a durable Redis,
+        // an acknowledgement from Redis).
+        cfg.ack_timeout = settings.database_timeout + std::time::Duration::from_secs(1);
         cfg.backlog_limit = config.redis_backlog;
         return Ok(Backend::Shared(SharedStore::open(cfg).await?));
     }

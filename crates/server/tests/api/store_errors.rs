@@ -80,3 +80,53 @@ async fn a_failed_store_answers_503_without_internal_text() {
         }
     }
 }
+
+/// A stalled Redis (SIGSTOP) fails `/readyz` within about a second and holds no `PUT`
+/// longer than `--redis-timeout-ms`; after SIGCONT the instance is ready again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_redis_fails_readiness_and_bounds_puts() {
+    let redis = RedisServer::start();
+    let pg_url = Postgres::shared().create_database();
+    let key = "cd".repeat(64);
+    let redis_url = redis.url();
+    let app = spawn_app(&[
+        "--redis-url",
+        &redis_url,
+        "--database-url",
+        &pg_url,
+        "--cookie-key",
+        &key,
+        "--redis-timeout-ms",
+        "800",
+    ])
+    .await;
+    let c = client();
+    app.login(&c).await;
+    let ready = || async { reqwest::get(app.url("/readyz")).await.unwrap().status() == 200 };
+    assert!(ready().await);
+
+    redis.pause();
+    let stalled = Instant::now();
+    let put = app
+        .put_pixel(&c, serde_json::json!({"x": 3, "y": 1, "color": 4}))
+        .await;
+    let put_took = stalled.elapsed();
+    assert_eq!(put.status(), 503);
+    while ready().await {
+        assert!(stalled.elapsed() < Duration::from_secs(10), "still ready");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let not_ready = stalled.elapsed();
+    eprintln!(
+        "stalled Redis over HTTP: PUT 503 after {put_took:?}, /readyz 503 after {not_ready:?}"
+    );
+    assert!(put_took < Duration::from_millis(800 + 1500), "{put_took:?}");
+    assert!(not_ready < Duration::from_millis(2500), "{not_ready:?}");
+
+    redis.resume();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !ready().await {
+        assert!(Instant::now() < deadline, "never ready again");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -7,7 +7,8 @@ use axum::extract::FromRef;
 use axum_extra::extract::cookie::Key;
 use metrics_exporter_prometheus::PrometheusHandle;
 use rplace_store::{
-    Backend, EmbeddedConfig, EmbeddedStore, SharedConfig, SharedStore, Store, StoreError,
+    Backend, BackendError, EmbeddedConfig, EmbeddedStore, SharedConfig, SharedStore, Store,
+    StoreError,
 };
 use std::future::Future;
 use std::ops::Deref;
@@ -92,6 +93,12 @@ async fn open_store(config: &Config, settings: &Settings) -> Result<Backend, Run
         cfg.key_prefix = config.redis_prefix.clone();
         cfg.snapshot_every = config.snapshot_every;
         cfg.stream_capacity = config.updates_log as u64;
+        cfg.redis_timeout = settings.redis_timeout;
+        cfg.database_timeout = settings.database_timeout;
+        // Time for one commit and a retry, not more: then 503 (or, with a durable Redis,
+        // an acknowledgement from Redis).
+        cfg.ack_timeout = settings.database_timeout + std::time::Duration::from_secs(1);
+        cfg.backlog_limit = config.redis_backlog;
         return Ok(Backend::Shared(SharedStore::open(cfg).await?));
     }
     let cfg = EmbeddedConfig {
@@ -106,7 +113,7 @@ async fn open_store(config: &Config, settings: &Settings) -> Result<Backend, Run
     };
     let store = tokio::task::spawn_blocking(move || EmbeddedStore::open(cfg))
         .await
-        .map_err(|e| StoreError::Backend(e.to_string()))??;
+        .map_err(|_| StoreError::Backend(BackendError::Stopped("opening task")))??;
     Ok(Backend::Embedded(store))
 }
 
@@ -126,7 +133,7 @@ pub async fn run(
     let start = store.snapshot().await?;
     let feed = store
         .take_feed()
-        .ok_or_else(|| StoreError::Backend("the store's feed was already taken".into()))?;
+        .ok_or(StoreError::Backend(BackendError::Stopped("feed")))?;
     let hub = Hub::new(
         start,
         config.updates_log,

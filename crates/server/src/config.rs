@@ -155,6 +155,21 @@ pub struct Config {
     #[arg(long, env = "RPLACE_REDIS_PREFIX", default_value = "rplace:")]
     pub redis_prefix: String,
 
+    /// Shared mode: longest one Redis command or connection attempt may take, in ms;
+    /// past it the request answers 503 and readiness fails.
+    #[arg(long, env = "RPLACE_REDIS_TIMEOUT_MS", default_value_t = 1000)]
+    pub redis_timeout_ms: u64,
+
+    /// Shared mode: longest one PostgreSQL call may take, in ms (the rebuild's replay of
+    /// the whole history has a long bound of its own).
+    #[arg(long, env = "RPLACE_DATABASE_TIMEOUT_MS", default_value_t = 2000)]
+    pub database_timeout_ms: u64,
+
+    /// Shared mode with a durable Redis (AOF, appendfsync always): most placements that
+    /// may wait in Redis for PostgreSQL while it is away; past it placements get 503.
+    #[arg(long, env = "RPLACE_REDIS_BACKLOG", default_value_t = 1_000_000)]
+    pub redis_backlog: u64,
+
     /// Log format.
     #[arg(long, env = "RPLACE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -212,6 +227,22 @@ pub struct Settings {
     pub drain: Duration,
     /// Who may reach what: public origin, websocket origins, admin and metrics tokens.
     pub access: crate::access::Access,
+    /// Bound of one Redis command (shared mode).
+    pub redis_timeout: Duration,
+    /// Bound of one PostgreSQL call (shared mode).
+    pub database_timeout: Duration,
+}
+
+/// A timeout in ms from 1 ms to 10 minutes.
+fn millis(name: &'static str, env: &'static str, v: u64) -> Result<Duration, ConfigError> {
+    if !(1..=600_000).contains(&v) {
+        return Err(bad(
+            name,
+            env,
+            format!("must be from 1 to 600000 ms, got {v}"),
+        ));
+    }
+    Ok(Duration::from_millis(v))
 }
 
 fn seconds(name: &'static str, env: &'static str, v: f64) -> Result<Duration, ConfigError> {
@@ -320,6 +351,16 @@ impl Config {
             },
             drain: seconds("drain", "RPLACE_DRAIN", self.drain)?,
             access: crate::access::Access::parse(self)?,
+            redis_timeout: millis(
+                "redis-timeout-ms",
+                "RPLACE_REDIS_TIMEOUT_MS",
+                self.redis_timeout_ms,
+            )?,
+            database_timeout: millis(
+                "database-timeout-ms",
+                "RPLACE_DATABASE_TIMEOUT_MS",
+                self.database_timeout_ms,
+            )?,
         })
     }
 
@@ -363,6 +404,8 @@ mod tests {
         assert!(err(&["--cooldown=-1"]).contains("--cooldown"));
         assert!(err(&["--cookie-key", "abcd"]).contains("--cookie-key"));
         assert!(err(&["--tick-ms", "0"]).contains("--tick-ms"));
+        assert!(err(&["--redis-timeout-ms", "0"]).contains("--redis-timeout-ms"));
+        assert!(err(&["--database-timeout-ms", "0"]).contains("--database-timeout-ms"));
         assert!(Config::from_args(["--listen", "nope"]).is_err());
     }
 }

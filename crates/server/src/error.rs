@@ -43,8 +43,17 @@ pub enum ApiError {
     TooManyConnections,
     #[error("the server is shutting down; retry on another instance")]
     ShuttingDown,
-    #[error("the store is unavailable: {0}")]
-    Unavailable(String),
+    /// The store (or the board encoder) failed. The client learns only that it may
+    /// retry; `source` is logged, never sent.
+    #[error("{}", unavailable_message(*.placing))]
+    Unavailable {
+        /// The failure was a placement's: says so, since that is what the client asked.
+        placing: bool,
+        /// When a retry may help, if the store can tell.
+        retry_after_ms: Option<i64>,
+        /// What failed, with its chain, for the log.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error("{method} is not allowed here; allowed: {allowed}")]
     MethodNotAllowed { method: String, allowed: String },
     #[error("{0}")]
@@ -59,6 +68,14 @@ pub enum ApiError {
     /// into JSON with the code its status implies. `message` is meant for the client.
     #[error("{message}")]
     Status { status: StatusCode, message: String },
+}
+
+fn unavailable_message(placing: bool) -> &'static str {
+    if placing {
+        "the canvas cannot take placements right now; retry in a moment"
+    } else {
+        "the canvas cannot answer this right now; retry in a moment"
+    }
 }
 
 /// The `error` code of a status for which no specific one exists.
@@ -84,6 +101,15 @@ fn code_of_status(status: StatusCode) -> &'static str {
 }
 
 impl ApiError {
+    /// A failure outside the store (board encoding) as a `503` that names nothing.
+    pub fn unavailable(e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        ApiError::Unavailable {
+            placing: false,
+            retry_after_ms: None,
+            source: Box::new(e),
+        }
+    }
+
     fn status_and_code(&self) -> (StatusCode, &'static str) {
         match self {
             ApiError::InvalidJson(_) => (StatusCode::BAD_REQUEST, "invalid_json"),
@@ -105,7 +131,7 @@ impl ApiError {
                 (StatusCode::SERVICE_UNAVAILABLE, "too_many_connections")
             }
             ApiError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
-            ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ApiError::Unavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::MethodNotAllowed { .. } => {
                 (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed")
             }
@@ -153,7 +179,18 @@ impl IntoResponse for ApiError {
             ApiError::PayloadTooLarge { limit } => {
                 body["allowed"] = json!(format!("at most {limit} bytes"))
             }
-            ApiError::Unavailable(e) => tracing::error!(error = %e, "store unavailable"),
+            ApiError::Unavailable {
+                retry_after_ms,
+                source,
+                ..
+            } => {
+                // The whole chain for the operator; the client got only the code.
+                tracing::error!(error = %rplace_store::Chain(&**source), "store unavailable");
+                if let Some(ms) = retry_after_ms {
+                    body["retry_after_ms"] = json!(ms);
+                    retry_after = Some(*ms);
+                }
+            }
             ApiError::MethodNotAllowed { allowed, .. } => body["allowed"] = json!(allowed),
             _ => {}
         }
@@ -186,7 +223,11 @@ impl From<rplace_store::PlaceError> for ApiError {
             },
             P::RateLimited { retry_after_ms } => ApiError::RateLimited { retry_after_ms },
             P::ShuttingDown => ApiError::ShuttingDown,
-            P::Unavailable(s) => ApiError::Unavailable(s),
+            P::Unavailable(b) => ApiError::Unavailable {
+                placing: true,
+                retry_after_ms: b.retry_after_ms(),
+                source: Box::new(b),
+            },
         }
     }
 }
@@ -195,7 +236,11 @@ impl From<rplace_store::StoreError> for ApiError {
     fn from(e: rplace_store::StoreError) -> Self {
         match e {
             rplace_store::StoreError::Gone { since, .. } => ApiError::Gone { since: since.0 },
-            other => ApiError::Unavailable(other.to_string()),
+            other => ApiError::Unavailable {
+                placing: false,
+                retry_after_ms: other.backend().and_then(|b| b.retry_after_ms()),
+                source: Box::new(other),
+            },
         }
     }
 }

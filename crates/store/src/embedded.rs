@@ -20,7 +20,10 @@
 //! crash or `kill -9` of the process but not of the machine.
 
 use crate::limit::{IpLimit, IpLimiter};
-use crate::{FeedEvent, NewPlacement, PlaceError, Placed, Snapshot, Store, StoreError, now_ms};
+use crate::{
+    BackendError, Chain, FeedEvent, NewPlacement, PlaceError, Placed, Snapshot, Store, StoreError,
+    now_ms,
+};
 use rplace_domain::board::Depth;
 use rplace_domain::{Board, ColorIndex, Cooldown, Coord, Dimensions, Placement, Seq, UserId};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
@@ -112,7 +115,7 @@ pub struct EmbeddedStore {
 }
 
 fn backend(e: rusqlite::Error) -> StoreError {
-    StoreError::Backend(e.to_string())
+    StoreError::from(e)
 }
 
 /// Schema versions, applied in order and recorded in `PRAGMA user_version`.
@@ -148,7 +151,7 @@ const PIXEL_SEQ_LEVEL: i32 = 1;
 
 fn encode_pixel_seq(seqs: &[u64]) -> Result<Vec<u8>, StoreError> {
     use std::io::Write;
-    let fail = |e: std::io::Error| StoreError::Backend(format!("compressing pixel seqs: {e}"));
+    let fail = StoreError::from;
     let mut enc = zstd::stream::write::Encoder::new(Vec::new(), PIXEL_SEQ_LEVEL).map_err(fail)?;
     // Chunk by chunk, so the raw bytes (8 per pixel) are never all in memory at once.
     let mut chunk = Vec::with_capacity(8 * 8192);
@@ -162,7 +165,7 @@ fn encode_pixel_seq(seqs: &[u64]) -> Result<Vec<u8>, StoreError> {
 
 fn decode_pixel_seq(blob: &[u8], pixels: usize) -> Result<Vec<u64>, StoreError> {
     use std::io::Read;
-    let fail = |e: std::io::Error| StoreError::Backend(format!("snapshot pixel seqs: {e}"));
+    let fail = StoreError::from;
     let mut dec = zstd::stream::read::Decoder::new(blob).map_err(fail)?;
     let mut out = Vec::with_capacity(pixels);
     let mut chunk = vec![0u8; 8 * 8192];
@@ -176,9 +179,10 @@ fn decode_pixel_seq(blob: &[u8], pixels: usize) -> Result<Vec<u64>, StoreError> 
         );
     }
     if dec.read(&mut chunk[..1]).map_err(fail)? != 0 {
-        return Err(StoreError::Backend(format!(
+        return Err(BackendError::Corrupt(format!(
             "snapshot pixel seqs hold more than the {pixels} pixels of the board"
-        )));
+        ))
+        .into());
     }
     Ok(out)
 }
@@ -261,7 +265,7 @@ fn restore(conn: &Connection, cfg: &EmbeddedConfig) -> Result<State, StoreError>
         Some((seq, bytes, pixel_seq)) => (
             Seq(seq as u64),
             Board::from_bytes(cfg.dims, cfg.depth, bytes)
-                .map_err(|e| StoreError::Backend(e.to_string()))?,
+                .map_err(|e| BackendError::Corrupt(format!("snapshot board: {e}")))?,
             pixel_seq
                 .map(|blob| decode_pixel_seq(&blob, pixels))
                 .transpose()?,
@@ -390,7 +394,7 @@ impl EmbeddedStore {
         let handle = std::thread::Builder::new()
             .name("rplace-sqlite-writer".into())
             .spawn(move || writer.run(rx))
-            .map_err(|e| StoreError::Backend(format!("cannot start writer thread: {e}")))?;
+            .map_err(StoreError::from)?;
         let readers = (0..READERS)
             .map(|_| open_reader(&path))
             .collect::<Result<Vec<_>, _>>()?;
@@ -428,7 +432,7 @@ impl EmbeddedStore {
             out
         })
         .await
-        .map_err(|e| StoreError::Backend(format!("reader task failed: {e}")))?
+        .map_err(|_| BackendError::Stopped("reader task"))?
     }
 }
 
@@ -534,15 +538,14 @@ impl Store for EmbeddedStore {
     async fn close(&self) -> Result<(), StoreError> {
         let (tx, rx) = oneshot::channel();
         if self.tx.send(Cmd::Close(tx)).await.is_ok() {
-            rx.await
-                .map_err(|_| StoreError::Backend("writer stopped before closing".into()))??;
+            rx.await.map_err(|_| BackendError::Stopped("writer"))??;
         }
         let handle = self.writer.lock().expect("writer lock").take();
         if let Some(h) = handle {
             tokio::task::spawn_blocking(move || h.join())
                 .await
-                .map_err(|e| StoreError::Backend(e.to_string()))?
-                .map_err(|_| StoreError::Backend("writer thread panicked".into()))?;
+                .map_err(|_| BackendError::Stopped("writer"))?
+                .map_err(|_| BackendError::Stopped("writer thread"))?;
         }
         Ok(())
     }
@@ -714,11 +717,12 @@ impl Writer {
                 }
             }
             Err(e) => {
-                tracing::error!(error = %e, "commit failed; rejecting the batch");
+                tracing::error!(error = %Chain(&e), "commit failed; rejecting the batch");
+                let e = Arc::new(e);
                 metrics::counter!("rplace_store_commit_failures_total").increment(1);
                 for ((_, tx), d) in batch.drain(..).zip(decided) {
                     let _ = tx.send(match d {
-                        Ok(_) => Err(PlaceError::Unavailable(e.to_string())),
+                        Ok(_) => Err(PlaceError::Unavailable(BackendError::Shared(e.clone()))),
                         Err(rejected) => Err(rejected),
                     });
                 }
@@ -728,12 +732,12 @@ impl Writer {
     }
 
     /// Inserts `rows`, each with the seq of the placement before it on its pixel.
-    fn insert(&mut self, rows: &[Placement], prevs: &[u64]) -> Result<(), StoreError> {
-        let tx = self.conn.transaction().map_err(backend)?;
+    fn insert(&mut self, rows: &[Placement], prevs: &[u64]) -> Result<(), BackendError> {
+        let tx = self.conn.transaction().map_err(BackendError::from)?;
         {
             let mut stmt = tx
                 .prepare_cached("INSERT INTO placements (seq, x, y, color, user, ts, prev) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")
-                .map_err(backend)?;
+                .map_err(BackendError::from)?;
             for (p, &prev) in rows.iter().zip(prevs) {
                 stmt.execute(params![
                     p.seq.0 as i64,
@@ -744,10 +748,10 @@ impl Writer {
                     p.at_ms,
                     (prev != 0).then_some(prev as i64)
                 ])
-                .map_err(backend)?;
+                .map_err(BackendError::from)?;
             }
         }
-        tx.commit().map_err(backend)
+        tx.commit().map_err(BackendError::from)
     }
 
     fn snapshot(&mut self) -> Result<(), StoreError> {

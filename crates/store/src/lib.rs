@@ -8,6 +8,7 @@
 //! - [`embedded`]: a single-process store. SQLite in WAL mode, written by one thread
 //!   that is also the sequencer: it checks cooldowns, assigns seqs and commits many
 //!   placements per transaction, and only then acknowledges them.
+//! - `error`: [`PlaceError`], [`StoreError`] and the typed [`BackendError`] under both.
 //! - [`limit`]: the per-IP rate limit used by the embedded backend.
 //! - [`shared`]: a store shared by any number of instances. Redis holds the live state
 //!   (board, seq, cooldowns, per-IP limits, recent updates) and sequences placements with
@@ -21,6 +22,7 @@
 //!   except where it says [`FeedEvent::Reset`].
 
 pub mod embedded;
+mod error;
 pub mod limit;
 pub mod shared;
 
@@ -30,6 +32,7 @@ use std::net::IpAddr;
 use tokio::sync::mpsc;
 
 pub use embedded::{EmbeddedConfig, EmbeddedStore, SyncMode, open_database};
+pub use error::{BackendError, Chain, PlaceError, Service, StoreError};
 pub use limit::IpLimit;
 pub use shared::{SharedConfig, SharedStore};
 
@@ -58,33 +61,6 @@ pub struct Placed {
     pub at_ms: i64,
     /// When this user may place again, unix ms.
     pub next_at_ms: i64,
-}
-
-/// Why a placement was not accepted. None of these changed anything.
-#[derive(Debug, thiserror::Error)]
-pub enum PlaceError {
-    #[error("this user may place again at {next_at_ms} (unix ms)")]
-    Cooldown { next_at_ms: i64 },
-    #[error("too many placements from this address; retry in {retry_after_ms} ms")]
-    RateLimited { retry_after_ms: i64 },
-    #[error("the store is shutting down")]
-    ShuttingDown,
-    #[error("the store failed: {0}")]
-    Unavailable(String),
-}
-
-/// Failures of reads and of opening a store.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// The requested updates are older than the store keeps.
-    #[error(
-        "updates after seq {since} are no longer kept; the oldest available follow seq {oldest}"
-    )]
-    Gone { since: Seq, oldest: Seq },
-    #[error("{0}")]
-    Config(String),
-    #[error("storage failure: {0}")]
-    Backend(String),
 }
 
 /// The board at one seq.

@@ -2,8 +2,10 @@
 //!
 //! # Layout
 //! - [`RedisServer`]: one `redis-server` per test, on a free port, without persistence, so
-//!   that [`RedisServer::restart`] brings it back empty (as a crashed cache would); or one
-//!   per test binary ([`RedisServer::shared`]) for tests that keep apart by key prefix.
+//!   that [`RedisServer::restart`] brings it back empty (as a crashed cache would); one
+//!   per test binary ([`RedisServer::shared`]) for tests that keep apart by key prefix; or with
+//!   extra arguments ([`RedisServer::start_with`], e.g. an AOF), and [`RedisServer::pause`]
+//!   to stall it as an overloaded or partitioned server would.
 //! - [`Postgres`]: one PostgreSQL cluster per test binary ([`Postgres::shared`]), because
 //!   `initdb` costs seconds, and a fresh database per test ([`Postgres::create_database`]).
 //!
@@ -113,6 +115,8 @@ impl Watched {
 pub struct RedisServer {
     /// Where the server listens; kept across [`RedisServer::restart`].
     port: u16,
+    /// Arguments after the defaults (later ones win), kept across restarts.
+    extra: Vec<String>,
     /// Holds the log (and would hold dump files, but persistence is off).
     dir: tempfile::TempDir,
     /// The running server, if any.
@@ -131,12 +135,21 @@ impl RedisServer {
 
     /// Starts a server and waits until it accepts connections.
     pub fn start() -> RedisServer {
+        RedisServer::start_with(&[])
+    }
+
+    /// Starts a server with `args` after the defaults, e.g.
+    /// `["--appendonly", "yes", "--appendfsync", "always"]` for one that keeps everything
+    /// in its AOF (in its temp dir) across [`RedisServer::kill`] and
+    /// [`RedisServer::restart`].
+    pub fn start_with(args: &[&str]) -> RedisServer {
         let dir = tempfile::Builder::new()
             .prefix("rplace-redis-")
             .tempdir()
             .expect("temp dir");
         let mut server = RedisServer {
             port: 0,
+            extra: args.iter().map(|s| s.to_string()).collect(),
             dir,
             process: None,
         };
@@ -159,7 +172,7 @@ impl RedisServer {
     fn launch(&mut self) -> Result<(), String> {
         let bin = std::env::var("RPLACE_REDIS_SERVER").unwrap_or_else(|_| "redis-server".into());
         let log = self.dir.path().join("redis.log");
-        let cmd: Vec<String> = [
+        let mut cmd: Vec<String> = [
             bin.as_str(),
             "--port",
             &self.port.to_string(),
@@ -177,6 +190,7 @@ impl RedisServer {
         .iter()
         .map(|s| s.to_string())
         .collect();
+        cmd.extend(self.extra.iter().cloned());
         let mut p = Watched::spawn(&cmd, &log);
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
@@ -214,7 +228,28 @@ impl RedisServer {
         }
     }
 
-    /// Kills the server and starts an empty one on the same port.
+    /// The server log so far, to print when a test fails.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("redis.log")).unwrap_or_default()
+    }
+
+    /// Stops the server with SIGSTOP: it keeps its connections and its port but answers
+    /// nothing, until [`RedisServer::resume`].
+    pub fn pause(&self) {
+        if let Some(p) = &self.process {
+            p.signal("-STOP");
+        }
+    }
+
+    /// Lets a paused server go on (SIGCONT).
+    pub fn resume(&self) {
+        if let Some(p) = &self.process {
+            p.signal("-CONT");
+        }
+    }
+
+    /// Kills the server and starts one on the same port: empty, unless it was started
+    /// with persistence ([`RedisServer::start_with`]), which it then loads.
     pub fn restart(&mut self) {
         self.kill();
         // The port was just ours; if another process grabbed it, the test cannot go on.
@@ -254,8 +289,10 @@ pub struct Postgres {
     dir: tempfile::TempDir,
     /// Folder of `initdb`, `postgres` and `psql`.
     bin: PathBuf,
-    /// The running postmaster.
-    process: Watched,
+    /// The postmaster's command line, to start it again after [`Postgres::stop`].
+    cmd: Vec<String>,
+    /// The running postmaster (`None` while stopped).
+    process: Option<Watched>,
 }
 
 /// Numbers the databases made by this process, so names never collide.
@@ -341,7 +378,8 @@ impl Postgres {
                     port,
                     dir,
                     bin,
-                    process,
+                    cmd,
+                    process: Some(process),
                 };
             }
             process.stop("-KILL");
@@ -355,6 +393,40 @@ impl Postgres {
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// Stops the server (fast shutdown: connections are cut, the port closes), as an
+    /// outage or a failover would. Use a cluster of its own ([`Postgres::start`]), not the
+    /// shared one.
+    pub fn stop(&mut self) {
+        if let Some(mut p) = self.process.take() {
+            p.stop("-INT");
+        }
+    }
+
+    /// Starts a stopped server again on the same port and data, and waits until it
+    /// accepts connections.
+    pub fn resume(&mut self) {
+        if self.process.is_some() {
+            return;
+        }
+        let log = self.dir.path().join("postgres.log");
+        let mut process = Watched::spawn(&self.cmd, &log);
+        let deadline = Instant::now() + READY_TIMEOUT;
+        while Instant::now() < deadline && process.is_running() {
+            let ok = Command::new(self.bin.join("pg_isready"))
+                .args(["-q", "-h", "127.0.0.1", "-p", &self.port.to_string()])
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false);
+            if ok {
+                self.process = Some(process);
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        process.stop("-KILL");
+        panic!("postgres did not start again:\n{}", self.log());
     }
 
     /// Connection URL of database `db` as user `postgres`.
@@ -409,7 +481,9 @@ impl Postgres {
 impl Drop for Postgres {
     fn drop(&mut self) {
         // SIGQUIT: immediate shutdown; the data dir is thrown away anyway.
-        self.process.stop("-QUIT");
+        if let Some(mut p) = self.process.take() {
+            p.stop("-QUIT");
+        }
     }
 }
 

@@ -102,10 +102,7 @@ pub async fn board(State(app): State<AppState>, headers: HeaderMap) -> Result<Re
     let mut resp = if not_modified(&headers, version.seq) {
         StatusCode::NOT_MODIFIED.into_response()
     } else {
-        let body = version
-            .body(enc)
-            .await
-            .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+        let body = version.body(enc).await.map_err(ApiError::unavailable)?;
         app.bodies.offer(&body);
         let mut r = Body::from(body).into_response();
         r.headers_mut().insert(
@@ -136,7 +133,7 @@ pub async fn board_png(
         let png = version
             .png(app.settings.dims, &app.settings.palette)
             .await
-            .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+            .map_err(ApiError::unavailable)?;
         app.bodies.offer(&png);
         ([(header::CONTENT_TYPE, "image/png")], png).into_response()
     };

@@ -11,4 +11,5 @@ mod lifecycle;
 mod live;
 mod ops;
 mod placing;
+mod store_errors;
 mod strict;

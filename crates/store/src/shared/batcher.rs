@@ -25,16 +25,19 @@ pub(crate) async fn run(live: Live, mut rx: mpsc::Receiver<Request>) {
     let mut placements = Vec::with_capacity(MAX_BATCH);
     let mut replies = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.recv().await {
-        placements.push(first.placement);
-        replies.push(first.reply);
-        while placements.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(r) => {
-                    placements.push(r.placement);
-                    replies.push(r.reply);
-                }
-                Err(_) => break,
+        let mut next = Some(first);
+        while let Some(r) = next.take() {
+            // Its caller timed out and answered 503: it must not be applied after that.
+            if !r.reply.is_closed() {
+                placements.push(r.placement);
+                replies.push(r.reply);
             }
+            if placements.len() < MAX_BATCH {
+                next = rx.try_recv().ok();
+            }
+        }
+        if placements.is_empty() {
+            continue;
         }
         metrics::histogram!("rplace_store_script_batch_size").record(placements.len() as f64);
         match live.place_batch(&placements).await {

@@ -21,7 +21,7 @@
 
 use super::Inner;
 use super::live::parse_record;
-use crate::{FeedEvent, Snapshot};
+use crate::{BackendError, Chain, FeedEvent, Snapshot};
 use futures_util::{FutureExt, StreamExt};
 use rplace_domain::{Board, Placement, Seq};
 use std::sync::Arc;
@@ -75,7 +75,13 @@ fn parse_message(payload: &str) -> Option<Message> {
 
 /// Why a step could not go on; the task reconnects after it.
 #[derive(Debug)]
-struct Interrupted(String);
+struct Interrupted(BackendError);
+
+impl<E: Into<BackendError>> From<E> for Interrupted {
+    fn from(e: E) -> Self {
+        Interrupted(e.into())
+    }
+}
 
 /// The task's position.
 struct Feed {
@@ -99,7 +105,7 @@ pub(crate) async fn run(inner: Arc<Inner>, start: oneshot::Receiver<Start>) {
             match inner.live_snapshot().await {
                 Ok(s) => break (s.epoch, s.seq),
                 Err(e) => {
-                    tracing::warn!(error = %e, "feed cannot read its starting point; retrying");
+                    tracing::warn!(error = %Chain(&e), "feed cannot read its starting point; retrying");
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
             }
@@ -124,7 +130,7 @@ impl Feed {
             let mut messages = match self.inner.live.subscribe().await {
                 Ok(m) => m,
                 Err(e) => {
-                    tracing::warn!(error = %e, "feed cannot subscribe; retrying");
+                    tracing::warn!(error = %Chain(&e), "feed cannot subscribe; retrying");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(2));
                     continue;
@@ -132,7 +138,7 @@ impl Feed {
             };
             // Whatever was placed while we were not subscribed comes from the stream.
             if let Err(Interrupted(e)) = self.catch_up().await {
-                tracing::warn!(error = %e, "feed catch-up failed; resubscribing");
+                tracing::warn!(error = %Chain(&e), "feed catch-up failed; resubscribing");
                 tokio::time::sleep(backoff).await;
                 continue;
             }
@@ -153,14 +159,14 @@ impl Feed {
                             }
                             self.on_messages(batch).await
                         }
-                        None => Err(Interrupted("the Pub/Sub connection dropped".into())),
+                        None => Err(Interrupted(BackendError::Stopped("Pub/Sub subscription"))),
                     },
                     _ = check.tick() => self.catch_up().await,
                     _ = self.tx.closed() => return,
                 };
                 if let Err(Interrupted(e)) = step {
                     metrics::counter!("rplace_store_feed_reconnects_total").increment(1);
-                    tracing::warn!(error = %e, last = self.last.0, "feed interrupted; reconnecting");
+                    tracing::warn!(error = %Chain(&e), last = self.last.0, "feed interrupted; reconnecting");
                     break;
                 }
             }
@@ -219,12 +225,7 @@ impl Feed {
     /// the stream no longer reaches back to `last`.
     async fn catch_up(&mut self) -> Result<(), Interrupted> {
         loop {
-            let page = self
-                .inner
-                .live
-                .read_after(self.last, PAGE)
-                .await
-                .map_err(|e| Interrupted(format!("Redis: {e}")))?;
+            let page = self.inner.live.read_after(self.last, PAGE).await?;
             let Some(epoch) = page.epoch else {
                 // Redis lost its state; the rebuild's announcement (or the next check)
                 // brings us back.
@@ -260,14 +261,10 @@ impl Feed {
 
     /// Emits the whole board and seq, read at one moment, and goes on from there.
     async fn reset(&mut self) -> Result<(), Interrupted> {
-        let s = self
-            .inner
-            .live_snapshot()
-            .await
-            .map_err(|e| Interrupted(e.to_string()))?;
+        let s = self.inner.live_snapshot().await?;
         let cfg = &self.inner.cfg;
         let board = Board::from_bytes(cfg.dims, cfg.depth, s.board)
-            .map_err(|e| Interrupted(format!("Redis board key: {e}")))?;
+            .map_err(|e| BackendError::Corrupt(format!("the Redis board key: {e}")))?;
         metrics::counter!("rplace_store_feed_resets_total").increment(1);
         tracing::warn!(epoch = s.epoch, seq = s.seq.0, "feed reset");
         self.epoch = s.epoch;

@@ -20,7 +20,8 @@
 //! - `schema_migrations`: applied migration versions. Migrations run under a session
 //!   advisory lock, so instances starting together apply each one exactly once.
 
-use crate::StoreError;
+use super::copy_rows::CopyRows;
+use crate::{BackendError, Service, StoreError};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use futures_util::{StreamExt, pin_mut};
 use rplace_domain::board::{Depth, set_packed};
@@ -34,8 +35,9 @@ const MIGRATION_LOCK: i64 = 0x72_70_6c_61_63_65_00_01;
 const SNAPSHOT_LOCK: i64 = 0x72_70_6c_61_63_65_00_02;
 /// Advisory lock of the reconciler, so one instance at a time copies the stream (`rplace` + 3).
 const RECONCILE_LOCK: i64 = 0x72_70_6c_61_63_65_00_03;
-/// How long to wait for a pooled connection or a new one.
-const POOL_TIMEOUT: Duration = Duration::from_secs(5);
+/// Bound of the long operations (a rebuild's replay of the whole history, a snapshot),
+/// which the short per-call timeout would cut off on a large board.
+const LONG_TIMEOUT: Duration = Duration::from_secs(600);
 /// Board snapshots kept; older ones are deleted.
 const SNAPSHOTS_KEPT: i64 = 2;
 
@@ -72,32 +74,16 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[(
      ALTER TABLE board_snapshots ALTER COLUMN board SET STORAGE EXTERNAL;",
 )];
 
-/// A PostgreSQL error with the server's message, not just "db error".
-pub(crate) fn describe(e: &tokio_postgres::Error) -> String {
-    match e.as_db_error() {
-        Some(db) => format!("{}: {}", db.code().code(), db.message()),
-        None => {
-            let mut s = e.to_string();
-            let mut src = std::error::Error::source(e);
-            while let Some(inner) = src {
-                s.push_str(": ");
-                s.push_str(&inner.to_string());
-                src = inner.source();
-            }
-            s
-        }
-    }
-}
-
 fn pg(e: tokio_postgres::Error) -> StoreError {
-    StoreError::Backend(format!("PostgreSQL: {}", describe(&e)))
+    StoreError::from(e)
 }
 
 fn pool_err(e: deadpool_postgres::PoolError) -> StoreError {
-    match e {
-        deadpool_postgres::PoolError::Backend(e) => pg(e),
-        other => StoreError::Backend(format!("PostgreSQL pool: {other}")),
-    }
+    StoreError::from(e)
+}
+
+fn corrupt(what: impl Into<String>) -> StoreError {
+    StoreError::Backend(BackendError::Corrupt(what.into()))
 }
 
 fn to_time(ms: i64) -> SystemTime {
@@ -145,6 +131,9 @@ pub(crate) struct History {
     dims: Dimensions,
     /// Bits per pixel of the packed board.
     depth: Depth,
+    /// Longest one call may take (pool checkout included) before it counts as failed, so
+    /// a stalled PostgreSQL holds nobody for longer.
+    timeout: Duration,
 }
 
 impl History {
@@ -155,31 +144,36 @@ impl History {
         pool_size: usize,
         dims: Dimensions,
         depth: Depth,
+        timeout: Duration,
     ) -> Result<Self, StoreError> {
         let shown = super::redact(url);
         let mut config: tokio_postgres::Config = url
             .parse()
             .map_err(|e| StoreError::Config(format!("invalid PostgreSQL URL {shown}: {e}")))?;
         if config.get_connect_timeout().is_none() {
-            config.connect_timeout(POOL_TIMEOUT);
+            config.connect_timeout(timeout);
         }
         config.application_name("rplace");
-        let (mut client, conn) = config.connect(NoTls).await.map_err(|e| {
-            StoreError::Backend(format!(
-                "cannot reach PostgreSQL at {shown}: {}",
-                describe(&e)
-            ))
-        })?;
+        let unreachable = |source| StoreError::Connect {
+            service: Service::Postgres,
+            url: shown.clone(),
+            source,
+        };
+        let (mut client, conn) = tokio::time::timeout(timeout, config.connect(NoTls))
+            .await
+            .map_err(|_| unreachable(BackendError::Timeout(Service::Postgres)))?
+            .map_err(|e| unreachable(BackendError::Postgres(e)))?;
         let conn_task = tokio::spawn(async move {
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "migration connection ended");
             }
         });
-        let res = async {
+        let res = tokio::time::timeout(LONG_TIMEOUT, async {
             migrate(&mut client).await?;
             check_shape(&client, dims, depth, &shown).await
-        }
-        .await;
+        })
+        .await
+        .unwrap_or(Err(BackendError::Timeout(Service::Postgres).into()));
         drop(client);
         let _ = conn_task.await;
         res?;
@@ -193,11 +187,37 @@ impl History {
         let pool = Pool::builder(mgr)
             .max_size(pool_size.max(2))
             .runtime(Runtime::Tokio1)
-            .wait_timeout(Some(POOL_TIMEOUT))
-            .create_timeout(Some(POOL_TIMEOUT))
+            .wait_timeout(Some(timeout))
+            .create_timeout(Some(timeout))
+            .recycle_timeout(Some(timeout))
             .build()
             .map_err(|e| StoreError::Config(format!("PostgreSQL pool: {e}")))?;
-        Ok(Self { pool, dims, depth })
+        Ok(Self {
+            pool,
+            dims,
+            depth,
+            timeout,
+        })
+    }
+
+    /// `f`, failed with a timeout if it takes longer than the per-call timeout.
+    async fn bounded<T>(
+        &self,
+        f: impl std::future::Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        tokio::time::timeout(self.timeout, f)
+            .await
+            .unwrap_or(Err(BackendError::Timeout(Service::Postgres).into()))
+    }
+
+    /// `f`, bounded by [`LONG_TIMEOUT`]: for the work that reads the whole history.
+    async fn bounded_long<T>(
+        &self,
+        f: impl std::future::Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        tokio::time::timeout(LONG_TIMEOUT, f)
+            .await
+            .unwrap_or(Err(BackendError::Timeout(Service::Postgres).into()))
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Client, StoreError> {
@@ -206,91 +226,97 @@ impl History {
 
     /// Whether PostgreSQL answers.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        self.client()
-            .await?
-            .simple_query("SELECT 1")
-            .await
-            .map_err(pg)?;
-        Ok(())
+        self.bounded(async {
+            self.client()
+                .await?
+                .simple_query("SELECT 1")
+                .await
+                .map_err(pg)?;
+            Ok(())
+        })
+        .await
     }
 
     /// Writes `rows`, all made in Redis generation `epoch`, in one transaction.
     pub async fn write(&self, epoch: u64, rows: &[Placement]) -> Result<Written, StoreError> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(pg)?;
-        let current: i64 = tx
-            .query_one("SELECT epoch FROM rplace_state WHERE id = 1 FOR SHARE", &[])
-            .await
-            .map_err(pg)?
-            .get(0);
-        if current as u64 != epoch {
-            tx.rollback().await.map_err(pg)?;
-            return Ok(Written::Stale);
-        }
-        let n = rows.len();
-        let (mut seq, mut x, mut y, mut color, mut user, mut ts) = (
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-        );
-        for p in rows {
-            seq.push(p.seq.0 as i64);
-            x.push(p.coord.x as i16);
-            y.push(p.coord.y as i16);
-            color.push(p.color.get() as i16);
-            user.push(p.user.0 as i64);
-            ts.push(to_time(p.at_ms));
-        }
-        let insert = tx
-            .prepare_cached(
-                "INSERT INTO placements (seq, x, y, color, user_id, ts)
-                 SELECT * FROM unnest($1::bigint[], $2::smallint[], $3::smallint[],
-                                      $4::smallint[], $5::bigint[], $6::timestamptz[])
-                 ON CONFLICT (seq) DO NOTHING
-                 RETURNING seq",
-            )
-            .await
-            .map_err(pg)?;
-        let inserted = tx
-            .query(&insert, &[&seq, &x, &y, &color, &user, &ts])
-            .await
-            .map_err(pg)?;
-        let mut conflicts = Vec::new();
-        if inserted.len() < n {
-            // Rows already there: fine if they are the same placement (the reconciler
-            // copied it first), a divergence otherwise.
-            let mut fresh: Vec<i64> = inserted.iter().map(|r| r.get(0)).collect();
-            fresh.sort_unstable();
-            let existing: Vec<&Placement> = rows
-                .iter()
-                .filter(|p| fresh.binary_search(&(p.seq.0 as i64)).is_err())
-                .collect();
-            let seqs: Vec<i64> = existing.iter().map(|p| p.seq.0 as i64).collect();
-            let stored = tx
-                .query(
-                    "SELECT seq, x, y, color, user_id, ts FROM placements WHERE seq = ANY($1)",
-                    &[&seqs],
+        self.bounded(async {
+            let mut client = self.client().await?;
+            let tx = client.transaction().await.map_err(pg)?;
+            let current: i64 = tx
+                .query_one("SELECT epoch FROM rplace_state WHERE id = 1 FOR SHARE", &[])
+                .await
+                .map_err(pg)?
+                .get(0);
+            if current as u64 != epoch {
+                tx.rollback().await.map_err(pg)?;
+                return Ok(Written::Stale);
+            }
+            let n = rows.len();
+            let (mut seq, mut x, mut y, mut color, mut user, mut ts) = (
+                Vec::with_capacity(n),
+                Vec::with_capacity(n),
+                Vec::with_capacity(n),
+                Vec::with_capacity(n),
+                Vec::with_capacity(n),
+                Vec::with_capacity(n),
+            );
+            for p in rows {
+                seq.push(p.seq.0 as i64);
+                x.push(p.coord.x as i16);
+                y.push(p.coord.y as i16);
+                color.push(p.color.get() as i16);
+                user.push(p.user.0 as i64);
+                ts.push(to_time(p.at_ms));
+            }
+            let insert = tx
+                .prepare_cached(
+                    "INSERT INTO placements (seq, x, y, color, user_id, ts)
+                     SELECT * FROM unnest($1::bigint[], $2::smallint[], $3::smallint[],
+                                          $4::smallint[], $5::bigint[], $6::timestamptz[])
+                     ON CONFLICT (seq) DO NOTHING
+                     RETURNING seq",
                 )
                 .await
                 .map_err(pg)?;
-            let stored: std::collections::HashMap<u64, Placement> = stored
-                .iter()
-                .map(|r| {
-                    let p = row_to_placement(r);
-                    (p.seq.0, p)
-                })
-                .collect();
-            for p in existing {
-                if stored.get(&p.seq.0) != Some(p) {
-                    conflicts.push(p.seq);
+            let inserted = tx
+                .query(&insert, &[&seq, &x, &y, &color, &user, &ts])
+                .await
+                .map_err(pg)?;
+            let mut conflicts = Vec::new();
+            if inserted.len() < n {
+                // Rows already there: fine if they are the same placement (the reconciler
+                // copied it first), a divergence otherwise.
+                let mut fresh: Vec<i64> = inserted.iter().map(|r| r.get(0)).collect();
+                fresh.sort_unstable();
+                let existing: Vec<&Placement> = rows
+                    .iter()
+                    .filter(|p| fresh.binary_search(&(p.seq.0 as i64)).is_err())
+                    .collect();
+                let seqs: Vec<i64> = existing.iter().map(|p| p.seq.0 as i64).collect();
+                let stored = tx
+                    .query(
+                        "SELECT seq, x, y, color, user_id, ts FROM placements WHERE seq = ANY($1)",
+                        &[&seqs],
+                    )
+                    .await
+                    .map_err(pg)?;
+                let stored: std::collections::HashMap<u64, Placement> = stored
+                    .iter()
+                    .map(|r| {
+                        let p = row_to_placement(r);
+                        (p.seq.0, p)
+                    })
+                    .collect();
+                for p in existing {
+                    if stored.get(&p.seq.0) != Some(p) {
+                        conflicts.push(p.seq);
+                    }
                 }
             }
-        }
-        tx.commit().await.map_err(pg)?;
-        Ok(Written::Stored { conflicts })
+            tx.commit().await.map_err(pg)?;
+            Ok(Written::Stored { conflicts })
+        })
+        .await
     }
 
     /// The latest placements on one pixel, newest first.
@@ -299,78 +325,93 @@ impl History {
         coord: Coord,
         limit: usize,
     ) -> Result<Vec<Placement>, StoreError> {
-        let client = self.client().await?;
-        let stmt = client
-            .prepare_cached(
-                "SELECT seq, x, y, color, user_id, ts FROM placements
-                 WHERE x = $1 AND y = $2 ORDER BY seq DESC LIMIT $3",
-            )
-            .await
-            .map_err(pg)?;
-        let rows = client
-            .query(
-                &stmt,
-                &[&(coord.x as i16), &(coord.y as i16), &(limit as i64)],
-            )
-            .await
-            .map_err(pg)?;
-        Ok(rows.iter().map(row_to_placement).collect())
+        self.bounded(async {
+            let client = self.client().await?;
+            let stmt = client
+                .prepare_cached(
+                    "SELECT seq, x, y, color, user_id, ts FROM placements
+                     WHERE x = $1 AND y = $2 ORDER BY seq DESC LIMIT $3",
+                )
+                .await
+                .map_err(pg)?;
+            let rows = client
+                .query(
+                    &stmt,
+                    &[&(coord.x as i16), &(coord.y as i16), &(limit as i64)],
+                )
+                .await
+                .map_err(pg)?;
+            Ok(rows.iter().map(row_to_placement).collect())
+        })
+        .await
     }
 
     /// The current epoch and watermark.
     pub async fn state(&self) -> Result<(u64, Seq), StoreError> {
-        let row = self
-            .client()
-            .await?
-            .query_one(
-                "SELECT epoch, durable_seq FROM rplace_state WHERE id = 1",
-                &[],
-            )
-            .await
-            .map_err(pg)?;
-        Ok((
-            row.get::<_, i64>(0) as u64,
-            Seq(row.get::<_, i64>(1) as u64),
-        ))
+        self.bounded(async {
+            let row = self
+                .client()
+                .await?
+                .query_one(
+                    "SELECT epoch, durable_seq FROM rplace_state WHERE id = 1",
+                    &[],
+                )
+                .await
+                .map_err(pg)?;
+            Ok((
+                row.get::<_, i64>(0) as u64,
+                Seq(row.get::<_, i64>(1) as u64),
+            ))
+        })
+        .await
     }
 
     /// The newest seq in the history (0 when empty).
     pub async fn max_seq(&self) -> Result<Seq, StoreError> {
-        let row = self
-            .client()
-            .await?
-            .query_one("SELECT coalesce(max(seq), 0) FROM placements", &[])
-            .await
-            .map_err(pg)?;
-        Ok(Seq(row.get::<_, i64>(0) as u64))
+        self.bounded(async {
+            let row = self
+                .client()
+                .await?
+                .query_one("SELECT coalesce(max(seq), 0) FROM placements", &[])
+                .await
+                .map_err(pg)?;
+            Ok(Seq(row.get::<_, i64>(0) as u64))
+        })
+        .await
     }
 
     /// How many of the seqs in `(after, upto]` the history holds.
     pub async fn count_between(&self, after: Seq, upto: Seq) -> Result<u64, StoreError> {
-        let row = self
-            .client()
-            .await?
-            .query_one(
-                "SELECT count(*) FROM placements WHERE seq > $1 AND seq <= $2",
-                &[&(after.0 as i64), &(upto.0 as i64)],
-            )
-            .await
-            .map_err(pg)?;
-        Ok(row.get::<_, i64>(0) as u64)
+        self.bounded(async {
+            let row = self
+                .client()
+                .await?
+                .query_one(
+                    "SELECT count(*) FROM placements WHERE seq > $1 AND seq <= $2",
+                    &[&(after.0 as i64), &(upto.0 as i64)],
+                )
+                .await
+                .map_err(pg)?;
+            Ok(row.get::<_, i64>(0) as u64)
+        })
+        .await
     }
 
     /// Moves the watermark forward to `seq` if the epoch is still `epoch`.
     pub async fn advance_durable(&self, epoch: u64, seq: Seq) -> Result<(), StoreError> {
-        self.client()
-            .await?
-            .execute(
-                "UPDATE rplace_state SET durable_seq = GREATEST(durable_seq, $2)
-                 WHERE id = 1 AND epoch = $1",
-                &[&(epoch as i64), &(seq.0 as i64)],
-            )
-            .await
-            .map_err(pg)?;
-        Ok(())
+        self.bounded(async {
+            self.client()
+                .await?
+                .execute(
+                    "UPDATE rplace_state SET durable_seq = GREATEST(durable_seq, $2)
+                     WHERE id = 1 AND epoch = $1",
+                    &[&(epoch as i64), &(seq.0 as i64)],
+                )
+                .await
+                .map_err(pg)?;
+            Ok(())
+        })
+        .await
     }
 
     /// Runs `f` only if no other instance is reconciling; `None` if one is.
@@ -382,18 +423,24 @@ impl History {
         // A transaction-level lock, held by a transaction that stays open while `f` works
         // on other pooled connections: however this ends (even cancelled), the transaction
         // rolls back and the lock goes with it.
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(pg)?;
-        let got: bool = tx
-            .query_one("SELECT pg_try_advisory_xact_lock($1)", &[&RECONCILE_LOCK])
-            .await
-            .map_err(pg)?
+        let mut client = self.bounded(self.client()).await?;
+        let tx = self
+            .bounded(async { client.transaction().await.map_err(pg) })
+            .await?;
+        let got: bool = self
+            .bounded(async {
+                tx.query_one("SELECT pg_try_advisory_xact_lock($1)", &[&RECONCILE_LOCK])
+                    .await
+                    .map_err(pg)
+            })
+            .await?
             .get(0);
         if !got {
             return Ok(None);
         }
         let out = f().await;
-        tx.rollback().await.map_err(pg)?;
+        self.bounded(async { tx.rollback().await.map_err(pg) })
+            .await?;
         out.map(Some)
     }
 
@@ -401,118 +448,127 @@ impl History {
     /// writers of the old epoch that committed before are in the result; those that had
     /// not wait for the commit and then find their epoch stale.
     pub async fn rebuild(&self) -> Result<Rebuilt, StoreError> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(pg)?;
-        let old: i64 = tx
-            .query_one(
-                "SELECT epoch FROM rplace_state WHERE id = 1 FOR UPDATE",
-                &[],
-            )
-            .await
-            .map_err(pg)?
-            .get(0);
-        let (from, mut board) = self.latest_snapshot(&tx).await?;
-        let replayed = self.replay(&tx, from, None, &mut board).await?;
-        let tail = tx
-            .query_opt(
-                "SELECT seq, ts FROM placements ORDER BY seq DESC LIMIT 1",
-                &[],
+        self.bounded_long(async {
+            let mut client = self.client().await?;
+            let tx = client.transaction().await.map_err(pg)?;
+            let old: i64 = tx
+                .query_one(
+                    "SELECT epoch FROM rplace_state WHERE id = 1 FOR UPDATE",
+                    &[],
+                )
+                .await
+                .map_err(pg)?
+                .get(0);
+            let (from, mut board) = self.latest_snapshot(&tx).await?;
+            let replayed = self.replay(&tx, from, None, &mut board).await?;
+            let tail = tx
+                .query_opt(
+                    "SELECT seq, ts FROM placements ORDER BY seq DESC LIMIT 1",
+                    &[],
+                )
+                .await
+                .map_err(pg)?;
+            let (seq, last_ms) = match tail {
+                Some(r) => (
+                    Seq(r.get::<_, i64>(0) as u64),
+                    from_time(r.get::<_, SystemTime>(1)),
+                ),
+                None => (Seq(0), 0),
+            };
+            let epoch = old as u64 + 1;
+            tx.execute(
+                "UPDATE rplace_state SET epoch = $1, durable_seq = GREATEST(durable_seq, $2)
+                 WHERE id = 1",
+                &[&(epoch as i64), &(seq.0 as i64)],
             )
             .await
             .map_err(pg)?;
-        let (seq, last_ms) = match tail {
-            Some(r) => (
-                Seq(r.get::<_, i64>(0) as u64),
-                from_time(r.get::<_, SystemTime>(1)),
-            ),
-            None => (Seq(0), 0),
-        };
-        let epoch = old as u64 + 1;
-        tx.execute(
-            "UPDATE rplace_state SET epoch = $1, durable_seq = GREATEST(durable_seq, $2)
-             WHERE id = 1",
-            &[&(epoch as i64), &(seq.0 as i64)],
-        )
-        .await
-        .map_err(pg)?;
-        tx.commit().await.map_err(pg)?;
-        Ok(Rebuilt {
-            epoch,
-            seq,
-            board,
-            last_ms,
-            replayed,
+            tx.commit().await.map_err(pg)?;
+            Ok(Rebuilt {
+                epoch,
+                seq,
+                board,
+                last_ms,
+                replayed,
+            })
         })
+        .await
     }
 
     /// Users whose newest placement is younger than `window_ms` before the newest
     /// placement of all, with that placement's time: the cooldowns to restore.
     pub async fn recent_users(&self, window_ms: i64) -> Result<Vec<(UserId, i64)>, StoreError> {
-        if window_ms <= 0 {
-            return Ok(Vec::new());
-        }
-        let rows = self
-            .client()
-            .await?
-            .query(
-                "SELECT user_id, max(ts) FROM placements
-                 WHERE ts > (SELECT ts FROM placements ORDER BY seq DESC LIMIT 1)
-                            - make_interval(secs => $1::double precision / 1000)
-                 GROUP BY user_id",
-                &[&(window_ms as f64)],
-            )
-            .await
-            .map_err(pg)?;
-        Ok(rows
-            .iter()
-            .map(|r| (UserId(r.get::<_, i64>(0) as u64), from_time(r.get(1))))
-            .collect())
+        self.bounded(async {
+            if window_ms <= 0 {
+                return Ok(Vec::new());
+            }
+            let rows = self
+                .client()
+                .await?
+                .query(
+                    "SELECT user_id, max(ts) FROM placements
+                     WHERE ts > (SELECT ts FROM placements ORDER BY seq DESC LIMIT 1)
+                                - make_interval(secs => $1::double precision / 1000)
+                     GROUP BY user_id",
+                    &[&(window_ms as f64)],
+                )
+                .await
+                .map_err(pg)?;
+            Ok(rows
+                .iter()
+                .map(|r| (UserId(r.get::<_, i64>(0) as u64), from_time(r.get(1))))
+                .collect())
+        })
+        .await
     }
 
     /// Writes a new board snapshot at the watermark if it is at least `every` placements
     /// past the latest one. Returns its seq if it wrote one.
     pub async fn maybe_snapshot(&self, every: u64) -> Result<Option<Seq>, StoreError> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(pg)?;
-        let got: bool = tx
-            .query_one("SELECT pg_try_advisory_xact_lock($1)", &[&SNAPSHOT_LOCK])
+        self.bounded_long(async {
+            let mut client = self.client().await?;
+            let tx = client.transaction().await.map_err(pg)?;
+            let got: bool = tx
+                .query_one("SELECT pg_try_advisory_xact_lock($1)", &[&SNAPSHOT_LOCK])
+                .await
+                .map_err(pg)?
+                .get(0);
+            if !got {
+                return Ok(None);
+            }
+            let durable = Seq(tx
+                .query_one("SELECT durable_seq FROM rplace_state WHERE id = 1", &[])
+                .await
+                .map_err(pg)?
+                .get::<_, i64>(0) as u64);
+            let latest: Option<i64> = tx
+                .query_one("SELECT max(seq) FROM board_snapshots", &[])
+                .await
+                .map_err(pg)?
+                .get(0);
+            let latest = Seq(latest.unwrap_or(0) as u64);
+            if durable.0 < latest.0 + every.max(1) {
+                return Ok(None);
+            }
+            let (from, mut board) = self.latest_snapshot(&tx).await?;
+            self.replay(&tx, from, Some(durable), &mut board).await?;
+            tx.execute(
+                "INSERT INTO board_snapshots (seq, board) VALUES ($1, $2) ON CONFLICT (seq) DO NOTHING",
+                &[&(durable.0 as i64), &board],
+            )
             .await
-            .map_err(pg)?
-            .get(0);
-        if !got {
-            return Ok(None);
-        }
-        let durable = Seq(tx
-            .query_one("SELECT durable_seq FROM rplace_state WHERE id = 1", &[])
+            .map_err(pg)?;
+            tx.execute(
+                "DELETE FROM board_snapshots WHERE seq NOT IN
+                     (SELECT seq FROM board_snapshots ORDER BY seq DESC LIMIT $1)",
+                &[&SNAPSHOTS_KEPT],
+            )
             .await
-            .map_err(pg)?
-            .get::<_, i64>(0) as u64);
-        let latest: Option<i64> = tx
-            .query_one("SELECT max(seq) FROM board_snapshots", &[])
-            .await
-            .map_err(pg)?
-            .get(0);
-        let latest = Seq(latest.unwrap_or(0) as u64);
-        if durable.0 < latest.0 + every.max(1) {
-            return Ok(None);
-        }
-        let (from, mut board) = self.latest_snapshot(&tx).await?;
-        self.replay(&tx, from, Some(durable), &mut board).await?;
-        tx.execute(
-            "INSERT INTO board_snapshots (seq, board) VALUES ($1, $2) ON CONFLICT (seq) DO NOTHING",
-            &[&(durable.0 as i64), &board],
-        )
+            .map_err(pg)?;
+            tx.commit().await.map_err(pg)?;
+            Ok(Some(durable))
+        })
         .await
-        .map_err(pg)?;
-        tx.execute(
-            "DELETE FROM board_snapshots WHERE seq NOT IN
-                 (SELECT seq FROM board_snapshots ORDER BY seq DESC LIMIT $1)",
-            &[&SNAPSHOTS_KEPT],
-        )
-        .await
-        .map_err(pg)?;
-        tx.commit().await.map_err(pg)?;
-        Ok(Some(durable))
     }
 
     /// The latest snapshot's seq and board, or seq 0 and a blank board.
@@ -533,7 +589,7 @@ impl History {
                 let seq = Seq(r.get::<_, i64>(0) as u64);
                 let board: Vec<u8> = r.get(1);
                 if board.len() != expected {
-                    return Err(StoreError::Backend(format!(
+                    return Err(corrupt(format!(
                         "board snapshot at seq {seq} has {} bytes, expected {expected}",
                         board.len()
                     )));
@@ -569,7 +625,7 @@ impl History {
         let mut n = 0u64;
         while let Some(chunk) = stream.next().await {
             rows.push(&chunk.map_err(pg)?);
-            while let Some([x, y, color]) = rows.next_row().map_err(StoreError::Backend)? {
+            while let Some([x, y, color]) = rows.next_row().map_err(corrupt)? {
                 let (x, y) = (x as usize, y as usize);
                 let i = y * width + x;
                 if x < width && i < pixels {
@@ -579,85 +635,9 @@ impl History {
             }
         }
         if !rows.finished() {
-            return Err(StoreError::Backend("COPY output ended early".into()));
+            return Err(corrupt("COPY output ended early"));
         }
         Ok(n)
-    }
-}
-
-/// A streaming parser of PostgreSQL's binary `COPY` format for rows of three `smallint`s.
-#[derive(Default)]
-struct CopyRows {
-    /// Received bytes not parsed yet.
-    buf: Vec<u8>,
-    /// Parse position in `buf`.
-    pos: usize,
-    /// The file header has been read.
-    header: bool,
-    /// The trailer (field count -1) has been read.
-    done: bool,
-}
-
-impl CopyRows {
-    /// Signature, flags and header extension length.
-    const HEADER: usize = 11 + 4 + 4;
-
-    fn push(&mut self, data: &[u8]) {
-        if self.pos > 0 {
-            self.buf.drain(..self.pos);
-            self.pos = 0;
-        }
-        self.buf.extend_from_slice(data);
-    }
-
-    fn finished(&self) -> bool {
-        self.done
-    }
-
-    /// The next complete row, `None` when more bytes are needed or the data has ended.
-    fn next_row(&mut self) -> Result<Option<[i16; 3]>, String> {
-        let b = &self.buf[self.pos..];
-        if !self.header {
-            if b.len() < Self::HEADER {
-                return Ok(None);
-            }
-            if &b[..11] != b"PGCOPY\n\xff\r\n\0" {
-                return Err("COPY output has no binary signature".into());
-            }
-            let ext = u32::from_be_bytes([b[15], b[16], b[17], b[18]]) as usize;
-            if b.len() < Self::HEADER + ext {
-                return Ok(None);
-            }
-            self.pos += Self::HEADER + ext;
-            self.header = true;
-            return self.next_row();
-        }
-        if self.done || b.len() < 2 {
-            return Ok(None);
-        }
-        let fields = i16::from_be_bytes([b[0], b[1]]);
-        if fields == -1 {
-            self.done = true;
-            self.pos += 2;
-            return Ok(None);
-        }
-        if fields != 3 {
-            return Err(format!("COPY row has {fields} fields, expected 3"));
-        }
-        const ROW: usize = 2 + 3 * (4 + 2);
-        if b.len() < ROW {
-            return Ok(None);
-        }
-        let mut out = [0i16; 3];
-        for (k, v) in out.iter_mut().enumerate() {
-            let f = &b[2 + k * 6..2 + k * 6 + 6];
-            if f[..4] != 2i32.to_be_bytes() {
-                return Err("COPY field is not a non-null smallint".into());
-            }
-            *v = i16::from_be_bytes([f[4], f[5]]);
-        }
-        self.pos += ROW;
-        Ok(Some(out))
     }
 }
 
@@ -701,10 +681,8 @@ async fn migrate(client: &mut tokio_postgres::Client) -> Result<(), StoreError> 
         for (version, name, sql) in MIGRATIONS.iter().filter(|m| m.0 > applied) {
             let tx = client.transaction().await.map_err(pg)?;
             tx.batch_execute(sql).await.map_err(|e| {
-                StoreError::Backend(format!(
-                    "migration {version} ({name}) failed: {}",
-                    describe(&e)
-                ))
+                tracing::error!(version, name, error = %crate::Chain(&e), "migration failed");
+                pg(e)
             })?;
             tx.execute(
                 "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
@@ -765,39 +743,6 @@ async fn check_shape(
 mod tests {
     use super::*;
 
-    /// Binary COPY output of rows (1, 2, 3) and (-4, 5, 300), as PostgreSQL writes it.
-    fn sample() -> Vec<u8> {
-        let mut out = b"PGCOPY\n\xff\r\n\0".to_vec();
-        out.extend(0u32.to_be_bytes());
-        out.extend(0u32.to_be_bytes());
-        for row in [[1i16, 2, 3], [-4, 5, 300]] {
-            out.extend(3i16.to_be_bytes());
-            for v in row {
-                out.extend(2i32.to_be_bytes());
-                out.extend(v.to_be_bytes());
-            }
-        }
-        out.extend((-1i16).to_be_bytes());
-        out
-    }
-
-    #[test]
-    fn copy_rows_parse_across_any_chunking() {
-        let data = sample();
-        for chunk in [1, 2, 3, 7, data.len()] {
-            let mut p = CopyRows::default();
-            let mut rows = Vec::new();
-            for c in data.chunks(chunk) {
-                p.push(c);
-                while let Some(r) = p.next_row().unwrap() {
-                    rows.push(r);
-                }
-            }
-            assert!(p.finished(), "chunk {chunk}");
-            assert_eq!(rows, vec![[1, 2, 3], [-4, 5, 300]], "chunk {chunk}");
-        }
-    }
-
     fn row(seq: u64, x: u16, color: u8, user: u64) -> Placement {
         Placement {
             seq: Seq(seq),
@@ -812,7 +757,9 @@ mod tests {
     async fn writes_are_fenced_by_the_epoch_and_checked_on_conflict() {
         let url = rplace_testsupport::Postgres::shared().create_database();
         let dims = Dimensions::parse(4, 2).unwrap();
-        let h = History::connect(&url, 2, dims, Depth::Four).await.unwrap();
+        let h = History::connect(&url, 2, dims, Depth::Four, Duration::from_secs(5))
+            .await
+            .unwrap();
         assert_eq!(h.state().await.unwrap(), (0, Seq(0)));
         let first = [row(1, 0, 3, 10), row(2, 1, 4, 11)];
         assert_eq!(
@@ -853,7 +800,9 @@ mod tests {
     async fn snapshots_shorten_the_replay_without_changing_the_board() {
         let url = rplace_testsupport::Postgres::shared().create_database();
         let dims = Dimensions::parse(3, 3).unwrap();
-        let h = History::connect(&url, 2, dims, Depth::Eight).await.unwrap();
+        let h = History::connect(&url, 2, dims, Depth::Eight, Duration::from_secs(5))
+            .await
+            .unwrap();
         let rows: Vec<Placement> = (1..=10)
             .map(|s| row(s, (s % 3) as u16, s as u8, s))
             .collect();
@@ -876,23 +825,13 @@ mod tests {
     async fn another_shape_is_refused() {
         let url = rplace_testsupport::Postgres::shared().create_database();
         let dims = Dimensions::parse(3, 3).unwrap();
-        History::connect(&url, 2, dims, Depth::Four).await.unwrap();
-        let err = History::connect(&url, 2, dims, Depth::Eight)
+        History::connect(&url, 2, dims, Depth::Four, Duration::from_secs(5))
+            .await
+            .unwrap();
+        let err = History::connect(&url, 2, dims, Depth::Eight, Duration::from_secs(5))
             .await
             .err()
             .unwrap();
         assert!(err.to_string().contains("bits_per_pixel = 4"), "{err}");
-    }
-
-    #[test]
-    fn copy_rows_refuse_other_shapes() {
-        let mut data = sample();
-        data[19..21].copy_from_slice(&2i16.to_be_bytes());
-        let mut p = CopyRows::default();
-        p.push(&data);
-        assert!(p.next_row().is_err());
-        let mut p = CopyRows::default();
-        p.push(b"NOTCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0");
-        assert!(p.next_row().is_err());
     }
 }

@@ -24,8 +24,13 @@ pub(crate) struct Keys {
     /// The newest placement time handed out (unix ms), so that times never go backwards
     /// along the seq even if the Redis clock does.
     pub clock: String,
-    /// Recent placements, one entry per seq with the stream ID `<seq>-0`, capped.
+    /// Recent placements, one entry per seq with the stream ID `<seq>-0`, trimmed by the
+    /// reconciler, never past `durable`.
     pub stream: String,
+    /// A copy of the history's watermark (`durable_seq`), written by the reconciler, so
+    /// that instances know the backlog (and how far the stream may be trimmed) while
+    /// PostgreSQL is away.
+    pub durable: String,
     /// Held (SET NX PX) by the one instance that rebuilds the state from PostgreSQL.
     pub rebuild_lock: String,
     /// The Pub/Sub channel that carries every placement and every rebuild.
@@ -41,6 +46,7 @@ impl Keys {
             epoch: format!("{prefix}epoch"),
             clock: format!("{prefix}clock"),
             stream: format!("{prefix}updates"),
+            durable: format!("{prefix}durable"),
             rebuild_lock: format!("{prefix}rebuild-lock"),
             channel: format!("{prefix}feed"),
         }

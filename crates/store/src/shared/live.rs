@@ -6,19 +6,14 @@
 //! `MULTI`, so it sees one moment.
 
 use super::keys::Keys;
-use crate::NewPlacement;
 use crate::limit::IpLimit;
+use crate::{BackendError, NewPlacement, Service, StoreError};
 use futures_util::Stream;
 use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Client, Msg, RedisResult, Script};
 use rplace_domain::board::Depth;
 use rplace_domain::{ColorIndex, Cooldown, Coord, Dimensions, Placement, Seq, UserId};
 use std::time::Duration;
-
-/// How long one Redis command may take before it counts as a failure.
-const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long connecting to Redis may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What the placement script decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,6 +73,9 @@ pub(crate) struct Live {
     conn: ConnectionManager,
     /// Opens the dedicated Pub/Sub connections of the feed.
     client: Client,
+    /// Longest one command, or one connection attempt, may take: a stalled Redis must
+    /// not hold a placement (or the health probe) for longer.
+    timeout: Duration,
     /// Key names.
     pub keys: Keys,
     /// `u4` or `u8`, the BITFIELD type of one pixel.
@@ -149,33 +147,42 @@ fn parse_id(id: &str) -> Option<Seq> {
 }
 
 impl Live {
-    /// Connects and checks that Redis answers; the error names the URL.
+    /// Connects and checks that Redis answers; the error names the URL. Every command
+    /// and connection attempt is bounded by `timeout`.
+    #[allow(clippy::too_many_arguments)]
     pub async fn connect(
         url: &str,
+        timeout: Duration,
         prefix: &str,
         dims: Dimensions,
         depth: Depth,
         cooldown: Cooldown,
         ip_limit: IpLimit,
         stream_capacity: u64,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, StoreError> {
         let shown = super::redact(url);
-        let client = Client::open(url).map_err(|e| format!("invalid Redis URL {shown}: {e}"))?;
+        let client = Client::open(url)
+            .map_err(|e| StoreError::Config(format!("invalid Redis URL {shown}: {e}")))?;
+        let unreachable = |source| StoreError::Connect {
+            service: Service::Redis,
+            url: shown.clone(),
+            source,
+        };
         let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(CONNECT_TIMEOUT))
-            .set_response_timeout(Some(RESPONSE_TIMEOUT))
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout))
             .set_number_of_retries(2);
         let mut conn = tokio::time::timeout(
-            CONNECT_TIMEOUT * 2,
+            timeout * 2,
             ConnectionManager::new_with_config(client.clone(), config),
         )
         .await
-        .map_err(|_| format!("cannot reach Redis at {shown}: timed out"))?
-        .map_err(|e| format!("cannot reach Redis at {shown}: {e}"))?;
+        .map_err(|_| unreachable(BackendError::Timeout(Service::Redis)))?
+        .map_err(|e| unreachable(BackendError::redis(e)))?;
         let _: String = redis::cmd("PING")
             .query_async(&mut conn)
             .await
-            .map_err(|e| format!("Redis at {shown} does not answer PING: {e}"))?;
+            .map_err(|e| unreachable(BackendError::redis(e)))?;
         let (rate_period_us, rate_tolerance_us) = match ip_limit.per_minute {
             0 => (0, 0),
             n => {
@@ -186,6 +193,7 @@ impl Live {
         Ok(Self {
             conn,
             client,
+            timeout,
             keys: Keys::new(prefix),
             bitfield_type: match depth {
                 Depth::Four => "u4",
@@ -200,6 +208,16 @@ impl Live {
             install: Script::new(include_str!("lua/install.lua")),
             lock: Script::new(include_str!("lua/lock.lua")),
         })
+    }
+
+    /// The multiplexed connection, for the commands of the other modules.
+    pub fn conn(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    /// The per-command timeout.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
     }
 
     /// Runs the placement script for one placement.
@@ -437,7 +455,7 @@ impl Live {
             pubsub.subscribe(&self.keys.channel).await?;
             Ok::<_, redis::RedisError>(pubsub.into_on_message())
         };
-        tokio::time::timeout(CONNECT_TIMEOUT, connect)
+        tokio::time::timeout(self.timeout, connect)
             .await
             .map_err(|_| {
                 redis::RedisError::from(std::io::Error::new(
@@ -493,6 +511,7 @@ mod tests {
         let dims = Dimensions::parse(4, 2).unwrap();
         let live = Live::connect(
             &redis.url(),
+            Duration::from_secs(5),
             "t:",
             dims,
             Depth::Four,

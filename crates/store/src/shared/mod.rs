@@ -8,19 +8,24 @@
 //! - `batcher`: the per-instance task that sends all placements waiting for Redis as one
 //!   script call.
 //! - `history`: the history in PostgreSQL: migrations, batched idempotent writes, pixel
-//!   history, board snapshots and the rebuild read.
+//!   history, board snapshots and the rebuild read (`copy_rows` parses its `COPY`).
 //! - `writer`: the per-instance group-commit task that makes accepted placements durable.
 //! - `feed`: the per-instance Pub/Sub subscriber that turns the channel into a gap-free,
 //!   duplicate-free feed in seq order.
 //! - `recovery`: rebuilding Redis from PostgreSQL, reconciling the stream into
 //!   PostgreSQL, and the maintenance task that runs both.
+//! - `backlog`: the stream as a buffer while PostgreSQL is away (only with a durable
+//!   Redis), its trimming and its cap.
+//! - `probe`: the per-instance task that probes Redis for readiness, durability and the
+//!   backlog, within the Redis timeout.
 //!
 //! # Where things live
 //! Redis holds the board as one string key in exactly the [`Board`] byte layout (so
 //! reading it is a `GET`, and a placement is `BITFIELD SET u4 #i`), the global seq, the
 //! cooldown of each user (a key per user that expires with the cooldown), the per-address
 //! limit (GCRA, a key per address), and a stream of the recent placements with IDs
-//! `<seq>-0`, capped at [`SharedConfig::stream_capacity`]. One Lua script decides and
+//! `<seq>-0`, trimmed to [`SharedConfig::stream_capacity`] but never past the history's
+//! watermark. One Lua script decides and
 //! applies a batch of placements, each as if alone: checks, `BITFIELD`, seq, `XADD`; then
 //! one `PUBLISH` for the batch. Redis serializes scripts, so the seq is global and
 //! gap-free, two instances racing for one user's cooldown get exactly one acceptance, and
@@ -35,6 +40,21 @@
 //! commits it to PostgreSQL together with everything else waiting; `Ok` comes only after
 //! that commit. An acknowledged placement is therefore in PostgreSQL and survives
 //! `kill -9` of any instance and the loss of Redis.
+//!
+//! Except while PostgreSQL is away (its commits fail or time out): then, if Redis is
+//! durable on its own (AOF with `appendfsync always`, checked every health interval),
+//! `place` acknowledges once the script has run, since Redis answers only after its AOF
+//! is fsynced, and the placement waits in the stream until the reconciler copies it
+//! (`backlog`), up to [`SharedConfig::backlog_limit`] placements. Such a placement
+//! survives `kill -9` of Redis (it comes back from the AOF) but not the loss of the Redis
+//! machine's disk. Without a durable Redis, `place` answers `503` while PostgreSQL is
+//! away, as before.
+//!
+//! Every Redis command is bounded by [`SharedConfig::redis_timeout`] and every PostgreSQL
+//! call by [`SharedConfig::database_timeout`] (the rebuild's replay by a long bound of its
+//! own), so a stalled service answers `503` within them rather than holding requests.
+//! A `503` after a timeout may still have been applied (the script ran, its answer was
+//! late); the reconciler then keeps it.
 //!
 //! A placement that reached Redis but not PostgreSQL (its instance died, or its commit
 //! failed) was never acknowledged, but it is on the board and was broadcast. To keep the
@@ -55,21 +75,26 @@
 //! never reached the history. A Redis restored from an older copy (its seq behind the
 //! history's) is detected by the maintenance task and rebuilt the same way.
 
+mod backlog;
 mod batcher;
+mod copy_rows;
 mod feed;
 mod history;
 mod keys;
 mod live;
+mod probe;
 mod recovery;
 mod writer;
 
 use crate::limit::IpLimit;
-use crate::{FeedEvent, NewPlacement, PlaceError, Placed, Snapshot, Store, StoreError};
+use crate::{
+    BackendError, FeedEvent, NewPlacement, PlaceError, Placed, Service, Snapshot, Store, StoreError,
+};
 use history::History;
 use live::{Live, PlaceOutcome};
 use rplace_domain::board::Depth;
 use rplace_domain::{Board, Cooldown, Coord, Dimensions, Placement, Seq, UserId};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{Notify, mpsc, oneshot};
@@ -103,12 +128,20 @@ pub struct SharedConfig {
     /// share a Redis. Default [`DEFAULT_PREFIX`].
     pub key_prefix: String,
     /// Recent placements kept in the Redis stream for catch-up (`updates_since`, feed gap
-    /// filling, reconciling); approximate (`MAXLEN ~`), at least this many. Default 100,000.
+    /// filling, reconciling); approximate, at least this many. Default 100,000.
     pub stream_capacity: u64,
+    /// Most placements that may wait in Redis for PostgreSQL while it is away (durable
+    /// Redis only); past it placements answer `503`. Bounds Redis's memory (about 100
+    /// bytes each). Default 1,000,000.
+    pub backlog_limit: u64,
+    /// Longest one Redis command (or connection attempt) may take. Default 1 s.
+    pub redis_timeout: Duration,
+    /// Longest one PostgreSQL call (pool checkout included) may take. Default 2 s.
+    pub database_timeout: Duration,
     /// PostgreSQL connections of this instance. Default 8.
     pub pg_pool_size: usize,
-    /// Longest `place` waits for its history commit before answering `Unavailable`.
-    /// Default 10 s.
+    /// Longest `place` waits for its history commit (retries included) before answering
+    /// `Unavailable`, or, with a durable Redis, acknowledging from Redis. Default 3 s.
     pub ack_timeout: Duration,
     /// Longest `place` and `snapshot` wait for a running rebuild. Default 10 s.
     pub rebuild_wait: Duration,
@@ -121,7 +154,7 @@ pub struct SharedConfig {
     /// Write a board snapshot to PostgreSQL after this many placements. Default 100,000.
     pub snapshot_every: u64,
     /// How often Redis (and a failing PostgreSQL) is probed and missing state noticed.
-    /// Default 500 ms.
+    /// Default 250 ms, so that readiness fails within it plus `redis_timeout`.
     pub health_interval: Duration,
     /// How often the feed compares its position with the seq in Redis, in case a Pub/Sub
     /// message was lost without the connection dropping. Default 1 s.
@@ -146,13 +179,16 @@ impl SharedConfig {
             ip_limit,
             key_prefix: DEFAULT_PREFIX.into(),
             stream_capacity: 100_000,
+            backlog_limit: 1_000_000,
+            redis_timeout: Duration::from_secs(1),
+            database_timeout: Duration::from_secs(2),
             pg_pool_size: 8,
-            ack_timeout: Duration::from_secs(10),
+            ack_timeout: Duration::from_secs(3),
             rebuild_wait: Duration::from_secs(10),
             reconcile_interval: Duration::from_secs(2),
             reconcile_grace: Duration::from_secs(5),
             snapshot_every: 100_000,
-            health_interval: Duration::from_millis(500),
+            health_interval: Duration::from_millis(250),
             feed_check_interval: Duration::from_secs(1),
         }
     }
@@ -169,6 +205,9 @@ impl std::fmt::Debug for SharedConfig {
             .field("ip_limit", &self.ip_limit)
             .field("key_prefix", &self.key_prefix)
             .field("stream_capacity", &self.stream_capacity)
+            .field("backlog_limit", &self.backlog_limit)
+            .field("redis_timeout", &self.redis_timeout)
+            .field("database_timeout", &self.database_timeout)
             .field("pg_pool_size", &self.pg_pool_size)
             .field("ack_timeout", &self.ack_timeout)
             .field("rebuild_wait", &self.rebuild_wait)
@@ -221,6 +260,22 @@ pub(crate) struct Health {
     pub rebuilding_elsewhere: AtomicBool,
     /// `close` was called.
     pub closed: AtomicBool,
+    /// Redis fsyncs every write before answering, so it may hold acknowledged placements
+    /// while PostgreSQL is away (set by the probe).
+    pub redis_durable: AtomicBool,
+    /// The newest seq this instance has seen (probe and own placements), for the backlog.
+    pub seq_seen: AtomicU64,
+    /// The history's watermark as last read from Redis, for the backlog.
+    pub durable_seen: AtomicU64,
+}
+
+impl Health {
+    /// Placements in Redis that PostgreSQL may not hold yet, as far as this instance knows.
+    fn backlog(&self) -> u64 {
+        self.seq_seen
+            .load(Ordering::Relaxed)
+            .saturating_sub(self.durable_seen.load(Ordering::Relaxed))
+    }
 }
 
 /// State shared by the handle and its tasks.
@@ -257,13 +312,11 @@ impl Inner {
                 }
                 Ok(None) => {
                     let left = deadline.saturating_duration_since(Instant::now());
-                    recovery::ensure_state(self, left)
-                        .await
-                        .map_err(StoreError::Backend)?;
+                    recovery::ensure_state(self, left).await?;
                 }
                 Err(e) => {
                     self.health.redis_ok.store(false, Ordering::Relaxed);
-                    return Err(StoreError::Backend(format!("Redis: {e}")));
+                    return Err(e.into());
                 }
             }
         }
@@ -286,8 +339,9 @@ impl SharedStore {
     /// Connects to Redis and PostgreSQL, applies migrations, rebuilds the Redis state from
     /// the history if it is missing, reconciles once and starts this instance's tasks.
     ///
-    /// Fails, naming the service and its URL, if either is unreachable; fails with
-    /// [`StoreError::Config`] if either holds a board of another shape.
+    /// Fails with [`StoreError::Connect`], naming the service and its URL, if either is
+    /// unreachable; fails with [`StoreError::Config`] if either holds a board of another
+    /// shape.
     pub async fn open(cfg: SharedConfig) -> Result<Self, StoreError> {
         if cfg.key_prefix.is_empty() {
             return Err(StoreError::Config(
@@ -296,6 +350,7 @@ impl SharedStore {
         }
         let live = Live::connect(
             &cfg.redis_url,
+            cfg.redis_timeout,
             &cfg.key_prefix,
             cfg.dims,
             cfg.depth,
@@ -303,15 +358,18 @@ impl SharedStore {
             cfg.ip_limit,
             cfg.stream_capacity,
         )
-        .await
-        .map_err(StoreError::Backend)?;
-        let history =
-            History::connect(&cfg.postgres_url, cfg.pg_pool_size, cfg.dims, cfg.depth).await?;
+        .await?;
+        let history = History::connect(
+            &cfg.postgres_url,
+            cfg.pg_pool_size,
+            cfg.dims,
+            cfg.depth,
+            cfg.database_timeout,
+        )
+        .await?;
         let expected = cfg.depth.bytes_for(cfg.dims.pixels());
-        let status = live
-            .status()
-            .await
-            .map_err(|e| StoreError::Backend(format!("Redis: {e}")))?;
+        let status = live.status().await?;
+        let durable = backlog::durable(&live).await?;
         if status.board_len != 0 && status.board_len != expected {
             return Err(StoreError::Config(format!(
                 "the Redis key {} holds {} bytes, but a {}x{} board at {} bits per pixel needs \
@@ -329,11 +387,24 @@ impl SharedStore {
             rebuilding_here: AtomicBool::new(false),
             rebuilding_elsewhere: AtomicBool::new(false),
             closed: AtomicBool::new(false),
+            redis_durable: AtomicBool::new(durable),
+            seq_seen: AtomicU64::new(0),
+            durable_seen: AtomicU64::new(0),
         });
         let diverged = Arc::new(Notify::new());
         let (writer_tx, writer_rx) = mpsc::channel(TASK_QUEUE);
         let (placer_tx, placer_rx) = mpsc::channel(TASK_QUEUE);
         let batcher = tokio::spawn(batcher::run(live.clone(), placer_rx));
+        tracing::info!(
+            durable,
+            "Redis is {}durable on its own: placements {} while PostgreSQL is away",
+            if durable { "" } else { "not " },
+            if durable {
+                "are buffered in Redis"
+            } else {
+                "answer 503"
+            }
+        );
         let writer = writer::Writer {
             history: history.clone(),
             health: health.clone(),
@@ -354,13 +425,11 @@ impl SharedStore {
         // Another instance may be rebuilding a large board right now: wait longer than a
         // placement would.
         let wait = inner.cfg.rebuild_wait.max(Duration::from_secs(60));
-        recovery::ensure_state(&inner, wait)
-            .await
-            .map_err(StoreError::Backend)?;
+        recovery::ensure_state(&inner, wait).await?;
         // Placements that an instance made just before dying are saved now, whatever
         // their age.
         if let Err(e) = recovery::reconcile_locked(&inner, Duration::ZERO).await {
-            tracing::warn!(error = %e, "reconciling at start failed; the maintenance task will retry");
+            tracing::warn!(error = %crate::Chain(&e), "reconciling at start failed; the maintenance task will retry");
         }
         let writer = tokio::spawn(writer.run(writer_rx));
         let (start_tx, start_rx) = oneshot::channel();
@@ -368,6 +437,7 @@ impl SharedStore {
             batcher,
             tokio::spawn(feed::run(inner.clone(), start_rx)),
             tokio::spawn(recovery::maintain(inner.clone())),
+            tokio::spawn(probe::run(inner.clone())),
         ];
         tracing::info!(
             prefix = %inner.cfg.key_prefix,
@@ -398,7 +468,10 @@ impl SharedStore {
                 at_ms,
                 next_at_ms,
             }),
-            other => Err(PlaceError::Unavailable(format!("{other:?}"))),
+            Ok(_) => Err(PlaceError::Unavailable(BackendError::Corrupt(
+                "the placement was not accepted".into(),
+            ))),
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -408,12 +481,26 @@ impl SharedStore {
         recovery::reconcile_locked(&self.inner, Duration::ZERO).await
     }
 
+    /// Whether a placement may be acknowledged from Redis alone now: Redis is durable
+    /// and the backlog has room. The error says why not.
+    fn may_buffer(&self) -> Result<(), BackendError> {
+        let h = &self.inner.health;
+        if !h.redis_durable.load(Ordering::Relaxed) {
+            return Err(BackendError::HistoryUnavailable);
+        }
+        let backlog = h.backlog();
+        if backlog >= self.inner.cfg.backlog_limit {
+            return Err(BackendError::BacklogFull { backlog });
+        }
+        Ok(())
+    }
+
     async fn place_inner(&self, p: NewPlacement) -> Result<Placed, PlaceError> {
         let inner = &self.inner;
-        if !inner.health.history_ok.load(Ordering::Relaxed) {
-            return Err(PlaceError::Unavailable(
-                "PostgreSQL is not accepting the history right now".into(),
-            ));
+        // PostgreSQL is away: go on only if Redis can hold the placement durably.
+        let buffered = !inner.health.history_ok.load(Ordering::Relaxed);
+        if buffered {
+            self.may_buffer()?;
         }
         let deadline = Instant::now() + inner.cfg.rebuild_wait;
         let outcome = loop {
@@ -422,18 +509,27 @@ impl SharedStore {
                 placement: p,
                 reply,
             };
-            if inner.placer.send(request).await.is_err() {
-                return Err(PlaceError::ShuttingDown);
+            // The batcher drops requests whose caller has given up, so a placement that
+            // timed out here before its script call is not applied.
+            let wait = inner.live.timeout();
+            let sent = tokio::time::timeout(wait, inner.placer.send(request)).await;
+            match sent {
+                Err(_) => return Err(BackendError::Timeout(Service::Redis).into()),
+                Ok(Err(_)) => return Err(PlaceError::ShuttingDown),
+                Ok(Ok(())) => {}
             }
-            let Ok(outcome) = outcome.await else {
-                return Err(PlaceError::ShuttingDown);
+            let outcome = match tokio::time::timeout(wait, outcome).await {
+                Err(_) => {
+                    inner.health.redis_ok.store(false, Ordering::Relaxed);
+                    return Err(BackendError::Timeout(Service::Redis).into());
+                }
+                Ok(Err(_)) => return Err(PlaceError::ShuttingDown),
+                Ok(Ok(o)) => o,
             };
             match outcome {
                 Ok(PlaceOutcome::Missing) => {
                     let left = deadline.saturating_duration_since(Instant::now());
-                    recovery::ensure_state(inner, left)
-                        .await
-                        .map_err(PlaceError::Unavailable)?;
+                    recovery::ensure_state(inner, left).await?;
                 }
                 Ok(o) => {
                     inner.health.redis_ok.store(true, Ordering::Relaxed);
@@ -442,12 +538,12 @@ impl SharedStore {
                 Err(e) => {
                     if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() {
                         inner.health.redis_ok.store(false, Ordering::Relaxed);
-                    } else if e.to_string().contains("equal or smaller") {
+                    } else if matches!(backlog::stream_ahead(&inner.live).await, Ok(true)) {
                         // XADD refused the new seq: the stream is ahead of the seq key, so
                         // Redis went back in time. Nothing was written; repair it now.
                         inner.diverged.notify_one();
                     }
-                    return Err(PlaceError::Unavailable(format!("Redis: {e}")));
+                    return Err(e.into());
                 }
             }
         };
@@ -466,6 +562,18 @@ impl SharedStore {
             }
             PlaceOutcome::Missing => unreachable!("the loop retries it"),
         };
+        inner.health.seq_seen.fetch_max(seq.0, Ordering::Relaxed);
+        let placed = Placed {
+            seq,
+            at_ms,
+            next_at_ms,
+        };
+        if buffered {
+            // Redis answered after its AOF fsync; the reconciler copies it to the history
+            // when PostgreSQL is back.
+            metrics::counter!("rplace_store_placements_buffered_total").increment(1);
+            return Ok(placed);
+        }
         let (tx, rx) = oneshot::channel();
         let pending = writer::Pending {
             placement: Placement {
@@ -485,18 +593,32 @@ impl SharedStore {
             .send(writer::Cmd::Write(pending))
             .await
             .map_err(|_| PlaceError::ShuttingDown)?;
-        match tokio::time::timeout(inner.cfg.ack_timeout, rx).await {
-            Ok(Ok(Ok(()))) => Ok(Placed {
-                seq,
-                at_ms,
-                next_at_ms,
-            }),
-            Ok(Ok(Err(e))) => Err(e),
-            Ok(Err(_)) => Err(PlaceError::ShuttingDown),
-            Err(_) => Err(PlaceError::Unavailable(format!(
-                "PostgreSQL did not commit the placement within {} ms",
-                inner.cfg.ack_timeout.as_millis()
-            ))),
+        // With a durable Redis a late commit need not hold the answer for long.
+        let durable = inner.health.redis_durable.load(Ordering::Relaxed);
+        let wait = if durable {
+            inner.cfg.ack_timeout.min(inner.cfg.database_timeout)
+        } else {
+            inner.cfg.ack_timeout
+        };
+        let failure = match tokio::time::timeout(wait, rx).await {
+            Ok(Ok(Ok(()))) => return Ok(placed),
+            Ok(Ok(Err(writer::Failure::Superseded))) => {
+                return Err(BackendError::Superseded.into());
+            }
+            Ok(Ok(Err(writer::Failure::Diverged))) => return Err(BackendError::Diverged.into()),
+            Ok(Ok(Err(writer::Failure::Unavailable(e)))) => BackendError::Shared(e),
+            Ok(Err(_)) => return Err(PlaceError::ShuttingDown),
+            Err(_) => BackendError::Timeout(Service::Postgres),
+        };
+        // The history is away, but the placement is in Redis already: acknowledge it if
+        // Redis holds it durably (the reconciler copies it later), else refuse.
+        match self.may_buffer() {
+            Ok(()) => {
+                metrics::counter!("rplace_store_placements_buffered_total").increment(1);
+                tracing::debug!(seq = seq.0, error = %crate::Chain(&failure), "acknowledged from the durable Redis");
+                Ok(placed)
+            }
+            Err(_) => Err(failure.into()),
         }
     }
 }
@@ -515,7 +637,7 @@ impl Store for SharedStore {
         let s = self.inner.live_snapshot().await?;
         let cfg = &self.inner.cfg;
         let board = Board::from_bytes(cfg.dims, cfg.depth, s.board)
-            .map_err(|e| StoreError::Backend(format!("Redis board key: {e}")))?;
+            .map_err(|e| BackendError::Corrupt(format!("the Redis board key: {e}")))?;
         *self.inner.snapshot_mark.lock().expect("snapshot mark") = Some((s.epoch, s.seq));
         Ok(Snapshot { seq: s.seq, board })
     }
@@ -556,16 +678,10 @@ impl Store for SharedStore {
         let inner = &self.inner;
         let deadline = Instant::now() + inner.cfg.rebuild_wait;
         loop {
-            let page = inner
-                .live
-                .read_after(since, limit)
-                .await
-                .map_err(|e| StoreError::Backend(format!("Redis: {e}")))?;
+            let page = inner.live.read_after(since, limit).await?;
             if page.epoch.is_none() {
                 let left = deadline.saturating_duration_since(Instant::now());
-                recovery::ensure_state(inner, left)
-                    .await
-                    .map_err(StoreError::Backend)?;
+                recovery::ensure_state(inner, left).await?;
                 continue;
             }
             if since >= page.seq {
@@ -590,18 +706,14 @@ impl Store for SharedStore {
     }
 
     async fn next_allowed(&self, user: UserId) -> Result<Option<i64>, StoreError> {
-        self.inner
-            .live
-            .next_allowed(user)
-            .await
-            .map_err(|e| StoreError::Backend(format!("Redis: {e}")))
+        Ok(self.inner.live.next_allowed(user).await?)
     }
 
     fn is_ready(&self) -> bool {
         let h = &self.inner.health;
         !h.closed.load(Ordering::Relaxed)
             && h.redis_ok.load(Ordering::Relaxed)
-            && h.history_ok.load(Ordering::Relaxed)
+            && (h.history_ok.load(Ordering::Relaxed) || self.may_buffer().is_ok())
             && !h.rebuilding_here.load(Ordering::Relaxed)
             && !h.rebuilding_elsewhere.load(Ordering::Relaxed)
     }

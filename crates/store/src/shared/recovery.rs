@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use crate::StoreError;
+use crate::{BackendError, Chain, StoreError};
 
 /// How long the rebuild lock lives without renewal; renewed every third of it.
 const LOCK_TTL: Duration = Duration::from_secs(15);
@@ -32,7 +32,7 @@ const LOCK_TTL: Duration = Duration::from_secs(15);
 const PAGE: usize = 10_000;
 
 fn redis_err(e: redis::RedisError) -> StoreError {
-    StoreError::Backend(format!("Redis: {e}"))
+    StoreError::from(e)
 }
 
 /// A token nobody else holds: this process, this moment, a counter.
@@ -52,9 +52,9 @@ fn token() -> String {
 
 /// Returns once the Redis state exists, rebuilding it (or waiting for the instance that
 /// does) for at most `wait`.
-pub(crate) async fn ensure_state(inner: &Inner, wait: Duration) -> Result<(), String> {
+pub(crate) async fn ensure_state(inner: &Inner, wait: Duration) -> Result<(), BackendError> {
     let deadline = Instant::now() + wait;
-    let mut last_error = String::from("the board is being rebuilt from PostgreSQL");
+    let mut last_error = BackendError::Rebuilding;
     loop {
         match inner.live.status().await {
             Ok(s) if s.complete => {
@@ -68,15 +68,15 @@ pub(crate) async fn ensure_state(inner: &Inner, wait: Duration) -> Result<(), St
                         Ok(true) => continue,
                         Ok(false) => {}
                         Err(e) => {
-                            tracing::error!(error = %e, "rebuilding the Redis state failed");
-                            last_error = format!("rebuilding the board failed: {e}");
+                            tracing::error!(error = %Chain(&e), "rebuilding the Redis state failed");
+                            last_error = e.into();
                         }
                     }
                 }
             }
             Err(e) => {
                 inner.health.redis_ok.store(false, Ordering::Relaxed);
-                last_error = format!("Redis: {e}");
+                last_error = e.into();
             }
         }
         if Instant::now() >= deadline {
@@ -135,7 +135,9 @@ pub(crate) async fn rebuild(inner: &Inner, force: bool) -> Result<bool, StoreErr
                 match live.renew_lock(&token, Some(LOCK_TTL)).await {
                     Ok(true) => {}
                     Ok(false) => return,
-                    Err(e) => tracing::warn!(error = %e, "renewing the rebuild lock failed"),
+                    Err(e) => {
+                        tracing::warn!(error = %Chain(&e), "renewing the rebuild lock failed")
+                    }
                 }
             }
         }))
@@ -146,7 +148,9 @@ pub(crate) async fn rebuild(inner: &Inner, force: bool) -> Result<bool, StoreErr
         match reconcile(inner, Duration::ZERO).await {
             Ok(n) if n > 0 => tracing::info!(copied = n, "saved stream entries before rebuilding"),
             Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "could not save the stream before rebuilding"),
+            Err(e) => {
+                tracing::warn!(error = %Chain(&e), "could not save the stream before rebuilding")
+            }
         }
         let r = inner.history.rebuild().await?;
         // Cooldowns went with the lost state; bring back the ones still running before
@@ -155,18 +159,21 @@ pub(crate) async fn rebuild(inner: &Inner, force: bool) -> Result<bool, StoreErr
         match inner.history.recent_users(cooldown).await {
             Ok(users) => match live.restore_cooldowns(&users).await {
                 Ok(n) => tracing::info!(restored = n, "restored cooldowns from the history"),
-                Err(e) => tracing::warn!(error = %e, "could not restore cooldowns"),
+                Err(e) => tracing::warn!(error = %Chain(&e), "could not restore cooldowns"),
             },
-            Err(e) => tracing::warn!(error = %e, "could not read recent placements for cooldowns"),
+            Err(e) => {
+                tracing::warn!(error = %Chain(&e), "could not read recent placements for cooldowns")
+            }
         }
         let installed = live
             .install(&token, r.epoch, r.seq, &r.board, r.last_ms)
             .await
             .map_err(redis_err)?;
         if !installed {
-            return Err(StoreError::Backend(
-                "lost the rebuild lock before installing; another instance will rebuild".into(),
-            ));
+            tracing::warn!(
+                "lost the rebuild lock before installing; another instance will rebuild"
+            );
+            return Err(BackendError::Rebuilding.into());
         }
         Ok(r)
     }
@@ -191,11 +198,21 @@ pub(crate) async fn rebuild(inner: &Inner, force: bool) -> Result<bool, StoreErr
     }
 }
 
-/// [`reconcile`] if no other instance is reconciling right now.
+/// [`reconcile`] if no other instance is reconciling right now, then [`settle`]s the
+/// stream.
+///
+/// [`settle`]: super::backlog::settle
 pub(crate) async fn reconcile_locked(inner: &Inner, grace: Duration) -> Result<(), StoreError> {
     inner
         .history
-        .with_reconcile_lock(|| reconcile(inner, grace))
+        .with_reconcile_lock(|| async {
+            let n = reconcile(inner, grace).await?;
+            let (_, mark) = inner.history.state().await?;
+            let len = super::backlog::settle(&inner.live, mark, inner.cfg.stream_capacity).await?;
+            inner.health.durable_seen.store(mark.0, Ordering::Relaxed);
+            metrics::gauge!("rplace_store_stream_entries").set(len as f64);
+            Ok::<_, StoreError>(n)
+        })
         .await?;
     Ok(())
 }
@@ -317,18 +334,18 @@ pub(crate) async fn maintain(inner: Arc<Inner>) {
                     && !s.rebuild_locked
                     && let Err(e) = rebuild(&inner, false).await
                 {
-                    tracing::error!(error = %e, "rebuilding the Redis state failed");
+                    tracing::error!(error = %Chain(&e), "rebuilding the Redis state failed");
                 }
             }
             Err(e) => {
                 if inner.health.redis_ok.swap(false, Ordering::Relaxed) {
-                    tracing::warn!(error = %e, "Redis is unreachable");
+                    tracing::warn!(error = %Chain(&e), "Redis is unreachable");
                 }
                 continue;
             }
         }
         if diverged && let Err(e) = rebuild(&inner, true).await {
-            tracing::error!(error = %e, "rebuilding a diverged Redis state failed");
+            tracing::error!(error = %Chain(&e), "rebuilding a diverged Redis state failed");
         }
         let due = last_reconcile.elapsed() >= cfg.reconcile_interval;
         if !due && inner.health.history_ok.load(Ordering::Relaxed) {
@@ -338,7 +355,7 @@ pub(crate) async fn maintain(inner: Arc<Inner>) {
             Ok(()) => inner.health.history_ok.store(true, Ordering::Relaxed),
             Err(e) => {
                 if inner.health.history_ok.swap(false, Ordering::Relaxed) {
-                    tracing::warn!(error = %e, "PostgreSQL is unreachable");
+                    tracing::warn!(error = %Chain(&e), "PostgreSQL is unreachable");
                 }
                 continue;
             }
@@ -348,15 +365,15 @@ pub(crate) async fn maintain(inner: Arc<Inner>) {
         }
         last_reconcile = Instant::now();
         if let Err(e) = reconcile_locked(&inner, cfg.reconcile_grace).await {
-            tracing::warn!(error = %e, "reconciling the stream into PostgreSQL failed");
+            tracing::warn!(error = %Chain(&e), "reconciling the stream into PostgreSQL failed");
         }
         if let Err(e) = check_behind(&inner).await {
-            tracing::warn!(error = %e, "checking Redis against PostgreSQL failed");
+            tracing::warn!(error = %Chain(&e), "checking Redis against PostgreSQL failed");
         }
         match inner.history.maybe_snapshot(cfg.snapshot_every).await {
             Ok(Some(seq)) => tracing::info!(seq = seq.0, "board snapshot written to PostgreSQL"),
             Ok(None) => {}
-            Err(e) => tracing::warn!(error = %e, "writing a board snapshot failed"),
+            Err(e) => tracing::warn!(error = %Chain(&e), "writing a board snapshot failed"),
         }
     }
 }

@@ -9,7 +9,7 @@
 
 use super::Health;
 use super::history::{History, Written};
-use crate::PlaceError;
+use crate::{BackendError, Chain};
 use rplace_domain::Placement;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -26,7 +26,19 @@ pub(crate) struct Pending {
     /// The Redis generation it was made in; the write is refused if that has changed.
     pub epoch: u64,
     /// Answered once the placement is durable (or will not be).
-    pub reply: oneshot::Sender<Result<(), PlaceError>>,
+    pub reply: oneshot::Sender<Result<(), Failure>>,
+}
+
+/// Why a placement was not written.
+#[derive(Debug)]
+pub(crate) enum Failure {
+    /// PostgreSQL failed (for the whole batch, hence shared); the reconciler copies the
+    /// placement from the stream later.
+    Unavailable(Arc<BackendError>),
+    /// A rebuild replaced the Redis state it was made on; it is not kept.
+    Superseded,
+    /// Another placement holds its seq in the history.
+    Diverged,
 }
 
 pub(crate) enum Cmd {
@@ -109,7 +121,7 @@ impl Writer {
                         if abandoned || started.elapsed() >= self.retry_for {
                             break Err(e);
                         }
-                        tracing::warn!(error = %e, rows = rows.len(), "history write failed; retrying");
+                        tracing::warn!(error = %Chain(&e), rows = rows.len(), "history write failed; retrying");
                         tokio::time::sleep(delay).await;
                         delay = (delay * 2).min(Duration::from_secs(1));
                     }
@@ -129,10 +141,7 @@ impl Writer {
                     }
                     for p in items {
                         let res = if conflicts.contains(&p.placement.seq) {
-                            Err(PlaceError::Unavailable(
-                                "the shared state diverged from the history; it is being repaired"
-                                    .into(),
-                            ))
+                            Err(Failure::Diverged)
                         } else {
                             Ok(())
                         };
@@ -146,18 +155,14 @@ impl Writer {
                         "placements made before a rebuild were not kept"
                     );
                     for p in items {
-                        let _ = p.reply.send(Err(PlaceError::Unavailable(
-                            "the board was rebuilt while this placement was being saved; it was not kept"
-                                .into(),
-                        )));
+                        let _ = p.reply.send(Err(Failure::Superseded));
                     }
                 }
                 Err(e) => {
-                    tracing::error!(error = %e, rows = rows.len(), "history write given up; the reconciler will copy these from the stream");
+                    tracing::error!(error = %Chain(&e), rows = rows.len(), "history write given up; the reconciler will copy these from the stream");
+                    let e = Arc::new(BackendError::from(e));
                     for p in items {
-                        let _ = p.reply.send(Err(PlaceError::Unavailable(format!(
-                            "could not save the placement: {e}"
-                        ))));
+                        let _ = p.reply.send(Err(Failure::Unavailable(e.clone())));
                     }
                 }
             }

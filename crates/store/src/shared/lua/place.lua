@@ -12,7 +12,8 @@
 -- then per placement i (from 0): KEYS[6 + 2i] the user's cooldown key,
 --                                KEYS[7 + 2i] the address's rate key
 -- ARGV[1] bitfield type (u4 or u8)   ARGV[2] cooldown ms   ARGV[3] rate period µs (0: no
--- limit)   ARGV[4] rate burst tolerance µs   ARGV[5] stream capacity   ARGV[6] channel
+-- limit)   ARGV[4] rate burst tolerance µs   ARGV[5] unused (was the stream cap, see the
+-- XADD below)   ARGV[6] channel
 -- then per placement i: ARGV[7 + 6i ..] pixel index, color, x, y, user (signed decimal),
 --                       "1" to bypass the cooldown and the rate limit
 --
@@ -44,7 +45,6 @@ local bitfield = ARGV[1]
 local cooldown = tonumber(ARGV[2])
 local period = tonumber(ARGV[3])
 local tolerance = tonumber(ARGV[4])
-local capacity = ARGV[5]
 local n = (#ARGV - 6) / 6
 
 local reply = {tonumber(epoch), now}
@@ -80,7 +80,10 @@ for i = 0, n - 1 do
   if code == 0 then
     seq = seq + 1
     local rec = ARGV[a + 2] .. ' ' .. ARGV[a + 3] .. ' ' .. ARGV[a + 1] .. ' ' .. ARGV[a + 4] .. ' ' .. now_s
-    redis.call('XADD', KEYS[5], 'MAXLEN', '~', capacity, string.format('%d-0', seq), 'p', rec)
+    -- No MAXLEN: trimming here could drop placements not yet in PostgreSQL, which a durable
+    -- Redis holds while PostgreSQL is away. The reconciler trims instead, never past the
+    -- history's watermark (backlog.rs).
+    redis.call('XADD', KEYS[5], string.format('%d-0', seq), 'p', rec)
     redis.call('BITFIELD', KEYS[1], 'SET', bitfield, '#' .. ARGV[a], ARGV[a + 1])
     if tat then
       redis.call('SET', rate_key, string.format('%.0f', tat), 'PX', math.ceil((tat - now_us) / 1000) + 1)

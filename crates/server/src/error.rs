@@ -45,6 +45,12 @@ pub enum ApiError {
     ShuttingDown,
     #[error("the store is unavailable: {0}")]
     Unavailable(String),
+    #[error("the request body did not arrive in time; send it at once after the head")]
+    BodyTimeout,
+    #[error("{0}; a trusted proxy must send one IP address per entry")]
+    InvalidForwardedFor(#[from] crate::client_addr::ForwardedError),
+    #[error("too many websockets from this address (at most {max}); close some and retry")]
+    TooManyFromAddress { max: usize },
 }
 
 impl ApiError {
@@ -70,6 +76,12 @@ impl ApiError {
             }
             ApiError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ApiError::BodyTimeout => (StatusCode::REQUEST_TIMEOUT, "body_timeout"),
+            ApiError::InvalidForwardedFor(_) => (StatusCode::BAD_REQUEST, "invalid_forwarded_for"),
+            ApiError::TooManyFromAddress { .. } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_connections_from_address",
+            ),
         }
     }
 
@@ -112,7 +124,15 @@ impl IntoResponse for ApiError {
             ApiError::Unavailable(e) => tracing::error!(error = %e, "store unavailable"),
             _ => {}
         }
+        if let ApiError::TooManyFromAddress { max } = &self {
+            body["allowed"] = json!(format!("at most {max} websockets per address"));
+        }
         let mut resp = (status, axum::Json(body)).into_response();
+        if matches!(self, ApiError::BodyTimeout) {
+            // The rest of the body may still come: the connection cannot be reused.
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         if let Some(ms) = retry_after {
             let secs = (ms.max(0) as u64).div_ceil(1000).max(1);
             resp.headers_mut()

@@ -11,18 +11,23 @@
 //! - [`identity`]: anonymous identities in a signed cookie.
 //! - [`error`]: the JSON error every handler returns.
 //! - [`telemetry`]: tracing and the Prometheus recorder.
-//! - [`zerocopy`]: the listener and socket that send the board bodies with `sendfile`.
+//! - [`serve`]: the accept loop and hyper connections: timeouts, per-address caps,
+//!   PROXY protocol, graceful end.
+//! - [`client_addr`]: the client's address behind trusted proxies.
+//! - [`zerocopy`]: the socket that sends the board bodies with `sendfile` (`--sendfile`).
 //!
 //! Storage lives in the `rplace-store` crate behind one trait; this crate never knows
 //! which backend runs. The canvas rules and wire formats live in `rplace-domain`.
 
 pub mod app;
 pub mod board_cache;
+pub mod client_addr;
 pub mod config;
 pub mod error;
 pub mod hub;
 pub mod identity;
 pub mod routes;
+pub mod serve;
 pub mod telemetry;
 pub mod zerocopy;
 

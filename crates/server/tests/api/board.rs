@@ -140,7 +140,7 @@ async fn updates_are_gone_when_older_than_the_log() {
 /// path, every client gets exactly the board, also many at once on one connection each.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_boards_are_sent_from_a_file_byte_for_byte() {
-    let app = spawn_app(&["--width", "1024", "--height", "512"]).await;
+    let app = spawn_app(&["--width", "1024", "--height", "512", "--sendfile"]).await;
     // 262,144 bytes at 4 bits per pixel: above the zero-copy threshold.
     let mut pixels = Vec::new();
     for i in 0..40u16 {

@@ -5,6 +5,7 @@ mod helpers;
 
 mod board;
 mod errors;
+mod hardening;
 mod lifecycle;
 mod live;
 mod ops;

@@ -49,9 +49,10 @@ struct Entry {
 pub struct Bodies {
     /// Registered bodies, newest last.
     all: Arc<Mutex<Vec<Entry>>>,
-    /// Bodies whose file is being written, so that the requests that come meanwhile do
-    /// not write it again (a new board version is asked for by many at once).
-    writing: Arc<Mutex<Vec<Bytes>>>,
+    /// Held while a file is written, so that the requests that come meanwhile for the same
+    /// body (a new board version is asked for by many at once) wait for it instead of
+    /// writing it again.
+    writer: Arc<tokio::sync::Mutex<()>>,
     /// Whether bodies are registered at all; when not, every write goes to the socket as it
     /// is and no lookup is made.
     enabled: bool,
@@ -62,7 +63,7 @@ impl Bodies {
     pub fn new(enabled: bool) -> Self {
         Bodies {
             all: Arc::default(),
-            writing: Arc::default(),
+            writer: Arc::default(),
             enabled,
         }
     }
@@ -74,20 +75,12 @@ impl Bodies {
         if !self.enabled || body.len() < MIN_LEN || self.holds(body) {
             return;
         }
-        {
-            let mut writing = self.writing.lock().expect("bodies lock");
-            if writing.iter().any(|w| same(w, body)) {
-                return;
-            }
-            writing.push(body.clone());
+        let _writing = self.writer.lock().await;
+        if self.holds(body) {
+            return;
         }
         let bytes = body.clone();
-        let written = tokio::task::spawn_blocking(move || file_with(&bytes)).await;
-        self.writing
-            .lock()
-            .expect("bodies lock")
-            .retain(|w| !same(w, body));
-        let file = match written {
+        let file = match tokio::task::spawn_blocking(move || file_with(&bytes)).await {
             Ok(Ok(f)) => Arc::new(f),
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "cannot make a file for sendfile; using writev");
@@ -99,10 +92,6 @@ impl Bodies {
             }
         };
         let mut all = self.all.lock().expect("bodies lock");
-        // Another request may have registered it while the file was written.
-        if all.iter().any(|e| same(&e.bytes, body)) {
-            return;
-        }
         if all.len() >= KEEP {
             all.remove(0);
         }

@@ -387,3 +387,33 @@ async fn when_descriptors_run_out_the_server_sheds_and_recovers() {
     );
     assert!(server.running());
 }
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_websockets_count_for_the_forwarded_client() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let app = spawn_app(&[
+        "--trusted-proxies",
+        "127.0.0.1",
+        "--max-websockets-per-ip",
+        "1",
+    ])
+    .await;
+    let open = |xff: &'static str| {
+        let url = format!("ws://{}/ws", app.addr);
+        async move {
+            let mut req = url.into_client_request().unwrap();
+            req.headers_mut()
+                .insert("x-forwarded-for", xff.parse().unwrap());
+            match tokio_tungstenite::connect_async(req).await {
+                Ok((ws, _)) => Ok(ws),
+                Err(tokio_tungstenite::tungstenite::Error::Http(r)) => Err(r.status().as_u16()),
+                Err(e) => panic!("websocket failed: {e}"),
+            }
+        }
+    };
+    let _a = open("203.0.113.1").await.unwrap();
+    let _b = open("203.0.113.2").await.unwrap();
+    assert_eq!(open("203.0.113.1").await.err(), Some(429));
+    assert_eq!(open("203.0.113.3, bogus").await.err(), Some(400));
+    app.stop().await;
+}

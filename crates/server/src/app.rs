@@ -179,7 +179,7 @@ pub async fn run(
     };
     let opts = crate::serve::Options {
         header_timeout: state.settings.header_timeout,
-        idle_timeout: state.settings.idle_timeout,
+        send_timeout: state.settings.send_timeout,
         max_buf: crate::serve::MAX_BUF,
         per_ip: crate::serve::per_ip::PerIp::new(config.max_connections_per_ip),
         trusted: state.settings.trusted_proxies.clone(),

@@ -84,9 +84,10 @@ pub struct Config {
     #[arg(long, env = "RPLACE_BODY_TIMEOUT", default_value_t = 10.0)]
     pub body_timeout: f64,
 
-    /// Seconds any connection (websockets too) may stay without a byte either way.
-    #[arg(long, env = "RPLACE_IDLE_TIMEOUT", default_value_t = 120.0)]
-    pub idle_timeout: f64,
+    /// Seconds a write may wait for the client to take a byte of an answer (a client that
+    /// stops reading); then the connection is closed.
+    #[arg(long, env = "RPLACE_SEND_TIMEOUT", default_value_t = 30.0)]
+    pub send_timeout: f64,
 
     /// Open TCP connections one client address may hold (IPv6: one /64); more are
     /// refused. Trusted proxies are not counted. 0: no limit.
@@ -222,8 +223,8 @@ pub struct Settings {
     pub header_timeout: Duration,
     /// Time to receive a request body.
     pub body_timeout: Duration,
-    /// Time a connection may stay silent.
-    pub idle_timeout: Duration,
+    /// Time a write may wait for the client.
+    pub send_timeout: Duration,
     /// Whose forwarding headers are believed.
     pub trusted_proxies: crate::client_addr::TrustedProxies,
 }
@@ -348,7 +349,7 @@ impl Config {
                 self.header_timeout,
             )?,
             body_timeout: timeout("body-timeout", "RPLACE_BODY_TIMEOUT", self.body_timeout)?,
-            idle_timeout: timeout("idle-timeout", "RPLACE_IDLE_TIMEOUT", self.idle_timeout)?,
+            send_timeout: timeout("send-timeout", "RPLACE_SEND_TIMEOUT", self.send_timeout)?,
             trusted_proxies: self
                 .trusted_proxies
                 .parse()

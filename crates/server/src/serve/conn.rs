@@ -79,7 +79,8 @@ pub async fn serve(
         }
     }
     let _permit = permit;
-    let io = super::idle::Idle::new(ZcStream::new(stream, bodies), opts.idle_timeout);
+    let io =
+        super::send_timeout::SendTimeout::new(ZcStream::new(stream, bodies), opts.send_timeout);
     let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
         req.extensions_mut().insert(ConnectInfo(Peer(peer)));
         router.clone().oneshot(req)

@@ -4,20 +4,21 @@
 //!
 //! - [`accept`]: what to do when accepting fails (descriptors exhausted: shed and pause).
 //! - [`conn`]: one connection: PROXY header, per-address permit, HTTP/1.1 with upgrades.
-//! - [`idle`]: the inactivity backstop on every socket.
 //! - [`per_ip`]: counts per client address (connections here, websockets in the route).
 //! - [`proxy_protocol`]: the PROXY protocol v2 header.
+//! - [`send_timeout`]: the bound on a write the peer does not take.
 //!
 //! Timeouts: the request head must be complete within `header_timeout` of the moment the
 //! server waits for it (the connection opened, or the previous answer was sent, so it is
 //! also the keep-alive idle time); a body within `body_timeout` (enforced where the body is
-//! read, answering 408); and no socket stays silent both ways for `idle_timeout`.
+//! read, answering 408); and a write may wait at most `send_timeout` for the peer to take a
+//! byte.
 
 pub mod accept;
 pub mod conn;
-pub mod idle;
 pub mod per_ip;
 pub mod proxy_protocol;
+pub mod send_timeout;
 
 use crate::client_addr::TrustedProxies;
 use crate::zerocopy::Bodies;
@@ -44,8 +45,8 @@ pub struct Peer(pub SocketAddr);
 pub struct Options {
     /// Time to receive a whole request head (see the module documentation).
     pub header_timeout: Duration,
-    /// Time a socket may stay silent both ways.
-    pub idle_timeout: Duration,
+    /// Time a write may wait for the peer to take a byte.
+    pub send_timeout: Duration,
     /// Read buffer bound, [`MAX_BUF`] outside tests.
     pub max_buf: usize,
     /// Open connections per client address; trusted proxies are not counted (every

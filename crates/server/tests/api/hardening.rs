@@ -289,7 +289,7 @@ impl LowFdServer {
             .args(["--listen", &addr.to_string()])
             .args(["--data-dir", dir.path().to_str().unwrap()])
             .args(["--width", "16", "--height", "16", "--sync", "normal"])
-            .args(["--header-timeout", "120", "--idle-timeout", "120"])
+            .args(["--header-timeout", "120"])
             .args(["--max-connections-per-ip", per_ip])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
@@ -415,5 +415,34 @@ async fn behind_a_trusted_proxy_websockets_count_for_the_forwarded_client() {
     let _b = open("203.0.113.2").await.unwrap();
     assert_eq!(open("203.0.113.1").await.err(), Some(429));
     assert_eq!(open("203.0.113.3, bogus").await.err(), Some(400));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_its_answers_is_dropped_after_the_send_timeout() {
+    // 256 KiB boards; 40 pipelined requests are 10 MiB, more than socket buffers hold.
+    let app = spawn_app(&["--width", "1024", "--height", "512", "--send-timeout", "1"]).await;
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut s = socket.connect(app.addr).await.unwrap();
+    let one = b"GET /api/board HTTP/1.1\r\nHost: x\r\n\r\n";
+    s.write_all(&one.repeat(40)).await.unwrap();
+    // Read nothing until the server has had time to give up, then see what is left.
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let mut got = 0usize;
+    let mut buf = vec![0u8; 1 << 16];
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match tokio::time::timeout(left, s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => got += n,
+            Err(_) => panic!("still open after {got} bytes"),
+        }
+    }
+    assert!(
+        got < 40 * 1024 * 512 / 2,
+        "got all {got} bytes: nothing was cut"
+    );
     app.stop().await;
 }

@@ -446,3 +446,18 @@ async fn a_client_that_stops_reading_its_answers_is_dropped_after_the_send_timeo
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn by_default_one_address_gets_128_websockets_and_not_600() {
+    let app = spawn_app(&[]).await;
+    let mut open = Vec::new();
+    for i in 0..128 {
+        match ws_from("127.0.0.1", app.addr).await {
+            Ok(ws) => open.push(ws),
+            Err(s) => panic!("websocket {i} refused with {s}"),
+        }
+    }
+    assert_eq!(ws_from("127.0.0.1", app.addr).await.err(), Some(429));
+    assert!(ws_from("127.0.0.2", app.addr).await.is_ok());
+    app.stop().await;
+}

@@ -18,6 +18,9 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+/// How long requests in flight when the drain ends may take to finish.
+const IN_FLIGHT_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -48,7 +51,8 @@ pub struct Inner {
     pub boards: BoardCache,
     /// Signs identity cookies.
     pub key: Key,
-    /// Set when shutdown begins: readiness fails and new websockets are refused.
+    /// Set when shutdown begins: readiness fails; everything else works until the drain
+    /// period ends.
     pub draining: AtomicBool,
     /// Cancelled when websockets must close (after the drain period).
     pub stop: CancellationToken,
@@ -58,6 +62,8 @@ pub struct Inner {
     pub metrics: PrometheusHandle,
     /// Board bodies sent with `sendfile`, shared with every connection's socket.
     pub bodies: crate::zerocopy::Bodies,
+    /// Open websockets per client address, for `--max-websockets-per-ip`.
+    pub ws_per_ip: crate::serve::per_ip::PerIp,
 }
 
 impl Deref for AppState {
@@ -154,7 +160,8 @@ pub async fn run(
         stop: CancellationToken::new(),
         ws_tasks: TaskTracker::new(),
         metrics,
-        bodies: crate::zerocopy::Bodies::default(),
+        bodies: crate::zerocopy::Bodies::new(config.sendfile),
+        ws_per_ip: crate::serve::per_ip::PerIp::new(config.max_websockets_per_ip),
     }));
     let addr = listener.local_addr()?;
     tracing::info!(
@@ -168,19 +175,33 @@ pub async fn run(
     let metrics_listener = crate::routes::ops::spawn_metrics_listener(&state).await?;
     let router = crate::routes::router(state.clone());
     let drain_state = state.clone();
-    let graceful = async move {
+    // During the drain only readiness fails, so that the load balancer moves traffic away
+    // while every request it still sends here succeeds; then the listener closes and
+    // websockets get 1001.
+    let stop_accepting = async move {
         shutdown.await;
         drain_state.draining.store(true, Ordering::Release);
         tracing::info!(drain = ?drain_state.settings.drain, "draining: readiness now fails");
         tokio::time::sleep(drain_state.settings.drain).await;
         drain_state.stop.cancel();
     };
-    axum::serve(
-        crate::zerocopy::ZcListener::new(listener, state.bodies.clone()),
-        router.into_make_service_with_connect_info::<crate::zerocopy::Peer>(),
+    let opts = crate::serve::Options {
+        header_timeout: state.settings.header_timeout,
+        send_timeout: state.settings.send_timeout,
+        max_buf: crate::serve::MAX_BUF,
+        per_ip: crate::serve::per_ip::PerIp::new(config.max_connections_per_ip),
+        trusted: state.settings.trusted_proxies.clone(),
+        proxy_protocol: config.proxy_protocol,
+    };
+    crate::serve::serve(
+        listener,
+        router,
+        opts,
+        state.bodies.clone(),
+        stop_accepting,
+        IN_FLIGHT_GRACE,
     )
-    .with_graceful_shutdown(graceful)
-    .await?;
+    .await;
 
     // Upgraded websockets are not tracked by the HTTP server; wait for their close frames.
     state.stop.cancel();

@@ -64,11 +64,45 @@ pub struct Config {
     #[arg(long, env = "RPLACE_IP_BURST", default_value_t = 30)]
     pub ip_burst: u32,
 
-    /// Number of trusted proxies in front of this server (e.g. 2 for Varnish then HAProxy).
-    /// The client address is then the entry that many places from the end of
-    /// X-Forwarded-For; 0 uses the peer address and ignores the header.
-    #[arg(long, env = "RPLACE_TRUSTED_PROXIES", default_value_t = 0)]
-    pub trusted_proxies: usize,
+    /// Proxies whose X-Forwarded-For (and PROXY header) is believed: comma-separated
+    /// addresses and CIDR networks, e.g. `127.0.0.1,10.0.0.0/8,::1`. From any other peer the
+    /// header is ignored and the peer is the client. Empty: no proxy.
+    #[arg(long, env = "RPLACE_TRUSTED_PROXIES", default_value = "")]
+    pub trusted_proxies: String,
+
+    /// Read a PROXY protocol v2 header (HAProxy `send-proxy-v2`) at the start of
+    /// connections from trusted proxies; the address it carries is the client's.
+    #[arg(long, env = "RPLACE_PROXY_PROTOCOL")]
+    pub proxy_protocol: bool,
+
+    /// Seconds to receive a whole request head, counted from when the server waits for it
+    /// (connection opened or previous answer sent): also the keep-alive idle time.
+    #[arg(long, env = "RPLACE_HEADER_TIMEOUT", default_value_t = 10.0)]
+    pub header_timeout: f64,
+
+    /// Seconds to receive a whole request body once its head arrived; later: 408.
+    #[arg(long, env = "RPLACE_BODY_TIMEOUT", default_value_t = 10.0)]
+    pub body_timeout: f64,
+
+    /// Seconds a write may wait for the client to take a byte of an answer (a client that
+    /// stops reading); then the connection is closed.
+    #[arg(long, env = "RPLACE_SEND_TIMEOUT", default_value_t = 30.0)]
+    pub send_timeout: f64,
+
+    /// Open TCP connections one client address may hold (IPv6: one /64); more are
+    /// refused. Trusted proxies are not counted. 0: no limit.
+    #[arg(long, env = "RPLACE_MAX_CONNECTIONS_PER_IP", default_value_t = 256)]
+    pub max_connections_per_ip: usize,
+
+    /// Open websockets one client address may hold (IPv6: one /64); more get 429. 0: no
+    /// limit.
+    #[arg(long, env = "RPLACE_MAX_WEBSOCKETS_PER_IP", default_value_t = 128)]
+    pub max_websockets_per_ip: usize,
+
+    /// Send the large board bodies with sendfile(2) from a temporary file (see
+    /// crates/server/src/zerocopy.rs); off: every body is written from memory.
+    #[arg(long, env = "RPLACE_SENDFILE")]
+    pub sendfile: bool,
 
     /// Key that signs identity cookies, 128 hex digits (64 bytes). Default: generated once
     /// and kept in the data dir. Every instance of one canvas needs the same key.
@@ -231,6 +265,14 @@ pub struct Settings {
     pub redis_timeout: Duration,
     /// Bound of one PostgreSQL call (shared mode).
     pub database_timeout: Duration,
+    /// Time to receive a request head.
+    pub header_timeout: Duration,
+    /// Time to receive a request body.
+    pub body_timeout: Duration,
+    /// Time a write may wait for the client.
+    pub send_timeout: Duration,
+    /// Whose forwarding headers are believed.
+    pub trusted_proxies: crate::client_addr::TrustedProxies,
 }
 
 /// A timeout in ms from 1 ms to 10 minutes.
@@ -243,6 +285,15 @@ fn millis(name: &'static str, env: &'static str, v: u64) -> Result<Duration, Con
         ));
     }
     Ok(Duration::from_millis(v))
+}
+
+/// Like [`seconds`], but more than zero: a zero timeout would close every connection.
+fn timeout(name: &'static str, env: &'static str, v: f64) -> Result<Duration, ConfigError> {
+    let d = seconds(name, env, v)?;
+    if d.is_zero() {
+        return Err(bad(name, env, "must be more than 0 seconds"));
+    }
+    Ok(d)
 }
 
 fn seconds(name: &'static str, env: &'static str, v: f64) -> Result<Duration, ConfigError> {
@@ -361,6 +412,17 @@ impl Config {
                 "RPLACE_DATABASE_TIMEOUT_MS",
                 self.database_timeout_ms,
             )?,
+            header_timeout: timeout(
+                "header-timeout",
+                "RPLACE_HEADER_TIMEOUT",
+                self.header_timeout,
+            )?,
+            body_timeout: timeout("body-timeout", "RPLACE_BODY_TIMEOUT", self.body_timeout)?,
+            send_timeout: timeout("send-timeout", "RPLACE_SEND_TIMEOUT", self.send_timeout)?,
+            trusted_proxies: self
+                .trusted_proxies
+                .parse()
+                .map_err(|e| bad("trusted-proxies", "RPLACE_TRUSTED_PROXIES", e))?,
         })
     }
 
@@ -406,6 +468,12 @@ mod tests {
         assert!(err(&["--tick-ms", "0"]).contains("--tick-ms"));
         assert!(err(&["--redis-timeout-ms", "0"]).contains("--redis-timeout-ms"));
         assert!(err(&["--database-timeout-ms", "0"]).contains("--database-timeout-ms"));
+        assert!(err(&["--header-timeout", "0"]).contains("--header-timeout"));
+        let e = err(&["--trusted-proxies", "2"]);
+        assert!(
+            e.contains("--trusted-proxies") && e.contains("10.0.0.0/8"),
+            "{e}"
+        );
         assert!(Config::from_args(["--listen", "nope"]).is_err());
     }
 }

@@ -68,6 +68,12 @@ pub enum ApiError {
     /// into JSON with the code its status implies. `message` is meant for the client.
     #[error("{message}")]
     Status { status: StatusCode, message: String },
+    #[error("the request body did not arrive in time; send it at once after the head")]
+    BodyTimeout,
+    #[error("{0}; a trusted proxy must send one IP address per entry")]
+    InvalidForwardedFor(#[from] crate::client_addr::ForwardedError),
+    #[error("too many websockets from this address (at most {max}); close some and retry")]
+    TooManyFromAddress { max: usize },
 }
 
 fn unavailable_message(placing: bool) -> &'static str {
@@ -140,6 +146,12 @@ impl ApiError {
             ApiError::AdminDisabled => (StatusCode::FORBIDDEN, "admin_disabled"),
             ApiError::OriginNotAllowed => (StatusCode::FORBIDDEN, "origin_not_allowed"),
             ApiError::Status { status, .. } => (*status, code_of_status(*status)),
+            ApiError::BodyTimeout => (StatusCode::REQUEST_TIMEOUT, "body_timeout"),
+            ApiError::InvalidForwardedFor(_) => (StatusCode::BAD_REQUEST, "invalid_forwarded_for"),
+            ApiError::TooManyFromAddress { .. } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_connections_from_address",
+            ),
         }
     }
 
@@ -194,7 +206,15 @@ impl IntoResponse for ApiError {
             ApiError::MethodNotAllowed { allowed, .. } => body["allowed"] = json!(allowed),
             _ => {}
         }
+        if let ApiError::TooManyFromAddress { max } = &self {
+            body["allowed"] = json!(format!("at most {max} websockets per address"));
+        }
         let mut resp = (status, axum::Json(body)).into_response();
+        if matches!(self, ApiError::BodyTimeout) {
+            // The rest of the body may still come: the connection cannot be reused.
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         if let Some(ms) = retry_after {
             let secs = (ms.max(0) as u64).div_ceil(1000).max(1);
             resp.headers_mut()

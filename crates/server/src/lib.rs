@@ -13,7 +13,10 @@
 //! - [`access`], [`origin`], [`secret`]: public origin, websocket origins, bearer tokens.
 //! - [`json`]: JSON that refuses duplicate keys.
 //! - [`telemetry`]: tracing and the Prometheus recorder.
-//! - [`zerocopy`]: the listener and socket that send the board bodies with `sendfile`.
+//! - [`serve`]: the accept loop and hyper connections: timeouts, per-address caps,
+//!   PROXY protocol, graceful end.
+//! - [`client_addr`]: the client's address behind trusted proxies.
+//! - [`zerocopy`]: the socket that sends the board bodies with `sendfile` (`--sendfile`).
 //!
 //! Storage lives in the `rplace-store` crate behind one trait; this crate never knows
 //! which backend runs. The canvas rules and wire formats live in `rplace-domain`.
@@ -21,6 +24,7 @@
 pub mod access;
 pub mod app;
 pub mod board_cache;
+pub mod client_addr;
 pub mod config;
 pub mod error;
 pub mod hub;
@@ -29,6 +33,7 @@ pub mod json;
 pub mod origin;
 pub mod routes;
 pub mod secret;
+pub mod serve;
 pub mod telemetry;
 pub mod zerocopy;
 

@@ -86,6 +86,14 @@ fn describe() {
         "rplace_ws_lagged_total",
         "Clients disconnected for falling behind"
     );
+    describe_counter!(
+        "rplace_connections_refused_total",
+        "Connections or websockets refused: per_ip and ws_per_ip caps, descriptors exhausted"
+    );
+    describe_counter!(
+        "rplace_accept_exhausted_total",
+        "Accepts that failed because the process or system was out of file descriptors"
+    );
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -18,17 +18,14 @@
 //! The bytes on the wire are the same either way: a body that is not (or no longer)
 //! registered simply goes out by `writev`.
 
-use axum::extract::connect_info::Connected;
-use axum::serve::{IncomingStream, Listener};
 use bytes::Bytes;
 use std::fs::File;
 use std::io::{self, IoSlice, Write};
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 /// Slices shorter than this are written as they are: `sendfile` pays off only for large
 /// bodies, and the check stays off the path of small writes such as websocket frames.
@@ -45,29 +42,56 @@ struct Entry {
     file: Arc<File>,
 }
 
-/// The bodies that go out by `sendfile`. Cheap to clone.
+/// The bodies that go out by `sendfile`. Cheap to clone. Off unless `--sendfile`: the
+/// write is matched to its body by the address of the slice hyper hands the socket, which
+/// holds for hyper 1's vectored writes of `Bytes` bodies but is not a promise of its API.
 #[derive(Clone, Default)]
-pub struct Bodies(Arc<Mutex<Vec<Entry>>>);
+pub struct Bodies {
+    /// Registered bodies, newest last.
+    all: Arc<Mutex<Vec<Entry>>>,
+    /// Held while a file is written, so that the requests that come meanwhile for the same
+    /// body (a new board version is asked for by many at once) wait for it instead of
+    /// writing it again.
+    writer: Arc<tokio::sync::Mutex<()>>,
+    /// Whether bodies are registered at all; when not, every write goes to the socket as it
+    /// is and no lookup is made.
+    enabled: bool,
+}
 
 impl Bodies {
-    /// Registers `body` if it is large and not registered yet. If no file can be made, the
-    /// body is written the usual way.
-    pub fn offer(&self, body: &Bytes) {
-        if body.len() < MIN_LEN || self.holds(body) {
+    /// Registered bodies go out by `sendfile` when `enabled`; otherwise none is registered.
+    pub fn new(enabled: bool) -> Self {
+        Bodies {
+            all: Arc::default(),
+            writer: Arc::default(),
+            enabled,
+        }
+    }
+
+    /// Registers `body` if it is large and not registered yet. The file is written on a
+    /// blocking thread (a 500 KB write must not stall an async worker); until it is
+    /// registered, and if no file can be made, the body is written the usual way.
+    pub async fn offer(&self, body: &Bytes) {
+        if !self.enabled || body.len() < MIN_LEN || self.holds(body) {
             return;
         }
-        let file = match file_with(body) {
-            Ok(f) => Arc::new(f),
-            Err(e) => {
+        let _writing = self.writer.lock().await;
+        if self.holds(body) {
+            return;
+        }
+        let bytes = body.clone();
+        let file = match tokio::task::spawn_blocking(move || file_with(&bytes)).await {
+            Ok(Ok(f)) => Arc::new(f),
+            Ok(Err(e)) => {
                 tracing::warn!(error = %e, "cannot make a file for sendfile; using writev");
                 return;
             }
+            Err(e) => {
+                tracing::warn!(error = %e, "the sendfile file writer failed; using writev");
+                return;
+            }
         };
-        let mut all = self.0.lock().expect("bodies lock");
-        // Another request may have registered it while the file was written.
-        if all.iter().any(|e| same(&e.bytes, body)) {
-            return;
-        }
+        let mut all = self.all.lock().expect("bodies lock");
         if all.len() >= KEEP {
             all.remove(0);
         }
@@ -78,14 +102,17 @@ impl Bodies {
     }
 
     fn holds(&self, body: &Bytes) -> bool {
-        let all = self.0.lock().expect("bodies lock");
+        let all = self.all.lock().expect("bodies lock");
         all.iter().any(|e| same(&e.bytes, body))
     }
 
     /// The file and offset holding `slice`, if it lies inside a registered body.
     fn find(&self, slice: &[u8]) -> Option<(Arc<File>, u64)> {
+        if !self.enabled {
+            return None;
+        }
         let start = slice.as_ptr() as usize;
-        let all = self.0.lock().expect("bodies lock");
+        let all = self.all.lock().expect("bodies lock");
         all.iter().find_map(|e| {
             let base = e.bytes.as_ptr() as usize;
             (start >= base && start + slice.len() <= base + e.bytes.len())
@@ -105,49 +132,6 @@ fn file_with(body: &[u8]) -> io::Result<File> {
     Ok(file)
 }
 
-/// The server's listener: a TCP listener whose connections are [`ZcStream`]s.
-pub struct ZcListener {
-    /// Accepts the connections.
-    inner: TcpListener,
-    /// Shared with every connection.
-    bodies: Bodies,
-}
-
-impl ZcListener {
-    pub fn new(inner: TcpListener, bodies: Bodies) -> Self {
-        Self { inner, bodies }
-    }
-}
-
-impl Listener for ZcListener {
-    type Io = ZcStream;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (ZcStream, SocketAddr) {
-        let (inner, addr) = Listener::accept(&mut self.inner).await;
-        // Every write here is a whole message (a response, a websocket frame, or a head
-        // held back by MSG_MORE for its body), so nothing is gained by Nagle, and with it
-        // the tail of a sendfile body waited for a delayed ACK: c fell from 1.2x to 0.9x.
-        let _ = inner.set_nodelay(true);
-        let bodies = self.bodies.clone();
-        (ZcStream { inner, bodies }, addr)
-    }
-
-    fn local_addr(&self) -> io::Result<SocketAddr> {
-        Listener::local_addr(&self.inner)
-    }
-}
-
-/// The peer's address, for `ConnectInfo<Peer>` in handlers.
-#[derive(Debug, Clone, Copy)]
-pub struct Peer(pub SocketAddr);
-
-impl Connected<IncomingStream<'_, ZcListener>> for Peer {
-    fn connect_info(stream: IncomingStream<'_, ZcListener>) -> Self {
-        Peer(*stream.remote_addr())
-    }
-}
-
 /// A TCP connection that sends registered bodies with `sendfile`.
 pub struct ZcStream {
     /// The socket.
@@ -157,6 +141,10 @@ pub struct ZcStream {
 }
 
 impl ZcStream {
+    pub fn new(inner: TcpStream, bodies: Bodies) -> Self {
+        ZcStream { inner, bodies }
+    }
+
     /// Runs one non-blocking socket call once the socket is writable, again if it would
     /// block.
     fn poll_io(
@@ -258,20 +246,20 @@ impl AsyncWrite for ZcStream {
 mod tests {
     use super::*;
 
-    #[test]
-    fn slices_inside_a_registered_body_are_found_and_the_oldest_is_dropped() {
-        let bodies = Bodies::default();
+    #[tokio::test]
+    async fn slices_inside_a_registered_body_are_found_and_the_oldest_is_dropped() {
+        let bodies = Bodies::new(true);
         let small = Bytes::from(vec![1u8; MIN_LEN - 1]);
-        bodies.offer(&small);
+        bodies.offer(&small).await;
         assert!(bodies.find(&small).is_none());
         let all: Vec<Bytes> = (0..=KEEP as u8)
             .map(|i| Bytes::from(vec![i; MIN_LEN * 2]))
             .collect();
         for b in &all {
-            bodies.offer(b);
-            bodies.offer(b); // once only
+            bodies.offer(b).await;
+            bodies.offer(b).await; // once only
         }
-        assert_eq!(bodies.0.lock().unwrap().len(), KEEP);
+        assert_eq!(bodies.all.lock().unwrap().len(), KEEP);
         assert!(bodies.find(&all[0]).is_none(), "the oldest was dropped");
         let last = &all[KEEP];
         let (file, offset) = bodies.find(&last[100..MIN_LEN + 100]).unwrap();
@@ -282,5 +270,13 @@ mod tests {
         // A copy of the same bytes elsewhere in memory is not the registered body.
         let copy = last.to_vec();
         assert!(bodies.find(&copy).is_none());
+    }
+
+    #[tokio::test]
+    async fn off_registers_nothing() {
+        let bodies = Bodies::new(false);
+        let big = Bytes::from(vec![1u8; MIN_LEN * 2]);
+        bodies.offer(&big).await;
+        assert!(bodies.find(&big).is_none());
     }
 }

@@ -141,20 +141,32 @@ pub struct Haproxy {
 
 impl Haproxy {
     pub fn start(backends: &[u16]) -> Haproxy {
+        Haproxy::start_with(backends, false)
+    }
+
+    /// With `proxy_protocol`, every connection to a backend (health checks too) starts
+    /// with a PROXY v2 header; the instances need `--proxy-protocol`.
+    pub fn start_with(backends: &[u16], proxy_protocol: bool) -> Haproxy {
         let dir = tempfile::tempdir().expect("temp dir");
         let port = free_port();
+        let send_proxy = if proxy_protocol { " send-proxy-v2" } else { "" };
         let servers: String = backends
             .iter()
             .enumerate()
-            .map(|(i, p)| format!("    server r{i} 127.0.0.1:{p} check\n"))
+            .map(|(i, p)| format!("    server r{i} 127.0.0.1:{p} check{send_proxy}\n"))
             .collect();
+        // No `on-marked-down shutdown-sessions`: a draining instance marked down keeps its
+        // websockets until it closes them with 1001 itself (cutting them gave clients
+        // 1006). A request that found no live instance (connection refused, or closed
+        // without an answer) is sent again to another one: the API's PUT is idempotent.
         let cfg = format!(
             "global\n    maxconn 8000\n    maxpipes 1000\n\
              defaults\n    mode http\n    timeout connect 2s\n    timeout client 60s\n    timeout server 60s\n    \
-             timeout tunnel 1h\n    timeout client-fin 5s\n    option forwardfor\n    option splice-auto\n    http-reuse always\n\
+             timeout tunnel 1h\n    timeout client-fin 5s\n    option forwardfor\n    option splice-auto\n    http-reuse always\n    \
+             retries 3\n    option redispatch 1\n    retry-on conn-failure empty-response\n\
              frontend fe\n    bind 127.0.0.1:{port}\n    default_backend rplace\n\
              backend rplace\n    balance roundrobin\n    option httpchk GET /readyz\n    \
-             http-check expect status 200\n    default-server inter 300ms fall 1 rise 2 on-marked-down shutdown-sessions\n\
+             http-check expect status 200\n    default-server inter 300ms fall 1 rise 2\n\
              {servers}"
         );
         let path = dir.path().join("haproxy.cfg");

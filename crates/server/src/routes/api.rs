@@ -4,7 +4,7 @@ use crate::app::AppState;
 use crate::board_cache::Encoding;
 use crate::error::ApiError;
 use crate::hub::Recent;
-use crate::zerocopy::Peer;
+use crate::serve::Peer;
 use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, Query, State};
@@ -17,7 +17,7 @@ use rplace_store::{NewPlacement, Store};
 use serde::Serialize;
 use serde_json::{Value, json};
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 
 /// Largest `PUT /api/pixel` body.
 pub const BODY_LIMIT: usize = 1024;
@@ -103,7 +103,7 @@ pub async fn board(State(app): State<AppState>, headers: HeaderMap) -> Result<Re
         StatusCode::NOT_MODIFIED.into_response()
     } else {
         let body = version.body(enc).await.map_err(ApiError::unavailable)?;
-        app.bodies.offer(&body);
+        app.bodies.offer(&body).await;
         let mut r = Body::from(body).into_response();
         r.headers_mut().insert(
             header::CONTENT_TYPE,
@@ -134,32 +134,11 @@ pub async fn board_png(
             .png(app.settings.dims, &app.settings.palette)
             .await
             .map_err(ApiError::unavailable)?;
-        app.bodies.offer(&png);
+        app.bodies.offer(&png).await;
         ([(header::CONTENT_TYPE, "image/png")], png).into_response()
     };
     board_headers(resp.headers_mut(), version.seq, ttl_secs(&app));
     Ok(resp)
-}
-
-/// The client's address: the peer, or, behind `n` trusted proxies, the entry `n` places
-/// from the end of `X-Forwarded-For` (each proxy appends the address it saw).
-fn client_ip(app: &AppState, peer: SocketAddr, headers: &HeaderMap) -> IpAddr {
-    let n = app.config.trusted_proxies;
-    if n == 0 {
-        return peer.ip();
-    }
-    let hops: Vec<IpAddr> = headers
-        .get_all("x-forwarded-for")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|s| s.trim().parse::<IpAddr>().ok())
-        .collect();
-    hops.len()
-        .checked_sub(n)
-        .map(|i| hops[i])
-        // Fewer hops than proxies: the request bypassed them, so the header is not trusted.
-        .unwrap_or(peer.ip())
 }
 
 /// Who is placing: the load generator's token path, else the signed cookie.
@@ -271,9 +250,6 @@ async fn place_inner(
     jar: &SignedCookieJar,
     body: Body,
 ) -> Result<Response, ApiError> {
-    if app.is_draining() {
-        return Err(ApiError::ShuttingDown);
-    }
     let (user, bypass) = placing_user(app, headers, jar)?;
     let is_json = headers
         .get(header::CONTENT_TYPE)
@@ -283,11 +259,15 @@ async fn place_inner(
     if !is_json {
         return Err(ApiError::UnsupportedMediaType);
     }
-    let bytes: Bytes = axum::body::to_bytes(body, BODY_LIMIT)
-        .await
-        .map_err(|_| ApiError::PayloadTooLarge { limit: BODY_LIMIT })?;
+    let bytes: Bytes = tokio::time::timeout(
+        app.settings.body_timeout,
+        axum::body::to_bytes(body, BODY_LIMIT),
+    )
+    .await
+    .map_err(|_| ApiError::BodyTimeout)?
+    .map_err(|_| ApiError::PayloadTooLarge { limit: BODY_LIMIT })?;
     let (coord, color) = parse_placement(app, &bytes)?;
-    let ip = client_ip(app, peer, headers);
+    let ip = crate::client_addr::client_ip(&app.settings.trusted_proxies, peer.ip(), headers)?;
     let span = tracing::Span::current();
     span.record("ip", tracing::field::display(ip));
     span.record("user", tracing::field::display(user));

@@ -25,13 +25,24 @@ pub const CLOSE_LAGGING: u16 = 4000;
 /// Close code for "server going away".
 pub const CLOSE_GOING_AWAY: u16 = 1001;
 
-pub async fn upgrade(State(app): State<AppState>, ws: WebSocketUpgrade) -> Response {
-    if app.is_draining() {
+pub async fn upgrade(
+    State(app): State<AppState>,
+    peer: axum::extract::ConnectInfo<crate::serve::Peer>,
+    headers: axum::http::HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    // Open through the drain (only readiness fails then); refused once websockets close.
+    if app.stop.is_cancelled() {
         return ApiError::ShuttingDown.into_response();
     }
     if app.hub.clients() >= app.config.max_connections {
         return ApiError::TooManyConnections.into_response();
     }
+    // Held for the socket's life: one address cannot take every websocket slot.
+    let permit = match crate::serve::ws_permit(&app, peer.0.0, &headers) {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
     // Small buffers: tungstenite's defaults (128 KiB read buffer) would cost ~100 KiB per
     // idle connection. Clients send nothing but control frames.
     ws.read_buffer_size(256)
@@ -42,6 +53,7 @@ pub async fn upgrade(State(app): State<AppState>, ws: WebSocketUpgrade) -> Respo
         .on_upgrade(move |socket| {
             let tasks = app.ws_tasks.clone();
             tasks.track_future(async move {
+                let _permit = permit;
                 let (frames, seq) = app.hub.subscribe();
                 app.hub.client_connected();
                 let hello = json!({ "type": "hello", "seq": seq.0, "tick_ms": app.hub.tick_ms() });

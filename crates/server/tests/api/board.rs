@@ -172,7 +172,11 @@ contract_test!(
 /// The raw board of a large canvas goes out by sendfile (crate::zerocopy); whatever the
 /// path, every client gets exactly the board, also many at once on one connection each.
 async fn large_boards_are_sent_from_a_file_byte_for_byte(backend: Backend) {
-    let app = spawn_app_on(backend, &["--width", "1024", "--height", "512"]).await;
+    let app = spawn_app_on(
+        backend,
+        &["--width", "1024", "--height", "512", "--sendfile"],
+    )
+    .await;
     // 262,144 bytes at 4 bits per pixel: above the zero-copy threshold.
     let mut pixels = Vec::new();
     for i in 0..40u16 {

@@ -4,30 +4,52 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 use tokio_tungstenite::tungstenite::Message;
 
-contract_test!(shutdown_fails_readiness_then_closes_websockets_with_1001);
-async fn shutdown_fails_readiness_then_closes_websockets_with_1001(backend: Backend) {
-    let mut app = spawn_app_on(backend, &["--drain", "0.5"]).await;
-    let mut ws = app.ws().await;
-    hello(&mut ws).await;
+/// Expects a close frame with 1001 within `within`, past any update frames.
+async fn closes_with_1001(ws: &mut Ws, within: Duration) {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match next_msg(ws, left).await {
+            Some(Message::Close(Some(frame))) => return assert_eq!(u16::from(frame.code), 1001),
+            Some(Message::Binary(_) | Message::Text(_)) => continue,
+            other => panic!("expected close 1001, got {other:?}"),
+        }
+    }
+}
+
+contract_test!(during_the_drain_only_readiness_fails_then_websockets_close_with_1001);
+async fn during_the_drain_only_readiness_fails_then_websockets_close_with_1001(backend: Backend) {
+    // Long enough for the checks below on a slow machine; the test waits for the end.
+    let mut app = spawn_app_on(backend, &["--drain", "6"]).await;
+    let mut before = app.ws().await;
+    hello(&mut before).await;
+    app.begin_shutdown();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while reqwest::get(app.url("/readyz")).await.unwrap().status() != 503 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "readyz never failed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Everything else keeps working: placements, board reads, new websockets.
+    let seq = app.bench_place(1, 2, 3, 4).await;
+    app.board_after(seq).await;
+    app.login(&app.client).await;
+    let r = app
+        .put_pixel(&app.client, json!({"x": 1, "y": 1, "color": 2}))
+        .await;
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let mut during = app.ws().await;
+    hello(&mut during).await;
     assert_eq!(
         reqwest::get(app.url("/readyz")).await.unwrap().status(),
-        200
+        503,
+        "the drain ended before the checks: lengthen it"
     );
-    app.begin_shutdown();
-    let readyz = app.url("/readyz");
-    eventually(
-        Duration::from_secs(5),
-        "/readyz fails once draining",
-        || async {
-            let status = reqwest::get(&readyz).await.ok()?.status();
-            (status == 503).then_some(())
-        },
-    )
-    .await;
-    match next_msg(&mut ws, Duration::from_secs(5)).await {
-        Some(Message::Close(Some(frame))) => assert_eq!(u16::from(frame.code), 1001),
-        other => panic!("expected close 1001, got {other:?}"),
-    }
+    // Then both websockets get 1001 and the server stops.
+    closes_with_1001(&mut before, Duration::from_secs(20)).await;
+    closes_with_1001(&mut during, Duration::from_secs(5)).await;
     app.stop().await;
 }
 

@@ -7,6 +7,7 @@ mod helpers;
 mod board;
 mod errors;
 mod fleet;
+mod hardening;
 mod lifecycle;
 mod live;
 mod ops;

@@ -206,8 +206,25 @@ async fn bench_path_needs_the_exact_token() {
     task.await.unwrap().unwrap();
 }
 
+/// PUTs with an `X-Forwarded-For` from a fresh identity; the status and the error code.
+async fn place_forwarded(app: &TestApp, xff: &str) -> (u16, String) {
+    let fresh = client();
+    app.login(&fresh).await;
+    let r = fresh
+        .put(app.url("/api/pixel"))
+        .header("x-forwarded-for", xff)
+        .json(&json!({"x": 0, "y": 0, "color": 1}))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let body: serde_json::Value = r.json().await.unwrap_or_default();
+    (status, body["error"].as_str().unwrap_or("").to_string())
+}
+
 contract_test!(behind_trusted_proxies_the_limit_keys_on_the_forwarded_address);
 async fn behind_trusted_proxies_the_limit_keys_on_the_forwarded_address(backend: Backend) {
+    // The test is the proxy at 127.0.0.1, with another proxy in 10.0.0.0/8 before it.
     let app = spawn_app_on(
         backend,
         &[
@@ -216,33 +233,54 @@ async fn behind_trusted_proxies_the_limit_keys_on_the_forwarded_address(backend:
             "--ip-burst",
             "1",
             "--trusted-proxies",
-            "2",
+            "127.0.0.1,10.0.0.0/8",
         ],
     )
     .await;
-    let place = |xff: &'static str| {
-        let fresh = client();
+    let code = |xff: &'static str| {
         let app = &app;
-        async move {
-            app.login(&fresh).await;
-            fresh
-                .put(app.url("/api/pixel"))
-                .header("x-forwarded-for", xff)
-                .json(&json!({"x": 0, "y": 0, "color": 1}))
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .as_u16()
-        }
+        async move { place_forwarded(app, xff).await.0 }
     };
-    // "client, first proxy": the second entry from the end is the client.
-    assert_eq!(place("203.0.113.1, 10.0.0.1").await, 200);
-    assert_eq!(place("203.0.113.1, 10.0.0.2").await, 429);
-    assert_eq!(place("203.0.113.2, 10.0.0.1").await, 200);
-    // A spoofed list with too few hops falls back to the peer address.
-    assert_eq!(place("198.51.100.7").await, 200);
-    assert_eq!(place("198.51.100.8").await, 429);
+    // "client, first proxy": right to left past the trusted proxies.
+    assert_eq!(code("203.0.113.1, 10.0.0.1").await, 200);
+    assert_eq!(code("203.0.113.1, 10.0.0.2").await, 429);
+    assert_eq!(code("203.0.113.2, 10.0.0.1").await, 200);
+    // What the client wrote itself, left of the address the proxies saw, is not used.
+    assert_eq!(code("198.51.100.9, 203.0.113.2, 10.0.0.1").await, 429);
+    // An entry that does not parse fails closed instead of being skipped.
+    let (status, error) = place_forwarded(&app, "203.0.113.3, not-an-ip").await;
+    assert_eq!((status, error.as_str()), (400, "invalid_forwarded_for"));
+    assert_eq!(
+        code("203.0.113.3, 10.0.0.1").await,
+        200,
+        "the 400 spent nothing"
+    );
+    app.stop().await;
+}
+
+contract_test!(a_direct_clients_own_forwarded_for_is_ignored);
+async fn a_direct_clients_own_forwarded_for_is_ignored(backend: Backend) {
+    // The peer (127.0.0.1) is not a trusted proxy.
+    let app = spawn_app_on(
+        backend,
+        &[
+            "--ip-rate",
+            "1",
+            "--ip-burst",
+            "1",
+            "--trusted-proxies",
+            "10.0.0.0/8",
+        ],
+    )
+    .await;
+    assert_eq!(place_forwarded(&app, "203.0.113.1").await.0, 200);
+    // A different forged address each time is still the same peer: limited.
+    assert_eq!(place_forwarded(&app, "203.0.113.2").await.0, 429);
+    assert_eq!(
+        place_forwarded(&app, "nonsense").await.0,
+        429,
+        "not read at all"
+    );
     app.stop().await;
 }
 

@@ -49,7 +49,7 @@ fn main() {
         "--cookie-key".into(),
         key,
         "--trusted-proxies".into(),
-        "2".into(),
+        "127.0.0.1".into(),
         "--drain".into(),
         "1".into(),
     ];

@@ -15,6 +15,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio_tungstenite::tungstenite::Message;
 
+mod scale_down;
+
 const TOKEN: &str = "topology-bench-token-0123456789";
 
 struct Topology {
@@ -25,6 +27,12 @@ struct Topology {
 }
 
 fn start(extra: &[&str], with_varnish: bool) -> Topology {
+    start_with(extra, with_varnish, false)
+}
+
+/// With `proxy_protocol`, HAProxy sends PROXY v2 headers (`send-proxy-v2`) and the
+/// instances read them (`--proxy-protocol`).
+fn start_with(extra: &[&str], with_varnish: bool, proxy_protocol: bool) -> Topology {
     let redis = RedisServer::start();
     let pg = Postgres::shared();
     let db_url = pg.create_database();
@@ -49,13 +57,16 @@ fn start(extra: &[&str], with_varnish: bool) -> Topology {
         "--sync".into(),
         "normal".into(),
         "--trusted-proxies".into(),
-        "1".into(),
+        "127.0.0.1".into(),
     ];
     args.extend(extra.iter().map(|s| s.to_string()));
+    if proxy_protocol {
+        args.push("--proxy-protocol".into());
+    }
     let bin = Path::new(env!("CARGO_BIN_EXE_rplace"));
     let nodes: Vec<Instance> = (0..3).map(|_| Instance::start(bin, &args)).collect();
     let ports: Vec<u16> = nodes.iter().map(|n| n.port).collect();
-    let haproxy = Haproxy::start(&ports);
+    let haproxy = Haproxy::start_with(&ports, proxy_protocol);
     let varnish = with_varnish.then(|| Varnish::start(haproxy.port));
     Topology {
         redis,

@@ -6,10 +6,13 @@ use std::fmt;
 
 /// 1 to 64 characters of `A-Z a-z 0-9 _ -`: enough for a UUID or 32 random bytes in
 /// base64url, and safe inside a Redis key name and a log line.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct IdempotencyKey {
-    /// The key as sent, already checked.
-    key: String,
+    /// The key's bytes (checked ASCII), padded with zeros; inline so that a placement
+    /// request stays `Copy`.
+    bytes: [u8; IdempotencyKey::MAX_LEN],
+    /// How many of `bytes` are the key.
+    len: u8,
 }
 
 /// A header value that is not a valid key.
@@ -31,7 +34,12 @@ impl IdempotencyKey {
             && s.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
         if ok {
-            Ok(Self { key: s.to_string() })
+            let mut bytes = [0; Self::MAX_LEN];
+            bytes[..s.len()].copy_from_slice(s.as_bytes());
+            Ok(Self {
+                bytes,
+                len: s.len() as u8,
+            })
         } else {
             Err(IdempotencyKeyError {
                 allowed: Self::ALLOWED,
@@ -40,13 +48,19 @@ impl IdempotencyKey {
     }
 
     pub fn as_str(&self) -> &str {
-        &self.key
+        std::str::from_utf8(&self.bytes[..usize::from(self.len)]).expect("checked ASCII")
     }
 }
 
 impl fmt::Display for IdempotencyKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.key)
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Debug for IdempotencyKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "IdempotencyKey({:?})", self.as_str())
     }
 }
 
@@ -56,7 +70,7 @@ mod tests {
 
     #[test]
     fn keys_are_checked() {
-        assert!(IdempotencyKey::parse("a").is_ok());
+        assert_eq!(IdempotencyKey::parse("a-1").unwrap().as_str(), "a-1");
         assert!(IdempotencyKey::parse("0f3a-B_9").is_ok());
         assert!(IdempotencyKey::parse(&"x".repeat(64)).is_ok());
         assert!(IdempotencyKey::parse(&"x".repeat(65)).is_err());

@@ -12,7 +12,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum_extra::extract::cookie::SignedCookieJar;
 use rplace_domain::wire::{self, Update};
-use rplace_domain::{Coord, Seq, UserId};
+use rplace_domain::{Coord, IdempotencyKey, Seq, UserId};
 use rplace_store::{NewPlacement, Store};
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -252,6 +252,33 @@ fn parse_placement(
     Ok((coord, color))
 }
 
+/// The `Idempotency-Key` header, if sent: one, valid.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<IdempotencyKey>, ApiError> {
+    let invalid = |message: String| ApiError::InvalidHeader {
+        header: "Idempotency-Key",
+        message,
+        allowed: IdempotencyKey::ALLOWED,
+    };
+    let mut values = headers.get_all("idempotency-key").iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(invalid("send Idempotency-Key at most once".into()));
+    }
+    let key = value
+        .to_str()
+        .ok()
+        .and_then(|v| IdempotencyKey::parse(v).ok())
+        .ok_or_else(|| {
+            invalid(format!(
+                "Idempotency-Key must be {}",
+                IdempotencyKey::ALLOWED
+            ))
+        })?;
+    Ok(Some(key))
+}
+
 #[tracing::instrument(level = "debug", skip_all, fields(ip, user, seq))]
 pub async fn place(
     State(app): State<AppState>,
@@ -279,6 +306,7 @@ async fn place_inner(
         return Err(ApiError::ShuttingDown);
     }
     let (user, bypass) = placing_user(app, headers, jar)?;
+    let idempotency_key = idempotency_key(headers)?;
     let is_json = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -303,14 +331,21 @@ async fn place_inner(
             user,
             ip,
             bypass_limits: bypass,
+            idempotency_key,
         })
         .await?;
     span.record("seq", placed.seq.0);
-    Ok((
+    let mut resp = (
         [(header::CACHE_CONTROL, "no-store")],
         Json(json!({ "seq": placed.seq.0, "at": placed.at_ms, "next_at": placed.next_at_ms })),
     )
-        .into_response())
+        .into_response();
+    if placed.replayed {
+        // The same answer as the first attempt's; this header only tells it was a repeat.
+        resp.headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    Ok(resp)
 }
 
 fn query_int(q: &HashMap<String, String>, field: &'static str) -> Result<i64, ApiError> {

@@ -5,6 +5,8 @@
 //! - this file: [`SharedConfig`], [`SharedStore`] and its [`Store`] implementation.
 //! - `keys`: the Redis key names, under a configurable prefix.
 //! - `live`: the live state in Redis and the Lua scripts that change it (`lua/`).
+//! - `idempotency`: answering a repeat of an idempotency key only once the first
+//!   attempt's placement is durable.
 //! - `batcher`: the per-instance task that sends all placements waiting for Redis as one
 //!   script call.
 //! - `history`: the history in PostgreSQL: migrations, batched idempotent writes, pixel
@@ -58,17 +60,18 @@
 mod batcher;
 mod feed;
 mod history;
+mod idempotency;
 mod keys;
 mod live;
 mod recovery;
 mod writer;
 
-use crate::limit::IpLimit;
 use crate::{FeedEvent, NewPlacement, PlaceError, Placed, Snapshot, Store, StoreError};
 use history::History;
 use live::{Live, PlaceOutcome};
 use rplace_domain::board::Depth;
-use rplace_domain::{Board, Cooldown, Coord, Dimensions, Placement, Seq, UserId};
+use rplace_domain::policy::Params;
+use rplace_domain::{Board, Coord, Dimensions, Placement, Seq, UserId};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -95,10 +98,11 @@ pub struct SharedConfig {
     pub dims: Dimensions,
     /// Bits per pixel; must match what Redis and PostgreSQL already hold.
     pub depth: Depth,
-    /// Time between two placements of one user.
-    pub cooldown: Cooldown,
-    /// Placements per address, enforced across all instances.
-    pub ip_limit: IpLimit,
+    /// The placement policy's parameters (cooldown, per-address rate, IPv6 prefix),
+    /// enforced across all instances by the placement script.
+    pub policy: Params,
+    /// How long an idempotency key's first outcome is kept in Redis. Default 600 s.
+    pub idempotency_window: Duration,
     /// Prefix of every Redis key and of the channel, so that deployments (and tests) can
     /// share a Redis. Default [`DEFAULT_PREFIX`].
     pub key_prefix: String,
@@ -134,16 +138,15 @@ impl SharedConfig {
         postgres_url: impl Into<String>,
         dims: Dimensions,
         depth: Depth,
-        cooldown: Cooldown,
-        ip_limit: IpLimit,
+        policy: Params,
     ) -> Self {
         Self {
             redis_url: redis_url.into(),
             postgres_url: postgres_url.into(),
             dims,
             depth,
-            cooldown,
-            ip_limit,
+            policy,
+            idempotency_window: Duration::from_secs(600),
             key_prefix: DEFAULT_PREFIX.into(),
             stream_capacity: 100_000,
             pg_pool_size: 8,
@@ -165,8 +168,8 @@ impl std::fmt::Debug for SharedConfig {
             .field("postgres_url", &redact(&self.postgres_url))
             .field("dims", &self.dims)
             .field("depth", &self.depth)
-            .field("cooldown", &self.cooldown)
-            .field("ip_limit", &self.ip_limit)
+            .field("policy", &self.policy)
+            .field("idempotency_window", &self.idempotency_window)
             .field("key_prefix", &self.key_prefix)
             .field("stream_capacity", &self.stream_capacity)
             .field("pg_pool_size", &self.pg_pool_size)
@@ -299,8 +302,8 @@ impl SharedStore {
             &cfg.key_prefix,
             cfg.dims,
             cfg.depth,
-            cfg.cooldown,
-            cfg.ip_limit,
+            cfg.policy,
+            cfg.idempotency_window,
             cfg.stream_capacity,
         )
         .await
@@ -397,6 +400,7 @@ impl SharedStore {
                 seq,
                 at_ms,
                 next_at_ms,
+                replayed: false,
             }),
             other => Err(PlaceError::Unavailable(format!("{other:?}"))),
         }
@@ -464,6 +468,19 @@ impl SharedStore {
             PlaceOutcome::RateLimited { retry_after_ms } => {
                 return Err(PlaceError::RateLimited { retry_after_ms });
             }
+            PlaceOutcome::Replayed {
+                seq,
+                at_ms,
+                next_at_ms,
+            } => {
+                let placed = Placed {
+                    seq,
+                    at_ms,
+                    next_at_ms,
+                    replayed: true,
+                };
+                return idempotency::confirm(inner, &p, placed).await;
+            }
             PlaceOutcome::Missing => unreachable!("the loop retries it"),
         };
         let (tx, rx) = oneshot::channel();
@@ -490,6 +507,7 @@ impl SharedStore {
                 seq,
                 at_ms,
                 next_at_ms,
+                replayed: false,
             }),
             Ok(Ok(Err(e))) => Err(e),
             Ok(Err(_)) => Err(PlaceError::ShuttingDown),
@@ -529,6 +547,7 @@ impl Store for SharedStore {
         let started = Instant::now();
         let res = self.place_inner(p).await;
         let outcome = match &res {
+            Ok(p) if p.replayed => "replayed",
             Ok(_) => "accepted",
             Err(PlaceError::Cooldown { .. }) => "cooldown",
             Err(PlaceError::RateLimited { .. }) => "rate_limited",

@@ -406,6 +406,61 @@ impl SharedStore {
         }
     }
 
+    /// Runs the placement script once for `p` against the Redis at `redis_url`, with no
+    /// PostgreSQL and no history write, and returns what it decided (a repeat of an
+    /// idempotency key as `Placed { replayed: true, .. }`). For the policy vector tests,
+    /// which set the Redis keys to a prior state first.
+    #[doc(hidden)]
+    pub async fn run_place_script(
+        redis_url: &str,
+        key_prefix: &str,
+        dims: Dimensions,
+        depth: Depth,
+        policy: Params,
+        p: NewPlacement,
+    ) -> Result<Placed, PlaceError> {
+        let live = Live::connect(
+            redis_url,
+            key_prefix,
+            dims,
+            depth,
+            policy,
+            Duration::from_secs(600),
+            1000,
+        )
+        .await
+        .map_err(PlaceError::Unavailable)?;
+        match live.place(&p).await {
+            Ok(PlaceOutcome::Accepted {
+                seq,
+                at_ms,
+                next_at_ms,
+                ..
+            }) => Ok(Placed {
+                seq,
+                at_ms,
+                next_at_ms,
+                replayed: false,
+            }),
+            Ok(PlaceOutcome::Replayed {
+                seq,
+                at_ms,
+                next_at_ms,
+            }) => Ok(Placed {
+                seq,
+                at_ms,
+                next_at_ms,
+                replayed: true,
+            }),
+            Ok(PlaceOutcome::Cooldown { next_at_ms }) => Err(PlaceError::Cooldown { next_at_ms }),
+            Ok(PlaceOutcome::RateLimited { retry_after_ms }) => {
+                Err(PlaceError::RateLimited { retry_after_ms })
+            }
+            Ok(PlaceOutcome::Missing) => Err(PlaceError::Unavailable("state missing".into())),
+            Err(e) => Err(PlaceError::Unavailable(e.to_string())),
+        }
+    }
+
     /// Runs one reconcile pass now, ignoring the grace period. For tests and tools.
     #[doc(hidden)]
     pub async fn reconcile_now(&self) -> Result<(), StoreError> {

@@ -9,3 +9,4 @@ mod lifecycle;
 mod live;
 mod ops;
 mod placing;
+mod policy;

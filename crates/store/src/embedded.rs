@@ -735,21 +735,25 @@ impl Writer {
                         continue;
                     }
                 }
-                let addr_key = self.policy.addr_key(p.ip);
                 let user = users
                     .get(&p.user)
                     .copied()
                     .unwrap_or_else(|| UserState::new(st.last_placed.get(&p.user).copied()));
-                let addr = addrs
-                    .get(&addr_key)
-                    .copied()
-                    .unwrap_or_else(|| self.addrs.get(&addr_key));
+                // The address rule reads (and changes) its state only when it applies, so
+                // the load generator's path and a canvas without the limit skip the map.
+                let addr_key = (!p.bypass_limits && !self.policy.addr_rate().is_off())
+                    .then(|| self.policy.addr_key(p.ip));
+                let addr = addr_key.map_or_else(policy::AddrState::default, |k| {
+                    addrs.get(&k).copied().unwrap_or_else(|| self.addrs.get(&k))
+                });
                 let prior = Prior::new(user, addr, p.bypass_limits);
                 match policy::decide(&self.policy, &prior, now) {
                     Decision::Accept(a) => {
                         seq = seq.next();
                         users.insert(p.user, a.user());
-                        addrs.insert(addr_key, a.addr());
+                        if let Some(k) = addr_key {
+                            addrs.insert(k, a.addr());
+                        }
                         let pixel = p.coord.index(self.dims);
                         let prev = pixel_in_batch
                             .insert(pixel, seq)

@@ -23,6 +23,8 @@ use std::net::{IpAddr, SocketAddr};
 pub const BODY_LIMIT: usize = 1024;
 /// Most placements in one `GET /api/updates` answer.
 pub const UPDATES_LIMIT: usize = 65_536;
+/// Set on the answer to a repeat of an `Idempotency-Key`: nothing was placed now.
+const REPLAYED: &str = "idempotent-replayed";
 /// Placements listed by `GET /api/pixel`.
 pub const HISTORY_LEN: usize = 10;
 
@@ -289,6 +291,9 @@ pub async fn place(
 ) -> Result<Response, ApiError> {
     let result = place_inner(&app, peer, &headers, &jar, body).await;
     match &result {
+        Ok(r) if r.headers().contains_key(REPLAYED) => {
+            metrics::counter!("rplace_placements_replayed_total").increment(1)
+        }
         Ok(_) => metrics::counter!("rplace_placements_total").increment(1),
         Err(e) => metrics::counter!("rplace_rejections_total", "reason" => e.code()).increment(1),
     }
@@ -343,7 +348,7 @@ async fn place_inner(
     if placed.replayed {
         // The same answer as the first attempt's; this header only tells it was a repeat.
         resp.headers_mut()
-            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+            .insert(REPLAYED, HeaderValue::from_static("true"));
     }
     Ok(resp)
 }

@@ -709,29 +709,42 @@ impl Writer {
         let mut accepted = Vec::with_capacity(batch.len());
         let mut prevs = Vec::with_capacity(batch.len());
         let mut records = Vec::new();
-        let mut lookup_failed = None;
+        // Earlier outcomes of the keys in this batch, read before the state lock is taken
+        // so that readers of the state never wait behind these queries.
+        let mut earlier: HashMap<(UserId, IdempotencyKey), Result<Option<Placed>, String>> =
+            HashMap::new();
+        for (p, _) in batch.iter() {
+            if let Some(key) = p.idempotency_key {
+                earlier.entry((p.user, key)).or_insert_with(|| {
+                    self.idempotent_outcome(p.user, &key, now_ms)
+                        .map_err(|e| e.to_string())
+                });
+            }
+        }
+        if let Some(Err(e)) = earlier.values().find(|r| r.is_err()) {
+            tracing::error!(error = %e, "idempotency lookup failed");
+        }
         let seq = {
             let st = self.state.lock().expect("state lock");
             let mut seq = st.seq;
             for (p, _) in batch.iter() {
                 // A repeat of a key is answered before any rule: it is not a new attempt.
                 if let Some(key) = p.idempotency_key {
-                    let earlier = match keys.get(&(p.user, key)) {
-                        Some(placed) => Some(Placed {
-                            replayed: true,
-                            ..*placed
-                        }),
-                        None => match self.idempotent_outcome(p.user, &key, now_ms) {
-                            Ok(found) => found,
+                    let first = match keys.get(&(p.user, key)) {
+                        Some(placed) => Some(*placed),
+                        None => match &earlier[&(p.user, key)] {
+                            Ok(found) => *found,
                             Err(e) => {
-                                lookup_failed = Some(e.to_string());
-                                decided.push(Err(PlaceError::Unavailable(e.to_string())));
+                                decided.push(Err(PlaceError::Unavailable(e.clone())));
                                 continue;
                             }
                         },
                     };
-                    if let Some(placed) = earlier {
-                        decided.push(Ok(placed));
+                    if let Some(placed) = first {
+                        decided.push(Ok(Placed {
+                            replayed: true,
+                            ..placed
+                        }));
                         continue;
                     }
                 }
@@ -788,9 +801,6 @@ impl Writer {
             }
             seq
         };
-        if let Some(e) = lookup_failed {
-            tracing::error!(error = %e, "idempotency lookup failed");
-        }
         let outcome = if accepted.is_empty() {
             Ok(())
         } else {

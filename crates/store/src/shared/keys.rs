@@ -2,8 +2,8 @@
 //! prefix so that several deployments (or parallel tests) can share a server.
 //!
 //! For Redis Cluster, give the prefix a hash tag (e.g. `{rplace}:`): the placement script
-//! touches the board, the seq, the stream and the per-user and per-address keys at once, and
-//! a script may only touch keys of one slot.
+//! touches the board, the seq, the stream and the per-user, per-address and idempotency keys
+//! at once, and a script may only touch keys of one slot.
 
 use rplace_domain::{AddrKey, IdempotencyKey, UserId};
 

@@ -21,8 +21,9 @@
 //! Redis holds the board as one string key in exactly the [`Board`] byte layout (so
 //! reading it is a `GET`, and a placement is `BITFIELD SET u4 #i`), the global seq, the
 //! cooldown of each user (a key per user that expires with the cooldown), the per-address
-//! limit (GCRA, a key per address), and a stream of the recent placements with IDs
-//! `<seq>-0`, capped at [`SharedConfig::stream_capacity`]. One Lua script decides and
+//! limit (GCRA, a key per address key: an IPv6 address by its prefix), the first outcome
+//! of each idempotency key (a key per user and key, expiring with the window), and a
+//! stream of the recent placements with IDs `<seq>-0`, capped at [`SharedConfig::stream_capacity`]. One Lua script decides and
 //! applies a batch of placements, each as if alone: checks, `BITFIELD`, seq, `XADD`; then
 //! one `PUBLISH` for the batch. Redis serializes scripts, so the seq is global and
 //! gap-free, two instances racing for one user's cooldown get exactly one acceptance, and

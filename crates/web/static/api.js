@@ -52,7 +52,7 @@ export function newIdempotencyKey() {
 }
 
 /** Waits before each retry of a placement, in ms; its length is the number of retries. */
-export const PLACE_RETRY_DELAYS_MS = [500, 1500];
+export const PLACE_RETRY_DELAYS_MS = [250, 750];
 
 /** Whether a failed placement may be retried: the answer was lost (network) or the server
  *  said it could not tell (503, 502/504 from a proxy). A retry with the same key either

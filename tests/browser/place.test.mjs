@@ -125,13 +125,20 @@ describe('placing a pixel', () => {
       return (await r.json()).message;
     });
     assert.ok(msg);
-    // Through the UI: intercept the PUT so the page gets a server error to show.
-    await A.page.route('**/api/pixel', (route) => route.request().method() === 'PUT'
-      ? route.fulfill({ status: 503, contentType: 'application/json', body: JSON.stringify({ error: 'unavailable', message: 'The store is having a moment' }) })
-      : route.continue());
+    // Through the UI: intercept the PUT so the page gets a server error to show. A 503
+    // may or may not have been applied, so the page retries it, with the same key.
+    const keys = [];
+    await A.page.route('**/api/pixel', (route) => {
+      if (route.request().method() !== 'PUT') return route.continue();
+      keys.push(route.request().headers()['idempotency-key']);
+      return route.fulfill({ status: 503, contentType: 'application/json', body: JSON.stringify({ error: 'unavailable', message: 'The store is having a moment' }) });
+    });
     await A.page.locator('#place').click();
-    await A.page.locator('.toast').filter({ hasText: 'The store is having a moment' }).waitFor({ timeout: 2000 });
+    await A.page.locator('.toast').filter({ hasText: 'The store is having a moment' }).waitFor({ timeout: 4000 });
     await A.page.unroute('**/api/pixel');
+    assert.equal(keys.length, 3, 'one attempt and two retries');
+    assert.match(keys[0], /^[A-Za-z0-9_-]{1,64}$/);
+    assert.deepEqual(keys, [keys[0], keys[0], keys[0]], 'the retries reuse the key');
     assert.equal(await A.page.locator('#place').isEnabled(), true, 'no cooldown after a failed placement');
   });
 

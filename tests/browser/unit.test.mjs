@@ -11,6 +11,7 @@ import {
 import { Sync, backoffDelay, BACKOFF_MAX_MS, BACKOFF_MIN_MS } from '../../crates/web/static/sync.js';
 import { View, formatHash, parseHash } from '../../crates/web/static/view.js';
 import { shortId, relativeTime, formatCountdown } from '../../crates/web/static/format.js';
+import { newIdempotencyKey, placePixel } from '../../crates/web/static/api.js';
 
 describe('board decoding', () => {
   test('4 bits per pixel: even index in the high nibble', () => {
@@ -612,4 +613,51 @@ describe('golden fixtures', () => {
       sync.stop();
     });
   }
+});
+
+describe('placing', () => {
+  const KEY = /^[A-Za-z0-9_-]{1,64}$/;
+
+  /** Replaces fetch with `answers` (status or 'network'), recording each request. */
+  function fakeFetch(answers) {
+    const seen = [];
+    globalThis.fetch = async (path, init) => {
+      seen.push({ path, init });
+      const a = answers.shift();
+      if (a === 'network') throw new TypeError('network down');
+      const body = a === 200 ? { seq: 7, at: 1000, next_at: 6000 } : { error: 'unavailable', message: 'x' };
+      return new Response(JSON.stringify(body), { status: a, headers: { 'Content-Type': 'application/json' } });
+    };
+    return seen;
+  }
+
+  test('keys are fresh and valid', () => {
+    const a = newIdempotencyKey(), b = newIdempotencyKey();
+    assert.match(a, KEY);
+    assert.notEqual(a, b);
+  });
+
+  test('one intended placement sends one key, reused on its retries', async () => {
+    const seen = fakeFetch(['network', 503, 200]);
+    const r = await placePixel(1, 2, 3, { sleep: async () => {} });
+    assert.equal(r.seq, 7);
+    assert.equal(seen.length, 3);
+    const keys = seen.map((s) => s.init.headers['Idempotency-Key']);
+    assert.match(keys[0], KEY);
+    assert.deepEqual(keys, [keys[0], keys[0], keys[0]]);
+    assert.equal(seen[0].init.method, 'PUT');
+    // The next placement is another intention: another key.
+    const again = fakeFetch([200]);
+    await placePixel(1, 2, 3, { sleep: async () => {} });
+    assert.notEqual(again[0].init.headers['Idempotency-Key'], keys[0]);
+  });
+
+  test('refusals are not retried, and retries stop', async () => {
+    const seen = fakeFetch([429]);
+    await assert.rejects(placePixel(0, 0, 0, { sleep: async () => {} }), (e) => e.status === 429);
+    assert.equal(seen.length, 1);
+    const more = fakeFetch([503, 503, 503, 503]);
+    await assert.rejects(placePixel(0, 0, 0, { sleep: async () => {} }), (e) => e.status === 503);
+    assert.equal(more.length, 3);
+  });
 });

@@ -538,11 +538,12 @@ pub fn make_history(a: &MakeHistoryArgs) -> anyhow::Result<()> {
         data_dir: a.data_dir.clone(),
         dims: rplace_domain::Dimensions::parse(a.width, a.height)?,
         depth: rplace_domain::board::Depth::Four,
-        cooldown: rplace_domain::Cooldown::from_secs(0),
-        ip_limit: rplace_store::IpLimit {
-            per_minute: 0,
-            burst: 0,
-        },
+        policy: rplace_domain::policy::Params::new(
+            rplace_domain::Cooldown::from_secs(0),
+            rplace_domain::policy::AddrRate::OFF,
+            rplace_domain::Ipv6Prefix::DEFAULT,
+        ),
+        idempotency_window: std::time::Duration::from_secs(600),
         sync: rplace_store::SyncMode::Normal,
         snapshot_every: u64::MAX,
         max_catchup: 0,

@@ -9,6 +9,9 @@
 //!   ([`ColorIndex`]).
 //! - [`placement`]: who placed what, where and when ([`Placement`]), the global
 //!   sequence number ([`Seq`]), anonymous identities ([`UserId`]) and the cooldown rule.
+//! - [`policy`]: the rules that accept or refuse a placement (cooldown, per-address rate,
+//!   IPv6 prefixes), one pure `decide` that both backends execute, and its test vectors.
+//! - [`idempotency`]: the key that makes a resent placement answer the first outcome.
 //! - [`wire`]: the binary update frame that websocket clients and `GET /api/updates`
 //!   receive, and its decoder (used by tests and the load generator).
 //! - [`sync`]: how a client keeps an exact board from a board, frames and catch-ups, as a
@@ -18,11 +21,15 @@
 //! board; once you hold a `ColorIndex`, it is in the palette.
 
 pub mod board;
+pub mod idempotency;
 pub mod palette;
 pub mod placement;
+pub mod policy;
 pub mod sync;
 pub mod wire;
 
 pub use board::{Board, Coord, Dimensions, DimensionsError};
+pub use idempotency::{IdempotencyKey, IdempotencyKeyError};
 pub use palette::{ColorIndex, Palette, PaletteError, Rgb};
 pub use placement::{Cooldown, Placement, Seq, UserId};
+pub use policy::{AddrKey, Ipv6Prefix};

@@ -93,9 +93,9 @@ async fn open_store(config: &Config, settings: &Settings) -> Result<Backend, Run
             pg.clone(),
             settings.dims,
             settings.palette.depth(),
-            settings.cooldown,
-            settings.ip_limit,
+            settings.policy,
         );
+        cfg.idempotency_window = settings.idempotency_window;
         cfg.key_prefix = config.redis_prefix.clone();
         cfg.snapshot_every = config.snapshot_every;
         cfg.stream_capacity = config.updates_log as u64;
@@ -111,8 +111,8 @@ async fn open_store(config: &Config, settings: &Settings) -> Result<Backend, Run
         data_dir: config.data_dir.clone(),
         dims: settings.dims,
         depth: settings.palette.depth(),
-        cooldown: settings.cooldown,
-        ip_limit: settings.ip_limit,
+        policy: settings.policy,
+        idempotency_window: settings.idempotency_window,
         sync: settings.sync,
         snapshot_every: config.snapshot_every,
         max_catchup: config.updates_log as u64,

@@ -3,8 +3,9 @@
 //! the start with a message that names the setting.
 
 use clap::{Parser, ValueEnum};
-use rplace_domain::{Cooldown, Dimensions, Palette};
-use rplace_store::{IpLimit, SyncMode};
+use rplace_domain::policy::{AddrRate, Params};
+use rplace_domain::{Cooldown, Dimensions, Ipv6Prefix, Palette};
+use rplace_store::SyncMode;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -103,6 +104,16 @@ pub struct Config {
     /// crates/server/src/zerocopy.rs); off: every body is written from memory.
     #[arg(long, env = "RPLACE_SENDFILE")]
     pub sendfile: bool,
+
+    /// How many leading bits of an IPv6 address count as one client for the per-address
+    /// limit (32 to 128): whoever has one /64 has 2^64 addresses.
+    #[arg(long, env = "RPLACE_IPV6_PREFIX", default_value_t = 64)]
+    pub ipv6_prefix: u32,
+
+    /// Seconds an `Idempotency-Key` of `PUT /api/pixel` is remembered: a repeat within it
+    /// answers the first accepted attempt's outcome and places nothing.
+    #[arg(long, env = "RPLACE_IDEMPOTENCY_WINDOW", default_value_t = 600.0)]
+    pub idempotency_window: f64,
 
     /// Key that signs identity cookies, 128 hex digits (64 bytes). Default: generated once
     /// and kept in the data dir. Every instance of one canvas needs the same key.
@@ -251,8 +262,10 @@ pub struct Settings {
     pub board_ttl: Duration,
     /// Shortest tick.
     pub tick: Duration,
-    /// Per-IP limit.
-    pub ip_limit: IpLimit,
+    /// The placement policy: cooldown, per-address limit, IPv6 prefix.
+    pub policy: Params,
+    /// How long an idempotency key's first outcome is remembered.
+    pub idempotency_window: Duration,
     /// Cookie signing key, if configured (else generated in the data dir).
     pub cookie_key: Option<Vec<u8>>,
     /// Embedded fsync policy.
@@ -385,16 +398,33 @@ impl Config {
                 "must be at least 16 characters",
             ));
         }
+        let ipv6_prefix = Ipv6Prefix::new(self.ipv6_prefix)
+            .map_err(|e| bad("ipv6-prefix", "RPLACE_IPV6_PREFIX", e))?;
+        let idempotency_window = seconds(
+            "idempotency-window",
+            "RPLACE_IDEMPOTENCY_WINDOW",
+            self.idempotency_window,
+        )?;
+        if idempotency_window < Duration::from_secs(1) {
+            return Err(bad(
+                "idempotency-window",
+                "RPLACE_IDEMPOTENCY_WINDOW",
+                "must be at least 1 second",
+            ));
+        }
+        let cooldown = Cooldown::from_millis(cooldown.as_millis() as u64);
         Ok(Settings {
             dims,
             palette,
-            cooldown: Cooldown::from_millis(cooldown.as_millis() as u64),
+            cooldown,
             board_ttl,
             tick: Duration::from_millis(self.tick_ms),
-            ip_limit: IpLimit {
-                per_minute: self.ip_rate,
-                burst: self.ip_burst,
-            },
+            policy: Params::new(
+                cooldown,
+                AddrRate::per_minute(self.ip_rate, self.ip_burst),
+                ipv6_prefix,
+            ),
+            idempotency_window,
             cookie_key,
             sync: match self.sync {
                 SyncArg::Full => SyncMode::Full,
@@ -474,6 +504,9 @@ mod tests {
             e.contains("--trusted-proxies") && e.contains("10.0.0.0/8"),
             "{e}"
         );
+        assert!(err(&["--ipv6-prefix", "31"]).contains("--ipv6-prefix"));
+        assert!(err(&["--ipv6-prefix", "129"]).contains("--ipv6-prefix"));
+        assert!(err(&["--idempotency-window", "0"]).contains("--idempotency-window"));
         assert!(Config::from_args(["--listen", "nope"]).is_err());
     }
 }

@@ -25,6 +25,12 @@ pub enum ApiError {
         message: String,
         allowed: String,
     },
+    #[error("{message}")]
+    InvalidHeader {
+        header: &'static str,
+        message: String,
+        allowed: &'static str,
+    },
     #[error("this request needs Content-Type: application/json")]
     UnsupportedMediaType,
     #[error("the body is larger than {limit} bytes")]
@@ -120,6 +126,7 @@ impl ApiError {
         match self {
             ApiError::InvalidJson(_) => (StatusCode::BAD_REQUEST, "invalid_json"),
             ApiError::InvalidQuery { .. } => (StatusCode::BAD_REQUEST, "invalid_query"),
+            ApiError::InvalidHeader { .. } => (StatusCode::BAD_REQUEST, "invalid_header"),
             ApiError::MissingField { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "missing_field"),
             ApiError::InvalidField { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_field"),
             ApiError::UnsupportedMediaType => {
@@ -168,6 +175,12 @@ impl IntoResponse for ApiError {
         let mut retry_after = None;
         match &self {
             ApiError::InvalidQuery { field, .. } => body["field"] = json!(field),
+            ApiError::InvalidHeader {
+                header, allowed, ..
+            } => {
+                body["header"] = json!(header);
+                body["allowed"] = json!(allowed);
+            }
             ApiError::MissingField { field, allowed } => {
                 body["field"] = json!(field);
                 body["allowed"] = json!(allowed);

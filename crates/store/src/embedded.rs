@@ -1,10 +1,18 @@
 //! The embedded backend: everything in one SQLite file under the data dir.
 //!
 //! One writer thread owns the write connection and is the sequencer. It takes every
-//! placement request that is waiting (up to [`MAX_BATCH`]), checks cooldowns, assigns
-//! consecutive seqs, inserts them in one transaction and commits; only after the commit
-//! does it update the in-memory state, feed the hub and answer the requests. A crash at
-//! any point therefore loses only placements that were never acknowledged.
+//! placement request that is waiting (up to [`MAX_BATCH`]), decides each by the domain's
+//! policy ([`rplace_domain::policy::decide`]: cooldown and per-address rate together, so
+//! a refusal spends nothing), assigns consecutive seqs, inserts them in one transaction
+//! and commits; only after the commit does it update the in-memory state, feed the hub
+//! and answer the requests. A crash at any point therefore loses only placements that
+//! were never acknowledged.
+//!
+//! Idempotency: an accepted placement with an idempotency key is recorded (user, key →
+//! seq, at, next_at) in the same transaction as the placement, so a repeat after a crash
+//! and restart still gets the first answer. The writer looks the key up before deciding,
+//! so two concurrent attempts with one key cannot both place: they are decided one after
+//! the other on this one thread. Records older than the window are pruned.
 //!
 //! Restart restores the board from the latest snapshot plus the placements after it, the
 //! seq from the last row, and the cooldowns from the rows younger than the cooldown.
@@ -19,18 +27,21 @@
 //! acknowledged placement survives power loss; with [`SyncMode::Normal`] it survives a
 //! crash or `kill -9` of the process but not of the machine.
 
-use crate::limit::{IpLimit, IpLimiter};
+use crate::limit::AddrStates;
 use crate::{
     BackendError, Chain, FeedEvent, NewPlacement, PlaceError, Placed, Snapshot, Store, StoreError,
     now_ms,
 };
 use rplace_domain::board::Depth;
-use rplace_domain::{Board, ColorIndex, Cooldown, Coord, Dimensions, Placement, Seq, UserId};
+use rplace_domain::policy::{self, Decision, Now, Params, Prior, Refusal, UserState};
+use rplace_domain::{
+    AddrKey, Board, ColorIndex, Coord, Dimensions, IdempotencyKey, Placement, Seq, UserId,
+};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
 /// Most placements committed in one transaction.
@@ -41,6 +52,8 @@ const LINGER_FROM: usize = 2;
 const LINGER: std::time::Duration = std::time::Duration::from_micros(500);
 /// Requests that may wait for the writer before `place` itself waits (backpressure).
 const QUEUE: usize = 65_536;
+/// How often expired idempotency records are deleted.
+const PRUNE_EVERY: Duration = Duration::from_secs(10);
 /// Read connections kept open for history and catch-up queries.
 const READERS: usize = 4;
 
@@ -62,10 +75,10 @@ pub struct EmbeddedConfig {
     pub dims: Dimensions,
     /// Bits per pixel; must match what the data dir already holds.
     pub depth: Depth,
-    /// Time between two placements of one user.
-    pub cooldown: Cooldown,
-    /// Placements per address.
-    pub ip_limit: IpLimit,
+    /// The placement policy's parameters (cooldown, per-address rate, IPv6 prefix).
+    pub policy: Params,
+    /// How long an idempotency key's first outcome is remembered.
+    pub idempotency_window: Duration,
     /// fsync policy.
     pub sync: SyncMode,
     /// Write a board snapshot after this many placements, to bound replay at start.
@@ -104,10 +117,8 @@ pub struct EmbeddedStore {
     readers: Arc<Mutex<Vec<Connection>>>,
     /// Where the database lives, to open more readers.
     path: PathBuf,
-    /// Per-address limit, checked before a request reaches the writer.
-    limiter: IpLimiter,
     /// Needed by `next_allowed`.
-    cooldown: Cooldown,
+    policy: Params,
     /// How far back the log is served.
     max_catchup: u64,
     /// The writer, joined on close.
@@ -144,6 +155,16 @@ const MIGRATIONS: &[&str] = &[
          WHERE p.y = placements.y AND p.x = placements.x AND p.seq < placements.seq);
      DROP INDEX placements_pixel;
      ALTER TABLE snapshot ADD COLUMN pixel_seq BLOB;",
+    // 3: the first outcome of each idempotency key, written with its placement.
+    "CREATE TABLE idempotency (
+         user INTEGER NOT NULL,
+         key TEXT NOT NULL,
+         seq INTEGER NOT NULL,
+         at INTEGER NOT NULL,
+         next_at INTEGER NOT NULL,
+         PRIMARY KEY (user, key)
+     ) WITHOUT ROWID;
+     CREATE INDEX idempotency_at ON idempotency (at);",
 ];
 
 /// zstd level for the per-pixel seqs in a snapshot: fast, since the writer pauses for it.
@@ -300,8 +321,9 @@ fn restore(conn: &Connection, cfg: &EmbeddedConfig) -> Result<State, StoreError>
         }
     }
     let mut last_placed = HashMap::new();
-    if cfg.cooldown.as_millis() > 0 {
-        let cutoff = now_ms() - cfg.cooldown.as_millis();
+    let cooldown = cfg.policy.cooldown();
+    if cooldown.as_millis() > 0 {
+        let cutoff = now_ms() - cooldown.as_millis();
         let mut stmt = conn
             .prepare("SELECT user, ts FROM placements ORDER BY seq DESC")
             .map_err(backend)?;
@@ -385,7 +407,10 @@ impl EmbeddedStore {
             conn,
             state: state.clone(),
             feed: feed_tx,
-            cooldown: cfg.cooldown,
+            policy: cfg.policy,
+            addrs: AddrStates::default(),
+            idempotency_window_ms: cfg.idempotency_window.as_millis() as i64,
+            pruned_at: Instant::now(),
             dims: cfg.dims,
             snapshot_every: cfg.snapshot_every.max(1),
             since_snapshot: 0,
@@ -404,8 +429,7 @@ impl EmbeddedStore {
             feed: Mutex::new(Some(feed_rx)),
             readers: Arc::new(Mutex::new(readers)),
             path,
-            limiter: IpLimiter::new(cfg.ip_limit),
-            cooldown: cfg.cooldown,
+            policy: cfg.policy,
             max_catchup: cfg.max_catchup,
             writer: Mutex::new(Some(handle)),
         })
@@ -446,11 +470,6 @@ impl Store for EmbeddedStore {
     }
 
     async fn place(&self, p: NewPlacement) -> Result<Placed, PlaceError> {
-        if !p.bypass_limits {
-            self.limiter
-                .check(p.ip)
-                .map_err(|retry_after_ms| PlaceError::RateLimited { retry_after_ms })?;
-        }
         let (tx, rx) = oneshot::channel();
         self.tx
             .send(Cmd::Place(p, tx))
@@ -527,7 +546,7 @@ impl Store for EmbeddedStore {
         Ok(st
             .last_placed
             .get(&user)
-            .map(|&last| self.cooldown.next_at(last))
+            .map(|&last| self.policy.cooldown().next_at(last))
             .filter(|&next| next > now))
     }
 
@@ -559,8 +578,14 @@ struct Writer {
     state: Arc<Mutex<State>>,
     /// Where committed placements go, in seq order.
     feed: mpsc::UnboundedSender<FeedEvent>,
-    /// The rule to apply.
-    cooldown: Cooldown,
+    /// The rules to apply.
+    policy: Params,
+    /// Per-address policy state; only this thread reads and writes it.
+    addrs: AddrStates,
+    /// How long an idempotency record answers repeats, ms.
+    idempotency_window_ms: i64,
+    /// When expired idempotency records were last deleted.
+    pruned_at: Instant,
     /// Board shape, to index `State::pixel_seq`.
     dims: Dimensions,
     /// Snapshot cadence, in placements.
@@ -632,37 +657,123 @@ impl Writer {
         }
     }
 
+    /// The first outcome of `key` for `user`, if it is younger than the window.
+    fn idempotent_outcome(
+        &self,
+        user: UserId,
+        key: &IdempotencyKey,
+        now_ms: i64,
+    ) -> Result<Option<Placed>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT seq, at, next_at FROM idempotency WHERE user = ?1 AND key = ?2 AND at >= ?3",
+            )
+            .map_err(backend)?;
+        stmt.query_row(
+            params![
+                user.0 as i64,
+                key.as_str(),
+                now_ms - self.idempotency_window_ms
+            ],
+            |r| {
+                Ok(Placed {
+                    seq: Seq(r.get::<_, i64>(0)? as u64),
+                    at_ms: r.get(1)?,
+                    next_at_ms: r.get(2)?,
+                    replayed: true,
+                })
+            },
+        )
+        .optional()
+        .map_err(backend)
+    }
+
     /// Decides, commits and answers one batch.
     fn commit_batch(
         &mut self,
         batch: &mut Vec<(NewPlacement, oneshot::Sender<Result<Placed, PlaceError>>)>,
     ) {
         let started = Instant::now();
-        let now = now_ms().max(self.last_ts);
+        let clock_us = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_micros() as i64)
+            .unwrap_or(0);
+        let now = Now::not_before_ms(clock_us, self.last_ts);
+        let now_ms = now.millis();
         let mut decided = Vec::with_capacity(batch.len());
-        // Users who place twice in one batch see their first placement's cooldown.
-        let mut in_batch: HashMap<UserId, i64> = HashMap::new();
+        // Placements in one batch are decided as if one by one: later ones see the state
+        // that earlier ones leave, which is stored only once the commit succeeds.
+        let mut users: HashMap<UserId, UserState> = HashMap::new();
+        let mut addrs: HashMap<AddrKey, policy::AddrState> = HashMap::new();
+        let mut keys: HashMap<(UserId, IdempotencyKey), Placed> = HashMap::new();
         // Pixels placed twice in one batch: the second links to the first.
         let mut pixel_in_batch: HashMap<usize, Seq> = HashMap::new();
         let mut accepted = Vec::with_capacity(batch.len());
         let mut prevs = Vec::with_capacity(batch.len());
+        let mut records = Vec::new();
+        // Earlier outcomes of the keys in this batch, read before the state lock is taken
+        // so that readers of the state never wait behind these queries.
+        let mut earlier: HashMap<
+            (UserId, IdempotencyKey),
+            Result<Option<Placed>, Arc<BackendError>>,
+        > = HashMap::new();
+        for (p, _) in batch.iter() {
+            if let Some(key) = p.idempotency_key {
+                earlier.entry((p.user, key)).or_insert_with(|| {
+                    self.idempotent_outcome(p.user, &key, now_ms)
+                        .map_err(|e| Arc::new(BackendError::from(e)))
+                });
+            }
+        }
+        if let Some(Err(e)) = earlier.values().find(|r| r.is_err()) {
+            tracing::error!(error = %Chain(&**e), "idempotency lookup failed");
+        }
         let seq = {
             let st = self.state.lock().expect("state lock");
             let mut seq = st.seq;
             for (p, _) in batch.iter() {
-                let last = in_batch
+                // A repeat of a key is answered before any rule: it is not a new attempt.
+                if let Some(key) = p.idempotency_key {
+                    let first = match keys.get(&(p.user, key)) {
+                        Some(placed) => Some(*placed),
+                        None => match &earlier[&(p.user, key)] {
+                            Ok(found) => *found,
+                            Err(e) => {
+                                decided.push(Err(PlaceError::Unavailable(BackendError::Shared(
+                                    e.clone(),
+                                ))));
+                                continue;
+                            }
+                        },
+                    };
+                    if let Some(placed) = first {
+                        decided.push(Ok(Placed {
+                            replayed: true,
+                            ..placed
+                        }));
+                        continue;
+                    }
+                }
+                let user = users
                     .get(&p.user)
-                    .or_else(|| st.last_placed.get(&p.user))
-                    .copied();
-                let verdict = if p.bypass_limits {
-                    Ok(self.cooldown.next_at(now))
-                } else {
-                    self.cooldown.check(last, now)
-                };
-                match verdict {
-                    Ok(next_at_ms) => {
+                    .copied()
+                    .unwrap_or_else(|| UserState::new(st.last_placed.get(&p.user).copied()));
+                // The address rule reads (and changes) its state only when it applies, so
+                // the load generator's path and a canvas without the limit skip the map.
+                let addr_key = (!p.bypass_limits && !self.policy.addr_rate().is_off())
+                    .then(|| self.policy.addr_key(p.ip));
+                let addr = addr_key.map_or_else(policy::AddrState::default, |k| {
+                    addrs.get(&k).copied().unwrap_or_else(|| self.addrs.get(&k))
+                });
+                let prior = Prior::new(user, addr, p.bypass_limits);
+                match policy::decide(&self.policy, &prior, now) {
+                    Decision::Accept(a) => {
                         seq = seq.next();
-                        in_batch.insert(p.user, now);
+                        users.insert(p.user, a.user());
+                        if let Some(k) = addr_key {
+                            addrs.insert(k, a.addr());
+                        }
                         let pixel = p.coord.index(self.dims);
                         let prev = pixel_in_batch
                             .insert(pixel, seq)
@@ -673,15 +784,26 @@ impl Writer {
                             coord: p.coord,
                             color: p.color,
                             user: p.user,
-                            at_ms: now,
+                            at_ms: a.at_ms(),
                         });
-                        decided.push(Ok(Placed {
+                        let placed = Placed {
                             seq,
-                            at_ms: now,
-                            next_at_ms,
-                        }));
+                            at_ms: a.at_ms(),
+                            next_at_ms: a.next_at_ms(),
+                            replayed: false,
+                        };
+                        if let Some(key) = p.idempotency_key {
+                            keys.insert((p.user, key), placed);
+                            records.push((p.user, key, placed));
+                        }
+                        decided.push(Ok(placed));
                     }
-                    Err(next_at_ms) => decided.push(Err(PlaceError::Cooldown { next_at_ms })),
+                    Decision::Refuse(Refusal::Cooldown { next_at_ms }) => {
+                        decided.push(Err(PlaceError::Cooldown { next_at_ms }))
+                    }
+                    Decision::Refuse(Refusal::RateLimited { retry_after_ms }) => {
+                        decided.push(Err(PlaceError::RateLimited { retry_after_ms }))
+                    }
                 }
             }
             seq
@@ -689,24 +811,31 @@ impl Writer {
         let outcome = if accepted.is_empty() {
             Ok(())
         } else {
-            self.insert(&accepted, &prevs)
+            self.insert(&accepted, &prevs, &records)
         };
         match outcome {
             Ok(()) => {
+                for (key, state) in addrs {
+                    self.addrs.set(key, state, now);
+                }
                 if !accepted.is_empty() {
                     let mut st = self.state.lock().expect("state lock");
                     for a in &accepted {
                         st.board.set(a.coord, a.color);
-                        st.last_placed.insert(a.user, a.at_ms);
                         st.pixel_seq[a.coord.index(self.dims)] = a.seq.0;
+                    }
+                    for (user, state) in users {
+                        if let Some(last) = state.last_ms() {
+                            st.last_placed.insert(user, last);
+                        }
                     }
                     st.seq = seq;
                     if st.last_placed.len() > 100_000 {
-                        let cutoff = now - self.cooldown.as_millis();
+                        let cutoff = now_ms - self.policy.cooldown().as_millis();
                         st.last_placed.retain(|_, &mut t| t >= cutoff);
                     }
                     drop(st);
-                    self.last_ts = now;
+                    self.last_ts = now_ms;
                     self.since_snapshot += accepted.len() as u64;
                     metrics::counter!("rplace_store_placements_committed_total")
                         .increment(accepted.len() as u64);
@@ -728,11 +857,36 @@ impl Writer {
                 }
             }
         }
+        self.prune_idempotency(now_ms);
         metrics::histogram!("rplace_store_commit_seconds").record(started.elapsed().as_secs_f64());
     }
 
-    /// Inserts `rows`, each with the seq of the placement before it on its pixel.
-    fn insert(&mut self, rows: &[Placement], prevs: &[u64]) -> Result<(), BackendError> {
+    /// Deletes idempotency records older than the window, at most every few seconds.
+    fn prune_idempotency(&mut self, now_ms: i64) {
+        if self.pruned_at.elapsed() < PRUNE_EVERY {
+            return;
+        }
+        self.pruned_at = Instant::now();
+        if let Err(e) = self
+            .conn
+            .execute(
+                "DELETE FROM idempotency WHERE at < ?1",
+                [now_ms - self.idempotency_window_ms],
+            )
+            .map_err(BackendError::from)
+        {
+            tracing::warn!(error = %e, "pruning idempotency records failed; will retry");
+        }
+    }
+
+    /// Inserts `rows`, each with the seq of the placement before it on its pixel, and the
+    /// idempotency records of those that carried a key, in one transaction.
+    fn insert(
+        &mut self,
+        rows: &[Placement],
+        prevs: &[u64],
+        records: &[(UserId, IdempotencyKey, Placed)],
+    ) -> Result<(), BackendError> {
         let tx = self.conn.transaction().map_err(BackendError::from)?;
         {
             let mut stmt = tx
@@ -747,6 +901,24 @@ impl Writer {
                     p.user.0 as i64,
                     p.at_ms,
                     (prev != 0).then_some(prev as i64)
+                ])
+                .map_err(BackendError::from)?;
+            }
+        }
+        if !records.is_empty() {
+            // REPLACE: a record past the window that pruning has not reached yet.
+            let mut stmt = tx
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO idempotency (user, key, seq, at, next_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                )
+                .map_err(BackendError::from)?;
+            for (user, key, placed) in records {
+                stmt.execute(params![
+                    user.0 as i64,
+                    key.as_str(),
+                    placed.seq.0 as i64,
+                    placed.at_ms,
+                    placed.next_at_ms
                 ])
                 .map_err(BackendError::from)?;
             }
@@ -778,6 +950,8 @@ impl Writer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rplace_domain::Cooldown;
+    use rplace_domain::policy::AddrRate;
     use std::net::Ipv4Addr;
 
     fn cfg(dir: &std::path::Path) -> EmbeddedConfig {
@@ -785,11 +959,12 @@ mod tests {
             data_dir: dir.to_path_buf(),
             dims: Dimensions::parse(8, 4).unwrap(),
             depth: Depth::Four,
-            cooldown: Cooldown::from_secs(60),
-            ip_limit: IpLimit {
-                per_minute: 0,
-                burst: 0,
-            },
+            policy: Params::new(
+                Cooldown::from_secs(60),
+                AddrRate::OFF,
+                rplace_domain::Ipv6Prefix::DEFAULT,
+            ),
+            idempotency_window: Duration::from_secs(600),
             sync: SyncMode::Normal,
             snapshot_every: 3,
             max_catchup: 1000,
@@ -803,6 +978,7 @@ mod tests {
             user: UserId(user),
             ip: Ipv4Addr::LOCALHOST.into(),
             bypass_limits: false,
+            idempotency_key: None,
         }
     }
 
@@ -958,7 +1134,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut c = cfg(dir.path());
         c.max_catchup = 2;
-        c.cooldown = Cooldown::from_secs(0);
+        c.policy = Params::new(
+            Cooldown::from_secs(0),
+            AddrRate::OFF,
+            rplace_domain::Ipv6Prefix::DEFAULT,
+        );
         let store = EmbeddedStore::open(c).unwrap();
         for i in 0..5 {
             store.place(new(i, 1)).await.unwrap();

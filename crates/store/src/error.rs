@@ -59,6 +59,14 @@ pub enum BackendError {
     /// Redis and the history disagree about a seq; the state is being repaired.
     #[error("the Redis state diverged from the history")]
     Diverged,
+    /// A repeat of an idempotency key whose first attempt is not in the history yet: it
+    /// may still be, so the repeat answers as the first attempt would have.
+    #[error("the first attempt with this idempotency key (seq {seq}) is not saved yet")]
+    ReplayNotSaved { seq: u64 },
+    /// A repeat of an idempotency key whose first attempt was lost with a replaced Redis
+    /// state; the key is forgotten, so the next retry is decided afresh.
+    #[error("the first attempt with this idempotency key was not kept")]
+    ReplayLost,
     /// Stored data breaks the store's own format.
     #[error("stored data is malformed: {0}")]
     Corrupt(String),

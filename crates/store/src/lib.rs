@@ -6,10 +6,11 @@
 //!   enum the server holds. A deployment picks its backend by configuration once at
 //!   start; nothing else branches on it.
 //! - [`embedded`]: a single-process store. SQLite in WAL mode, written by one thread
-//!   that is also the sequencer: it checks cooldowns, assigns seqs and commits many
-//!   placements per transaction, and only then acknowledges them.
+//!   that is also the sequencer: it decides each placement by the domain's policy,
+//!   assigns seqs and commits many placements per transaction, and only then
+//!   acknowledges them.
 //! - `error`: [`PlaceError`], [`StoreError`] and the typed [`BackendError`] under both.
-//! - [`limit`]: the per-IP rate limit used by the embedded backend.
+//! - [`limit`]: the embedded backend's per-address policy state.
 //! - [`shared`]: a store shared by any number of instances. Redis holds the live state
 //!   (board, seq, cooldowns, per-IP limits, recent updates) and sequences placements with
 //!   one Lua script; PostgreSQL holds the history, written in batches before a placement
@@ -18,6 +19,13 @@
 //! # Contract every backend keeps
 //! - `place` returns `Ok` only once the placement is durable as the backend defines it
 //!   (see each backend's docs); a rejected placement changes nothing.
+//! - Placements are decided by [`rplace_domain::policy::decide`] with the parameters of
+//!   [`rplace_domain::policy::Params`]; the shared backend's script mirrors it and is
+//!   checked against the same vectors (`tests/policy_vectors.rs`).
+//! - A placement with an [`IdempotencyKey`] whose first accepted attempt (same user, same
+//!   key) is younger than the store's idempotency window is not decided again: `place`
+//!   answers that first attempt's [`Placed`] (with `replayed` set) and places nothing.
+//!   Refusals are not remembered, since they changed nothing: a retry is decided afresh.
 //! - The feed yields every accepted placement exactly once, in seq order, with no gaps
 //!   except where it says [`FeedEvent::Reset`].
 
@@ -26,14 +34,13 @@ mod error;
 pub mod limit;
 pub mod shared;
 
-use rplace_domain::{Board, ColorIndex, Coord, Placement, Seq, UserId};
+use rplace_domain::{Board, ColorIndex, Coord, IdempotencyKey, Placement, Seq, UserId};
 use std::future::Future;
 use std::net::IpAddr;
 use tokio::sync::mpsc;
 
 pub use embedded::{EmbeddedConfig, EmbeddedStore, SyncMode, open_database};
 pub use error::{BackendError, Chain, PlaceError, Service, StoreError};
-pub use limit::IpLimit;
 pub use shared::{SharedConfig, SharedStore};
 
 /// A placement as asked for, before the store has accepted it.
@@ -45,11 +52,15 @@ pub struct NewPlacement {
     pub color: ColorIndex,
     /// Who asks; cooldowns key on it.
     pub user: UserId,
-    /// Where the request came from; the per-IP limit keys on it.
+    /// Where the request came from; the per-address limit keys on it (an IPv6 address by
+    /// its prefix, see [`rplace_domain::AddrKey`]).
     pub ip: IpAddr,
     /// Skip the cooldown and the IP limit. Only the server's admin-token path (for the
     /// load generator) sets this.
     pub bypass_limits: bool,
+    /// The client's name for this intended placement: a repeat (same user, same key)
+    /// within the idempotency window answers the first accepted attempt's outcome.
+    pub idempotency_key: Option<IdempotencyKey>,
 }
 
 /// What the caller learns about an accepted placement.
@@ -61,6 +72,9 @@ pub struct Placed {
     pub at_ms: i64,
     /// When this user may place again, unix ms.
     pub next_at_ms: i64,
+    /// This answers a repeat of an idempotency key: the placement was made by the first
+    /// attempt, and nothing was placed now.
+    pub replayed: bool,
 }
 
 /// The board at one seq.

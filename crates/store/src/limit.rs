@@ -1,45 +1,99 @@
-//! The per-IP placement limit: a generic cell rate algorithm (governor) keyed by address,
-//! so that clearing cookies does not multiply one machine's speed.
+//! The embedded backend's per-address state: the GCRA arrival time of every address key
+//! that placed recently, read and written by the writer thread only.
+//!
+//! This used to be a `governor` rate limiter checked before a request reached the writer.
+//! It is now plain state for the domain's policy ([`rplace_domain::policy::decide`]), for
+//! two reasons: the shared backend's Redis script must run the very same GCRA arithmetic
+//! (same units, same rounding), which only one implementation of ours can guarantee, and
+//! the limit must be decided together with the cooldown, so that a placement refused for
+//! either spends nothing of the other (governor counted a placement before the writer
+//! could refuse it for cooldown).
 
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter, clock::Clock};
-use std::net::IpAddr;
-use std::num::NonZeroU32;
+use rplace_domain::AddrKey;
+use rplace_domain::policy::{AddrState, Now};
+use std::collections::HashMap;
 
-/// How many placements one address may make: `per_minute` on average, `burst` at once.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct IpLimit {
-    /// Sustained placements per minute; 0 turns the limit off.
-    pub per_minute: u32,
-    /// Placements allowed back to back before the sustained rate applies.
-    pub burst: u32,
+/// Entries kept before idle ones are dropped.
+const SOFT_CAP: usize = 100_000;
+
+/// Address keys and their arrival times.
+///
+/// Bounded: an entry is only worth keeping while its arrival time is in the future (an
+/// idle one says no more than a missing one), and an arrival time is at most one period
+/// plus the burst tolerance ahead of the placement that set it. So past the soft cap,
+/// idle entries are dropped, and at most as many remain as placements were accepted in
+/// the last period plus tolerance.
+#[derive(Debug)]
+pub struct AddrStates {
+    /// Arrival time (unix µs) per key.
+    tat_us: HashMap<AddrKey, i64>,
+    /// Size at which idle entries are dropped next; grows if most entries are active, so
+    /// that the scan is not repeated on every insert.
+    evict_at: usize,
 }
 
-/// A process-local limiter for [`IpLimit`].
-pub struct IpLimiter {
-    /// `None` when the limit is off.
-    inner: Option<DefaultKeyedRateLimiter<IpAddr>>,
+impl Default for AddrStates {
+    fn default() -> Self {
+        Self {
+            tat_us: HashMap::new(),
+            evict_at: SOFT_CAP,
+        }
+    }
 }
 
-impl IpLimiter {
-    pub fn new(limit: IpLimit) -> Self {
-        let inner = NonZeroU32::new(limit.per_minute).map(|per_minute| {
-            let burst = NonZeroU32::new(limit.burst.max(1)).expect("max(1) is non-zero");
-            RateLimiter::keyed(Quota::per_minute(per_minute).allow_burst(burst))
-        });
-        Self { inner }
+impl AddrStates {
+    pub fn get(&self, key: &AddrKey) -> AddrState {
+        AddrState::new(self.tat_us.get(key).copied())
     }
 
-    /// `Ok` if `ip` may place now (and counts it), else the wait in ms.
-    pub fn check(&self, ip: IpAddr) -> Result<(), i64> {
-        let Some(l) = &self.inner else { return Ok(()) };
-        l.check_key(&ip).map_err(|not_until| {
-            let wait = not_until.wait_time_from(governor::clock::DefaultClock::default().now());
-            wait.as_millis().max(1) as i64
-        })?;
-        // Forget addresses that have been idle long enough to be back at full burst.
-        if l.len() > 100_000 {
-            l.retain_recent();
+    /// Stores `state` for `key` (forgetting it if it is idle at `now`).
+    pub fn set(&mut self, key: AddrKey, state: AddrState, now: Now) {
+        match state.tat_us() {
+            Some(t) if !state.is_idle_at(now) => {
+                self.tat_us.insert(key, t);
+            }
+            _ => {
+                self.tat_us.remove(&key);
+            }
         }
-        Ok(())
+        if self.tat_us.len() >= self.evict_at {
+            self.tat_us.retain(|_, t| *t > now.micros());
+            self.evict_at = SOFT_CAP.max(self.tat_us.len() * 2);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.tat_us.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tat_us.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rplace_domain::Ipv6Prefix;
+    use std::net::{IpAddr, Ipv4Addr};
+
+    #[test]
+    fn idle_entries_are_dropped_past_the_cap() {
+        let mut s = AddrStates::default();
+        let key = |i: u32| AddrKey::new(IpAddr::V4(Ipv4Addr::from(i)), Ipv6Prefix::DEFAULT);
+        let t0 = Now::from_micros(1_000_000);
+        for i in 0..SOFT_CAP as u32 - 2 {
+            s.set(key(i), AddrState::new(Some(2_000_000)), t0);
+        }
+        s.set(key(u32::MAX), AddrState::new(Some(9_000_000)), t0);
+        // Later, all but the last are idle: the next insert past the cap drops them.
+        let later = Now::from_micros(3_000_000);
+        s.set(key(u32::MAX - 1), AddrState::new(Some(4_000_000)), later);
+        assert_eq!(s.len(), 2);
+        assert_eq!(s.get(&key(u32::MAX)).tat_us(), Some(9_000_000));
+        assert_eq!(s.get(&key(1)).tat_us(), None);
+        // An idle state is not stored at all.
+        s.set(key(7), AddrState::new(Some(1)), later);
+        assert_eq!(s.len(), 2);
     }
 }

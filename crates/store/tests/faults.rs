@@ -3,9 +3,10 @@
 //! durable Redis killed with SIGKILL in the middle of that outage.
 
 use rplace_domain::board::Depth;
-use rplace_domain::{ColorIndex, Cooldown, Coord, Dimensions, Seq, UserId};
+use rplace_domain::policy::{AddrRate, Params};
+use rplace_domain::{ColorIndex, Cooldown, Coord, Dimensions, Ipv6Prefix, Seq, UserId};
 use rplace_store::{
-    BackendError, IpLimit, NewPlacement, PlaceError, Placed, SharedConfig, SharedStore, Store,
+    BackendError, NewPlacement, PlaceError, Placed, SharedConfig, SharedStore, Store,
 };
 use rplace_testsupport::{Postgres, RedisServer};
 use std::net::{IpAddr, Ipv4Addr};
@@ -24,11 +25,7 @@ fn config(redis: &RedisServer, pg_url: String) -> SharedConfig {
         pg_url,
         Dimensions::parse(W, H).unwrap(),
         Depth::Four,
-        Cooldown::from_secs(60),
-        IpLimit {
-            per_minute: 0,
-            burst: 0,
-        },
+        Params::new(Cooldown::from_secs(60), AddrRate::OFF, Ipv6Prefix::DEFAULT),
     );
     c.key_prefix = "faults:".into();
     c.pg_pool_size = 4;
@@ -49,6 +46,7 @@ fn by(n: u64) -> NewPlacement {
         user: UserId(n),
         ip: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)),
         bypass_limits: false,
+        idempotency_key: None,
     }
 }
 

@@ -2,10 +2,10 @@
 //! (one cluster per test binary, one database per test).
 
 use rplace_domain::board::Depth;
-use rplace_domain::{ColorIndex, Cooldown, Coord, Dimensions, Placement, Seq, UserId};
+use rplace_domain::policy::{AddrRate, Params};
+use rplace_domain::{ColorIndex, Cooldown, Coord, Dimensions, Ipv6Prefix, Placement, Seq, UserId};
 use rplace_store::{
-    FeedEvent, IpLimit, NewPlacement, PlaceError, Placed, SharedConfig, SharedStore, Store,
-    StoreError,
+    FeedEvent, NewPlacement, PlaceError, Placed, SharedConfig, SharedStore, Store, StoreError,
 };
 use rplace_testsupport::{Postgres, RedisServer};
 use std::collections::HashMap;
@@ -36,11 +36,7 @@ fn config(env: &Env) -> SharedConfig {
         env.pg_url.clone(),
         Dimensions::parse(W, H).unwrap(),
         Depth::Four,
-        Cooldown::from_secs(60),
-        IpLimit {
-            per_minute: 0,
-            burst: 0,
-        },
+        Params::new(Cooldown::from_secs(60), AddrRate::OFF, Ipv6Prefix::DEFAULT),
     );
     c.key_prefix = "test:".into();
     c.pg_pool_size = 4;
@@ -58,6 +54,7 @@ fn at(x: u16, y: u16, color: u8, user: u64) -> NewPlacement {
         user: UserId(user),
         ip: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)),
         bypass_limits: false,
+        idempotency_key: None,
     }
 }
 
@@ -271,11 +268,11 @@ async fn cooldown_race_across_two_instances_accepts_exactly_one() {
 async fn ip_limit_holds_across_two_instances() {
     let env = env();
     let mut cfg = config(&env);
-    cfg.cooldown = Cooldown::from_secs(0);
-    cfg.ip_limit = IpLimit {
-        per_minute: 1,
-        burst: 3,
-    };
+    cfg.policy = Params::new(
+        Cooldown::from_secs(0),
+        AddrRate::per_minute(1, 3),
+        Ipv6Prefix::DEFAULT,
+    );
     let a = SharedStore::open(cfg.clone()).await.unwrap();
     let b = SharedStore::open(cfg).await.unwrap();
     // Three at once from one address, alternating instances and users.
@@ -310,7 +307,7 @@ async fn ip_limit_holds_across_two_instances() {
 async fn feeds_of_two_instances_deliver_every_placement_once_in_order() {
     let env = env();
     let mut cfg = config(&env);
-    cfg.cooldown = Cooldown::from_secs(0);
+    cfg.policy = Params::new(Cooldown::from_secs(0), AddrRate::OFF, Ipv6Prefix::DEFAULT);
     let a = Arc::new(SharedStore::open(cfg.clone()).await.unwrap());
     let b = Arc::new(SharedStore::open(cfg).await.unwrap());
     a.snapshot().await.unwrap();
@@ -361,7 +358,7 @@ async fn feeds_of_two_instances_deliver_every_placement_once_in_order() {
 async fn feed_fills_the_gap_after_its_subscription_is_killed() {
     let env = env();
     let mut cfg = config(&env);
-    cfg.cooldown = Cooldown::from_secs(0);
+    cfg.policy = Params::new(Cooldown::from_secs(0), AddrRate::OFF, Ipv6Prefix::DEFAULT);
     // Long enough that only the reconnect (not the periodic check) can deliver in time.
     cfg.feed_check_interval = Duration::from_secs(3600);
     let a = SharedStore::open(cfg.clone()).await.unwrap();
@@ -407,7 +404,7 @@ async fn feed_fills_the_gap_after_its_subscription_is_killed() {
 async fn feed_resets_when_its_gap_has_left_the_stream() {
     let env = env();
     let mut cfg = config(&env);
-    cfg.cooldown = Cooldown::from_secs(0);
+    cfg.policy = Params::new(Cooldown::from_secs(0), AddrRate::OFF, Ipv6Prefix::DEFAULT);
     let a = SharedStore::open(cfg.clone()).await.unwrap();
     let b = SharedStore::open(cfg).await.unwrap();
     b.place(at(1, 1, 4, 1)).await.unwrap();
@@ -438,7 +435,7 @@ async fn feed_resets_when_its_gap_has_left_the_stream() {
 async fn feed_starts_after_the_snapshot_the_server_loaded() {
     let env = env();
     let mut cfg = config(&env);
-    cfg.cooldown = Cooldown::from_secs(0);
+    cfg.policy = Params::new(Cooldown::from_secs(0), AddrRate::OFF, Ipv6Prefix::DEFAULT);
     let a = SharedStore::open(cfg.clone()).await.unwrap();
     let b = SharedStore::open(cfg).await.unwrap();
     for i in 0..3 {
@@ -458,7 +455,7 @@ async fn feed_starts_after_the_snapshot_the_server_loaded() {
 async fn updates_since_reads_the_stream_and_says_gone_past_it() {
     let env = env();
     let mut cfg = config(&env);
-    cfg.cooldown = Cooldown::from_secs(0);
+    cfg.policy = Params::new(Cooldown::from_secs(0), AddrRate::OFF, Ipv6Prefix::DEFAULT);
     cfg.stream_capacity = 10;
     let store = SharedStore::open(cfg).await.unwrap();
     for i in 0..300u64 {

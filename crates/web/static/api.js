@@ -16,14 +16,15 @@ export class ApiError extends Error {
   }
 }
 
-async function request(method, path, body) {
+async function request(method, path, body, extraHeaders = {}) {
   let res;
   try {
+    const headers = body === undefined ? { ...extraHeaders } : { 'Content-Type': 'application/json', ...extraHeaders };
     res = await fetch(path, {
       method,
       credentials: 'same-origin',
       cache: 'no-store',
-      headers: body === undefined ? undefined : { 'Content-Type': 'application/json' },
+      headers,
       body: body === undefined ? undefined : JSON.stringify(body),
     });
   } catch {
@@ -41,9 +42,39 @@ export async function getConfig() {
   return { config: json, serverDate: Date.parse(res.headers.get('Date') ?? '') };
 }
 
-/** `PUT /api/pixel` -> `{seq, at, next_at}`. */
-export async function placePixel(x, y, color) {
-  return (await request('PUT', '/api/pixel', { x, y, color })).json;
+/** A fresh `Idempotency-Key`: 32 hex digits of randomness (docs/API.md allows 1 to 64 of
+ *  A-Z a-z 0-9 _ -). */
+export function newIdempotencyKey() {
+  if (globalThis.crypto?.randomUUID) return crypto.randomUUID().replaceAll('-', '');
+  const bytes = new Uint8Array(16);
+  crypto.getRandomValues(bytes);
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('');
+}
+
+/** Waits before each retry of a placement, in ms; its length is the number of retries. */
+export const PLACE_RETRY_DELAYS_MS = [250, 750];
+
+/** Whether a failed placement may be retried: the answer was lost (network) or the server
+ *  said it could not tell (503, 502/504 from a proxy). A retry with the same key either
+ *  gets the first attempt's answer or is decided afresh: it never places twice. */
+function retriable(err) {
+  return err instanceof ApiError && (err.status === 0 || err.status === 502 || err.status === 503 || err.status === 504);
+}
+
+/** `PUT /api/pixel` -> `{seq, at, next_at}`. One intended placement: one idempotency key,
+ *  sent again on each of this function's own retries. `o.sleep` is for tests. */
+export async function placePixel(x, y, color, o = {}) {
+  const key = o.key ?? newIdempotencyKey();
+  const delays = o.retryDelaysMs ?? PLACE_RETRY_DELAYS_MS;
+  const sleep = o.sleep ?? ((ms) => new Promise((resolve) => setTimeout(resolve, ms)));
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return (await request('PUT', '/api/pixel', { x, y, color }, { 'Idempotency-Key': key })).json;
+    } catch (err) {
+      if (attempt >= delays.length || !retriable(err)) throw err;
+      await sleep(delays[attempt]);
+    }
+  }
 }
 
 /** `GET /api/pixel?x=&y=` -> who placed it, when, and the last placements there. */

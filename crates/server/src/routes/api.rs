@@ -12,7 +12,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum_extra::extract::cookie::SignedCookieJar;
 use rplace_domain::wire::{self, Update};
-use rplace_domain::{Coord, Seq, UserId};
+use rplace_domain::{Coord, IdempotencyKey, Seq, UserId};
 use rplace_store::{NewPlacement, Store};
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -23,6 +23,8 @@ use std::net::SocketAddr;
 pub const BODY_LIMIT: usize = 1024;
 /// Most placements in one `GET /api/updates` answer.
 pub const UPDATES_LIMIT: usize = 65_536;
+/// Set on the answer to a repeat of an `Idempotency-Key`: nothing was placed now.
+const REPLAYED: &str = "idempotent-replayed";
 /// Placements listed by `GET /api/pixel`.
 pub const HISTORY_LEN: usize = 10;
 
@@ -227,6 +229,33 @@ fn parse_placement(
     Ok((coord, color))
 }
 
+/// The `Idempotency-Key` header, if sent: one, valid.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<IdempotencyKey>, ApiError> {
+    let invalid = |message: String| ApiError::InvalidHeader {
+        header: "Idempotency-Key",
+        message,
+        allowed: IdempotencyKey::ALLOWED,
+    };
+    let mut values = headers.get_all("idempotency-key").iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(invalid("send Idempotency-Key at most once".into()));
+    }
+    let key = value
+        .to_str()
+        .ok()
+        .and_then(|v| IdempotencyKey::parse(v).ok())
+        .ok_or_else(|| {
+            invalid(format!(
+                "Idempotency-Key must be {}",
+                IdempotencyKey::ALLOWED
+            ))
+        })?;
+    Ok(Some(key))
+}
+
 #[tracing::instrument(level = "debug", skip_all, fields(ip, user, seq))]
 pub async fn place(
     State(app): State<AppState>,
@@ -237,6 +266,9 @@ pub async fn place(
 ) -> Result<Response, ApiError> {
     let result = place_inner(&app, peer, &headers, &jar, body).await;
     match &result {
+        Ok(r) if r.headers().contains_key(REPLAYED) => {
+            metrics::counter!("rplace_placements_replayed_total").increment(1)
+        }
         Ok(_) => metrics::counter!("rplace_placements_total").increment(1),
         Err(e) => metrics::counter!("rplace_rejections_total", "reason" => e.code()).increment(1),
     }
@@ -251,6 +283,7 @@ async fn place_inner(
     body: Body,
 ) -> Result<Response, ApiError> {
     let (user, bypass) = placing_user(app, headers, jar)?;
+    let idempotency_key = idempotency_key(headers)?;
     let is_json = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -279,14 +312,21 @@ async fn place_inner(
             user,
             ip,
             bypass_limits: bypass,
+            idempotency_key,
         })
         .await?;
     span.record("seq", placed.seq.0);
-    Ok((
+    let mut resp = (
         [(header::CACHE_CONTROL, "no-store")],
         Json(json!({ "seq": placed.seq.0, "at": placed.at_ms, "next_at": placed.next_at_ms })),
     )
-        .into_response())
+        .into_response();
+    if placed.replayed {
+        // The same answer as the first attempt's; this header only tells it was a repeat.
+        resp.headers_mut()
+            .insert(REPLAYED, HeaderValue::from_static("true"));
+    }
+    Ok(resp)
 }
 
 fn query_int(q: &HashMap<String, String>, field: &'static str) -> Result<i64, ApiError> {

@@ -142,9 +142,11 @@ async fn updates_are_gone_when_older_than_the_log(backend: Backend) {
     };
     // The shared store trims its stream in the reconciler, once the history has the
     // entries (never past what PostgreSQL holds), so the 410 comes within an interval.
-    eventually(Duration::from_secs(15), "old updates are trimmed", || async {
-        (updates(2).await.status() == 410).then_some(())
-    })
+    eventually(
+        Duration::from_secs(15),
+        "old updates are trimmed",
+        || async { (updates(2).await.status() == 410).then_some(()) },
+    )
     .await;
     let r = updates(2).await;
     let body: serde_json::Value = r.json().await.unwrap();

@@ -269,3 +269,41 @@ async fn sigterm_exits_zero_after_flushing() {
     assert_eq!(r.headers()["x-board-seq"], "10");
     drop(proc);
 }
+
+/// An idempotency key's first answer survives `kill -9` and a restart: a retry of a PUT
+/// whose answer was lost in the crash learns the placement was made, and places nothing.
+#[tokio::test]
+async fn an_idempotency_key_is_answered_the_same_after_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let put = |addr: String| async move {
+        reqwest::Client::new()
+            .put(format!("http://{addr}/api/pixel"))
+            .header("authorization", format!("Bearer {BENCH_TOKEN}"))
+            .header("x-rplace-user", "00000000000000aa")
+            .header("idempotency-key", "survives-kill-9")
+            .json(&json!({"x": 5, "y": 6, "color": 7}))
+            .send()
+            .await
+            .unwrap()
+    };
+    let mut proc = start_proc(dir.path(), "normal").await;
+    let first = put(proc.addr.clone()).await;
+    assert_eq!(first.status(), 200);
+    let first: serde_json::Value = first.json().await.unwrap();
+    proc.child.kill().unwrap(); // SIGKILL
+    proc.child.wait().unwrap();
+    let mut proc = start_proc(dir.path(), "normal").await;
+    let again = put(proc.addr.clone()).await;
+    assert_eq!(again.status(), 200);
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    assert_eq!(again.json::<serde_json::Value>().await.unwrap(), first);
+    let r = reqwest::get(format!("http://{}/api/board", proc.addr))
+        .await
+        .unwrap();
+    assert_eq!(
+        r.headers()["x-board-seq"],
+        first["seq"].to_string().as_str()
+    );
+    proc.child.kill().unwrap();
+    proc.child.wait().unwrap();
+}

@@ -12,5 +12,6 @@ mod lifecycle;
 mod live;
 mod ops;
 mod placing;
+mod policy;
 mod store_errors;
 mod strict;

@@ -284,11 +284,7 @@ async fn a_direct_clients_own_forwarded_for_is_ignored(backend: Backend) {
     app.stop().await;
 }
 
-contract_test!(
-    a_placement_refused_for_cooldown_spends_no_address_budget,
-    ignore_embedded = "bug (issue 8, section 1): the embedded store charges the address's \
-                       rate budget before it checks the cooldown; the shared store does not"
-);
+contract_test!(a_placement_refused_for_cooldown_spends_no_address_budget);
 /// One user behind a NAT who clicks during their cooldown must not lock out everyone else
 /// on the address: a refused placement spends nothing.
 async fn a_placement_refused_for_cooldown_spends_no_address_budget(backend: Backend) {

@@ -346,6 +346,20 @@ impl History {
         .await
     }
 
+    /// The placement stored under `seq`, if any.
+    pub async fn placement_at(&self, seq: Seq) -> Result<Option<Placement>, StoreError> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached("SELECT seq, x, y, color, user_id, ts FROM placements WHERE seq = $1")
+            .await
+            .map_err(pg)?;
+        let row = client
+            .query_opt(&stmt, &[&(seq.0 as i64)])
+            .await
+            .map_err(pg)?;
+        Ok(row.as_ref().map(row_to_placement))
+    }
+
     /// The current epoch and watermark.
     pub async fn state(&self) -> Result<(u64, Seq), StoreError> {
         self.bounded(async {

@@ -2,11 +2,10 @@
 //! prefix so that several deployments (or parallel tests) can share a server.
 //!
 //! For Redis Cluster, give the prefix a hash tag (e.g. `{rplace}:`): the placement script
-//! touches the board, the seq, the stream and the per-user and per-address keys at once, and
-//! a script may only touch keys of one slot.
+//! touches the board, the seq, the stream and the per-user, per-address and idempotency keys
+//! at once, and a script may only touch keys of one slot.
 
-use rplace_domain::UserId;
-use std::net::IpAddr;
+use rplace_domain::{AddrKey, IdempotencyKey, UserId};
 
 /// Every key name, built once from the prefix.
 #[derive(Debug, Clone)]
@@ -58,8 +57,18 @@ impl Keys {
         format!("{}cd:{user}", self.prefix)
     }
 
-    /// The key holding the address's rate-limit state (a GCRA arrival time in µs).
-    pub fn ip(&self, ip: IpAddr) -> String {
-        format!("{}ip:{ip}", self.prefix)
+    /// The key holding the address key's rate-limit state (a GCRA arrival time in µs).
+    pub fn ip(&self, addr: AddrKey) -> String {
+        format!("{}ip:{addr}", self.prefix)
+    }
+
+    /// The key holding the first outcome of `user`'s idempotency key (`seq at next_at`),
+    /// which expires with the idempotency window. Without a key, a name that is never
+    /// written (the script still needs one per placement).
+    pub fn idempotency(&self, user: UserId, key: Option<&IdempotencyKey>) -> String {
+        match key {
+            Some(k) => format!("{}idem:{user}:{k}", self.prefix),
+            None => format!("{}idem:{user}", self.prefix),
+        }
     }
 }

@@ -1,18 +1,20 @@
 //! The live state in Redis: the board, the seq, the epoch, the recent-updates stream, the
-//! cooldowns and the per-address limits, and the scripts that change them.
+//! cooldowns, the per-address limits and the idempotency records, and the scripts that
+//! change them. The placement script executes the domain's policy with the parameters of
+//! [`Params`], passed as arguments.
 //!
 //! Everything that changes more than one key is one Lua script, so it is atomic with
 //! respect to every other instance; everything that reads more than one key is one
 //! `MULTI`, so it sees one moment.
 
 use super::keys::Keys;
-use crate::limit::IpLimit;
 use crate::{BackendError, NewPlacement, Service, StoreError};
 use futures_util::Stream;
 use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Client, Msg, RedisResult, Script};
 use rplace_domain::board::Depth;
-use rplace_domain::{ColorIndex, Cooldown, Coord, Dimensions, Placement, Seq, UserId};
+use rplace_domain::policy::Params;
+use rplace_domain::{ColorIndex, Coord, Dimensions, IdempotencyKey, Placement, Seq, UserId};
 use std::time::Duration;
 
 /// What the placement script decided.
@@ -31,6 +33,13 @@ pub(crate) enum PlaceOutcome {
     },
     RateLimited {
         retry_after_ms: i64,
+    },
+    /// A repeat of an idempotency key: the first accepted attempt's outcome. Nothing was
+    /// placed now; the first attempt may not be in PostgreSQL yet.
+    Replayed {
+        seq: Seq,
+        at_ms: i64,
+        next_at_ms: i64,
     },
     /// The board, seq or epoch key is missing: the state must be rebuilt first.
     Missing,
@@ -82,12 +91,10 @@ pub(crate) struct Live {
     bitfield_type: &'static str,
     /// Board shape, to turn a coordinate into a BITFIELD index.
     dims: Dimensions,
-    /// Milliseconds between two placements of one user.
-    cooldown_ms: i64,
-    /// GCRA emission interval in µs; 0 when the per-address limit is off.
-    rate_period_us: u64,
-    /// GCRA burst tolerance in µs: how far ahead of now the arrival time may run.
-    rate_tolerance_us: u64,
+    /// The policy's parameters, passed to the placement script.
+    policy: Params,
+    /// How long an idempotency key's outcome is kept, ms.
+    idempotency_window_ms: u64,
     /// Stream cap given to `XADD MAXLEN ~`.
     stream_capacity: u64,
     /// The placement script (EVALSHA, loaded again after a Redis restart).
@@ -115,27 +122,32 @@ pub(crate) fn parse_record(seq: Seq, rec: &str) -> Option<Placement> {
 }
 
 /// The placement script's reply for a batch of `n`; `None` if it is malformed.
-fn parse_place_reply(reply: &[i64], n: usize, cooldown_ms: i64) -> Option<Vec<PlaceOutcome>> {
+fn parse_place_reply(reply: &[i64], n: usize) -> Option<Vec<PlaceOutcome>> {
     if reply == [3] {
         return Some(vec![PlaceOutcome::Missing; n]);
     }
-    let [epoch, now, pairs @ ..] = reply else {
+    let [epoch, _now, outcomes @ ..] = reply else {
         return None;
     };
-    if pairs.len() != 2 * n {
+    if outcomes.len() != 4 * n {
         return None;
     }
-    pairs
-        .chunks_exact(2)
-        .map(|pair| match *pair {
-            [0, seq] => Some(PlaceOutcome::Accepted {
+    outcomes
+        .chunks_exact(4)
+        .map(|o| match *o {
+            [0, seq, at_ms, next_at_ms] => Some(PlaceOutcome::Accepted {
                 seq: Seq(seq as u64),
-                at_ms: *now,
-                next_at_ms: now + cooldown_ms,
+                at_ms,
+                next_at_ms,
                 epoch: *epoch as u64,
             }),
-            [1, next_at_ms] => Some(PlaceOutcome::Cooldown { next_at_ms }),
-            [2, retry_after_ms] => Some(PlaceOutcome::RateLimited { retry_after_ms }),
+            [1, next_at_ms, _, _] => Some(PlaceOutcome::Cooldown { next_at_ms }),
+            [2, retry_after_ms, _, _] => Some(PlaceOutcome::RateLimited { retry_after_ms }),
+            [4, seq, at_ms, next_at_ms] => Some(PlaceOutcome::Replayed {
+                seq: Seq(seq as u64),
+                at_ms,
+                next_at_ms,
+            }),
             _ => None,
         })
         .collect()
@@ -156,8 +168,8 @@ impl Live {
         prefix: &str,
         dims: Dimensions,
         depth: Depth,
-        cooldown: Cooldown,
-        ip_limit: IpLimit,
+        policy: Params,
+        idempotency_window: Duration,
         stream_capacity: u64,
     ) -> Result<Self, StoreError> {
         let shown = super::redact(url);
@@ -183,13 +195,6 @@ impl Live {
             .query_async(&mut conn)
             .await
             .map_err(|e| unreachable(BackendError::redis(e)))?;
-        let (rate_period_us, rate_tolerance_us) = match ip_limit.per_minute {
-            0 => (0, 0),
-            n => {
-                let period = 60_000_000 / n as u64;
-                (period, period * (ip_limit.burst.max(1) as u64 - 1))
-            }
-        };
         Ok(Self {
             conn,
             client,
@@ -200,9 +205,8 @@ impl Live {
                 Depth::Eight => "u8",
             },
             dims,
-            cooldown_ms: cooldown.as_millis(),
-            rate_period_us,
-            rate_tolerance_us,
+            policy,
+            idempotency_window_ms: (idempotency_window.as_millis() as u64).max(1),
             stream_capacity: stream_capacity.max(1),
             place: Script::new(include_str!("lua/place.lua")),
             install: Script::new(include_str!("lua/install.lua")),
@@ -237,23 +241,30 @@ impl Live {
             .key(&k.clock)
             .key(&k.stream)
             .arg(self.bitfield_type)
-            .arg(self.cooldown_ms)
-            .arg(self.rate_period_us)
-            .arg(self.rate_tolerance_us)
+            .arg(self.policy.cooldown().as_millis())
+            .arg(self.policy.addr_rate().period_us())
+            .arg(self.policy.addr_rate().tolerance_us())
             .arg(self.stream_capacity)
-            .arg(&k.channel);
+            .arg(&k.channel)
+            .arg(self.idempotency_window_ms);
         for p in batch {
             inv.key(k.cooldown(p.user))
-                .key(k.ip(p.ip))
+                .key(k.ip(self.policy.addr_key(p.ip)))
+                .key(k.idempotency(p.user, p.idempotency_key.as_ref()))
                 .arg(p.coord.index(self.dims))
                 .arg(p.color.get())
                 .arg(p.coord.x)
                 .arg(p.coord.y)
                 .arg(p.user.0 as i64)
-                .arg(if p.bypass_limits { "1" } else { "0" });
+                .arg(if p.bypass_limits { "1" } else { "0" })
+                .arg(if p.idempotency_key.is_some() {
+                    "1"
+                } else {
+                    "0"
+                });
         }
         let reply: Vec<i64> = inv.invoke_async(&mut self.conn.clone()).await?;
-        parse_place_reply(&reply, batch.len(), self.cooldown_ms).ok_or_else(|| {
+        parse_place_reply(&reply, batch.len()).ok_or_else(|| {
             redis::RedisError::from((
                 redis::ErrorKind::UnexpectedReturnType,
                 "placement script reply",
@@ -358,7 +369,7 @@ impl Live {
             .query_async(&mut self.conn.clone())
             .await?;
         Ok(match last {
-            Some(last) if pttl > 0 => Some(last + self.cooldown_ms),
+            Some(last) if pttl > 0 => Some(self.policy.cooldown().next_at(last)),
             _ => None,
         })
     }
@@ -421,7 +432,8 @@ impl Live {
     /// Sets the cooldown keys of users who placed at the given times, unless they exist;
     /// those whose cooldown is over by Redis's clock are skipped. Returns how many it set.
     pub async fn restore_cooldowns(&self, last: &[(UserId, i64)]) -> RedisResult<usize> {
-        if self.cooldown_ms <= 0 || last.is_empty() {
+        let cooldown_ms = self.policy.cooldown().as_millis();
+        if cooldown_ms <= 0 || last.is_empty() {
             return Ok(0);
         }
         let mut conn = self.conn.clone();
@@ -431,7 +443,7 @@ impl Live {
         for chunk in last.chunks(10_000) {
             let mut pipe = redis::pipe();
             for &(user, at) in chunk {
-                let left = at + self.cooldown_ms - now;
+                let left = at + cooldown_ms - now;
                 if left > 0 {
                     pipe.cmd("SET")
                         .arg(self.keys.cooldown(user))
@@ -446,6 +458,15 @@ impl Live {
             let () = pipe.query_async(&mut conn).await?;
         }
         Ok(set)
+    }
+
+    /// Deletes `user`'s record of `key`, so that a repeat is decided afresh: for a first
+    /// attempt that turned out not to be kept.
+    pub async fn forget_idempotency(&self, user: UserId, key: &IdempotencyKey) -> RedisResult<()> {
+        self.conn
+            .clone()
+            .del(self.keys.idempotency(user, Some(key)))
+            .await
     }
 
     /// A new Pub/Sub connection subscribed to the placement channel.
@@ -472,7 +493,14 @@ mod tests {
 
     #[test]
     fn batch_replies_parse() {
-        let out = parse_place_reply(&[7, 1000, 0, 41, 1, 1500, 2, 30, 0, 42], 4, 300).unwrap();
+        let out = parse_place_reply(
+            &[
+                7, 1000, 0, 41, 1000, 1300, 1, 1500, 0, 0, 2, 30, 0, 0, 0, 42, 1000, 1300, 4, 9,
+                500, 800,
+            ],
+            5,
+        )
+        .unwrap();
         assert_eq!(
             out,
             [
@@ -490,14 +518,19 @@ mod tests {
                     next_at_ms: 1300,
                     epoch: 7
                 },
+                PlaceOutcome::Replayed {
+                    seq: Seq(9),
+                    at_ms: 500,
+                    next_at_ms: 800
+                },
             ]
         );
         assert_eq!(
-            parse_place_reply(&[3], 2, 0).unwrap(),
+            parse_place_reply(&[3], 2).unwrap(),
             [PlaceOutcome::Missing, PlaceOutcome::Missing]
         );
-        assert!(parse_place_reply(&[7, 1000, 0, 41], 2, 0).is_none());
-        assert!(parse_place_reply(&[7, 1000, 9, 41], 1, 0).is_none());
+        assert!(parse_place_reply(&[7, 1000, 0, 41, 1000, 1300], 2).is_none());
+        assert!(parse_place_reply(&[7, 1000, 9, 41, 0, 0], 1).is_none());
     }
 
     /// One script call decides a batch in order (a user's second placement meets the
@@ -515,11 +548,12 @@ mod tests {
             "t:",
             dims,
             Depth::Four,
-            Cooldown::from_secs(60),
-            IpLimit {
-                per_minute: 1,
-                burst: 2,
-            },
+            Params::new(
+                rplace_domain::Cooldown::from_secs(60),
+                rplace_domain::policy::AddrRate::per_minute(1, 2),
+                rplace_domain::Ipv6Prefix::DEFAULT,
+            ),
+            Duration::from_secs(600),
             100,
         )
         .await
@@ -530,6 +564,7 @@ mod tests {
             user: UserId(user),
             ip: IpAddr::V4(Ipv4Addr::new(10, 0, 0, ip)),
             bypass_limits: bypass,
+            idempotency_key: None,
         };
         let batch = [
             p(0, 1, 1, false), // accepted

@@ -5,6 +5,8 @@
 //! - this file: [`SharedConfig`], [`SharedStore`] and its [`Store`] implementation.
 //! - `keys`: the Redis key names, under a configurable prefix.
 //! - `live`: the live state in Redis and the Lua scripts that change it (`lua/`).
+//! - `idempotency`: answering a repeat of an idempotency key only once the first
+//!   attempt's placement is durable.
 //! - `batcher`: the per-instance task that sends all placements waiting for Redis as one
 //!   script call.
 //! - `history`: the history in PostgreSQL: migrations, batched idempotent writes, pixel
@@ -23,9 +25,11 @@
 //! Redis holds the board as one string key in exactly the [`Board`] byte layout (so
 //! reading it is a `GET`, and a placement is `BITFIELD SET u4 #i`), the global seq, the
 //! cooldown of each user (a key per user that expires with the cooldown), the per-address
-//! limit (GCRA, a key per address), and a stream of the recent placements with IDs
-//! `<seq>-0`, trimmed to [`SharedConfig::stream_capacity`] but never past the history's
-//! watermark. One Lua script decides and
+//! limit (GCRA, a key per address key: an IPv6 address by its prefix), the first outcome
+//! of each idempotency key (a key per user and key, expiring with the window), and a
+//! stream of the recent placements with IDs `<seq>-0`, trimmed to
+//! [`SharedConfig::stream_capacity`] but never past the history's watermark. One Lua
+//! script decides and
 //! applies a batch of placements, each as if alone: checks, `BITFIELD`, seq, `XADD`; then
 //! one `PUBLISH` for the batch. Redis serializes scripts, so the seq is global and
 //! gap-free, two instances racing for one user's cooldown get exactly one acceptance, and
@@ -80,20 +84,21 @@ mod batcher;
 mod copy_rows;
 mod feed;
 mod history;
+mod idempotency;
 mod keys;
 mod live;
 mod probe;
 mod recovery;
 mod writer;
 
-use crate::limit::IpLimit;
 use crate::{
     BackendError, FeedEvent, NewPlacement, PlaceError, Placed, Service, Snapshot, Store, StoreError,
 };
 use history::History;
 use live::{Live, PlaceOutcome};
 use rplace_domain::board::Depth;
-use rplace_domain::{Board, Cooldown, Coord, Dimensions, Placement, Seq, UserId};
+use rplace_domain::policy::Params;
+use rplace_domain::{Board, Coord, Dimensions, Placement, Seq, UserId};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -120,10 +125,11 @@ pub struct SharedConfig {
     pub dims: Dimensions,
     /// Bits per pixel; must match what Redis and PostgreSQL already hold.
     pub depth: Depth,
-    /// Time between two placements of one user.
-    pub cooldown: Cooldown,
-    /// Placements per address, enforced across all instances.
-    pub ip_limit: IpLimit,
+    /// The placement policy's parameters (cooldown, per-address rate, IPv6 prefix),
+    /// enforced across all instances by the placement script.
+    pub policy: Params,
+    /// How long an idempotency key's first outcome is kept in Redis. Default 600 s.
+    pub idempotency_window: Duration,
     /// Prefix of every Redis key and of the channel, so that deployments (and tests) can
     /// share a Redis. Default [`DEFAULT_PREFIX`].
     pub key_prefix: String,
@@ -167,16 +173,15 @@ impl SharedConfig {
         postgres_url: impl Into<String>,
         dims: Dimensions,
         depth: Depth,
-        cooldown: Cooldown,
-        ip_limit: IpLimit,
+        policy: Params,
     ) -> Self {
         Self {
             redis_url: redis_url.into(),
             postgres_url: postgres_url.into(),
             dims,
             depth,
-            cooldown,
-            ip_limit,
+            policy,
+            idempotency_window: Duration::from_secs(600),
             key_prefix: DEFAULT_PREFIX.into(),
             stream_capacity: 100_000,
             backlog_limit: 1_000_000,
@@ -201,8 +206,8 @@ impl std::fmt::Debug for SharedConfig {
             .field("postgres_url", &redact(&self.postgres_url))
             .field("dims", &self.dims)
             .field("depth", &self.depth)
-            .field("cooldown", &self.cooldown)
-            .field("ip_limit", &self.ip_limit)
+            .field("policy", &self.policy)
+            .field("idempotency_window", &self.idempotency_window)
             .field("key_prefix", &self.key_prefix)
             .field("stream_capacity", &self.stream_capacity)
             .field("backlog_limit", &self.backlog_limit)
@@ -354,8 +359,8 @@ impl SharedStore {
             &cfg.key_prefix,
             cfg.dims,
             cfg.depth,
-            cfg.cooldown,
-            cfg.ip_limit,
+            cfg.policy,
+            cfg.idempotency_window,
             cfg.stream_capacity,
         )
         .await?;
@@ -467,11 +472,68 @@ impl SharedStore {
                 seq,
                 at_ms,
                 next_at_ms,
+                replayed: false,
             }),
             Ok(_) => Err(PlaceError::Unavailable(BackendError::Corrupt(
                 "the placement was not accepted".into(),
             ))),
             Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Runs the placement script once for `p` against the Redis at `redis_url`, with no
+    /// PostgreSQL and no history write, and returns what it decided (a repeat of an
+    /// idempotency key as `Placed { replayed: true, .. }`). For the policy vector tests,
+    /// which set the Redis keys to a prior state first.
+    #[doc(hidden)]
+    pub async fn run_place_script(
+        redis_url: &str,
+        key_prefix: &str,
+        dims: Dimensions,
+        depth: Depth,
+        policy: Params,
+        p: NewPlacement,
+    ) -> Result<Placed, PlaceError> {
+        let live = Live::connect(
+            redis_url,
+            Duration::from_secs(5),
+            key_prefix,
+            dims,
+            depth,
+            policy,
+            Duration::from_secs(600),
+            1000,
+        )
+        .await
+        .map_err(|e| PlaceError::Unavailable(e.into()))?;
+        match live.place(&p).await {
+            Ok(PlaceOutcome::Accepted {
+                seq,
+                at_ms,
+                next_at_ms,
+                ..
+            }) => Ok(Placed {
+                seq,
+                at_ms,
+                next_at_ms,
+                replayed: false,
+            }),
+            Ok(PlaceOutcome::Replayed {
+                seq,
+                at_ms,
+                next_at_ms,
+            }) => Ok(Placed {
+                seq,
+                at_ms,
+                next_at_ms,
+                replayed: true,
+            }),
+            Ok(PlaceOutcome::Cooldown { next_at_ms }) => Err(PlaceError::Cooldown { next_at_ms }),
+            Ok(PlaceOutcome::RateLimited { retry_after_ms }) => {
+                Err(PlaceError::RateLimited { retry_after_ms })
+            }
+            Ok(PlaceOutcome::Missing) => Err(BackendError::Rebuilding.into()),
+            Err(e) => Err(BackendError::redis(e).into()),
         }
     }
 
@@ -560,6 +622,19 @@ impl SharedStore {
             PlaceOutcome::RateLimited { retry_after_ms } => {
                 return Err(PlaceError::RateLimited { retry_after_ms });
             }
+            PlaceOutcome::Replayed {
+                seq,
+                at_ms,
+                next_at_ms,
+            } => {
+                let placed = Placed {
+                    seq,
+                    at_ms,
+                    next_at_ms,
+                    replayed: true,
+                };
+                return idempotency::confirm(inner, &p, placed).await;
+            }
             PlaceOutcome::Missing => unreachable!("the loop retries it"),
         };
         inner.health.seq_seen.fetch_max(seq.0, Ordering::Relaxed);
@@ -567,6 +642,7 @@ impl SharedStore {
             seq,
             at_ms,
             next_at_ms,
+            replayed: false,
         };
         if buffered {
             // Redis answered after its AOF fsync; the reconciler copies it to the history
@@ -651,6 +727,7 @@ impl Store for SharedStore {
         let started = Instant::now();
         let res = self.place_inner(p).await;
         let outcome = match &res {
+            Ok(p) if p.replayed => "replayed",
             Ok(_) => "accepted",
             Err(PlaceError::Cooldown { .. }) => "cooldown",
             Err(PlaceError::RateLimited { .. }) => "rate_limited",

@@ -155,7 +155,7 @@ pub(crate) async fn rebuild(inner: &Inner, force: bool) -> Result<bool, StoreErr
         let r = inner.history.rebuild().await?;
         // Cooldowns went with the lost state; bring back the ones still running before
         // anyone can place again.
-        let cooldown = inner.cfg.cooldown.as_millis();
+        let cooldown = inner.cfg.policy.cooldown().as_millis();
         match inner.history.recent_users(cooldown).await {
             Ok(users) => match live.restore_cooldowns(&users).await {
                 Ok(n) => tracing::info!(restored = n, "restored cooldowns from the history"),

@@ -1,0 +1,176 @@
+//! The placement policy and idempotent placing, end to end over HTTP (embedded backend;
+//! the testkit's `spawn_app(backend)` will run these on both).
+
+use crate::helpers::{TestApp, client, spawn_app};
+use serde_json::json;
+
+/// PUTs a pixel as `c` from `xff` (the client's address as the trusted proxy reports it).
+async fn put_from(app: &TestApp, c: &reqwest::Client, xff: &str, x: u16) -> reqwest::Response {
+    c.put(app.url("/api/pixel"))
+        .header("x-forwarded-for", format!("{xff}, 10.0.0.1"))
+        .json(&json!({"x": x, "y": 0, "color": 1}))
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Issue 8: in embedded mode a placement refused for cooldown used to spend the address's
+/// rate budget, so 35 refused PUTs from one user behind a NAT locked everyone on that
+/// address out. A refusal spends nothing.
+#[tokio::test]
+async fn cooldown_refusals_do_not_spend_the_address_budget() {
+    let app = spawn_app(&["--cooldown", "60", "--ip-rate", "60", "--ip-burst", "30"]).await;
+    let (a, b) = (client(), client());
+    app.login(&a).await;
+    app.login(&b).await;
+    let first = app.put_pixel(&a, json!({"x": 0, "y": 0, "color": 1})).await;
+    assert_eq!(first.status(), 200);
+    for i in 0..35 {
+        let r = app.put_pixel(&a, json!({"x": 1, "y": 0, "color": 1})).await;
+        assert_eq!(r.status(), 429, "attempt {i}");
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(body["error"], "cooldown", "attempt {i}: {body}");
+    }
+    let other = app.put_pixel(&b, json!({"x": 2, "y": 0, "color": 1})).await;
+    assert_eq!(other.status(), 200, "{}", other.text().await.unwrap());
+    app.stop().await;
+}
+
+/// Addresses in one IPv6 /64 share one limit (whoever has one has 2^64 addresses);
+/// another /64 has its own, and IPv4 addresses are counted one by one.
+#[tokio::test]
+async fn ipv6_addresses_in_one_prefix_share_a_limit() {
+    let app = spawn_app(&[
+        "--ip-rate",
+        "1",
+        "--ip-burst",
+        "1",
+        "--trusted-proxies",
+        "2",
+    ])
+    .await;
+    let place = |xff: &'static str, x: u16| {
+        let app = &app;
+        async move {
+            let c = client();
+            app.login(&c).await;
+            put_from(app, &c, xff, x).await.status().as_u16()
+        }
+    };
+    assert_eq!(place("2001:db8:1:2::1", 0).await, 200);
+    assert_eq!(place("2001:db8:1:2:ffff:ffff:ffff:fffe", 1).await, 429);
+    assert_eq!(place("2001:db8:1:3::1", 2).await, 200);
+    assert_eq!(place("203.0.113.1", 3).await, 200);
+    assert_eq!(place("203.0.113.2", 4).await, 200);
+    app.stop().await;
+
+    // With --ipv6-prefix 128 every IPv6 address counts alone.
+    let app = spawn_app(&[
+        "--ip-rate",
+        "1",
+        "--ip-burst",
+        "1",
+        "--trusted-proxies",
+        "2",
+        "--ipv6-prefix",
+        "128",
+    ])
+    .await;
+    let c = client();
+    app.login(&c).await;
+    assert_eq!(put_from(&app, &c, "2001:db8:1:2::1", 0).await.status(), 200);
+    let d = client();
+    app.login(&d).await;
+    assert_eq!(put_from(&app, &d, "2001:db8:1:2::2", 1).await.status(), 200);
+    app.stop().await;
+}
+
+async fn put_keyed(app: &TestApp, c: &reqwest::Client, key: &str, x: u16) -> reqwest::Response {
+    c.put(app.url("/api/pixel"))
+        .header("idempotency-key", key)
+        .json(&json!({"x": x, "y": 3, "color": 4}))
+        .send()
+        .await
+        .unwrap()
+}
+
+/// A resend of a PUT with its Idempotency-Key (what an HTTP client's or a proxy's
+/// automatic retry does) answers what the first attempt answered and places nothing.
+#[tokio::test]
+async fn a_repeated_idempotency_key_answers_the_first_attempt() {
+    let app = spawn_app(&["--cooldown", "60"]).await;
+    let c = client();
+    app.login(&c).await;
+    let first = put_keyed(&app, &c, "intent-1", 5).await;
+    assert_eq!(first.status(), 200);
+    assert!(first.headers().get("idempotent-replayed").is_none());
+    let first: serde_json::Value = first.json().await.unwrap();
+    let board = app.board().await;
+    for x in [5, 6] {
+        let again = put_keyed(&app, &c, "intent-1", x).await;
+        assert_eq!(again.status(), 200);
+        assert_eq!(again.headers()["idempotent-replayed"], "true");
+        let again: serde_json::Value = again.json().await.unwrap();
+        assert_eq!(again, first);
+    }
+    assert_eq!(app.board().await, board, "the repeat placed nothing");
+    let info = app.get_json("/api/pixel?x=5&y=3").await;
+    assert_eq!(info["history"].as_array().unwrap().len(), 1, "{info}");
+    assert_eq!(app.get_json("/api/pixel?x=6&y=3").await["seq"], json!(null));
+    // A new key is a new attempt, refused by the cooldown.
+    let other = put_keyed(&app, &c, "intent-2", 7).await;
+    assert_eq!(other.status(), 429);
+    // Keys are per user.
+    let d = client();
+    app.login(&d).await;
+    let theirs = put_keyed(&app, &d, "intent-1", 8).await;
+    assert_eq!(theirs.status(), 200);
+    assert!(theirs.headers().get("idempotent-replayed").is_none());
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn concurrent_attempts_with_one_key_place_once() {
+    let app = spawn_app(&[]).await;
+    let c = client();
+    app.login(&c).await;
+    let (seq, _) = app.board().await;
+    let attempts = (0..8u16).map(|i| put_keyed(&app, &c, "together", i));
+    let answers = futures_util::future::join_all(attempts).await;
+    let mut bodies = Vec::new();
+    for r in answers {
+        assert_eq!(r.status(), 200);
+        bodies.push(r.json::<serde_json::Value>().await.unwrap());
+    }
+    assert!(bodies.iter().all(|b| *b == bodies[0]), "{bodies:?}");
+    assert_eq!(bodies[0]["seq"], seq + 1);
+    assert_eq!(app.board().await.0, seq + 1, "one placement");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_invalid_idempotency_key_is_a_json_400() {
+    let app = spawn_app(&[]).await;
+    let c = client();
+    app.login(&c).await;
+    let long = "x".repeat(65);
+    for bad in ["", "has space", "colon:inside", long.as_str()] {
+        let r = put_keyed(&app, &c, bad, 0).await;
+        assert_eq!(r.status(), 400, "{bad:?}");
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(body["error"], "invalid_header", "{body}");
+        assert_eq!(body["header"], "Idempotency-Key");
+        assert!(body["allowed"].as_str().unwrap().contains("64"), "{body}");
+    }
+    let twice = c
+        .put(app.url("/api/pixel"))
+        .header("idempotency-key", "a")
+        .header("idempotency-key", "b")
+        .json(&json!({"x": 0, "y": 0, "color": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(twice.status(), 400);
+    assert_eq!(app.board().await.0, 0, "nothing placed");
+    app.stop().await;
+}

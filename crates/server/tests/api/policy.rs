@@ -1,7 +1,6 @@
-//! The placement policy and idempotent placing, end to end over HTTP (embedded backend;
-//! the testkit's `spawn_app(backend)` will run these on both).
+//! The placement policy and idempotent placing, end to end over HTTP, on both backends.
 
-use crate::helpers::{TestApp, client, spawn_app};
+use crate::helpers::*;
 use serde_json::json;
 
 /// PUTs a pixel as `c` from `xff` (the client's address as the trusted proxy reports it).
@@ -17,9 +16,13 @@ async fn put_from(app: &TestApp, c: &reqwest::Client, xff: &str, x: u16) -> reqw
 /// Issue 8: in embedded mode a placement refused for cooldown used to spend the address's
 /// rate budget, so 35 refused PUTs from one user behind a NAT locked everyone on that
 /// address out. A refusal spends nothing.
-#[tokio::test]
-async fn cooldown_refusals_do_not_spend_the_address_budget() {
-    let app = spawn_app(&["--cooldown", "60", "--ip-rate", "60", "--ip-burst", "30"]).await;
+contract_test!(cooldown_refusals_do_not_spend_the_address_budget);
+async fn cooldown_refusals_do_not_spend_the_address_budget(backend: Backend) {
+    let app = spawn_app_on(
+        backend,
+        &["--cooldown", "60", "--ip-rate", "60", "--ip-burst", "30"],
+    )
+    .await;
     let (a, b) = (client(), client());
     app.login(&a).await;
     app.login(&b).await;
@@ -38,16 +41,19 @@ async fn cooldown_refusals_do_not_spend_the_address_budget() {
 
 /// Addresses in one IPv6 /64 share one limit (whoever has one has 2^64 addresses);
 /// another /64 has its own, and IPv4 addresses are counted one by one.
-#[tokio::test]
-async fn ipv6_addresses_in_one_prefix_share_a_limit() {
-    let app = spawn_app(&[
-        "--ip-rate",
-        "1",
-        "--ip-burst",
-        "1",
-        "--trusted-proxies",
-        "2",
-    ])
+contract_test!(ipv6_addresses_in_one_prefix_share_a_limit);
+async fn ipv6_addresses_in_one_prefix_share_a_limit(backend: Backend) {
+    let app = spawn_app_on(
+        backend,
+        &[
+            "--ip-rate",
+            "1",
+            "--ip-burst",
+            "1",
+            "--trusted-proxies",
+            "127.0.0.1,10.0.0.0/8",
+        ],
+    )
     .await;
     let place = |xff: &'static str, x: u16| {
         let app = &app;
@@ -65,16 +71,19 @@ async fn ipv6_addresses_in_one_prefix_share_a_limit() {
     app.stop().await;
 
     // With --ipv6-prefix 128 every IPv6 address counts alone.
-    let app = spawn_app(&[
-        "--ip-rate",
-        "1",
-        "--ip-burst",
-        "1",
-        "--trusted-proxies",
-        "2",
-        "--ipv6-prefix",
-        "128",
-    ])
+    let app = spawn_app_on(
+        backend,
+        &[
+            "--ip-rate",
+            "1",
+            "--ip-burst",
+            "1",
+            "--trusted-proxies",
+            "127.0.0.1,10.0.0.0/8",
+            "--ipv6-prefix",
+            "128",
+        ],
+    )
     .await;
     let c = client();
     app.login(&c).await;
@@ -96,9 +105,9 @@ async fn put_keyed(app: &TestApp, c: &reqwest::Client, key: &str, x: u16) -> req
 
 /// A resend of a PUT with its Idempotency-Key (what an HTTP client's or a proxy's
 /// automatic retry does) answers what the first attempt answered and places nothing.
-#[tokio::test]
-async fn a_repeated_idempotency_key_answers_the_first_attempt() {
-    let app = spawn_app(&["--cooldown", "60"]).await;
+contract_test!(a_repeated_idempotency_key_answers_the_first_attempt);
+async fn a_repeated_idempotency_key_answers_the_first_attempt(backend: Backend) {
+    let app = spawn_app_on(backend, &["--cooldown", "60"]).await;
     let c = client();
     app.login(&c).await;
     let first = put_keyed(&app, &c, "intent-1", 5).await;
@@ -129,9 +138,9 @@ async fn a_repeated_idempotency_key_answers_the_first_attempt() {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn concurrent_attempts_with_one_key_place_once() {
-    let app = spawn_app(&[]).await;
+contract_test!(concurrent_attempts_with_one_key_place_once);
+async fn concurrent_attempts_with_one_key_place_once(backend: Backend) {
+    let app = spawn_app_on(backend, &[]).await;
     let c = client();
     app.login(&c).await;
     let (seq, _) = app.board().await;
@@ -148,9 +157,9 @@ async fn concurrent_attempts_with_one_key_place_once() {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn an_invalid_idempotency_key_is_a_json_400() {
-    let app = spawn_app(&[]).await;
+contract_test!(an_invalid_idempotency_key_is_a_json_400);
+async fn an_invalid_idempotency_key_is_a_json_400(backend: Backend) {
+    let app = spawn_app_on(backend, &[]).await;
     let c = client();
     app.login(&c).await;
     let long = "x".repeat(65);

@@ -13,10 +13,10 @@ async fn put_from(app: &TestApp, c: &reqwest::Client, xff: &str, x: u16) -> reqw
         .unwrap()
 }
 
+contract_test!(cooldown_refusals_do_not_spend_the_address_budget);
 /// Issue 8: in embedded mode a placement refused for cooldown used to spend the address's
 /// rate budget, so 35 refused PUTs from one user behind a NAT locked everyone on that
 /// address out. A refusal spends nothing.
-contract_test!(cooldown_refusals_do_not_spend_the_address_budget);
 async fn cooldown_refusals_do_not_spend_the_address_budget(backend: Backend) {
     let app = spawn_app_on(
         backend,
@@ -39,9 +39,9 @@ async fn cooldown_refusals_do_not_spend_the_address_budget(backend: Backend) {
     app.stop().await;
 }
 
+contract_test!(ipv6_addresses_in_one_prefix_share_a_limit);
 /// Addresses in one IPv6 /64 share one limit (whoever has one has 2^64 addresses);
 /// another /64 has its own, and IPv4 addresses are counted one by one.
-contract_test!(ipv6_addresses_in_one_prefix_share_a_limit);
 async fn ipv6_addresses_in_one_prefix_share_a_limit(backend: Backend) {
     let app = spawn_app_on(
         backend,
@@ -103,9 +103,9 @@ async fn put_keyed(app: &TestApp, c: &reqwest::Client, key: &str, x: u16) -> req
         .unwrap()
 }
 
+contract_test!(a_repeated_idempotency_key_answers_the_first_attempt);
 /// A resend of a PUT with its Idempotency-Key (what an HTTP client's or a proxy's
 /// automatic retry does) answers what the first attempt answered and places nothing.
-contract_test!(a_repeated_idempotency_key_answers_the_first_attempt);
 async fn a_repeated_idempotency_key_answers_the_first_attempt(backend: Backend) {
     let app = spawn_app_on(backend, &["--cooldown", "60"]).await;
     let c = client();

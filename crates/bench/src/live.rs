@@ -259,7 +259,7 @@ pub async fn live(a: &LiveArgs) -> anyhow::Result<LiveReport> {
         users: a.users,
     })
     .await?;
-    let acks = Acks::from_pairs(&placed.acks);
+    let acks = Acks::from_pairs(&placed.acks).with_sent(&placed.sent);
     for g in &mut groups {
         g.wait_seq(acks.last_seq(), Duration::from_secs_f64(a.drain))
             .await?;
@@ -297,10 +297,12 @@ fn merge(
     sync_s: f64,
 ) -> LiveReport {
     let mut lat = new_histogram();
+    let mut sent_lat = new_histogram();
     let mut bench = vec![bench_self];
     let mut clients = Vec::new();
     for g in groups {
         g.latency.add_to(&mut lat);
+        g.send_latency.add_to(&mut sent_lat);
         // A worker is a separate process; in-process groups are already in bench_self.
         if let Some(u) = g.usage.filter(|u| u.pid != std::process::id()) {
             bench.push(u);
@@ -333,6 +335,7 @@ fn merge(
         reconnects: sum(|c| c.reconnects as u64),
         client_errors: sum(|c| c.errors as u64),
         latency: Latency::of(&lat),
+        send_to_receipt: Latency::of(&sent_lat),
         worst_client_p99_ms: clients.iter().map(|c| c.p99_ms).fold(0.0, f64::max),
         bytes_per_placement: if expected == 0 {
             0.0

@@ -7,5 +7,6 @@ mod board;
 mod errors;
 mod lifecycle;
 mod live;
+mod livepath;
 mod ops;
 mod placing;

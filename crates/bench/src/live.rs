@@ -247,7 +247,7 @@ pub async fn live(a: &LiveArgs) -> anyhow::Result<LiveReport> {
     for g in &mut groups {
         g.begin_measure().await?;
     }
-    let placed = placer::run(PlacerConfig {
+    let placer_cfg = PlacerConfig {
         addr: a.addr,
         token: a.token.clone(),
         rate: a.rate,
@@ -257,8 +257,16 @@ pub async fn live(a: &LiveArgs) -> anyhow::Result<LiveReport> {
         height: shape.height,
         colors: shape.colors,
         users: a.users,
+    };
+    // On a thread of its own: on the runtime that also reads the clients' frames, the
+    // placer's reads of its answers would wait behind them and inflate the PUT latency.
+    let placed = tokio::task::spawn_blocking(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(placer::run(placer_cfg))
     })
-    .await?;
+    .await??;
     let acks = Acks::from_pairs(&placed.acks).with_sent(&placed.sent);
     for g in &mut groups {
         g.wait_seq(acks.last_seq(), Duration::from_secs_f64(a.drain))

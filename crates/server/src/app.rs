@@ -135,7 +135,7 @@ pub async fn run(
     let store = Arc::new(open_store(&config, &settings).await?);
     let live = start_live_path(&store, &config, &settings).await?;
     let hub = live.hub.clone();
-    let ws_runtime = WsRuntime::new(settings.ws.threads)?;
+    let ws_runtime = WsRuntime::new(settings.ws.threads, settings.ws.nice)?;
     let state = AppState(Arc::new(Inner {
         boards: BoardCache::new(&hub, settings.board_ttl),
         settings,

@@ -70,6 +70,12 @@ pub struct Config {
     #[arg(long, env = "RPLACE_WS_THREADS")]
     pub ws_threads: Option<usize>,
 
+    /// Niceness (0 to 19) of the websocket threads: above 0 the kernel prefers the threads
+    /// that answer requests when both want a core, so a placement's answer does not wait
+    /// for a fan-out burst.
+    #[arg(long, env = "RPLACE_WS_NICE", default_value_t = 5)]
+    pub ws_nice: i32,
+
     /// Placements per minute one IP address may make (sustained); 0 turns the limit off.
     #[arg(long, env = "RPLACE_IP_RATE", default_value_t = 60)]
     pub ip_rate: u32,
@@ -212,6 +218,8 @@ pub struct WsSettings {
     pub pong_timeout: Duration,
     /// Worker threads of the websocket runtime; 0: the request runtime.
     pub threads: usize,
+    /// Niceness of those threads.
+    pub nice: i32,
 }
 
 fn seconds(name: &'static str, env: &'static str, v: f64) -> Result<Duration, ConfigError> {
@@ -364,10 +372,14 @@ impl Config {
                 "must be at most 1024",
             ));
         }
+        if !(0..=19).contains(&self.ws_nice) {
+            return Err(bad("ws-nice", "RPLACE_WS_NICE", "must be from 0 to 19"));
+        }
         Ok(WsSettings {
             ping_interval: (!ping.is_zero()).then_some(ping),
             pong_timeout: pong,
             threads,
+            nice: self.ws_nice,
         })
     }
 }

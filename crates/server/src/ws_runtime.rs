@@ -23,9 +23,9 @@ pub struct WsRuntime {
 }
 
 impl WsRuntime {
-    /// A runtime of `threads` worker threads; 0 runs websocket tasks on the current
-    /// runtime, as before. Must be called within a runtime.
-    pub fn new(threads: usize) -> std::io::Result<Self> {
+    /// A runtime of `threads` worker threads at niceness `nice`; 0 threads runs websocket
+    /// tasks on the current runtime, as before. Must be called within a runtime.
+    pub fn new(threads: usize, nice: i32) -> std::io::Result<Self> {
         if threads == 0 {
             return Ok(Self {
                 handle: Handle::current(),
@@ -35,6 +35,14 @@ impl WsRuntime {
         let rt = Builder::new_multi_thread()
             .worker_threads(threads)
             .thread_name("rplace-ws")
+            .on_thread_start(move || {
+                // Per thread on Linux (a thread id is a pid to setpriority). Failing to
+                // lower a priority only costs the latency it would have saved.
+                let tid = rustix::thread::gettid();
+                if let Err(e) = rustix::process::setpriority_process(Some(tid), nice) {
+                    tracing::warn!(error = %e, nice, "cannot lower the websocket threads' priority");
+                }
+            })
             .enable_all()
             .build()?;
         Ok(Self {

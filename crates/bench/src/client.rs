@@ -268,6 +268,7 @@ impl ClientGroup {
             }
         }
         let mut all = new_histogram();
+        let mut sent_all = new_histogram();
         let mut one = new_histogram();
         let mut sync = new_histogram();
         let acked = acks.count();
@@ -283,6 +284,10 @@ impl ClientGroup {
                             delivered += 1;
                             let us = at.saturating_sub(ack) / 1000;
                             one.saturating_record(us.max(1));
+                            if let Some(sent) = acks.sent(seq) {
+                                let us = at.saturating_sub(sent) / 1000;
+                                sent_all.saturating_record(us.max(1));
+                            }
                         }
                     }
                 }
@@ -320,6 +325,7 @@ impl ClientGroup {
         GroupReport {
             clients,
             latency: HistogramData::from_histogram(&all),
+            send_latency: HistogramData::from_histogram(&sent_all),
             sync_s: self.sync_s,
             sync_ms: HistogramData::from_histogram(&sync),
             usage: self
@@ -336,6 +342,8 @@ pub struct Acks {
     pub first_seq: u64,
     /// Ack instant (ns since the epoch) of seq `first_seq + i`; 0 when not acked.
     pub at: Vec<u64>,
+    /// Instant the request of seq `first_seq + i` was written; 0 when unknown.
+    pub sent_at: Vec<u64>,
 }
 
 impl Acks {
@@ -350,8 +358,27 @@ impl Acks {
         }
         Acks {
             first_seq: first,
+            sent_at: vec![0; at.len()],
             at,
         }
+    }
+
+    /// Adds when each placement was sent, as (seq, ns since the epoch).
+    pub fn with_sent(mut self, pairs: &[(u64, u64)]) -> Self {
+        for &(seq, t) in pairs {
+            if let Some(i) = seq.checked_sub(self.first_seq)
+                && let Some(slot) = self.sent_at.get_mut(i as usize)
+            {
+                *slot = t.max(1);
+            }
+        }
+        self
+    }
+
+    /// When the request of an acked placement was written.
+    pub fn sent(&self, seq: u64) -> Option<u64> {
+        let i = seq.checked_sub(self.first_seq)? as usize;
+        self.sent_at.get(i).copied().filter(|&t| t != 0)
     }
 
     pub fn at(&self, seq: u64) -> Option<u64> {
@@ -367,27 +394,31 @@ impl Acks {
         self.first_seq + self.at.len().saturating_sub(1) as u64
     }
 
-    /// Little-endian: first seq, then one ack instant per seq.
+    /// Little-endian: first seq, then one ack instant per seq, then one send instant per
+    /// seq.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(8 * (self.at.len() + 1));
+        let mut out = Vec::with_capacity(8 * (2 * self.at.len() + 1));
         out.extend_from_slice(&self.first_seq.to_le_bytes());
-        for t in &self.at {
+        for t in self.at.iter().chain(&self.sent_at) {
             out.extend_from_slice(&t.to_le_bytes());
         }
         out
     }
 
     pub fn from_bytes(b: &[u8]) -> anyhow::Result<Self> {
-        if b.len() < 8 || !b.len().is_multiple_of(8) {
+        if b.len() < 8 || !b.len().is_multiple_of(8) || !(b.len() / 8 - 1).is_multiple_of(2) {
             bail!("acks file of {} bytes is not a list of u64", b.len());
         }
         let mut words = b
             .chunks_exact(8)
             .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")));
         let first_seq = words.next().unwrap_or(0);
+        let mut at: Vec<u64> = words.collect();
+        let sent_at = at.split_off(at.len() / 2);
         Ok(Acks {
             first_seq,
-            at: words.collect(),
+            at,
+            sent_at,
         })
     }
 }

@@ -247,7 +247,7 @@ pub async fn live(a: &LiveArgs) -> anyhow::Result<LiveReport> {
     for g in &mut groups {
         g.begin_measure().await?;
     }
-    let placed = placer::run(PlacerConfig {
+    let placer_cfg = PlacerConfig {
         addr: a.addr,
         token: a.token.clone(),
         rate: a.rate,
@@ -257,9 +257,17 @@ pub async fn live(a: &LiveArgs) -> anyhow::Result<LiveReport> {
         height: shape.height,
         colors: shape.colors,
         users: a.users,
+    };
+    // On a thread of its own: on the runtime that also reads the clients' frames, the
+    // placer's reads of its answers would wait behind them and inflate the PUT latency.
+    let placed = tokio::task::spawn_blocking(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(placer::run(placer_cfg))
     })
-    .await?;
-    let acks = Acks::from_pairs(&placed.acks);
+    .await??;
+    let acks = Acks::from_pairs(&placed.acks).with_sent(&placed.sent);
     for g in &mut groups {
         g.wait_seq(acks.last_seq(), Duration::from_secs_f64(a.drain))
             .await?;
@@ -297,10 +305,12 @@ fn merge(
     sync_s: f64,
 ) -> LiveReport {
     let mut lat = new_histogram();
+    let mut sent_lat = new_histogram();
     let mut bench = vec![bench_self];
     let mut clients = Vec::new();
     for g in groups {
         g.latency.add_to(&mut lat);
+        g.send_latency.add_to(&mut sent_lat);
         // A worker is a separate process; in-process groups are already in bench_self.
         if let Some(u) = g.usage.filter(|u| u.pid != std::process::id()) {
             bench.push(u);
@@ -333,6 +343,7 @@ fn merge(
         reconnects: sum(|c| c.reconnects as u64),
         client_errors: sum(|c| c.errors as u64),
         latency: Latency::of(&lat),
+        send_to_receipt: Latency::of(&sent_lat),
         worst_client_p99_ms: clients.iter().map(|c| c.p99_ms).fold(0.0, f64::max),
         bytes_per_placement: if expected == 0 {
             0.0

@@ -37,10 +37,17 @@ pub struct PlacerConfig {
 pub struct Placed {
     pub report: PlacerReport,
     pub acks: Vec<(u64, u64)>,
+    /// When each acked placement's request was written, as (seq, ns since the epoch):
+    /// where send-to-receipt latency starts.
+    pub sent: Vec<(u64, u64)>,
 }
 
 struct ConnResult {
     acks: Vec<(u64, u64)>,
+    /// (seq, instant its request was written) of every ack.
+    sent: Vec<(u64, u64)>,
+    /// From writing a request to reading its whole answer.
+    answer: HistogramData,
     errors: u64,
     samples: Vec<String>,
     lateness: HistogramData,
@@ -66,15 +73,19 @@ pub async fn run(cfg: PlacerConfig) -> anyhow::Result<Placed> {
         })
         .collect();
     let mut acks = Vec::with_capacity(total as usize);
+    let mut sent = Vec::with_capacity(total as usize);
     let mut errors = 0;
     let mut error_samples = Vec::new();
     let mut late = new_histogram();
+    let mut answer = new_histogram();
     for t in tasks {
         let r = t.await?;
         acks.extend(r.acks);
+        sent.extend(r.sent);
         errors += r.errors;
         error_samples.extend(r.samples);
         r.lateness.add_to(&mut late);
+        r.answer.add_to(&mut answer);
     }
     error_samples.truncate(5);
     acks.sort_unstable();
@@ -95,10 +106,11 @@ pub async fn run(cfg: PlacerConfig) -> anyhow::Result<Placed> {
         },
         behind_ms: last_ack.saturating_sub(end_ns) as f64 / 1e6,
         ack_latency: Latency::of(&late),
+        put_latency: Latency::of(&answer),
         first_seq: acks.first().map_or(0, |a| a.0),
         last_seq: acks.last().map_or(0, |a| a.0),
     };
-    Ok(Placed { report, acks })
+    Ok(Placed { report, acks, sent })
 }
 
 async fn open(addr: SocketAddr) -> anyhow::Result<TcpStream> {
@@ -133,11 +145,14 @@ async fn conn_loop(
     let mut rng = XorShift(0x9E37_79B9_7F4A_7C15 ^ (k + 1).wrapping_mul(0x2545_F491_4F6C_DD1D));
     let mut out = ConnResult {
         acks: Vec::with_capacity((total / conns + 1) as usize),
+        sent: Vec::with_capacity((total / conns + 1) as usize),
+        answer: HistogramData::default(),
         errors: 0,
         samples: Vec::new(),
         lateness: HistogramData::default(),
     };
     let mut late = new_histogram();
+    let mut answer = new_histogram();
     let mut req = Vec::with_capacity(512);
     let mut buf = Vec::with_capacity(4096);
     let ns_per = 1e9 / cfg.rate;
@@ -166,11 +181,14 @@ async fn conn_loop(
             )
             .as_bytes(),
         );
+        let sent_ns = now_ns();
         match exchange(&mut stream, &req, &mut buf).await {
             Ok((200, body)) => match parse_seq(&body) {
                 Some(seq) => {
                     let at = now_ns();
                     out.acks.push((seq, at));
+                    out.sent.push((seq, sent_ns));
+                    answer.saturating_record((at.saturating_sub(sent_ns) / 1000).max(1));
                     late.saturating_record((at.saturating_sub(start_ns + due_ns) / 1000).max(1));
                 }
                 None => {
@@ -203,6 +221,7 @@ async fn conn_loop(
         j += conns;
     }
     out.lateness = HistogramData::from_histogram(&late);
+    out.answer = HistogramData::from_histogram(&answer);
     out
 }
 

@@ -89,7 +89,11 @@ pub struct ClientReport {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct GroupReport {
     pub clients: Vec<ClientReport>,
+    /// Ack to frame arrival.
     pub latency: HistogramData,
+    /// From the instant the placement's request was written to the frame's arrival.
+    #[serde(default)]
+    pub send_latency: HistogramData,
     /// Time from the group's start to its last client being synced, seconds.
     pub sync_s: f64,
     /// Per-client time from start to synced, milliseconds.
@@ -118,6 +122,9 @@ pub struct PlacerReport {
     pub behind_ms: f64,
     /// From when a placement was due to its ack.
     pub ack_latency: Latency,
+    /// The PUT's own answer: from writing the request to reading the whole response.
+    #[serde(default)]
+    pub put_latency: Latency,
     pub first_seq: u64,
     pub last_seq: u64,
 }
@@ -140,6 +147,10 @@ pub struct LiveReport {
     pub client_errors: u64,
     /// Ack to frame arrival, over every client and placement.
     pub latency: Latency,
+    /// Send to receipt: from writing the placement's request to the frame's arrival, over
+    /// every client and placement (what a person who clicks sees on another screen).
+    #[serde(default)]
+    pub send_to_receipt: Latency,
     /// Worst client's p99.
     pub worst_client_p99_ms: f64,
     /// Websocket bytes received per placement per client.
@@ -169,6 +180,7 @@ impl LiveReport {
             "live C={} P={}/s D={}s: acked {}/{} ({:.0}/s, behind {:.0} ms, {} put errors) \
              completeness {:.4}% ({} missing, {} dup, {} via catch-up, {} reconnects, {} client errors) \
              latency p50 {:.1} p90 {:.1} p99 {:.1} max {:.1} ms (worst client p99 {:.1}) \
+             send-to-receipt p50 {:.1} p99 {:.1} max {:.1} ms; put answer p50 {:.1} p99 {:.1} max {:.1} ms; \
              {:.2} B/placement/client; sync {:.2}s; server cpu {:.2}s peak rss {} MiB; bench cpu {:.2}s; \
              other processes cpu {:.1}s of {:.1}s window (load {:.1})",
             self.clients,
@@ -190,6 +202,12 @@ impl LiveReport {
             self.latency.p99_ms,
             self.latency.max_ms,
             self.worst_client_p99_ms,
+            self.send_to_receipt.p50_ms,
+            self.send_to_receipt.p99_ms,
+            self.send_to_receipt.max_ms,
+            self.placer.put_latency.p50_ms,
+            self.placer.put_latency.p99_ms,
+            self.placer.put_latency.max_ms,
             self.bytes_per_placement,
             self.sync_s,
             cpu,

@@ -50,6 +50,12 @@ impl Dimensions {
         self.width as usize * self.height as usize
     }
 
+    /// Whether a position read back from a store (a record that did not go through
+    /// [`Dimensions::coord`]) lies on this board.
+    pub fn contains(self, c: Coord) -> bool {
+        (c.x as u32) < self.width() && (c.y as u32) < self.height()
+    }
+
     /// Parses a position, saying which axis is off the board and what is allowed.
     pub fn coord(self, x: i64, y: i64) -> Result<Coord, CoordError> {
         if !(0..self.width as i64).contains(&x) {
@@ -114,6 +120,11 @@ impl Depth {
             Depth::Four => 4,
             Depth::Eight => 8,
         }
+    }
+
+    /// Whether a color index read back from a store fits in a pixel of this depth.
+    pub fn holds(self, color: ColorIndex) -> bool {
+        u32::from(color.get()) < (1 << self.bits())
     }
 
     /// Bytes needed for `pixels` pixels.
@@ -183,6 +194,13 @@ impl Board {
 
     pub fn get(&self, c: Coord) -> ColorIndex {
         ColorIndex::new_unchecked(get_packed(&self.bytes, self.depth, c.index(self.dims)))
+    }
+
+    /// Whether `set(c, color)` would write exactly that pixel: the position is on the
+    /// board and the color fits its depth. A record from outside (a store, a channel) is
+    /// checked with this before it is applied, since `set` panics off the board.
+    pub fn fits(&self, c: Coord, color: ColorIndex) -> bool {
+        self.dims.contains(c) && self.depth.holds(color)
     }
 
     pub fn set(&mut self, c: Coord, color: ColorIndex) {

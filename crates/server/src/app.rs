@@ -3,6 +3,8 @@
 use crate::board_cache::BoardCache;
 use crate::config::{Config, ConfigError, Settings};
 use crate::hub::Hub;
+use crate::supervise::LivePath;
+use crate::ws_runtime::WsRuntime;
 use axum::extract::FromRef;
 use axum_extra::extract::cookie::Key;
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -32,6 +34,10 @@ pub enum RunError {
     CookieKey(std::io::Error),
     #[error("server: {0}")]
     Io(#[from] std::io::Error),
+    /// The hub or the store's feed died: live updates stopped, so the process must be
+    /// restarted (see `crate::supervise`).
+    #[error("live updates stopped: {0}")]
+    LivePath(String),
 }
 
 /// Everything a handler needs; cheap to clone.
@@ -64,6 +70,10 @@ pub struct Inner {
     pub bodies: crate::zerocopy::Bodies,
     /// Open websockets per client address, for `--max-websockets-per-ip`.
     pub ws_per_ip: crate::serve::per_ip::PerIp,
+    /// Whether the hub and the feed still run; readiness fails once they do not.
+    pub live_path: Arc<LivePath>,
+    /// Where websocket tasks run, apart from request handling.
+    pub ws_runtime: WsRuntime,
 }
 
 impl Deref for AppState {
@@ -136,19 +146,9 @@ pub async fn run(
     let key = crate::identity::load_key(settings.cookie_key.as_deref(), &config.data_dir)
         .map_err(RunError::CookieKey)?;
     let store = Arc::new(open_store(&config, &settings).await?);
-    let start = store.snapshot().await?;
-    let feed = store
-        .take_feed()
-        .ok_or(StoreError::Backend(BackendError::Stopped("feed")))?;
-    let hub = Hub::new(
-        start,
-        config.updates_log,
-        config.client_queue,
-        settings.tick,
-        config.max_frame_rate,
-    );
-    let stop = CancellationToken::new();
-    let hub_task = tokio::spawn(hub.clone().run(feed, stop.child_token()));
+    let live = start_live_path(&store, &config, &settings).await?;
+    let hub = live.hub.clone();
+    let ws_runtime = WsRuntime::new(settings.ws.threads, settings.ws.nice)?;
     let state = AppState(Arc::new(Inner {
         boards: BoardCache::new(&hub, settings.board_ttl),
         settings,
@@ -162,6 +162,8 @@ pub async fn run(
         metrics,
         bodies: crate::zerocopy::Bodies::new(config.sendfile),
         ws_per_ip: crate::serve::per_ip::PerIp::new(config.max_websockets_per_ip),
+        live_path: live.health.clone(),
+        ws_runtime,
     }));
     let addr = listener.local_addr()?;
     tracing::info!(
@@ -177,9 +179,13 @@ pub async fn run(
     let drain_state = state.clone();
     // During the drain only readiness fails, so that the load balancer moves traffic away
     // while every request it still sends here succeeds; then the listener closes and
-    // websockets get 1001.
+    // websockets get 1001. A dead live path starts the same drain (readiness already
+    // fails), so that the process exits and is restarted.
     let stop_accepting = async move {
-        shutdown.await;
+        tokio::select! {
+            _ = shutdown => {}
+            _ = drain_state.live_path.failed() => {}
+        }
         drain_state.draining.store(true, Ordering::Release);
         tracing::info!(drain = ?drain_state.settings.drain, "draining: readiness now fails");
         tokio::time::sleep(drain_state.settings.drain).await;
@@ -215,9 +221,56 @@ pub async fn run(
     if let Some(t) = metrics_listener {
         let _ = t.await;
     }
+    state.ws_runtime.shutdown();
+    live.health.expect_end();
     store.close().await?;
-    stop.cancel();
-    let _ = hub_task.await;
+    live.stop.cancel();
+    let _ = live.watcher.await;
+    if let Some(reason) = live.health.reason() {
+        return Err(RunError::LivePath(reason));
+    }
     tracing::info!("stopped cleanly");
     Ok(())
+}
+
+/// The hub, its stop switch and the task that watches it.
+struct LiveTasks {
+    /// The hub, shared with the handlers.
+    hub: Arc<Hub>,
+    /// Whether the hub (and through it the feed) still runs.
+    health: Arc<LivePath>,
+    /// Stops the hub once the store is closed.
+    stop: CancellationToken,
+    /// The watcher; done once the hub is.
+    watcher: tokio::task::JoinHandle<()>,
+}
+
+/// Loads the starting board, takes the store's feed and starts the hub on it, watched by
+/// `crate::supervise`.
+async fn start_live_path(
+    store: &Arc<Backend>,
+    config: &Config,
+    settings: &Settings,
+) -> Result<LiveTasks, RunError> {
+    let start = store.snapshot().await?;
+    let feed = store
+        .take_feed()
+        .ok_or(StoreError::Backend(BackendError::Stopped("feed")))?;
+    let hub = Hub::new(
+        start,
+        config.updates_log,
+        config.client_queue,
+        settings.tick,
+        config.max_frame_rate,
+    );
+    let stop = CancellationToken::new();
+    let hub_task = tokio::spawn(hub.clone().run(feed, stop.child_token()));
+    let health = Arc::new(LivePath::default());
+    let watcher = health.watch(hub_task);
+    Ok(LiveTasks {
+        hub,
+        health,
+        stop,
+        watcher,
+    })
 }

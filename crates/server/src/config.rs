@@ -57,6 +57,26 @@ pub struct Config {
     #[arg(long, env = "RPLACE_MAX_FRAME_RATE", default_value_t = 60_000)]
     pub max_frame_rate: u64,
 
+    /// Seconds between two pings the server sends each websocket client (any traffic
+    /// counts as its answer); 0 turns liveness checks off.
+    #[arg(long, env = "RPLACE_WS_PING_INTERVAL", default_value_t = 25.0)]
+    pub ws_ping_interval: f64,
+
+    /// Seconds a websocket client has to answer a ping before it is closed (4001).
+    #[arg(long, env = "RPLACE_WS_PONG_TIMEOUT", default_value_t = 10.0)]
+    pub ws_pong_timeout: f64,
+
+    /// Threads of the runtime that writes to websockets, apart from the threads that
+    /// answer HTTP requests; 0 shares the request threads. Default: one per core.
+    #[arg(long, env = "RPLACE_WS_THREADS")]
+    pub ws_threads: Option<usize>,
+
+    /// Niceness (0 to 19) of the websocket threads: above 0 the kernel prefers the threads
+    /// that answer requests when both want a core, so a placement's answer does not wait
+    /// for a fan-out burst.
+    #[arg(long, env = "RPLACE_WS_NICE", default_value_t = 5)]
+    pub ws_nice: i32,
+
     /// Placements per minute one IP address may make (sustained); 0 turns the limit off.
     #[arg(long, env = "RPLACE_IP_RATE", default_value_t = 60)]
     pub ip_rate: u32,
@@ -286,6 +306,8 @@ pub struct Settings {
     pub send_timeout: Duration,
     /// Whose forwarding headers are believed.
     pub trusted_proxies: crate::client_addr::TrustedProxies,
+    /// Websocket liveness and threads.
+    pub ws: WsSettings,
 }
 
 /// A timeout in ms from 1 ms to 10 minutes.
@@ -307,6 +329,19 @@ fn timeout(name: &'static str, env: &'static str, v: f64) -> Result<Duration, Co
         return Err(bad(name, env, "must be more than 0 seconds"));
     }
     Ok(d)
+}
+
+/// How websockets are kept honest and where they run.
+#[derive(Debug, Clone, Copy)]
+pub struct WsSettings {
+    /// Time between pings; `None`: no liveness checks.
+    pub ping_interval: Option<Duration>,
+    /// Time a client has to answer a ping.
+    pub pong_timeout: Duration,
+    /// Worker threads of the websocket runtime; 0: the request runtime.
+    pub threads: usize,
+    /// Niceness of those threads.
+    pub nice: i32,
 }
 
 fn seconds(name: &'static str, env: &'static str, v: f64) -> Result<Duration, ConfigError> {
@@ -453,6 +488,7 @@ impl Config {
                 .trusted_proxies
                 .parse()
                 .map_err(|e| bad("trusted-proxies", "RPLACE_TRUSTED_PROXIES", e))?,
+            ws: self.ws_settings()?,
         })
     }
 
@@ -465,6 +501,47 @@ impl Config {
         Config::try_parse_from(
             std::iter::once("rplace".into()).chain(args.into_iter().map(Into::into)),
         )
+    }
+}
+
+impl Config {
+    fn ws_settings(&self) -> Result<WsSettings, ConfigError> {
+        let ping = seconds(
+            "ws-ping-interval",
+            "RPLACE_WS_PING_INTERVAL",
+            self.ws_ping_interval,
+        )?;
+        let pong = seconds(
+            "ws-pong-timeout",
+            "RPLACE_WS_PONG_TIMEOUT",
+            self.ws_pong_timeout,
+        )?;
+        if !ping.is_zero() && pong.is_zero() {
+            return Err(bad(
+                "ws-pong-timeout",
+                "RPLACE_WS_PONG_TIMEOUT",
+                "must be more than 0 while pings are on",
+            ));
+        }
+        let threads = self
+            .ws_threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        if threads > 1024 {
+            return Err(bad(
+                "ws-threads",
+                "RPLACE_WS_THREADS",
+                "must be at most 1024",
+            ));
+        }
+        if !(0..=19).contains(&self.ws_nice) {
+            return Err(bad("ws-nice", "RPLACE_WS_NICE", "must be from 0 to 19"));
+        }
+        Ok(WsSettings {
+            ping_interval: (!ping.is_zero()).then_some(ping),
+            pong_timeout: pong,
+            threads,
+            nice: self.ws_nice,
+        })
     }
 }
 

@@ -12,6 +12,12 @@
 //! The tick adapts to the audience: with `c` clients and a frame budget of `f` frames/s,
 //! a tick is at least `c / f` seconds long, so the frame rate stays within what the machine
 //! can write however many clients connect.
+//!
+//! The hub trusts nothing it is fed: a placement off the board or with a color the depth
+//! cannot hold is skipped, counted (`rplace_hub_bad_records_total`) and logged, never
+//! applied (applying it would panic). Its lock never stays poisoned: should anything panic
+//! while holding it, the next user takes the state as it is instead of panicking in turn,
+//! and the supervisor (`crate::supervise`) fails readiness and stops the process.
 
 use bytes::Bytes;
 use rplace_domain::wire::{self, Update};
@@ -19,7 +25,7 @@ use rplace_domain::{Board, Placement, Seq};
 use rplace_store::{FeedEvent, Snapshot};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -31,12 +37,16 @@ pub enum Outgoing {
     Frame(Bytes),
     /// Continuity was lost (the store reset): clients must refetch the board.
     Resync,
-    /// Nothing was sent for a while: a ping keeps idle connections open through proxies.
-    Ping,
 }
 
-/// Idle time after which the hub pings every client.
-const KEEPALIVE: Duration = Duration::from_secs(25);
+/// Why [`Hub::run`] returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HubEnd {
+    /// It was told to stop.
+    Stopped,
+    /// The store's feed ended: no more placements will arrive.
+    FeedEnded,
+}
 
 /// The live board and the recent log, changed together under one lock.
 struct Live {
@@ -101,29 +111,43 @@ impl Hub {
         })
     }
 
+    /// The live state. A panic while it was held (there is none left on bad input) must not
+    /// turn every later request into a panic too: the state is used as it is, and the
+    /// supervisor has already failed readiness because the hub task died.
+    fn live(&self) -> MutexGuard<'_, Live> {
+        self.live.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Newest seq applied to the live board.
     pub fn seq(&self) -> Seq {
-        self.live.lock().expect("live lock").seq
+        self.live().seq
     }
 
     /// A copy of the live board and its seq.
     pub fn board_copy(&self) -> (Seq, Bytes) {
-        let live = self.live.lock().expect("live lock");
+        let live = self.live();
         (live.seq, Bytes::copy_from_slice(live.board.as_bytes()))
     }
 
     /// The color at one pixel on the live board.
     pub fn pixel(&self, c: rplace_domain::Coord) -> rplace_domain::ColorIndex {
-        self.live.lock().expect("live lock").board.get(c)
+        let live = self.live();
+        if !live.board.dims().contains(c) {
+            return rplace_domain::ColorIndex::new_unchecked(0);
+        }
+        live.board.get(c)
     }
 
     /// Updates after `since` from the in-memory log, at most `limit`.
     pub fn recent(&self, since: Seq, limit: usize) -> Recent {
-        let live = self.live.lock().expect("live lock");
+        let live = self.live();
         if since >= live.seq {
             return Recent::Found(Vec::new(), live.seq);
         }
-        let oldest = live.log.front().map_or(live.seq, |u| Seq(u.seq.0 - 1));
+        let oldest = live
+            .log
+            .front()
+            .map_or(live.seq, |u| Seq(u.seq.0.saturating_sub(1)));
         if since < oldest {
             return Recent::TooOld;
         }
@@ -173,10 +197,23 @@ impl Hub {
     }
 
     fn apply(&self, placements: &[Placement], pending: &mut Vec<Update>) {
-        let mut live = self.live.lock().expect("live lock");
+        let mut live = self.live();
         for p in placements {
             if p.seq <= live.seq {
                 continue; // already applied (a feed may overlap a snapshot)
+            }
+            if !live.board.fits(p.coord, p.color) {
+                // Skipping leaves a gap in the log and the frames, which clients fill from
+                // `/api/updates` like any gap; applying it would panic.
+                metrics::counter!("rplace_hub_bad_records_total").increment(1);
+                tracing::error!(
+                    seq = p.seq.0,
+                    x = p.coord.x,
+                    y = p.coord.y,
+                    color = p.color.get(),
+                    "the feed delivered a placement that does not fit the board; skipped"
+                );
+                continue;
             }
             live.board.set(p.coord, p.color);
             live.seq = p.seq;
@@ -197,7 +234,15 @@ impl Hub {
     }
 
     fn reset(&self, snap: Snapshot) {
-        let mut live = self.live.lock().expect("live lock");
+        let mut live = self.live();
+        if snap.board.dims() != live.board.dims() || snap.board.depth() != live.board.depth() {
+            metrics::counter!("rplace_hub_bad_records_total").increment(1);
+            tracing::error!(
+                seq = snap.seq.0,
+                "the feed reset to a board of another shape; skipped"
+            );
+            return;
+        }
         live.board = snap.board;
         live.seq = snap.seq;
         live.log.clear();
@@ -224,16 +269,15 @@ impl Hub {
         pending.clear();
     }
 
-    /// Runs until the feed ends or `stop` is cancelled.
+    /// Runs until the feed ends or `stop` is cancelled, and says which.
     pub async fn run(
         self: Arc<Self>,
-        mut feed: mpsc::UnboundedReceiver<FeedEvent>,
+        mut feed: mpsc::Receiver<FeedEvent>,
         stop: CancellationToken,
-    ) {
+    ) -> HubEnd {
         let mut pending: Vec<Update> = Vec::new();
         let mut next_tick = tokio::time::Instant::now() + self.current_tick();
-        let mut last_send = Instant::now();
-        loop {
+        let end = loop {
             tokio::select! {
                 ev = feed.recv() => match ev {
                     Some(FeedEvent::Placements(ps)) => self.apply(&ps, &mut pending),
@@ -243,21 +287,38 @@ impl Hub {
                         self.reset(snap);
                         let _ = self.tx.send(Outgoing::Resync);
                     }
-                    None => break,
+                    None => break HubEnd::FeedEnded,
                 },
                 _ = tokio::time::sleep_until(next_tick) => {
-                    if !pending.is_empty() {
-                        last_send = Instant::now();
-                    } else if last_send.elapsed() >= KEEPALIVE {
-                        last_send = Instant::now();
-                        let _ = self.tx.send(Outgoing::Ping);
-                    }
                     self.broadcast(&mut pending);
                     next_tick = tokio::time::Instant::now() + self.current_tick();
                 }
-                _ = stop.cancelled() => break,
+                _ = stop.cancelled() => break HubEnd::Stopped,
+                _ = fault::INJECTED.cancelled() => fault::panic_holding(&self.live),
             }
-        }
+        };
         self.broadcast(&mut pending);
+        end
+    }
+}
+
+/// A way for tests to kill the hub the way a bug would, since no bad input can any more.
+#[doc(hidden)]
+pub mod fault {
+    use std::sync::{LazyLock, Mutex};
+    use tokio_util::sync::CancellationToken;
+
+    /// Cancelled by [`panic_every_hub`].
+    pub(super) static INJECTED: LazyLock<CancellationToken> = LazyLock::new(CancellationToken::new);
+
+    /// Makes every hub in this process panic while holding its lock (poisoning it). For
+    /// tests of the supervisor only; a test that calls it must run in a process of its own.
+    pub fn panic_every_hub() {
+        INJECTED.cancel();
+    }
+
+    pub(super) fn panic_holding<T>(lock: &Mutex<T>) -> ! {
+        let _held = lock.lock();
+        panic!("fault injected into the hub");
     }
 }

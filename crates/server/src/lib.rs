@@ -6,6 +6,9 @@
 //!   until the shutdown future resolves, then drains.
 //! - [`hub`]: consumes the store's ordered feed; keeps the live board and the recent log;
 //!   batches each tick's placements into one frame for every websocket client.
+//! - [`supervise`]: watches the hub (and so the feed); its death fails readiness and ends
+//!   [`run`] with an error.
+//! - [`ws_runtime`]: the threads websocket tasks run on, apart from request handling.
 //! - [`board_cache`]: board versions served by `GET /api/board`, each compressed once.
 //! - [`routes`]: the HTTP API, the websocket, operations endpoints and the embedded page.
 //! - [`identity`]: anonymous identities in a signed cookie.
@@ -34,7 +37,9 @@ pub mod origin;
 pub mod routes;
 pub mod secret;
 pub mod serve;
+pub mod supervise;
 pub mod telemetry;
+pub mod ws_runtime;
 pub mod zerocopy;
 
 pub use app::{AppState, RunError, run};

@@ -27,6 +27,7 @@
 //! acknowledged placement survives power loss; with [`SyncMode::Normal`] it survives a
 //! crash or `kill -9` of the process but not of the machine.
 
+use crate::feed_queue::FeedSender;
 use crate::limit::AddrStates;
 use crate::{
     BackendError, Chain, FeedEvent, NewPlacement, PlaceError, Placed, Snapshot, Store, StoreError,
@@ -54,6 +55,9 @@ const LINGER: std::time::Duration = std::time::Duration::from_micros(500);
 const QUEUE: usize = 65_536;
 /// How often expired idempotency records are deleted.
 const PRUNE_EVERY: Duration = Duration::from_secs(10);
+/// How often an idle writer retries a reset it owes the feed (the hub was a whole queue
+/// behind); a busy one retries after every batch.
+const RESET_RETRY: Duration = Duration::from_millis(10);
 /// Read connections kept open for history and catch-up queries.
 const READERS: usize = 4;
 
@@ -112,7 +116,7 @@ pub struct EmbeddedStore {
     /// Committed state, shared with the writer.
     state: Arc<Mutex<State>>,
     /// The feed, until the hub takes it.
-    feed: Mutex<Option<mpsc::UnboundedReceiver<FeedEvent>>>,
+    feed: Mutex<Option<mpsc::Receiver<FeedEvent>>>,
     /// Open read-only connections for queries that must not wait behind the writer.
     readers: Arc<Mutex<Vec<Connection>>>,
     /// Where the database lives, to open more readers.
@@ -402,7 +406,7 @@ impl EmbeddedStore {
         let conn = open_database(&cfg)?;
         let state = Arc::new(Mutex::new(restore(&conn, &cfg)?));
         let (tx, rx) = mpsc::channel(QUEUE);
-        let (feed_tx, feed_rx) = mpsc::unbounded_channel();
+        let (feed_tx, feed_rx) = crate::feed_queue::channel(crate::FEED_CAPACITY);
         let writer = Writer {
             conn,
             state: state.clone(),
@@ -478,7 +482,7 @@ impl Store for EmbeddedStore {
         rx.await.map_err(|_| PlaceError::ShuttingDown)?
     }
 
-    fn take_feed(&self) -> Option<mpsc::UnboundedReceiver<FeedEvent>> {
+    fn take_feed(&self) -> Option<mpsc::Receiver<FeedEvent>> {
         self.feed.lock().expect("feed lock").take()
     }
 
@@ -576,8 +580,8 @@ struct Writer {
     conn: Connection,
     /// Shared committed state, updated after each commit.
     state: Arc<Mutex<State>>,
-    /// Where committed placements go, in seq order.
-    feed: mpsc::UnboundedSender<FeedEvent>,
+    /// Where committed placements go, in seq order; bounded, with a reset on overflow.
+    feed: FeedSender,
     /// The rules to apply.
     policy: Params,
     /// Per-address policy state; only this thread reads and writes it.
@@ -597,10 +601,37 @@ struct Writer {
 }
 
 impl Writer {
+    /// Sends the reset the feed owes, if there is room now; `true` when none is owed.
+    fn flush_reset(&mut self) -> bool {
+        let state = &self.state;
+        self.feed.try_reset(|| {
+            let st = state.lock().expect("state lock");
+            Snapshot {
+                seq: st.seq,
+                board: st.board.clone(),
+            }
+        })
+    }
+
+    /// The next command. While the feed owes a reset it polls, so the reset goes out as
+    /// soon as the hub makes room even when no placement comes.
+    fn next_cmd(&mut self, rx: &mut mpsc::Receiver<Cmd>) -> Option<Cmd> {
+        loop {
+            if self.flush_reset() {
+                return rx.blocking_recv();
+            }
+            match rx.try_recv() {
+                Ok(cmd) => return Some(cmd),
+                Err(mpsc::error::TryRecvError::Empty) => std::thread::sleep(RESET_RETRY),
+                Err(mpsc::error::TryRecvError::Disconnected) => return None,
+            }
+        }
+    }
+
     fn run(mut self, mut rx: mpsc::Receiver<Cmd>) {
         let mut batch = Vec::with_capacity(MAX_BATCH);
         loop {
-            let Some(first) = rx.blocking_recv() else {
+            let Some(first) = self.next_cmd(&mut rx) else {
                 // Every handle is gone without a close: still leave a snapshot behind.
                 let _ = self.snapshot();
                 return;
@@ -839,7 +870,7 @@ impl Writer {
                     self.since_snapshot += accepted.len() as u64;
                     metrics::counter!("rplace_store_placements_committed_total")
                         .increment(accepted.len() as u64);
-                    let _ = self.feed.send(FeedEvent::Placements(accepted));
+                    self.feed.placements(accepted);
                 }
                 for ((_, tx), d) in batch.drain(..).zip(decided) {
                     let _ = tx.send(d);
@@ -979,6 +1010,52 @@ mod tests {
             ip: Ipv4Addr::LOCALHOST.into(),
             bypass_limits: false,
             idempotency_key: None,
+        }
+    }
+
+    /// A hub that stops reading costs at most the feed queue: the placements past it are
+    /// dropped and it gets one reset (the board at the newest seq) once it reads again.
+    #[tokio::test]
+    async fn a_feed_nobody_reads_stays_bounded_and_resets() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(cfg(dir.path())).unwrap();
+        let mut feed = store.take_feed().unwrap();
+        let total = crate::FEED_CAPACITY as u64 + 20;
+        for i in 0..total {
+            let mut p = new((i % 8) as u16, i);
+            p.bypass_limits = true;
+            store.place(p).await.unwrap();
+        }
+        let mut next = 1;
+        let reset = loop {
+            match tokio::time::timeout(std::time::Duration::from_secs(20), feed.recv())
+                .await
+                .expect("the feed goes on")
+                .unwrap()
+            {
+                FeedEvent::Placements(ps) => {
+                    for p in ps {
+                        assert_eq!(p.seq, Seq(next));
+                        next += 1;
+                    }
+                }
+                FeedEvent::Reset(s) => break s,
+            }
+        };
+        assert_eq!(
+            next - 1,
+            crate::FEED_CAPACITY as u64,
+            "the queue held its capacity"
+        );
+        let now = store.snapshot().await.unwrap();
+        assert_eq!((reset.seq, &reset.board), (Seq(total), &now.board));
+        // After the reset, placements flow again.
+        let mut p = new(0, 0);
+        p.bypass_limits = true;
+        store.place(p).await.unwrap();
+        match feed.recv().await.unwrap() {
+            FeedEvent::Placements(ps) => assert_eq!(ps[0].seq, Seq(total + 1)),
+            FeedEvent::Reset(_) => panic!("one reset only"),
         }
     }
 

@@ -27,10 +27,12 @@
 //!   answers that first attempt's [`Placed`] (with `replayed` set) and places nothing.
 //!   Refusals are not remembered, since they changed nothing: a retry is decided afresh.
 //! - The feed yields every accepted placement exactly once, in seq order, with no gaps
-//!   except where it says [`FeedEvent::Reset`].
+//!   except where it says [`FeedEvent::Reset`]. It is bounded (`feed_queue`): a consumer
+//!   that falls [`FEED_CAPACITY`] events behind gets a reset instead of a growing queue.
 
 pub mod embedded;
 mod error;
+mod feed_queue;
 pub mod limit;
 pub mod shared;
 
@@ -41,6 +43,7 @@ use tokio::sync::mpsc;
 
 pub use embedded::{EmbeddedConfig, EmbeddedStore, SyncMode, open_database};
 pub use error::{BackendError, Chain, PlaceError, Service, StoreError};
+pub use feed_queue::FEED_CAPACITY;
 pub use shared::{SharedConfig, SharedStore};
 
 /// A placement as asked for, before the store has accepted it.
@@ -104,8 +107,9 @@ pub trait Store: Send + Sync + 'static {
     fn place(&self, p: NewPlacement) -> impl Future<Output = Result<Placed, PlaceError>> + Send;
 
     /// The ordered stream of accepted placements. Called once, by the server's hub; a
-    /// second call returns `None`.
-    fn take_feed(&self) -> Option<mpsc::UnboundedReceiver<FeedEvent>>;
+    /// second call returns `None`. It holds at most [`FEED_CAPACITY`] events: a consumer
+    /// that far behind gets a [`FeedEvent::Reset`] instead of the placements it missed.
+    fn take_feed(&self) -> Option<mpsc::Receiver<FeedEvent>>;
 
     /// Placements with seq greater than `since`, oldest first, at most `limit`; `Gone`
     /// if some of them are no longer kept.
@@ -157,7 +161,7 @@ impl Store for Backend {
     async fn place(&self, p: NewPlacement) -> Result<Placed, PlaceError> {
         delegate!(self, s => s.place(p).await)
     }
-    fn take_feed(&self) -> Option<mpsc::UnboundedReceiver<FeedEvent>> {
+    fn take_feed(&self) -> Option<mpsc::Receiver<FeedEvent>> {
         delegate!(self, s => s.take_feed())
     }
     async fn updates_since(&self, since: Seq, limit: usize) -> Result<Vec<Placement>, StoreError> {

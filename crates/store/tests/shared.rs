@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::sync::mpsc::Receiver;
 
 const W: u64 = 16;
 const H: u64 = 8;
@@ -76,11 +76,7 @@ async fn redis_conn(env: &Env) -> redis::aio::MultiplexedConnection {
 
 /// Receives feed events until one reaches `seq` (placements or reset), or panics after
 /// `within`.
-async fn feed_until(
-    feed: &mut UnboundedReceiver<FeedEvent>,
-    seq: u64,
-    within: Duration,
-) -> Vec<FeedEvent> {
+async fn feed_until(feed: &mut Receiver<FeedEvent>, seq: u64, within: Duration) -> Vec<FeedEvent> {
     let mut out = Vec::new();
     let deadline = Instant::now() + within;
     loop {

@@ -15,10 +15,12 @@ pub async fn healthz() -> &'static str {
     "ok"
 }
 
-/// Ready when the store can take placements and the server is not draining; a load
-/// balancer stops routing here as soon as this fails.
+/// Ready when the store can take placements, live updates flow and the server is not
+/// draining; a load balancer stops routing here as soon as this fails.
 pub async fn readyz(State(app): State<AppState>) -> impl IntoResponse {
-    if app.is_draining() {
+    if app.live_path.is_failed() {
+        (StatusCode::SERVICE_UNAVAILABLE, "live updates stopped")
+    } else if app.is_draining() {
         (StatusCode::SERVICE_UNAVAILABLE, "draining")
     } else if !app.store.is_ready() {
         (StatusCode::SERVICE_UNAVAILABLE, "store unavailable")

@@ -1,5 +1,11 @@
-//! `GET /ws`: live update frames. The server only writes; what the client sends is read
-//! only to notice a close.
+//! `GET /ws`: live update frames. The server only writes frames; what the client sends is
+//! read for control: a close ends the connection, and any message (a pong, normally)
+//! answers the last ping. Every `--ws-ping-interval` the server pings; a client that sends
+//! nothing within `--ws-pong-timeout` after a ping is closed with 4001, so a dead peer
+//! does not hold a connection (and a queue position) forever.
+//!
+//! The connection's task runs on the websocket runtime (`crate::ws_runtime`), not on the
+//! threads that answer HTTP requests.
 //!
 //! [`pump`] is generic over the socket (a `Sink` and `Stream` of messages) so that its
 //! back-pressure rules (bounded queue, close 4000 on lag, 1001 on shutdown) are tested
@@ -10,7 +16,7 @@ use crate::app::AppState;
 use crate::error::ApiError;
 use crate::hub::Outgoing;
 use axum::extract::State;
-use axum::extract::ws::{CloseFrame, Message, WebSocketUpgrade};
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::response::{IntoResponse, Response};
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use serde_json::json;
@@ -24,6 +30,26 @@ const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 pub const CLOSE_LAGGING: u16 = 4000;
 /// Close code for "server going away".
 pub const CLOSE_GOING_AWAY: u16 = 1001;
+/// Close code for "you did not answer a ping in time".
+pub const CLOSE_NO_PONG: u16 = 4001;
+
+/// When to ping and how long to wait for the answer.
+#[derive(Debug, Clone, Copy)]
+pub struct Liveness {
+    /// Time between pings; `None`: never ping.
+    pub ping_every: Option<Duration>,
+    /// Time the client has to send anything after a ping.
+    pub pong_within: Duration,
+}
+
+impl Liveness {
+    fn from_settings(s: &crate::config::WsSettings) -> Self {
+        Self {
+            ping_every: s.ping_interval,
+            pong_within: s.pong_timeout,
+        }
+    }
+}
 
 pub async fn upgrade(
     State(app): State<AppState>,
@@ -50,26 +76,35 @@ pub async fn upgrade(
         .max_write_buffer_size(4 << 20)
         .max_message_size(4096)
         .max_frame_size(4096)
-        .on_upgrade(move |socket| {
+        .on_upgrade(move |socket| async move {
+            // Off the request threads: see `crate::ws_runtime`.
             let tasks = app.ws_tasks.clone();
-            tasks.track_future(async move {
-                let _permit = permit;
-                let (frames, seq) = app.hub.subscribe();
-                app.hub.client_connected();
-                let hello = json!({ "type": "hello", "seq": seq.0, "tick_ms": app.hub.tick_ms() });
-                let end = pump(
-                    socket,
-                    frames,
-                    Message::Text(hello.to_string().into()),
-                    app.stop.clone(),
-                )
-                .await;
-                if end == End::Lagged {
-                    metrics::counter!("rplace_ws_lagged_total").increment(1);
-                }
-                app.hub.client_disconnected();
-            })
+            let rt = app.ws_runtime.handle().clone();
+            rt.spawn(tasks.track_future(session(app, socket, permit)));
         })
+}
+
+/// One upgraded connection, from `hello` to its end. `permit` is the address's websocket
+/// slot, given back when the session ends.
+async fn session(app: AppState, socket: WebSocket, permit: crate::serve::per_ip::Permit) {
+    let _permit = permit;
+    let (frames, seq) = app.hub.subscribe();
+    app.hub.client_connected();
+    let hello = json!({ "type": "hello", "seq": seq.0, "tick_ms": app.hub.tick_ms() });
+    let end = pump(
+        socket,
+        frames,
+        Message::Text(hello.to_string().into()),
+        app.stop.clone(),
+        Liveness::from_settings(&app.settings.ws),
+    )
+    .await;
+    match end {
+        End::Lagged => metrics::counter!("rplace_ws_lagged_total").increment(1),
+        End::Unresponsive => metrics::counter!("rplace_ws_unresponsive_total").increment(1),
+        End::Client | End::Shutdown => {}
+    }
+    app.hub.client_disconnected();
 }
 
 /// Why a connection ended.
@@ -81,6 +116,8 @@ pub enum End {
     Lagged,
     /// The server is shutting down.
     Shutdown,
+    /// The client did not answer a ping in time.
+    Unresponsive,
 }
 
 /// Sends one message. A send that completes at once (the usual case: the socket buffer has
@@ -104,13 +141,14 @@ async fn close<S: Sink<Message> + Unpin>(tx: &mut S, code: u16, reason: &'static
         tokio::time::timeout(Duration::from_secs(1), tx.send(Message::Close(Some(frame)))).await;
 }
 
-/// Sends `hello`, then every broadcast message, until the client leaves, lags or the server
-/// stops.
+/// Sends `hello`, then every broadcast message, until the client leaves, lags, stops
+/// answering pings or the server stops.
 pub async fn pump<S, E>(
     mut socket: S,
     mut frames: broadcast::Receiver<Outgoing>,
     hello: Message,
     stop: CancellationToken,
+    liveness: Liveness,
 ) -> End
 where
     S: Sink<Message> + Stream<Item = Result<Message, E>> + Unpin,
@@ -119,6 +157,12 @@ where
     if !send(tx, hello).await {
         return End::Client;
     }
+    // One timer per connection: the next ping, or, while a ping is unanswered, its deadline.
+    let far = Duration::from_secs(86_400 * 365);
+    let every = liveness.ping_every.unwrap_or(far);
+    let timer = tokio::time::sleep(every);
+    tokio::pin!(timer);
+    let mut ping_sent: Option<tokio::time::Instant> = None;
     loop {
         let sent = tokio::select! {
             _ = stop.cancelled() => {
@@ -130,7 +174,6 @@ where
                 Ok(Outgoing::Resync) => {
                     send(tx, Message::Text(json!({ "type": "resync" }).to_string().into())).await
                 }
-                Ok(Outgoing::Ping) => send(tx, Message::Ping(Default::default())).await,
                 Err(RecvError::Lagged(_)) => {
                     close(tx, CLOSE_LAGGING, "too slow: reconnect and catch up").await;
                     return End::Lagged;
@@ -142,8 +185,25 @@ where
             },
             incoming = tx.next() => match incoming {
                 None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return End::Client,
-                Some(Ok(_)) => true,
+                Some(Ok(_)) => {
+                    // Any message proves the client is there; the next ping is due one
+                    // interval after the last.
+                    if let Some(at) = ping_sent.take() {
+                        timer.as_mut().reset(at + every);
+                    }
+                    true
+                }
             },
+            _ = &mut timer, if liveness.ping_every.is_some() => {
+                if ping_sent.is_some() {
+                    close(tx, CLOSE_NO_PONG, "no answer to ping in time").await;
+                    return End::Unresponsive;
+                }
+                let now = tokio::time::Instant::now();
+                ping_sent = Some(now);
+                timer.as_mut().reset(now + liveness.pong_within);
+                send(tx, Message::Ping(Default::default())).await
+            }
         };
         if !sent {
             return End::Client;
@@ -216,6 +276,10 @@ mod tests {
             frames,
             Message::Text("hi".into()),
             stop,
+            Liveness {
+                ping_every: Some(Duration::from_secs(3600)),
+                pong_within: Duration::from_secs(3600),
+            },
         ))
     }
 
@@ -272,6 +336,73 @@ mod tests {
             Some(Message::Close(Some(f))) => assert_eq!(f.code, CLOSE_GOING_AWAY),
             other => panic!("expected close 1001, got {other:?}"),
         }
+    }
+
+    fn pump_with(
+        sink: mpsc::Sender<Message>,
+        incoming: mpsc::Receiver<Result<Message, ()>>,
+        frames: broadcast::Receiver<Outgoing>,
+        liveness: Liveness,
+    ) -> tokio::task::JoinHandle<End> {
+        tokio::spawn(pump(
+            Duplex {
+                tx: sink,
+                rx: incoming,
+            },
+            frames,
+            Message::Text("hi".into()),
+            CancellationToken::new(),
+            liveness,
+        ))
+    }
+
+    #[tokio::test]
+    async fn a_client_that_does_not_answer_pings_is_closed_with_4001() {
+        let (_btx, brx) = broadcast::channel::<Outgoing>(4);
+        let (sink, mut client_side) = mpsc::channel::<Message>(64);
+        let (_keep, incoming) = mpsc::channel::<Result<Message, ()>>(1);
+        let task = pump_with(
+            sink,
+            incoming,
+            brx,
+            Liveness {
+                ping_every: Some(Duration::from_millis(20)),
+                pong_within: Duration::from_millis(50),
+            },
+        );
+        assert_eq!(client_side.next().await, Some(Message::Text("hi".into())));
+        assert!(matches!(client_side.next().await, Some(Message::Ping(_))));
+        match client_side.next().await {
+            Some(Message::Close(Some(f))) => assert_eq!(f.code, CLOSE_NO_PONG),
+            other => panic!("expected close 4001, got {other:?}"),
+        }
+        assert_eq!(task.await.unwrap(), End::Unresponsive);
+    }
+
+    #[tokio::test]
+    async fn a_client_that_answers_pings_is_kept() {
+        let (_btx, brx) = broadcast::channel::<Outgoing>(4);
+        let (sink, mut client_side) = mpsc::channel::<Message>(64);
+        let (mut client_tx, incoming) = mpsc::channel::<Result<Message, ()>>(8);
+        let task = pump_with(
+            sink,
+            incoming,
+            brx,
+            Liveness {
+                ping_every: Some(Duration::from_millis(10)),
+                pong_within: Duration::from_secs(30),
+            },
+        );
+        assert_eq!(client_side.next().await, Some(Message::Text("hi".into())));
+        for _ in 0..5 {
+            match client_side.next().await {
+                Some(Message::Ping(p)) => client_tx.send(Ok(Message::Pong(p))).await.unwrap(),
+                other => panic!("expected a ping, got {other:?}"),
+            }
+        }
+        assert!(!task.is_finished());
+        client_tx.send(Ok(Message::Close(None))).await.unwrap();
+        assert_eq!(task.await.unwrap(), End::Client);
     }
 
     #[tokio::test]

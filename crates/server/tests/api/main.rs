@@ -10,6 +10,7 @@ mod fleet;
 mod hardening;
 mod lifecycle;
 mod live;
+mod livepath;
 mod ops;
 mod placing;
 mod policy;

@@ -11,6 +11,11 @@
 //!   emits [`FeedEvent::Reset`] with the board and seq read at one moment;
 //! - another epoch: the state was rebuilt; `Reset`.
 //!
+//! A message that does not parse, or names a pixel off the board or a color the depth
+//! cannot hold, is skipped and counted (`rplace_store_feed_malformed_total`); the gap it
+//! leaves is filled like a lost message's. The queue to the hub is bounded (`feed_queue`):
+//! when the hub is a whole queue behind, it gets a reset once it has room again.
+//!
 //! When the subscription drops, the task reconnects and catches up from the stream before
 //! going on; it also compares its position with the seq in Redis every
 //! `feed_check_interval`, so a placement whose message was lost is delivered anyway.
@@ -21,12 +26,13 @@
 
 use super::Inner;
 use super::live::parse_record;
-use crate::{BackendError, Chain, FeedEvent, Snapshot};
+use crate::feed_queue::FeedSender;
+use crate::{BackendError, Chain, Snapshot};
 use futures_util::{FutureExt, StreamExt};
 use rplace_domain::{Board, Placement, Seq};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 /// Stream entries read per catch-up step.
 const PAGE: usize = 10_000;
@@ -35,8 +41,8 @@ const COALESCE: usize = 4096;
 
 /// What `take_feed` hands to the task.
 pub(crate) struct Start {
-    /// Where the events go.
-    pub tx: mpsc::UnboundedSender<FeedEvent>,
+    /// Where the events go; bounded, with a reset on overflow.
+    pub tx: FeedSender,
     /// Epoch and seq of the snapshot the consumer holds, if it took one.
     pub from: Option<(u64, Seq)>,
 }
@@ -64,7 +70,7 @@ fn parse_message(payload: &str) -> Option<Message> {
             let placements = recs
                 .split(';')
                 .enumerate()
-                .map(|(i, rec)| parse_record(Seq(first + i as u64), rec))
+                .map(|(i, rec)| parse_record(Seq(first.checked_add(i as u64)?), rec))
                 .collect::<Option<Vec<_>>>()?;
             Some(Message::Placements { epoch, placements })
         }
@@ -88,7 +94,7 @@ struct Feed {
     /// Shared store state.
     inner: Arc<Inner>,
     /// Where events go.
-    tx: mpsc::UnboundedSender<FeedEvent>,
+    tx: FeedSender,
     /// The Redis generation the delivered placements belong to.
     epoch: u64,
     /// The last seq delivered (or the seq of the last reset).
@@ -162,6 +168,9 @@ impl Feed {
                         None => Err(Interrupted(BackendError::Stopped("Pub/Sub subscription"))),
                     },
                     _ = check.tick() => self.catch_up().await,
+                    // The hub was a whole queue behind and placements were dropped: once it
+                    // has room, it gets the board instead.
+                    _ = self.tx.room(), if self.tx.owes_reset() => self.reset().await,
                     _ = self.tx.closed() => return,
                 };
                 if let Err(Interrupted(e)) = step {
@@ -177,7 +186,17 @@ impl Feed {
         let mut run: Vec<Placement> = Vec::new();
         for msg in batch {
             let payload = String::from_utf8_lossy(msg.get_payload_bytes());
-            let Some(parsed) = parse_message(&payload) else {
+            let cfg = &self.inner.cfg;
+            let parsed = parse_message(&payload).filter(|m| match m {
+                Message::Placements { placements, .. } => placements
+                    .iter()
+                    .all(|p| cfg.dims.contains(p.coord) && cfg.depth.holds(p.color)),
+                Message::Rebuilt { .. } => true,
+            });
+            let Some(parsed) = parsed else {
+                // Skipped, not fatal: if it stood for real placements, the gap it leaves is
+                // filled from the stream (or reset) like a lost message.
+                metrics::counter!("rplace_store_feed_malformed_total").increment(1);
                 tracing::warn!(%payload, "ignoring a malformed feed message");
                 continue;
             };
@@ -217,7 +236,7 @@ impl Feed {
         if let Some(p) = run.last() {
             debug_assert_eq!(run[0].seq, self.last.next());
             self.last = p.seq;
-            let _ = self.tx.send(FeedEvent::Placements(run));
+            self.tx.placements(run);
         }
     }
 
@@ -269,9 +288,7 @@ impl Feed {
         tracing::warn!(epoch = s.epoch, seq = s.seq.0, "feed reset");
         self.epoch = s.epoch;
         self.last = s.seq;
-        let _ = self
-            .tx
-            .send(FeedEvent::Reset(Snapshot { seq: s.seq, board }));
+        self.tx.reset(Snapshot { seq: s.seq, board }).await;
         Ok(())
     }
 }
@@ -308,5 +325,10 @@ mod tests {
         assert_eq!(parse_message("R 4 99"), Some(Message::Rebuilt { epoch: 4 }));
         assert_eq!(parse_message("X 1 2"), None);
         assert_eq!(parse_message("P x 1 1 1 1 1 1"), None);
+        // A seq past u64::MAX is malformed, not an overflow panic.
+        assert_eq!(
+            parse_message("P 3 18446744073709551615 1 2 5 42 1000;4 2 5 43 1000"),
+            None
+        );
     }
 }

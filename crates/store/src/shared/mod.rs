@@ -739,9 +739,9 @@ impl Store for SharedStore {
         res
     }
 
-    fn take_feed(&self) -> Option<mpsc::UnboundedReceiver<FeedEvent>> {
+    fn take_feed(&self) -> Option<mpsc::Receiver<FeedEvent>> {
         let start = self.feed_start.lock().expect("feed start").take()?;
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = crate::feed_queue::channel(crate::FEED_CAPACITY);
         let from = *self.inner.snapshot_mark.lock().expect("snapshot mark");
         // If the feed task is gone (closed store), the receiver simply ends.
         let _ = start.send(feed::Start { tx, from });

@@ -79,11 +79,16 @@ impl Dimensions {
     }
 }
 
-/// A position that is known to be on a board of some [`Dimensions`].
+/// A position on a board. Parsing ([`Dimensions::coord`]) is the way in for anything a
+/// client sends; [`Coord::new_unchecked`] is for records a store or a frame hands back,
+/// whose reader checks them with [`Dimensions::contains`] where they could be off its
+/// board. The fields are private so that no other way exists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Coord {
-    pub x: u16,
-    pub y: u16,
+    /// Column, from 0.
+    x: u16,
+    /// Row, from 0.
+    y: u16,
 }
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -95,6 +100,21 @@ pub struct CoordError {
 }
 
 impl Coord {
+    /// A position read back from storage or the wire, not checked against any board.
+    pub const fn new_unchecked(x: u16, y: u16) -> Self {
+        Self { x, y }
+    }
+
+    /// Column, from 0.
+    pub const fn x(self) -> u16 {
+        self.x
+    }
+
+    /// Row, from 0.
+    pub const fn y(self) -> u16 {
+        self.y
+    }
+
     /// Pixel index in the board layout: `y * width + x` (Reddit 2017, `BITFIELD u4 #i`).
     pub fn index(self, dims: Dimensions) -> usize {
         self.y as usize * dims.width as usize + self.x as usize
@@ -267,11 +287,11 @@ mod tests {
     #[test]
     fn coords_are_parsed_against_the_board() {
         let d = Dimensions::parse(10, 20).unwrap();
-        assert_eq!(d.coord(9, 19).unwrap(), Coord { x: 9, y: 19 });
+        assert_eq!(d.coord(9, 19).unwrap(), Coord::new_unchecked(9, 19));
         let e = d.coord(10, 0).unwrap_err();
         assert_eq!((e.axis, e.max), ("x", 9));
         assert_eq!(d.coord(0, -1).unwrap_err().axis, "y");
-        assert_eq!(Coord { x: 3, y: 2 }.index(d), 23);
+        assert_eq!(Coord::new_unchecked(3, 2).index(d), 23);
     }
 
     #[test]
@@ -280,12 +300,12 @@ mod tests {
         // even pixels land in the high nibble.
         let d = Dimensions::parse(3, 1).unwrap();
         let mut b = Board::new(d, Depth::Four);
-        b.set(Coord { x: 0, y: 0 }, ColorIndex::new_unchecked(0xa));
-        b.set(Coord { x: 1, y: 0 }, ColorIndex::new_unchecked(0x5));
-        b.set(Coord { x: 2, y: 0 }, ColorIndex::new_unchecked(0xf));
+        b.set(Coord::new_unchecked(0, 0), ColorIndex::new_unchecked(0xa));
+        b.set(Coord::new_unchecked(1, 0), ColorIndex::new_unchecked(0x5));
+        b.set(Coord::new_unchecked(2, 0), ColorIndex::new_unchecked(0xf));
         assert_eq!(b.as_bytes(), &[0xa5, 0xf0]);
-        assert_eq!(b.get(Coord { x: 1, y: 0 }).get(), 5);
-        b.set(Coord { x: 0, y: 0 }, ColorIndex::new_unchecked(1));
+        assert_eq!(b.get(Coord::new_unchecked(1, 0)).get(), 5);
+        b.set(Coord::new_unchecked(0, 0), ColorIndex::new_unchecked(1));
         assert_eq!(b.as_bytes(), &[0x15, 0xf0]);
     }
 
@@ -293,7 +313,7 @@ mod tests {
     fn eight_bit_layout_is_one_byte_per_pixel() {
         let d = Dimensions::parse(2, 2).unwrap();
         let mut b = Board::new(d, Depth::Eight);
-        b.set(Coord { x: 1, y: 1 }, ColorIndex::new_unchecked(200));
+        b.set(Coord::new_unchecked(1, 1), ColorIndex::new_unchecked(200));
         assert_eq!(b.as_bytes(), &[0, 0, 0, 200]);
         let mut row = Vec::new();
         b.unpacked_row(1, &mut row);

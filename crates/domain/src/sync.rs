@@ -89,10 +89,10 @@ impl<'a> Run<'a> {
             .enumerate()
             .map(move |(i, e)| Update {
                 seq: Seq(first + i as u64),
-                coord: Coord {
-                    x: u16::from_le_bytes([e[0], e[1]]),
-                    y: u16::from_le_bytes([e[2], e[3]]),
-                },
+                coord: Coord::new_unchecked(
+                    u16::from_le_bytes([e[0], e[1]]),
+                    u16::from_le_bytes([e[2], e[3]]),
+                ),
                 color: ColorIndex::new_unchecked(e[4]),
             })
     }
@@ -475,11 +475,11 @@ impl Target for Board {
     fn apply(&mut self, run: Run<'_>, _source: Source) -> Result<(), SyncError> {
         let dims = self.dims();
         for u in run.updates() {
-            if u32::from(u.coord.x) >= dims.width() || u32::from(u.coord.y) >= dims.height() {
+            if !dims.contains(u.coord) {
                 return Err(SyncError::OffBoard {
                     seq: u.seq.0,
-                    x: u.coord.x,
-                    y: u.coord.y,
+                    x: u.coord.x(),
+                    y: u.coord.y(),
                 });
             }
             self.set(u.coord, u.color);

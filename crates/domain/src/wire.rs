@@ -55,8 +55,8 @@ fn encode_run(run: &[Update]) -> Vec<u8> {
     out.extend_from_slice(&run.first().map_or(0, |u| u.seq.0).to_le_bytes());
     out.extend_from_slice(&(run.len() as u32).to_le_bytes());
     for u in run {
-        out.extend_from_slice(&u.coord.x.to_le_bytes());
-        out.extend_from_slice(&u.coord.y.to_le_bytes());
+        out.extend_from_slice(&u.coord.x().to_le_bytes());
+        out.extend_from_slice(&u.coord.y().to_le_bytes());
         out.push(u.color.get());
     }
     out
@@ -100,10 +100,10 @@ pub fn decode_frame(frame: &[u8]) -> Result<Vec<Update>, FrameError> {
         .enumerate()
         .map(|(i, e)| Update {
             seq: Seq(first.0 + i as u64),
-            coord: Coord {
-                x: u16::from_le_bytes([e[0], e[1]]),
-                y: u16::from_le_bytes([e[2], e[3]]),
-            },
+            coord: Coord::new_unchecked(
+                u16::from_le_bytes([e[0], e[1]]),
+                u16::from_le_bytes([e[2], e[3]]),
+            ),
             color: ColorIndex::new_unchecked(e[4]),
         })
         .collect())
@@ -140,7 +140,7 @@ mod tests {
     fn up(seq: u64, x: u16, y: u16, c: u8) -> Update {
         Update {
             seq: Seq(seq),
-            coord: Coord { x, y },
+            coord: Coord::new_unchecked(x, y),
             color: ColorIndex::new_unchecked(c),
         }
     }

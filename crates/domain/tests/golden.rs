@@ -44,7 +44,7 @@ fn log() -> Vec<Update> {
         .enumerate()
         .map(|(i, &(x, y, c))| Update {
             seq: Seq(i as u64 + 1),
-            coord: Coord { x, y },
+            coord: Coord::new_unchecked(x, y),
             color: ColorIndex::new_unchecked(c),
         })
         .collect()
@@ -125,7 +125,7 @@ fn generate() -> BTreeMap<String, Vec<u8>> {
             files.insert(name.clone(), frame(&log, a, b));
             let entries: Vec<Value> = log[a as usize - 1..b as usize]
                 .iter()
-                .map(|u| json!([u.seq.0, u.coord.x, u.coord.y, u.color.get()]))
+                .map(|u| json!([u.seq.0, u.coord.x(), u.coord.y(), u.color.get()]))
                 .collect();
             frames.insert(name, Value::Array(entries));
         }
@@ -247,7 +247,7 @@ fn frame_fixtures_decode_to_the_manifest_entries() {
         let ups = wire::decode_frame(&std::fs::read(dir.join(name)).unwrap()).unwrap();
         let got: Vec<Value> = ups
             .iter()
-            .map(|u| json!([u.seq.0, u.coord.x, u.coord.y, u.color.get()]))
+            .map(|u| json!([u.seq.0, u.coord.x(), u.coord.y(), u.color.get()]))
             .collect();
         assert_eq!(&Value::Array(got), entries, "{name}");
     }

@@ -306,7 +306,7 @@ mod tests {
             let pal = Palette::place_2017();
             let mut b = Board::new(dims, Depth::Four);
             b.set(
-                rplace_domain::Coord { x: 3, y: 2 },
+                rplace_domain::Coord::new_unchecked(3, 2),
                 rplace_domain::ColorIndex::new_unchecked(13),
             );
             let png_bytes = encode_png(dims, &pal, b.as_bytes().to_vec()).unwrap();

@@ -208,8 +208,8 @@ impl Hub {
                 metrics::counter!("rplace_hub_bad_records_total").increment(1);
                 tracing::error!(
                     seq = p.seq.0,
-                    x = p.coord.x,
-                    y = p.coord.y,
+                    x = p.coord.x(),
+                    y = p.coord.y(),
                     color = p.color.get(),
                     "the feed delivered a placement that does not fit the board; skipped"
                 );

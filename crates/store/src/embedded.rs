@@ -309,10 +309,14 @@ fn restore(conn: &Connection, cfg: &EmbeddedConfig) -> Result<State, StoreError>
         let mut rows = stmt.query([scan_from.0 as i64]).map_err(backend)?;
         while let Some(r) = rows.next().map_err(backend)? {
             let s = Seq(r.get::<_, i64>(0).map_err(backend)? as u64);
-            let coord = Coord {
-                x: r.get::<_, i64>(1).map_err(backend)? as u16,
-                y: r.get::<_, i64>(2).map_err(backend)? as u16,
-            };
+            // A row off this board is a corrupt database, not a panic in `Board::set`.
+            let (x, y) = (
+                r.get::<_, i64>(1).map_err(backend)?,
+                r.get::<_, i64>(2).map_err(backend)?,
+            );
+            let coord = cfg.dims.coord(x, y).map_err(|e| {
+                StoreError::Backend(BackendError::Corrupt(format!("placement {}: {e}", s.0)))
+            })?;
             pixel_seq[coord.index(cfg.dims)] = s.0;
             if s > snapshot_seq {
                 board.set(
@@ -370,10 +374,8 @@ fn open_reader(path: &PathBuf) -> Result<Connection, StoreError> {
 fn row_to_placement(r: &rusqlite::Row<'_>) -> rusqlite::Result<Placement> {
     Ok(Placement {
         seq: Seq(r.get::<_, i64>(0)? as u64),
-        coord: Coord {
-            x: r.get::<_, i64>(1)? as u16,
-            y: r.get::<_, i64>(2)? as u16,
-        },
+        // Read back from rows that went through `Dimensions::coord` when placed.
+        coord: Coord::new_unchecked(r.get::<_, i64>(1)? as u16, r.get::<_, i64>(2)? as u16),
         color: ColorIndex::new_unchecked(r.get::<_, i64>(3)? as u8),
         user: UserId(r.get::<_, i64>(4)? as u64),
         at_ms: r.get(5)?,
@@ -516,7 +518,7 @@ impl Store for EmbeddedStore {
         let head = {
             let st = self.state.lock().expect("state lock");
             let dims = st.board.dims();
-            if u32::from(coord.x) >= dims.width() || u32::from(coord.y) >= dims.height() {
+            if !dims.contains(coord) {
                 return Ok(Vec::new());
             }
             st.pixel_seq[coord.index(dims)]
@@ -926,8 +928,8 @@ impl Writer {
             for (p, &prev) in rows.iter().zip(prevs) {
                 stmt.execute(params![
                     p.seq.0 as i64,
-                    p.coord.x,
-                    p.coord.y,
+                    p.coord.x(),
+                    p.coord.y(),
                     p.color.get(),
                     p.user.0 as i64,
                     p.at_ms,
@@ -1004,7 +1006,7 @@ mod tests {
 
     fn new(x: u16, user: u64) -> NewPlacement {
         NewPlacement {
-            coord: Coord { x, y: 1 },
+            coord: Coord::new_unchecked(x, 1),
             color: ColorIndex::new_unchecked(5),
             user: UserId(user),
             ip: Ipv4Addr::LOCALHOST.into(),
@@ -1086,7 +1088,10 @@ mod tests {
         );
         let ups = store.updates_since(Seq(3), 100).await.unwrap();
         assert_eq!(ups.len(), 2);
-        let hist = store.pixel_history(Coord { x: 2, y: 1 }, 5).await.unwrap();
+        let hist = store
+            .pixel_history(Coord::new_unchecked(2, 1), 5)
+            .await
+            .unwrap();
         assert_eq!(hist[0].user, UserId(2));
         let before = store.snapshot().await.unwrap();
         // Drop without close: the restore must still see every committed row.
@@ -1119,7 +1124,7 @@ mod tests {
                 .await
                 .unwrap();
         }
-        let at = |x| Coord { x, y: 1 };
+        let at = |x| Coord::new_unchecked(x, 1);
         assert_eq!(
             seqs(&store.pixel_history(at(2), 10).await.unwrap()),
             [7, 5, 3, 1]
@@ -1139,6 +1144,30 @@ mod tests {
             [7, 5, 3, 1]
         );
         again.close().await.unwrap();
+    }
+
+    /// A row off the board (a database edited by hand, or from a larger canvas) is
+    /// reported as corrupt when the store opens, not a panic in `Board::set`.
+    #[tokio::test]
+    async fn a_placement_row_off_the_board_is_corrupt_not_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(cfg(dir.path())).unwrap();
+        store.place(new(1, 1)).await.unwrap();
+        store.close().await.unwrap();
+        drop(store);
+        let conn = Connection::open(dir.path().join(DB_FILE)).unwrap();
+        // After the close's snapshot, so that the opening store replays it.
+        conn.execute(
+            "INSERT INTO placements (seq, x, y, color, user, ts) VALUES (2, 500, 1, 5, 2, ?1)",
+            [now_ms()],
+        )
+        .unwrap();
+        drop(conn);
+        let err = EmbeddedStore::open(cfg(dir.path())).err().expect("refused");
+        assert!(
+            matches!(err, StoreError::Backend(BackendError::Corrupt(_))),
+            "{err:?}"
+        );
     }
 
     #[tokio::test]
@@ -1162,7 +1191,7 @@ mod tests {
             }
             let mut board = Board::new(c.dims, c.depth);
             for x in [2, 3] {
-                board.set(Coord { x, y: 1 }, ColorIndex::new_unchecked(5));
+                board.set(Coord::new_unchecked(x, 1), ColorIndex::new_unchecked(5));
             }
             conn.execute(
                 "INSERT INTO snapshot (id, seq, board) VALUES (1, 2, ?1)",
@@ -1171,7 +1200,7 @@ mod tests {
             .unwrap();
         }
         let store = EmbeddedStore::open(c).unwrap();
-        let at = |x| Coord { x, y: 1 };
+        let at = |x| Coord::new_unchecked(x, 1);
         assert_eq!(
             seqs(&store.pixel_history(at(2), 10).await.unwrap()),
             [4, 3, 1]

@@ -114,7 +114,7 @@ mod tests {
     fn p(seq: u64) -> Vec<Placement> {
         vec![Placement {
             seq: Seq(seq),
-            coord: Coord { x: 0, y: 0 },
+            coord: Coord::new_unchecked(0, 0),
             color: ColorIndex::new_unchecked(1),
             user: UserId(1),
             at_ms: 0,

@@ -30,7 +30,7 @@ fn key(k: &str) -> Option<IdempotencyKey> {
 
 fn at(x: u16, color: u8, user: u64, k: &str) -> NewPlacement {
     NewPlacement {
-        coord: Coord { x, y: 0 },
+        coord: Coord::new_unchecked(x, 0),
         color: ColorIndex::new_unchecked(color),
         user: UserId(user),
         ip: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)),
@@ -70,11 +70,14 @@ async fn repeat_answers_the_first_attempt(store: &impl Store) {
     let after = store.snapshot().await.unwrap();
     assert_eq!(after.seq, board.seq);
     assert_eq!(after.board, board.board);
-    let history = store.pixel_history(Coord { x: 1, y: 0 }, 10).await.unwrap();
+    let history = store
+        .pixel_history(Coord::new_unchecked(1, 0), 10)
+        .await
+        .unwrap();
     assert_eq!(history.len(), 1);
     assert!(
         store
-            .pixel_history(Coord { x: 2, y: 0 }, 10)
+            .pixel_history(Coord::new_unchecked(2, 0), 10)
             .await
             .unwrap()
             .is_empty()
@@ -222,7 +225,11 @@ async fn shared_concurrent_attempts_on_two_instances_place_once() {
     concurrent_attempts_place_once(a.clone(), b.clone()).await;
     let mut rows = 0;
     for x in 5..13 {
-        rows += b.pixel_history(Coord { x, y: 0 }, 10).await.unwrap().len();
+        rows += b
+            .pixel_history(Coord::new_unchecked(x, 0), 10)
+            .await
+            .unwrap()
+            .len();
     }
     assert_eq!(rows, 1, "one placement in the history");
 }

@@ -59,7 +59,7 @@ async fn the_script_decides_every_vector_as_the_domain_does() {
             Depth::Four,
             params,
             NewPlacement {
-                coord: Coord { x: 1, y: 1 },
+                coord: Coord::new_unchecked(1, 1),
                 color: ColorIndex::new_unchecked(3),
                 user,
                 ip,

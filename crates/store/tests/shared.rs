@@ -49,7 +49,7 @@ fn config(env: &Env) -> SharedConfig {
 
 fn at(x: u16, y: u16, color: u8, user: u64) -> NewPlacement {
     NewPlacement {
-        coord: Coord { x, y },
+        coord: Coord::new_unchecked(x, y),
         color: ColorIndex::new_unchecked(color),
         user: UserId(user),
         ip: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)),
@@ -142,8 +142,8 @@ async fn placement_round_trip() {
 
     let snap = store.snapshot().await.unwrap();
     assert_eq!(snap.seq, Seq(2));
-    assert_eq!(snap.board.get(Coord { x: 3, y: 2 }).get(), 7);
-    assert_eq!(snap.board.get(Coord { x: 4, y: 2 }).get(), 9);
+    assert_eq!(snap.board.get(Coord::new_unchecked(3, 2)).get(), 7);
+    assert_eq!(snap.board.get(Coord::new_unchecked(4, 2)).get(), 9);
 
     // The Redis key is the board's bytes, readable with BITFIELD u4 at y*width+x.
     let mut r = redis_conn(&env).await;
@@ -165,7 +165,7 @@ async fn placement_round_trip() {
 
     let got = placements(&feed_until(&mut feed, 2, Duration::from_secs(5)).await);
     assert_eq!(got.iter().map(|p| p.seq.0).collect::<Vec<_>>(), vec![1, 2]);
-    assert_eq!(got[0].coord, Coord { x: 3, y: 2 });
+    assert_eq!(got[0].coord, Coord::new_unchecked(3, 2));
     assert_eq!(got[0].user, UserId(1));
     assert_eq!(got[0].at_ms, placed.at_ms);
 
@@ -214,8 +214,8 @@ async fn acknowledged_placements_are_in_postgres() {
             )
             .await
             .unwrap();
-        assert_eq!(row.get::<_, i16>(0) as u16, p.coord.x);
-        assert_eq!(row.get::<_, i16>(1) as u16, p.coord.y);
+        assert_eq!(row.get::<_, i16>(0) as u16, p.coord.x());
+        assert_eq!(row.get::<_, i16>(1) as u16, p.coord.y());
         assert_eq!(row.get::<_, i16>(2) as u8, p.color.get());
         assert_eq!(row.get::<_, i64>(3) as u64, p.user.0);
         assert_eq!(row.get::<_, i64>(4), placed.at_ms);
@@ -416,8 +416,8 @@ async fn feed_resets_when_its_gap_has_left_the_stream() {
     match events.as_slice() {
         [FeedEvent::Reset(s)] => {
             assert_eq!(s.seq, Seq(6));
-            assert_eq!(s.board.get(Coord { x: 4, y: 3 }).get(), 6);
-            assert_eq!(s.board.get(Coord { x: 1, y: 1 }).get(), 4);
+            assert_eq!(s.board.get(Coord::new_unchecked(4, 3)).get(), 6);
+            assert_eq!(s.board.get(Coord::new_unchecked(1, 1)).get(), 4);
         }
         other => panic!("expected one reset, got {other:?}"),
     }
@@ -467,10 +467,7 @@ async fn updates_since_reads_the_stream_and_says_gone_past_it() {
     );
     assert_eq!(
         ups[0].coord,
-        Coord {
-            x: (295 % W) as u16,
-            y: ((295 / W) % H) as u16
-        }
+        Coord::new_unchecked((295 % W) as u16, ((295 / W) % H) as u16)
     );
     assert_eq!(ups[0].user, UserId(295));
     assert_eq!(store.updates_since(Seq(290), 3).await.unwrap().len(), 3);
@@ -502,7 +499,10 @@ async fn pixel_history_is_newest_first() {
         store.place(at(2, 2, color, user)).await.unwrap();
     }
     store.place(at(3, 2, 5, 13)).await.unwrap();
-    let hist = store.pixel_history(Coord { x: 2, y: 2 }, 10).await.unwrap();
+    let hist = store
+        .pixel_history(Coord::new_unchecked(2, 2), 10)
+        .await
+        .unwrap();
     assert_eq!(
         hist.iter()
             .map(|p| (p.seq.0, p.color.get(), p.user.0))
@@ -511,7 +511,7 @@ async fn pixel_history_is_newest_first() {
     );
     assert_eq!(
         store
-            .pixel_history(Coord { x: 2, y: 2 }, 2)
+            .pixel_history(Coord::new_unchecked(2, 2), 2)
             .await
             .unwrap()
             .len(),
@@ -519,7 +519,7 @@ async fn pixel_history_is_newest_first() {
     );
     assert!(
         store
-            .pixel_history(Coord { x: 0, y: 7 }, 10)
+            .pixel_history(Coord::new_unchecked(0, 7), 10)
             .await
             .unwrap()
             .is_empty()
@@ -630,7 +630,7 @@ async fn redis_restart_rebuilds_and_placements_continue() {
     assert_eq!(placed.seq, Seq(31));
     let after = store.snapshot().await.unwrap();
     let mut expected = before.board.clone();
-    expected.set(Coord { x: 9, y: 1 }, ColorIndex::new_unchecked(2));
+    expected.set(Coord::new_unchecked(9, 1), ColorIndex::new_unchecked(2));
     assert_eq!(after.seq, Seq(31));
     assert_eq!(after.board, expected);
     eventually(Duration::from_secs(5), "ready again", || async {
@@ -843,7 +843,10 @@ async fn rebuild_speed() {
         .await
         .unwrap()
         .get::<_, i16>(0) as i64;
-    assert_eq!(snap.board.get(Coord { x: 0, y: 0 }).get() as i64, last);
+    assert_eq!(
+        snap.board.get(Coord::new_unchecked(0, 0)).get() as i64,
+        last
+    );
 }
 
 /// Placements per second through one instance with many concurrent callers.

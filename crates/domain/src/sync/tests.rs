@@ -34,10 +34,7 @@ impl FakeServer {
             let s = self.seq() + 1;
             let u = Update {
                 seq: Seq(s),
-                coord: Coord {
-                    x: (s * 7 % 16) as u16,
-                    y: (s * 3 % 8) as u16,
-                },
+                coord: Coord::new_unchecked((s * 7 % 16) as u16, (s * 3 % 8) as u16),
                 color: ColorIndex::new_unchecked((s % 15 + 1) as u8),
             };
             self.board.set(u.coord, u.color);
@@ -317,7 +314,7 @@ fn resync_replaces_the_board() {
     let mut s = FakeServer::new();
     let mut c = synced(&s);
     s.board
-        .set(Coord { x: 1, y: 1 }, ColorIndex::new_unchecked(7)); // behind our back
+        .set(Coord::new_unchecked(1, 1), ColorIndex::new_unchecked(7)); // behind our back
     c.on_resync();
     let f = s.tick(1);
     c.on_frame(&f).unwrap();
@@ -462,7 +459,7 @@ fn malformed_input_is_an_error_and_starts_over() {
     // Off the board.
     let bad = wire::encode_frames(&[Update {
         seq: Seq(2),
-        coord: Coord { x: 16, y: 0 },
+        coord: Coord::new_unchecked(16, 0),
         color: ColorIndex::new_unchecked(1),
     }])
     .remove(0);

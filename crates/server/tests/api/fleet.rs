@@ -23,7 +23,10 @@ async fn instances_on_one_shared_store_are_one_canvas() {
     match next_msg(&mut ws_b, Duration::from_secs(10)).await {
         Some(Message::Binary(f)) => {
             let ups = wire::decode_frame(&f).unwrap();
-            assert_eq!((ups[0].seq.0, ups[0].coord.x, ups[0].coord.y), (1, 6, 5));
+            assert_eq!(
+                (ups[0].seq.0, ups[0].coord.x(), ups[0].coord.y()),
+                (1, 6, 5)
+            );
         }
         other => panic!("expected a frame on the other instance, got {other:?}"),
     }

@@ -24,7 +24,7 @@ async fn placements_reach_websocket_clients_as_identical_frames(backend: Backend
     assert_eq!(ups.len(), 1);
     assert_eq!(ups[0].seq.0, seq);
     assert_eq!(
-        (ups[0].coord.x, ups[0].coord.y, ups[0].color.get()),
+        (ups[0].coord.x(), ups[0].coord.y(), ups[0].color.get()),
         (4, 3, 11)
     );
     app.stop().await;

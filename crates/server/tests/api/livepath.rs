@@ -147,7 +147,7 @@ async fn a_client_that_does_not_answer_pings_is_closed_and_one_that_does_is_kept
             }
             if let Message::Binary(b) = m {
                 let ups = wire::decode_frame(&b).unwrap();
-                if ups.iter().any(|u| u.coord.x == 7) {
+                if ups.iter().any(|u| u.coord.x() == 7) {
                     return true;
                 }
             }

@@ -172,7 +172,7 @@ async fn a_placement_through_haproxy_reaches_clients_of_every_instance() {
             .unwrap_or_else(|| panic!("instance {i} sent nothing"));
         assert_eq!(ups[0].seq.0, seq);
         assert_eq!(
-            (ups[0].coord.x, ups[0].coord.y, ups[0].color.get()),
+            (ups[0].coord.x(), ups[0].coord.y(), ups[0].color.get()),
             (5, 6, 7)
         );
     }

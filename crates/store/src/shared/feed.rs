@@ -302,7 +302,7 @@ mod tests {
     fn messages_parse() {
         let p = |seq, x, user| Placement {
             seq: Seq(seq),
-            coord: Coord { x, y: 2 },
+            coord: Coord::new_unchecked(x, 2),
             color: ColorIndex::new_unchecked(5),
             user: UserId(user),
             at_ms: 1000,

@@ -262,8 +262,8 @@ impl History {
             );
             for p in rows {
                 seq.push(p.seq.0 as i64);
-                x.push(p.coord.x as i16);
-                y.push(p.coord.y as i16);
+                x.push(p.coord.x() as i16);
+                y.push(p.coord.y() as i16);
                 color.push(p.color.get() as i16);
                 user.push(p.user.0 as i64);
                 ts.push(to_time(p.at_ms));
@@ -337,7 +337,7 @@ impl History {
             let rows = client
                 .query(
                     &stmt,
-                    &[&(coord.x as i16), &(coord.y as i16), &(limit as i64)],
+                    &[&(coord.x() as i16), &(coord.y() as i16), &(limit as i64)],
                 )
                 .await
                 .map_err(pg)?;
@@ -658,10 +658,8 @@ impl History {
 fn row_to_placement(r: &tokio_postgres::Row) -> Placement {
     Placement {
         seq: Seq(r.get::<_, i64>(0) as u64),
-        coord: Coord {
-            x: r.get::<_, i16>(1) as u16,
-            y: r.get::<_, i16>(2) as u16,
-        },
+        // Rows come from placements that went through `Dimensions::coord`.
+        coord: Coord::new_unchecked(r.get::<_, i16>(1) as u16, r.get::<_, i16>(2) as u16),
         color: ColorIndex::new_unchecked(r.get::<_, i16>(3) as u8),
         user: UserId(r.get::<_, i64>(4) as u64),
         at_ms: from_time(r.get(5)),
@@ -760,7 +758,7 @@ mod tests {
     fn row(seq: u64, x: u16, color: u8, user: u64) -> Placement {
         Placement {
             seq: Seq(seq),
-            coord: Coord { x, y: 1 },
+            coord: Coord::new_unchecked(x, 1),
             color: ColorIndex::new_unchecked(color),
             user: UserId(user),
             at_ms: 1_764_300_000_000 + seq as i64,
@@ -805,7 +803,10 @@ mod tests {
                 conflicts: vec![Seq(2)]
             }
         );
-        let hist = h.pixel_history(Coord { x: 1, y: 1 }, 5).await.unwrap();
+        let hist = h
+            .pixel_history(Coord::new_unchecked(1, 1), 5)
+            .await
+            .unwrap();
         assert_eq!(hist, vec![first[1]]);
         assert_eq!(h.count_between(Seq(0), Seq(3)).await.unwrap(), 3);
     }

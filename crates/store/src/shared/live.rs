@@ -114,7 +114,7 @@ pub(crate) fn parse_record(seq: Seq, rec: &str) -> Option<Placement> {
     let at_ms = it.next()?.parse().ok()?;
     Some(Placement {
         seq,
-        coord: Coord { x, y },
+        coord: Coord::new_unchecked(x, y),
         color: ColorIndex::new_unchecked(color),
         user: UserId(user as u64),
         at_ms,
@@ -253,8 +253,8 @@ impl Live {
                 .key(k.idempotency(p.user, p.idempotency_key.as_ref()))
                 .arg(p.coord.index(self.dims))
                 .arg(p.color.get())
-                .arg(p.coord.x)
-                .arg(p.coord.y)
+                .arg(p.coord.x())
+                .arg(p.coord.y())
                 .arg(p.user.0 as i64)
                 .arg(if p.bypass_limits { "1" } else { "0" })
                 .arg(if p.idempotency_key.is_some() {
@@ -559,7 +559,7 @@ mod tests {
         .await
         .unwrap();
         let p = |x, user, ip: u8, bypass| NewPlacement {
-            coord: Coord { x, y: 1 },
+            coord: Coord::new_unchecked(x, 1),
             color: ColorIndex::new_unchecked(x as u8 + 1),
             user: UserId(user),
             ip: IpAddr::V4(Ipv4Addr::new(10, 0, 0, ip)),
@@ -617,7 +617,7 @@ mod tests {
         assert_eq!(
             page.entries
                 .iter()
-                .map(|e| (e.seq.0, e.coord.x))
+                .map(|e| (e.seq.0, e.coord.x()))
                 .collect::<Vec<_>>(),
             [(11, 0), (12, 2), (13, 3)]
         );
@@ -635,7 +635,7 @@ mod tests {
     #[test]
     fn records_round_trip() {
         let p = parse_record(Seq(9), "3 4 15 -2 1764300000123").unwrap();
-        assert_eq!(p.coord, Coord { x: 3, y: 4 });
+        assert_eq!(p.coord, Coord::new_unchecked(3, 4));
         assert_eq!(p.color.get(), 15);
         assert_eq!(p.user, UserId(u64::MAX - 1));
         assert_eq!(p.at_ms, 1_764_300_000_123);

@@ -24,6 +24,8 @@ pub struct Access {
     pub admin_token: Option<Secret>,
     /// If set, `/metrics` needs it as a bearer token.
     pub metrics_token: Option<Secret>,
+    /// If set, the load generator places as any user it names with this bearer token.
+    pub bench_token: Option<Secret>,
 }
 
 impl Access {
@@ -72,6 +74,7 @@ impl Access {
             allowed_origins,
             admin_token,
             metrics_token,
+            bench_token: c.bench_token.as_deref().map(Secret::new),
         })
     }
 }
@@ -95,6 +98,9 @@ mod tests {
         let e = parse(&["--metrics-token", "short"]).unwrap_err();
         assert!(e.contains("--metrics-token"), "{e}");
         assert!(parse(&[]).unwrap().admin_token.is_none());
+        let bench = parse(&["--bench-token", "0123456789abcdef"]).unwrap();
+        let bench = bench.bench_token.unwrap();
+        assert!(bench.matches(b"0123456789abcdef") && !bench.matches(b"0123456789abcde"));
     }
 
     #[test]

@@ -149,34 +149,27 @@ fn placing_user(
     headers: &HeaderMap,
     jar: &SignedCookieJar,
 ) -> Result<(UserId, bool), ApiError> {
-    if let Some(token) = &app.config.bench_token {
-        let presented = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        if let Some(presented) = presented {
-            if !constant_time_eq(presented.as_bytes(), token.as_bytes()) {
-                return Err(ApiError::Unauthorized);
-            }
-            let user = headers
-                .get("x-rplace-user")
-                .and_then(|v| v.to_str().ok())
-                .and_then(UserId::parse)
-                .ok_or(ApiError::InvalidField {
-                    field: "X-Rplace-User",
-                    message: "X-Rplace-User must be 16 hex digits".into(),
-                    allowed: "16 lowercase hex digits".into(),
-                })?;
-            return Ok((user, true));
+    if let Some(token) = &app.settings.access.bench_token
+        && let Some(presented) = crate::secret::bearer(headers)
+    {
+        // Digests compared in constant time: neither the bytes nor the length leak.
+        if !token.matches(presented) {
+            return Err(ApiError::Unauthorized);
         }
+        let user = headers
+            .get("x-rplace-user")
+            .and_then(|v| v.to_str().ok())
+            .and_then(UserId::parse)
+            .ok_or(ApiError::InvalidField {
+                field: "X-Rplace-User",
+                message: "X-Rplace-User must be 16 hex digits".into(),
+                allowed: "16 lowercase hex digits".into(),
+            })?;
+        return Ok((user, true));
     }
     crate::identity::user(jar)
         .map(|u| (u, false))
         .ok_or(ApiError::Unauthorized)
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Reads an integer field of the placement body.

@@ -1,0 +1,408 @@
+//! The writer thread: takes waiting placements in batches, decides each by the policy,
+//! commits, then updates the shared state, feeds the hub and answers.
+
+use super::*;
+
+/// The writer thread's own state.
+pub(super) struct Writer {
+    /// The only connection that writes.
+    pub(super) conn: Connection,
+    /// Shared committed state, updated after each commit.
+    pub(super) state: Arc<Mutex<State>>,
+    /// Where committed placements go, in seq order; bounded, with a reset on overflow.
+    pub(super) feed: FeedSender,
+    /// The rules to apply.
+    pub(super) policy: Params,
+    /// Per-address policy state; only this thread reads and writes it.
+    pub(super) addrs: AddrStates,
+    /// How long an idempotency record answers repeats, ms.
+    pub(super) idempotency_window_ms: i64,
+    /// When expired idempotency records were last deleted.
+    pub(super) pruned_at: Instant,
+    /// Board shape, to index `State::pixel_seq`.
+    pub(super) dims: Dimensions,
+    /// Snapshot cadence, in placements.
+    pub(super) snapshot_every: u64,
+    /// Placements committed since the last snapshot.
+    pub(super) since_snapshot: u64,
+    /// Last timestamp handed out, so timestamps never go backwards with seq.
+    pub(super) last_ts: i64,
+}
+
+impl Writer {
+    /// Sends the reset the feed owes, if there is room now; `true` when none is owed.
+    fn flush_reset(&mut self) -> bool {
+        let state = &self.state;
+        self.feed.try_reset(|| {
+            let st = state.lock().expect("state lock");
+            Snapshot {
+                seq: st.seq,
+                board: st.board.clone(),
+            }
+        })
+    }
+
+    /// The next command. While the feed owes a reset it polls, so the reset goes out as
+    /// soon as the hub makes room even when no placement comes.
+    fn next_cmd(&mut self, rx: &mut mpsc::Receiver<Cmd>) -> Option<Cmd> {
+        loop {
+            if self.flush_reset() {
+                return rx.blocking_recv();
+            }
+            match rx.try_recv() {
+                Ok(cmd) => return Some(cmd),
+                Err(mpsc::error::TryRecvError::Empty) => std::thread::sleep(RESET_RETRY),
+                Err(mpsc::error::TryRecvError::Disconnected) => return None,
+            }
+        }
+    }
+
+    pub(super) fn run(mut self, mut rx: mpsc::Receiver<Cmd>) {
+        let mut batch = Vec::with_capacity(MAX_BATCH);
+        loop {
+            let Some(first) = self.next_cmd(&mut rx) else {
+                // Every handle is gone without a close: still leave a snapshot behind.
+                let _ = self.snapshot();
+                return;
+            };
+            let mut close = None;
+            match first {
+                Cmd::Place(p, tx) => batch.push((p, tx)),
+                Cmd::Close(tx) => close = Some(tx),
+            }
+            let mut drain = |batch: &mut Vec<_>, close: &mut Option<_>| {
+                while close.is_none() && batch.len() < MAX_BATCH {
+                    match rx.try_recv() {
+                        Ok(Cmd::Place(p, tx)) => batch.push((p, tx)),
+                        Ok(Cmd::Close(tx)) => *close = Some(tx),
+                        Err(_) => break,
+                    }
+                }
+            };
+            drain(&mut batch, &mut close);
+            // Under load, wait a moment for more, so that one commit (one WAL write, one
+            // fsync, one wake-up of this thread) serves more placements. A lone placement
+            // does not wait.
+            if batch.len() >= LINGER_FROM && close.is_none() {
+                std::thread::sleep(LINGER);
+                drain(&mut batch, &mut close);
+            }
+            if !batch.is_empty() {
+                self.commit_batch(&mut batch);
+            }
+            if self.since_snapshot >= self.snapshot_every
+                && let Err(e) = self.snapshot()
+            {
+                tracing::error!(error = %e, "board snapshot failed; will retry");
+            }
+            if let Some(tx) = close {
+                rx.close();
+                // Requests that raced the close are answered, not dropped.
+                while let Ok(cmd) = rx.try_recv() {
+                    if let Cmd::Place(p, tx) = cmd {
+                        batch.push((p, tx));
+                    }
+                }
+                if !batch.is_empty() {
+                    self.commit_batch(&mut batch);
+                }
+                let res = self.snapshot().and_then(|_| {
+                    self.conn
+                        .execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")
+                        .map_err(backend)
+                });
+                let _ = tx.send(res);
+                return;
+            }
+        }
+    }
+
+    /// The first outcome of `key` for `user`, if it is younger than the window.
+    fn idempotent_outcome(
+        &self,
+        user: UserId,
+        key: &IdempotencyKey,
+        now_ms: i64,
+    ) -> Result<Option<Placed>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT seq, at, next_at FROM idempotency WHERE user = ?1 AND key = ?2 AND at >= ?3",
+            )
+            .map_err(backend)?;
+        stmt.query_row(
+            params![
+                user.0 as i64,
+                key.as_str(),
+                now_ms - self.idempotency_window_ms
+            ],
+            |r| {
+                Ok(Placed {
+                    seq: Seq(r.get::<_, i64>(0)? as u64),
+                    at_ms: r.get(1)?,
+                    next_at_ms: r.get(2)?,
+                    replayed: true,
+                })
+            },
+        )
+        .optional()
+        .map_err(backend)
+    }
+
+    /// Decides, commits and answers one batch.
+    fn commit_batch(
+        &mut self,
+        batch: &mut Vec<(NewPlacement, oneshot::Sender<Result<Placed, PlaceError>>)>,
+    ) {
+        let started = Instant::now();
+        let clock_us = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_micros() as i64)
+            .unwrap_or(0);
+        let now = Now::not_before_ms(clock_us, self.last_ts);
+        let now_ms = now.millis();
+        let mut decided = Vec::with_capacity(batch.len());
+        // Placements in one batch are decided as if one by one: later ones see the state
+        // that earlier ones leave, which is stored only once the commit succeeds.
+        let mut users: HashMap<UserId, UserState> = HashMap::new();
+        let mut addrs: HashMap<AddrKey, policy::AddrState> = HashMap::new();
+        let mut keys: HashMap<(UserId, IdempotencyKey), Placed> = HashMap::new();
+        // Pixels placed twice in one batch: the second links to the first.
+        let mut pixel_in_batch: HashMap<usize, Seq> = HashMap::new();
+        let mut accepted = Vec::with_capacity(batch.len());
+        let mut prevs = Vec::with_capacity(batch.len());
+        let mut records = Vec::new();
+        // Earlier outcomes of the keys in this batch, read before the state lock is taken
+        // so that readers of the state never wait behind these queries.
+        let mut earlier: HashMap<
+            (UserId, IdempotencyKey),
+            Result<Option<Placed>, Arc<BackendError>>,
+        > = HashMap::new();
+        for (p, _) in batch.iter() {
+            if let Some(key) = p.idempotency_key {
+                earlier.entry((p.user, key)).or_insert_with(|| {
+                    self.idempotent_outcome(p.user, &key, now_ms)
+                        .map_err(|e| Arc::new(BackendError::from(e)))
+                });
+            }
+        }
+        if let Some(Err(e)) = earlier.values().find(|r| r.is_err()) {
+            tracing::error!(error = %Chain(&**e), "idempotency lookup failed");
+        }
+        let seq = {
+            let st = self.state.lock().expect("state lock");
+            let mut seq = st.seq;
+            for (p, _) in batch.iter() {
+                // A repeat of a key is answered before any rule: it is not a new attempt.
+                if let Some(key) = p.idempotency_key {
+                    let first = match keys.get(&(p.user, key)) {
+                        Some(placed) => Some(*placed),
+                        None => match &earlier[&(p.user, key)] {
+                            Ok(found) => *found,
+                            Err(e) => {
+                                decided.push(Err(PlaceError::Unavailable(BackendError::Shared(
+                                    e.clone(),
+                                ))));
+                                continue;
+                            }
+                        },
+                    };
+                    if let Some(placed) = first {
+                        decided.push(Ok(Placed {
+                            replayed: true,
+                            ..placed
+                        }));
+                        continue;
+                    }
+                }
+                let user = users
+                    .get(&p.user)
+                    .copied()
+                    .unwrap_or_else(|| UserState::new(st.last_placed.get(&p.user).copied()));
+                // The address rule reads (and changes) its state only when it applies, so
+                // the load generator's path and a canvas without the limit skip the map.
+                let addr_key = (!p.bypass_limits && !self.policy.addr_rate().is_off())
+                    .then(|| self.policy.addr_key(p.ip));
+                let addr = addr_key.map_or_else(policy::AddrState::default, |k| {
+                    addrs.get(&k).copied().unwrap_or_else(|| self.addrs.get(&k))
+                });
+                let prior = Prior::new(user, addr, p.bypass_limits);
+                match policy::decide(&self.policy, &prior, now) {
+                    Decision::Accept(a) => {
+                        seq = seq.next();
+                        users.insert(p.user, a.user());
+                        if let Some(k) = addr_key {
+                            addrs.insert(k, a.addr());
+                        }
+                        let pixel = p.coord.index(self.dims);
+                        let prev = pixel_in_batch
+                            .insert(pixel, seq)
+                            .map_or(st.pixel_seq[pixel], |s| s.0);
+                        prevs.push(prev);
+                        accepted.push(Placement {
+                            seq,
+                            coord: p.coord,
+                            color: p.color,
+                            user: p.user,
+                            at_ms: a.at_ms(),
+                        });
+                        let placed = Placed {
+                            seq,
+                            at_ms: a.at_ms(),
+                            next_at_ms: a.next_at_ms(),
+                            replayed: false,
+                        };
+                        if let Some(key) = p.idempotency_key {
+                            keys.insert((p.user, key), placed);
+                            records.push((p.user, key, placed));
+                        }
+                        decided.push(Ok(placed));
+                    }
+                    Decision::Refuse(Refusal::Cooldown { next_at_ms }) => {
+                        decided.push(Err(PlaceError::Cooldown { next_at_ms }))
+                    }
+                    Decision::Refuse(Refusal::RateLimited { retry_after_ms }) => {
+                        decided.push(Err(PlaceError::RateLimited { retry_after_ms }))
+                    }
+                }
+            }
+            seq
+        };
+        let outcome = if accepted.is_empty() {
+            Ok(())
+        } else {
+            self.insert(&accepted, &prevs, &records)
+        };
+        match outcome {
+            Ok(()) => {
+                for (key, state) in addrs {
+                    self.addrs.set(key, state, now);
+                }
+                if !accepted.is_empty() {
+                    let mut st = self.state.lock().expect("state lock");
+                    for a in &accepted {
+                        st.board.set(a.coord, a.color);
+                        st.pixel_seq[a.coord.index(self.dims)] = a.seq.0;
+                    }
+                    for (user, state) in users {
+                        if let Some(last) = state.last_ms() {
+                            st.last_placed.insert(user, last);
+                        }
+                    }
+                    st.seq = seq;
+                    if st.last_placed.len() > 100_000 {
+                        let cutoff = now_ms - self.policy.cooldown().as_millis();
+                        st.last_placed.retain(|_, &mut t| t >= cutoff);
+                    }
+                    drop(st);
+                    self.last_ts = now_ms;
+                    self.since_snapshot += accepted.len() as u64;
+                    metrics::counter!("rplace_store_placements_committed_total")
+                        .increment(accepted.len() as u64);
+                    self.feed.placements(accepted);
+                }
+                for ((_, tx), d) in batch.drain(..).zip(decided) {
+                    let _ = tx.send(d);
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %Chain(&e), "commit failed; rejecting the batch");
+                let e = Arc::new(e);
+                metrics::counter!("rplace_store_commit_failures_total").increment(1);
+                for ((_, tx), d) in batch.drain(..).zip(decided) {
+                    let _ = tx.send(match d {
+                        Ok(_) => Err(PlaceError::Unavailable(BackendError::Shared(e.clone()))),
+                        Err(rejected) => Err(rejected),
+                    });
+                }
+            }
+        }
+        self.prune_idempotency(now_ms);
+        metrics::histogram!("rplace_store_commit_seconds").record(started.elapsed().as_secs_f64());
+    }
+
+    /// Deletes idempotency records older than the window, at most every few seconds.
+    fn prune_idempotency(&mut self, now_ms: i64) {
+        if self.pruned_at.elapsed() < PRUNE_EVERY {
+            return;
+        }
+        self.pruned_at = Instant::now();
+        if let Err(e) = self
+            .conn
+            .execute(
+                "DELETE FROM idempotency WHERE at < ?1",
+                [now_ms - self.idempotency_window_ms],
+            )
+            .map_err(BackendError::from)
+        {
+            tracing::warn!(error = %e, "pruning idempotency records failed; will retry");
+        }
+    }
+
+    /// Inserts `rows`, each with the seq of the placement before it on its pixel, and the
+    /// idempotency records of those that carried a key, in one transaction.
+    fn insert(
+        &mut self,
+        rows: &[Placement],
+        prevs: &[u64],
+        records: &[(UserId, IdempotencyKey, Placed)],
+    ) -> Result<(), BackendError> {
+        let tx = self.conn.transaction().map_err(BackendError::from)?;
+        {
+            let mut stmt = tx
+                .prepare_cached("INSERT INTO placements (seq, x, y, color, user, ts, prev) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")
+                .map_err(BackendError::from)?;
+            for (p, &prev) in rows.iter().zip(prevs) {
+                stmt.execute(params![
+                    p.seq.0 as i64,
+                    p.coord.x(),
+                    p.coord.y(),
+                    p.color.get(),
+                    p.user.0 as i64,
+                    p.at_ms,
+                    (prev != 0).then_some(prev as i64)
+                ])
+                .map_err(BackendError::from)?;
+            }
+        }
+        if !records.is_empty() {
+            // REPLACE: a record past the window that pruning has not reached yet.
+            let mut stmt = tx
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO idempotency (user, key, seq, at, next_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                )
+                .map_err(BackendError::from)?;
+            for (user, key, placed) in records {
+                stmt.execute(params![
+                    user.0 as i64,
+                    key.as_str(),
+                    placed.seq.0 as i64,
+                    placed.at_ms,
+                    placed.next_at_ms
+                ])
+                .map_err(BackendError::from)?;
+            }
+        }
+        tx.commit().map_err(BackendError::from)
+    }
+
+    fn snapshot(&mut self) -> Result<(), StoreError> {
+        // Only the writer changes the state, so compressing outside the lock is consistent.
+        let (seq, bytes, pixel_seq) = {
+            let st = self.state.lock().expect("state lock");
+            (st.seq, st.board.as_bytes().to_vec(), st.pixel_seq.clone())
+        };
+        let pixel_seq = encode_pixel_seq(&pixel_seq)?;
+        self.conn
+            .execute(
+                "INSERT INTO snapshot (id, seq, board, pixel_seq) VALUES (1, ?1, ?2, ?3) \
+                 ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, board = excluded.board, \
+                 pixel_seq = excluded.pixel_seq",
+                params![seq.0 as i64, bytes, pixel_seq],
+            )
+            .map_err(backend)?;
+        self.since_snapshot = 0;
+        tracing::debug!(seq = seq.0, "board snapshot written");
+        Ok(())
+    }
+}

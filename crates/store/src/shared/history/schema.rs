@@ -1,0 +1,122 @@
+//! The history's schema: its migrations, applied once under an advisory lock, and the
+//! check that the database was made for this board's shape.
+
+use super::*;
+
+/// Schema versions, applied in order, each in its own transaction.
+pub(super) const MIGRATIONS: &[(i32, &str, &str)] = &[(
+    1,
+    "placements, snapshots, state",
+    "CREATE TABLE rplace_meta (
+         key text PRIMARY KEY,
+         value bigint NOT NULL
+     );
+     CREATE TABLE rplace_state (
+         id int PRIMARY KEY CHECK (id = 1),
+         epoch bigint NOT NULL,
+         durable_seq bigint NOT NULL
+     );
+     INSERT INTO rplace_state (id, epoch, durable_seq) VALUES (1, 0, 0);
+     CREATE TABLE placements (
+         seq bigint PRIMARY KEY,
+         x smallint NOT NULL,
+         y smallint NOT NULL,
+         color smallint NOT NULL,
+         user_id bigint NOT NULL,
+         ts timestamptz NOT NULL
+     );
+     CREATE INDEX placements_pixel ON placements (x, y, seq DESC);
+     CREATE INDEX placements_ts ON placements USING brin (ts);
+     CREATE TABLE board_snapshots (
+         seq bigint PRIMARY KEY,
+         board bytea NOT NULL,
+         taken_at timestamptz NOT NULL DEFAULT now()
+     );
+     -- The board compresses well but is rewritten whole; skip pglz on every snapshot.
+     ALTER TABLE board_snapshots ALTER COLUMN board SET STORAGE EXTERNAL;",
+)];
+
+pub(super) async fn migrate(client: &mut tokio_postgres::Client) -> Result<(), StoreError> {
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+        .await
+        .map_err(pg)?;
+    let res = async {
+        client
+            .batch_execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations (
+                     version int PRIMARY KEY,
+                     name text NOT NULL,
+                     applied_at timestamptz NOT NULL DEFAULT now()
+                 )",
+            )
+            .await
+            .map_err(pg)?;
+        let applied: i32 = client
+            .query_one(
+                "SELECT coalesce(max(version), 0) FROM schema_migrations",
+                &[],
+            )
+            .await
+            .map_err(pg)?
+            .get(0);
+        for (version, name, sql) in MIGRATIONS.iter().filter(|m| m.0 > applied) {
+            let tx = client.transaction().await.map_err(pg)?;
+            tx.batch_execute(sql).await.map_err(|e| {
+                tracing::error!(version, name, error = %crate::Chain(&e), "migration failed");
+                pg(e)
+            })?;
+            tx.execute(
+                "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
+                &[version, name],
+            )
+            .await
+            .map_err(pg)?;
+            tx.commit().await.map_err(pg)?;
+            tracing::info!(version, name, "applied PostgreSQL migration");
+        }
+        Ok(())
+    }
+    .await;
+    // The lock is also released when the session ends, which follows right after.
+    let _ = client
+        .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
+        .await;
+    res
+}
+
+/// Records the board's shape on first use and refuses a database made for another one.
+pub(super) async fn check_shape(
+    client: &tokio_postgres::Client,
+    dims: Dimensions,
+    depth: Depth,
+    shown: &str,
+) -> Result<(), StoreError> {
+    let want = [
+        ("width", dims.width() as i64),
+        ("height", dims.height() as i64),
+        ("bits_per_pixel", depth.bits() as i64),
+    ];
+    for (key, value) in want {
+        client
+            .execute(
+                "INSERT INTO rplace_meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+                &[&key, &value],
+            )
+            .await
+            .map_err(pg)?;
+        let have: i64 = client
+            .query_one("SELECT value FROM rplace_meta WHERE key = $1", &[&key])
+            .await
+            .map_err(pg)?
+            .get(0);
+        if have != value {
+            return Err(StoreError::Config(format!(
+                "the PostgreSQL database {shown} holds a board with {key} = {have}, but this \
+                 start asks for {value}; start with the same size and palette depth, or use \
+                 another database"
+            )));
+        }
+    }
+    Ok(())
+}

@@ -146,9 +146,9 @@ pub async fn run(
     let key = crate::identity::load_key(settings.cookie_key.as_deref(), &config.data_dir)
         .map_err(RunError::CookieKey)?;
     let store = Arc::new(open_store(&config, &settings).await?);
-    let live = start_live_path(&store, &config, &settings).await?;
-    let hub = live.hub.clone();
     let ws_runtime = WsRuntime::new(settings.ws.threads, settings.ws.nice)?;
+    let live = start_live_path(&store, &config, &settings, &ws_runtime).await?;
+    let hub = live.hub.clone();
     let state = AppState(Arc::new(Inner {
         boards: BoardCache::new(&hub, settings.board_ttl),
         settings,
@@ -221,11 +221,12 @@ pub async fn run(
     if let Some(t) = metrics_listener {
         let _ = t.await;
     }
-    state.ws_runtime.shutdown();
     live.health.expect_end();
     store.close().await?;
     live.stop.cancel();
     let _ = live.watcher.await;
+    // After the hub, which runs there too.
+    state.ws_runtime.shutdown();
     if let Some(reason) = live.health.reason() {
         return Err(RunError::LivePath(reason));
     }
@@ -251,6 +252,7 @@ async fn start_live_path(
     store: &Arc<Backend>,
     config: &Config,
     settings: &Settings,
+    ws_runtime: &WsRuntime,
 ) -> Result<LiveTasks, RunError> {
     let start = store.snapshot().await?;
     let feed = store
@@ -264,7 +266,11 @@ async fn start_live_path(
         config.max_frame_rate,
     );
     let stop = CancellationToken::new();
-    let hub_task = tokio::spawn(hub.clone().run(feed, stop.child_token()));
+    // On the websocket runtime: the hub's broadcast then wakes the websocket tasks on
+    // their own threads' queues instead of pushing 15k wake-ups across runtimes.
+    let hub_task = ws_runtime
+        .handle()
+        .spawn(hub.clone().run(feed, stop.child_token()));
     let health = Arc::new(LivePath::default());
     let watcher = health.watch(hub_task);
     Ok(LiveTasks {

@@ -72,9 +72,10 @@ pub struct Config {
     pub ws_threads: Option<usize>,
 
     /// Niceness (0 to 19) of the websocket threads: above 0 the kernel prefers the threads
-    /// that answer requests when both want a core, so a placement's answer does not wait
-    /// for a fan-out burst.
-    #[arg(long, env = "RPLACE_WS_NICE", default_value_t = 5)]
+    /// that answer requests when both want a core. Off by default: with the fan-out on
+    /// threads of its own the answer no longer waits for it (BENCHMARKS.md), and a
+    /// lower priority only delays the frames.
+    #[arg(long, env = "RPLACE_WS_NICE", default_value_t = 0)]
     pub ws_nice: i32,
 
     /// Placements per minute one IP address may make (sustained); 0 turns the limit off.

@@ -293,8 +293,8 @@ mod tests {
         for i in 0..20 {
             btx.send(frame(i)).unwrap();
         }
-        // The broadcast ring kept at most 4 frames for it: memory stayed bounded.
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        // All 20 are sent before the client reads anything; the broadcast ring kept at
+        // most 4 for it, so memory stayed bounded and it is told to reconnect.
         let mut got = Vec::new();
         while let Some(m) = client_side.next().await {
             let end = matches!(m, Message::Close(_));

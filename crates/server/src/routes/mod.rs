@@ -47,7 +47,7 @@ pub fn paths() -> Vec<String> {
         .collect()
 }
 
-pub fn router(state: AppState) -> Router {
+pub fn router(state: AppState) -> strict::Guarded {
     let separate_metrics = state.config.metrics_listen.is_some();
     let routes = table()
         .into_iter()

@@ -94,7 +94,7 @@ pub async fn spawn_metrics_listener(
         .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::NotFound })
         .with_state(app.clone());
-    let router = super::strict::guarded(app.clone(), router);
+    let router = super::strict::guarded(app.clone(), router).into_router();
     let stop = app.stop.clone();
     Ok(Some(tokio::spawn(async move {
         axum::serve(listener, router)

@@ -4,8 +4,8 @@
 
 use super::per_ip::Permit;
 use super::{Options, Peer, proxy_protocol};
+use crate::routes::strict::Guarded;
 use crate::zerocopy::{Bodies, ZcStream};
-use axum::Router;
 use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -50,7 +50,7 @@ pub async fn serve(
     mut stream: TcpStream,
     mut peer: SocketAddr,
     mut permit: Option<Permit>,
-    router: Router,
+    router: Guarded,
     opts: Arc<Options>,
     bodies: Bodies,
     stop: CancellationToken,
@@ -83,7 +83,7 @@ pub async fn serve(
         super::send_timeout::SendTimeout::new(ZcStream::new(stream, bodies), opts.send_timeout);
     let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
         req.extensions_mut().insert(ConnectInfo(Peer(peer)));
-        router.clone().oneshot(req)
+        router.clone().oneshot(req.map(axum::body::Body::new))
     });
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())

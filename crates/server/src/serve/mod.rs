@@ -21,8 +21,8 @@ pub mod proxy_protocol;
 pub mod send_timeout;
 
 use crate::client_addr::TrustedProxies;
+use crate::routes::strict::Guarded;
 use crate::zerocopy::Bodies;
-use axum::Router;
 use per_ip::PerIp;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -64,7 +64,7 @@ pub struct Options {
 /// they are the caller's.
 pub async fn serve(
     listener: TcpListener,
-    router: Router,
+    router: Guarded,
     opts: Options,
     bodies: Bodies,
     stop_accepting: impl Future<Output = ()>,

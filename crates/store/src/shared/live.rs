@@ -8,7 +8,7 @@
 //! `MULTI`, so it sees one moment.
 
 use super::keys::Keys;
-use crate::{BackendError, NewPlacement, Service, StoreError};
+use crate::{BackendError, NewPlacement, PlaceError, Placed, Service, StoreError};
 use futures_util::Stream;
 use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Client, Msg, RedisResult, Script};
@@ -43,6 +43,41 @@ pub(crate) enum PlaceOutcome {
     },
     /// The board, seq or epoch key is missing: the state must be rebuilt first.
     Missing,
+}
+
+impl PlaceOutcome {
+    /// What the outcome answers by itself: the placement (`Accepted`, or `Replayed` for a
+    /// repeated key), or the refusal. `Missing` means the state is being rebuilt.
+    pub(crate) fn into_answer(self) -> Result<Placed, PlaceError> {
+        match self {
+            PlaceOutcome::Accepted {
+                seq,
+                at_ms,
+                next_at_ms,
+                ..
+            } => Ok(Placed {
+                seq,
+                at_ms,
+                next_at_ms,
+                replayed: false,
+            }),
+            PlaceOutcome::Replayed {
+                seq,
+                at_ms,
+                next_at_ms,
+            } => Ok(Placed {
+                seq,
+                at_ms,
+                next_at_ms,
+                replayed: true,
+            }),
+            PlaceOutcome::Cooldown { next_at_ms } => Err(PlaceError::Cooldown { next_at_ms }),
+            PlaceOutcome::RateLimited { retry_after_ms } => {
+                Err(PlaceError::RateLimited { retry_after_ms })
+            }
+            PlaceOutcome::Missing => Err(BackendError::Rebuilding.into()),
+        }
+    }
 }
 
 /// The board, its seq and its generation, read at one moment.

@@ -9,23 +9,7 @@ impl SharedStore {
     /// dies right after it would. For tests of the reconciler.
     #[doc(hidden)]
     pub async fn place_without_history(&self, p: NewPlacement) -> Result<Placed, PlaceError> {
-        match self.inner.live.place(&p).await {
-            Ok(PlaceOutcome::Accepted {
-                seq,
-                at_ms,
-                next_at_ms,
-                ..
-            }) => Ok(Placed {
-                seq,
-                at_ms,
-                next_at_ms,
-                replayed: false,
-            }),
-            Ok(_) => Err(PlaceError::Unavailable(BackendError::Corrupt(
-                "the placement was not accepted".into(),
-            ))),
-            Err(e) => Err(e.into()),
-        }
+        self.inner.live.place(&p).await?.into_answer()
     }
 
     /// Runs the placement script once for `p` against the Redis at `redis_url`, with no
@@ -53,35 +37,10 @@ impl SharedStore {
         )
         .await
         .map_err(|e| PlaceError::Unavailable(e.into()))?;
-        match live.place(&p).await {
-            Ok(PlaceOutcome::Accepted {
-                seq,
-                at_ms,
-                next_at_ms,
-                ..
-            }) => Ok(Placed {
-                seq,
-                at_ms,
-                next_at_ms,
-                replayed: false,
-            }),
-            Ok(PlaceOutcome::Replayed {
-                seq,
-                at_ms,
-                next_at_ms,
-            }) => Ok(Placed {
-                seq,
-                at_ms,
-                next_at_ms,
-                replayed: true,
-            }),
-            Ok(PlaceOutcome::Cooldown { next_at_ms }) => Err(PlaceError::Cooldown { next_at_ms }),
-            Ok(PlaceOutcome::RateLimited { retry_after_ms }) => {
-                Err(PlaceError::RateLimited { retry_after_ms })
-            }
-            Ok(PlaceOutcome::Missing) => Err(BackendError::Rebuilding.into()),
-            Err(e) => Err(BackendError::redis(e).into()),
-        }
+        live.place(&p)
+            .await
+            .map_err(BackendError::redis)?
+            .into_answer()
     }
 
     /// Runs one reconcile pass now, ignoring the grace period. For tests and tools.
@@ -169,18 +128,8 @@ impl SharedStore {
             PlaceOutcome::RateLimited { retry_after_ms } => {
                 return Err(PlaceError::RateLimited { retry_after_ms });
             }
-            PlaceOutcome::Replayed {
-                seq,
-                at_ms,
-                next_at_ms,
-            } => {
-                let placed = Placed {
-                    seq,
-                    at_ms,
-                    next_at_ms,
-                    replayed: true,
-                };
-                return idempotency::confirm(inner, &p, placed).await;
+            replayed @ PlaceOutcome::Replayed { .. } => {
+                return idempotency::confirm(inner, &p, replayed.into_answer()?).await;
             }
             PlaceOutcome::Missing => unreachable!("the loop retries it"),
         };

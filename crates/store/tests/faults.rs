@@ -8,7 +8,7 @@ use rplace_domain::{ColorIndex, Cooldown, Coord, Dimensions, Ipv6Prefix, Seq, Us
 use rplace_store::{
     BackendError, NewPlacement, PlaceError, Placed, SharedConfig, SharedStore, Store,
 };
-use rplace_testsupport::{Postgres, RedisServer};
+use rplace_testsupport::{Postgres, RedisServer, eventually};
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -44,22 +44,6 @@ fn by(n: u64) -> NewPlacement {
         ip: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)),
         bypass_limits: false,
         idempotency_key: None,
-    }
-}
-
-/// Retries `f` until it returns `Some`, for at most `within`.
-async fn eventually<T, F, Fut>(within: Duration, what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

@@ -3,6 +3,9 @@
 //! with one key place once; the record survives a restart (embedded) and holds across
 //! instances (shared, real Redis and PostgreSQL); refusals are not remembered.
 
+mod common;
+
+use common::{Env, env};
 use rplace_domain::board::Depth;
 use rplace_domain::policy::{AddrRate, Params};
 use rplace_domain::{
@@ -12,7 +15,6 @@ use rplace_store::{
     EmbeddedConfig, EmbeddedStore, NewPlacement, PlaceError, SharedConfig, SharedStore, Store,
     SyncMode,
 };
-use rplace_testsupport::{Postgres, RedisServer};
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -164,18 +166,6 @@ async fn embedded_refusals_are_not_remembered() {
     assert!(!placed.replayed);
     assert!(placed.at_ms >= next_at_ms);
     store.close().await.unwrap();
-}
-
-struct Env {
-    redis: RedisServer,
-    pg_url: String,
-}
-
-fn env() -> Env {
-    Env {
-        redis: RedisServer::start(),
-        pg_url: Postgres::shared().create_database(),
-    }
 }
 
 fn shared_config(env: &Env, cooldown: Cooldown) -> SharedConfig {

@@ -1,13 +1,16 @@
 //! The shared backend against a real `redis-server` (one per test) and a real PostgreSQL
 //! (one cluster per test binary, one database per test).
 
+mod common;
+
+use common::{Env, env};
 use rplace_domain::board::Depth;
 use rplace_domain::policy::{AddrRate, Params};
 use rplace_domain::{ColorIndex, Cooldown, Coord, Dimensions, Ipv6Prefix, Placement, Seq, UserId};
 use rplace_store::{
     FeedEvent, NewPlacement, PlaceError, Placed, SharedConfig, SharedStore, Store, StoreError,
 };
-use rplace_testsupport::{Postgres, RedisServer};
+use rplace_testsupport::eventually;
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
@@ -16,19 +19,6 @@ use tokio::sync::mpsc::Receiver;
 
 const W: u64 = 16;
 const H: u64 = 8;
-
-/// One Redis and one database for a test.
-struct Env {
-    redis: RedisServer,
-    pg_url: String,
-}
-
-fn env() -> Env {
-    Env {
-        redis: RedisServer::start(),
-        pg_url: Postgres::shared().create_database(),
-    }
-}
 
 fn config(env: &Env) -> SharedConfig {
     let mut c = SharedConfig::new(
@@ -104,22 +94,6 @@ fn placements(events: &[FeedEvent]) -> Vec<Placement> {
             FeedEvent::Reset(_) => panic!("unexpected reset in {events:?}"),
         })
         .collect()
-}
-
-/// Retries `f` until it returns `Some`, for at most `within`.
-async fn eventually<T, F, Fut>(within: Duration, what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 #[tokio::test]

@@ -22,9 +22,11 @@
 mod postgres;
 mod redis;
 pub mod topology;
+mod wait;
 
 pub use postgres::Postgres;
 pub use redis::RedisServer;
+pub use wait::eventually;
 
 use std::io::{BufRead, BufReader};
 use std::net::{TcpListener, TcpStream};

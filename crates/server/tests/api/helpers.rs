@@ -38,6 +38,7 @@ use rplace::Config;
 use rplace_domain::board::{Board, Depth, Dimensions, get_packed};
 use rplace_domain::placement::Seq;
 use rplace_domain::sync::{Fetch, Sync};
+pub use rplace_testsupport::eventually;
 use rplace_testsupport::{Postgres, RedisServer};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -217,27 +218,35 @@ pub async fn spawn_app_with(env: Env, args: &[&str]) -> TestApp {
     app
 }
 
-/// Polls `check` every 10 ms until it returns `Some`, or panics naming `what` after
-/// `within`. Tests wait with this, never with a fixed sleep.
-pub async fn eventually<T, F, Fut>(within: Duration, what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "not within {within:?}: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
+/// One placement per address (no refill within a test), with this test as the proxy at
+/// 127.0.0.1 behind another in 10.0.0.0/8: the per-address limit made visible.
+pub const ONE_PER_ADDRESS_BEHIND_PROXIES: &[&str] = &[
+    "--ip-rate",
+    "1",
+    "--ip-burst",
+    "1",
+    "--trusted-proxies",
+    "127.0.0.1,10.0.0.0/8",
+];
 
 impl TestApp {
+    /// PUTs pixel (x, 0) from a fresh identity with `X-Forwarded-For: xff`; the status and
+    /// the error code.
+    pub async fn put_forwarded(&self, xff: &str, x: u16) -> (u16, String) {
+        let fresh = client();
+        self.login(&fresh).await;
+        let r = fresh
+            .put(self.url("/api/pixel"))
+            .header("x-forwarded-for", xff)
+            .json(&serde_json::json!({"x": x, "y": 0, "color": 1}))
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let body: serde_json::Value = r.json().await.unwrap_or_default();
+        (status, body["error"].as_str().unwrap_or("").to_string())
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
     }

@@ -206,40 +206,13 @@ async fn bench_path_needs_the_exact_token() {
     task.await.unwrap().unwrap();
 }
 
-/// PUTs with an `X-Forwarded-For` from a fresh identity; the status and the error code.
-async fn place_forwarded(app: &TestApp, xff: &str) -> (u16, String) {
-    let fresh = client();
-    app.login(&fresh).await;
-    let r = fresh
-        .put(app.url("/api/pixel"))
-        .header("x-forwarded-for", xff)
-        .json(&json!({"x": 0, "y": 0, "color": 1}))
-        .send()
-        .await
-        .unwrap();
-    let status = r.status().as_u16();
-    let body: serde_json::Value = r.json().await.unwrap_or_default();
-    (status, body["error"].as_str().unwrap_or("").to_string())
-}
-
 contract_test!(behind_trusted_proxies_the_limit_keys_on_the_forwarded_address);
 async fn behind_trusted_proxies_the_limit_keys_on_the_forwarded_address(backend: Backend) {
     // The test is the proxy at 127.0.0.1, with another proxy in 10.0.0.0/8 before it.
-    let app = spawn_app_on(
-        backend,
-        &[
-            "--ip-rate",
-            "1",
-            "--ip-burst",
-            "1",
-            "--trusted-proxies",
-            "127.0.0.1,10.0.0.0/8",
-        ],
-    )
-    .await;
+    let app = spawn_app_on(backend, ONE_PER_ADDRESS_BEHIND_PROXIES).await;
     let code = |xff: &'static str| {
         let app = &app;
-        async move { place_forwarded(app, xff).await.0 }
+        async move { app.put_forwarded(xff, 0).await.0 }
     };
     // "client, first proxy": right to left past the trusted proxies.
     assert_eq!(code("203.0.113.1, 10.0.0.1").await, 200);
@@ -248,7 +221,7 @@ async fn behind_trusted_proxies_the_limit_keys_on_the_forwarded_address(backend:
     // What the client wrote itself, left of the address the proxies saw, is not used.
     assert_eq!(code("198.51.100.9, 203.0.113.2, 10.0.0.1").await, 429);
     // An entry that does not parse fails closed instead of being skipped.
-    let (status, error) = place_forwarded(&app, "203.0.113.3, not-an-ip").await;
+    let (status, error) = app.put_forwarded("203.0.113.3, not-an-ip", 0).await;
     assert_eq!((status, error.as_str()), (400, "invalid_forwarded_for"));
     assert_eq!(
         code("203.0.113.3, 10.0.0.1").await,
@@ -273,11 +246,11 @@ async fn a_direct_clients_own_forwarded_for_is_ignored(backend: Backend) {
         ],
     )
     .await;
-    assert_eq!(place_forwarded(&app, "203.0.113.1").await.0, 200);
+    assert_eq!(app.put_forwarded("203.0.113.1", 0).await.0, 200);
     // A different forged address each time is still the same peer: limited.
-    assert_eq!(place_forwarded(&app, "203.0.113.2").await.0, 429);
+    assert_eq!(app.put_forwarded("203.0.113.2", 0).await.0, 429);
     assert_eq!(
-        place_forwarded(&app, "nonsense").await.0,
+        app.put_forwarded("nonsense", 0).await.0,
         429,
         "not read at all"
     );

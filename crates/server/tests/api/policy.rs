@@ -3,39 +3,14 @@
 use crate::helpers::*;
 use serde_json::json;
 
-/// PUTs a pixel as `c` from `xff` (the client's address as the trusted proxy reports it).
-async fn put_from(app: &TestApp, c: &reqwest::Client, xff: &str, x: u16) -> reqwest::Response {
-    c.put(app.url("/api/pixel"))
-        .header("x-forwarded-for", format!("{xff}, 10.0.0.1"))
-        .json(&json!({"x": x, "y": 0, "color": 1}))
-        .send()
-        .await
-        .unwrap()
-}
-
 contract_test!(ipv6_addresses_in_one_prefix_share_a_limit);
 /// Addresses in one IPv6 /64 share one limit (whoever has one has 2^64 addresses);
 /// another /64 has its own, and IPv4 addresses are counted one by one.
 async fn ipv6_addresses_in_one_prefix_share_a_limit(backend: Backend) {
-    let app = spawn_app_on(
-        backend,
-        &[
-            "--ip-rate",
-            "1",
-            "--ip-burst",
-            "1",
-            "--trusted-proxies",
-            "127.0.0.1,10.0.0.0/8",
-        ],
-    )
-    .await;
+    let app = spawn_app_on(backend, ONE_PER_ADDRESS_BEHIND_PROXIES).await;
     let place = |xff: &'static str, x: u16| {
         let app = &app;
-        async move {
-            let c = client();
-            app.login(&c).await;
-            put_from(app, &c, xff, x).await.status().as_u16()
-        }
+        async move { app.put_forwarded(&format!("{xff}, 10.0.0.1"), x).await.0 }
     };
     assert_eq!(place("2001:db8:1:2::1", 0).await, 200);
     assert_eq!(place("2001:db8:1:2:ffff:ffff:ffff:fffe", 1).await, 429);
@@ -45,26 +20,11 @@ async fn ipv6_addresses_in_one_prefix_share_a_limit(backend: Backend) {
     app.stop().await;
 
     // With --ipv6-prefix 128 every IPv6 address counts alone.
-    let app = spawn_app_on(
-        backend,
-        &[
-            "--ip-rate",
-            "1",
-            "--ip-burst",
-            "1",
-            "--trusted-proxies",
-            "127.0.0.1,10.0.0.0/8",
-            "--ipv6-prefix",
-            "128",
-        ],
-    )
-    .await;
-    let c = client();
-    app.login(&c).await;
-    assert_eq!(put_from(&app, &c, "2001:db8:1:2::1", 0).await.status(), 200);
-    let d = client();
-    app.login(&d).await;
-    assert_eq!(put_from(&app, &d, "2001:db8:1:2::2", 1).await.status(), 200);
+    let args = [ONE_PER_ADDRESS_BEHIND_PROXIES, &["--ipv6-prefix", "128"]].concat();
+    let app = spawn_app_on(backend, &args).await;
+    let (first, _) = app.put_forwarded("2001:db8:1:2::1, 10.0.0.1", 0).await;
+    let (second, _) = app.put_forwarded("2001:db8:1:2::2, 10.0.0.1", 1).await;
+    assert_eq!((first, second), (200, 200));
     app.stop().await;
 }
 

@@ -12,6 +12,7 @@
 //! - [`policy`]: the rules that accept or refuse a placement (cooldown, per-address rate,
 //!   IPv6 prefixes), one pure `decide` that both backends execute, and its test vectors.
 //! - [`idempotency`]: the key that makes a resent placement answer the first outcome.
+//! - [`once`]: the id of a one-time proof (a solved anti-bot challenge).
 //! - [`wire`]: the binary update frame that websocket clients and `GET /api/updates`
 //!   receive, and its decoder (used by tests and the load generator).
 //! - [`sync`]: how a client keeps an exact board from a board, frames and catch-ups, as a
@@ -22,6 +23,7 @@
 
 pub mod board;
 pub mod idempotency;
+pub mod once;
 pub mod palette;
 pub mod placement;
 pub mod policy;
@@ -30,6 +32,7 @@ pub mod wire;
 
 pub use board::{Board, Coord, Dimensions, DimensionsError};
 pub use idempotency::{IdempotencyKey, IdempotencyKeyError};
+pub use once::OnceToken;
 pub use palette::{ColorIndex, Palette, PaletteError, Rgb};
 pub use placement::{Cooldown, Placement, Seq, UserId};
 pub use policy::{AddrKey, Ipv6Prefix};

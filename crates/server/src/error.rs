@@ -80,6 +80,27 @@ pub enum ApiError {
     InvalidForwardedFor(#[from] crate::client_addr::ForwardedError),
     #[error("too many websockets from this address (at most {max}); close some and retry")]
     TooManyFromAddress { max: usize },
+    /// The placer (user or address) is banned.
+    #[error("you are banned from placing: {reason}")]
+    Banned {
+        reason: String,
+        /// When the ban ends, unix ms; `None`: never.
+        until: Option<i64>,
+    },
+    #[error("this area is protected; only moderators may place here")]
+    Protected,
+    /// The anti-bot proof was already used for a placement.
+    #[error("this proof of work was already used; solve a new challenge")]
+    OnceSpent,
+    /// Authenticated, but without the role this needs.
+    #[error("this needs the {needed} role")]
+    Forbidden { needed: &'static str },
+    /// A cookie-authenticated admin request without a matching Origin or CSRF token.
+    #[error("{0}")]
+    Csrf(&'static str),
+    /// `--login required` and the visitor has no account session.
+    #[error("log in to place pixels on this canvas")]
+    LoginRequired,
 }
 
 fn unavailable_message(placing: bool) -> &'static str {
@@ -159,6 +180,12 @@ impl ApiError {
                 StatusCode::TOO_MANY_REQUESTS,
                 "too_many_connections_from_address",
             ),
+            ApiError::Banned { .. } => (StatusCode::FORBIDDEN, "banned"),
+            ApiError::Protected => (StatusCode::FORBIDDEN, "protected"),
+            ApiError::OnceSpent => (StatusCode::FORBIDDEN, "pow_replayed"),
+            ApiError::Forbidden { .. } => (StatusCode::FORBIDDEN, "forbidden"),
+            ApiError::Csrf(_) => (StatusCode::FORBIDDEN, "csrf"),
+            ApiError::LoginRequired => (StatusCode::UNAUTHORIZED, "login_required"),
         }
     }
 
@@ -217,6 +244,11 @@ impl IntoResponse for ApiError {
                 }
             }
             ApiError::MethodNotAllowed { allowed, .. } => body["allowed"] = json!(allowed),
+            ApiError::Banned { reason, until } => {
+                body["reason"] = json!(reason);
+                body["until"] = json!(until);
+            }
+            ApiError::Forbidden { needed } => body["needed"] = json!(needed),
             _ => {}
         }
         if let ApiError::TooManyFromAddress { max } = &self {
@@ -255,6 +287,12 @@ impl From<rplace_store::PlaceError> for ApiError {
                 retry_after_ms: (next_at_ms - rplace_store::now_ms()).max(1),
             },
             P::RateLimited { retry_after_ms } => ApiError::RateLimited { retry_after_ms },
+            P::Banned { reason, until_ms } => ApiError::Banned {
+                reason,
+                until: until_ms,
+            },
+            P::Protected => ApiError::Protected,
+            P::OnceSpent => ApiError::OnceSpent,
             P::ShuttingDown => ApiError::ShuttingDown,
             P::Unavailable(b) => ApiError::Unavailable {
                 placing: true,

@@ -58,7 +58,8 @@ pub fn ensure(jar: SignedCookieJar, secure: bool) -> (SignedCookieJar, UserId) {
     if let Some(u) = user(&jar) {
         return (jar, u);
     }
-    let u = UserId(rand::random());
+    // Never 0: that is the admin token's identity (`auth::OPERATOR`).
+    let u = UserId(rand::random::<u64>().max(1));
     let cookie = Cookie::build((COOKIE, u.to_string()))
         .path("/")
         .http_only(true)

@@ -25,7 +25,10 @@
 //! which backend runs. The canvas rules and wire formats live in `rplace-domain`.
 
 pub mod access;
+pub mod antibot;
 pub mod app;
+pub mod audit;
+pub mod auth;
 pub mod board_cache;
 pub mod client_addr;
 pub mod config;

@@ -160,6 +160,20 @@ pub enum PlaceError {
     Cooldown { next_at_ms: i64 },
     #[error("too many placements from this address; retry in {retry_after_ms} ms")]
     RateLimited { retry_after_ms: i64 },
+    /// The user or the address is banned.
+    #[error("banned ({reason}) until {until_ms:?} (unix ms)")]
+    Banned {
+        /// The moderator's reason, shown to the banned user.
+        reason: String,
+        /// When the ban ends, unix ms; `None`: never.
+        until_ms: Option<i64>,
+    },
+    /// The pixel is in a protected area and the placer is not a moderator.
+    #[error("the pixel is in a protected area")]
+    Protected,
+    /// The one-time proof was spent by an earlier placement.
+    #[error("the one-time proof was already used")]
+    OnceSpent,
     #[error("the store is shutting down")]
     ShuttingDown,
     #[error("the store cannot take placements now")]

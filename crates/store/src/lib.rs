@@ -30,13 +30,17 @@
 //!   except where it says [`FeedEvent::Reset`]. It is bounded (`feed_queue`): a consumer
 //!   that falls [`FEED_CAPACITY`] events behind gets a reset instead of a growing queue.
 
+pub mod accounts;
 pub mod embedded;
 mod error;
 mod feed_queue;
 pub mod limit;
+pub mod moderation;
+pub mod records;
+pub mod rewrite;
 pub mod shared;
 
-use rplace_domain::{Board, ColorIndex, Coord, IdempotencyKey, Placement, Seq, UserId};
+use rplace_domain::{Board, ColorIndex, Coord, IdempotencyKey, OnceToken, Placement, Seq, UserId};
 use std::future::Future;
 use std::net::IpAddr;
 use tokio::sync::mpsc;
@@ -64,6 +68,22 @@ pub struct NewPlacement {
     /// The client's name for this intended placement: a repeat (same user, same key)
     /// within the idempotency window answers the first accepted attempt's outcome.
     pub idempotency_key: Option<IdempotencyKey>,
+    /// Who the placer is beyond their id, as the server established it.
+    pub standing: Standing,
+}
+
+/// What the server knows about a placer that the policy reads: their role, whether an
+/// account places, and the one-time proof they present. `Default` is an anonymous
+/// visitor with no proof.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Standing {
+    /// A moderator or admin: may place in protected areas.
+    pub moderator: bool,
+    /// A logged-in account places: the per-address limit for accounts applies.
+    pub account: bool,
+    /// A one-time proof (an anti-bot challenge's id) that must not have been spent
+    /// before; an accepted placement spends it, a refused one does not.
+    pub once: Option<OnceToken>,
 }
 
 /// What the caller learns about an accepted placement.

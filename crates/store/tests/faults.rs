@@ -44,6 +44,7 @@ fn by(n: u64) -> NewPlacement {
         ip: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)),
         bypass_limits: false,
         idempotency_key: None,
+        standing: Default::default(),
     }
 }
 

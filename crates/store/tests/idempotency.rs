@@ -38,6 +38,7 @@ fn at(x: u16, color: u8, user: u64, k: &str) -> NewPlacement {
         ip: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)),
         bypass_limits: false,
         idempotency_key: key(k),
+        standing: Default::default(),
     }
 }
 

@@ -65,6 +65,7 @@ async fn the_script_decides_every_vector_as_the_domain_does() {
                 ip,
                 bypass_limits: prior.exempt(),
                 idempotency_key: None,
+                standing: Default::default(),
             },
         )
         .await;

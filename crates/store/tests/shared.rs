@@ -45,6 +45,7 @@ fn at(x: u16, y: u16, color: u8, user: u64) -> NewPlacement {
         ip: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)),
         bypass_limits: false,
         idempotency_key: None,
+        standing: Default::default(),
     }
 }
 

@@ -6,7 +6,13 @@ use clap::{Parser, ValueEnum};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+mod antibot;
+mod auth;
+mod moderation;
 mod settings;
+pub use antibot::AntibotArgs;
+pub use auth::AuthArgs;
+pub use moderation::ModerationArgs;
 pub use settings::{Settings, WsSettings};
 
 /// Command line and environment of the `rplace` binary.
@@ -238,6 +244,18 @@ pub struct Config {
     /// Log format.
     #[arg(long, env = "RPLACE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+
+    /// Accounts: OpenID Connect providers, login mode, display names, admins.
+    #[command(flatten)]
+    pub auth: AuthArgs,
+
+    /// Anti-bot: proof of work, captcha.
+    #[command(flatten)]
+    pub antibot: AntibotArgs,
+
+    /// Moderation: bans, protected areas, rollbacks, reports.
+    #[command(flatten)]
+    pub moderation: ModerationArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -1,10 +1,13 @@
-//! Operator endpoints under `/api/admin/`, authenticated by `--admin-token`.
+//! Operator and moderator endpoints under `/api/admin/`.
 //!
 //! Every request here passes [`authenticate`] first, unknown paths included (they answer
-//! 404 only after it), so probing reveals nothing about which endpoints exist. Adding an
-//! endpoint is one line in [`table`].
+//! 404 only after it), so probing reveals nothing about which endpoints exist. It puts
+//! the request's [`Actor`] into the request's extensions; each handler then asks for the
+//! role it needs ([`Actor::require`]). Each area's endpoints are listed in its own file
+//! and joined in [`table`].
 
 use crate::app::AppState;
+use crate::auth::{Actor, Role};
 use crate::error::ApiError;
 use axum::extract::{Request, State};
 use axum::middleware::Next;
@@ -20,7 +23,12 @@ pub const PREFIX: &str = "/api/admin";
 
 /// The admin endpoints, relative to [`PREFIX`].
 pub fn table() -> Vec<(&'static str, MethodRouter<AppState>)> {
-    vec![("/status", get(status))]
+    let mut t = vec![("/status", get(status))];
+    t.extend(super::moderation::table());
+    t.extend(super::rewrite::table());
+    t.extend(super::records::admin_table());
+    t.extend(crate::auth::routes::admin_table());
+    t
 }
 
 /// When this server started, for `uptime_s`.
@@ -45,29 +53,43 @@ pub async fn not_found() -> ApiError {
     ApiError::NotFound
 }
 
-/// Lets a request through only with `Authorization: Bearer <admin token>`.
-pub async fn authenticate(State(app): State<AppState>, req: Request, next: Next) -> Response {
-    let Some(token) = &app.settings.access.admin_token else {
-        return ApiError::AdminDisabled.into_response();
-    };
-    if !token.authorizes(req.headers()) {
-        metrics::counter!("rplace_admin_auth_failures_total").increment(1);
-        return ApiError::TokenRequired {
-            flag: "admin-token",
+/// Lets a request through only with an actor ([`crate::auth::actor`]), which it puts
+/// into the request's extensions for the handler.
+pub async fn authenticate(State(app): State<AppState>, mut req: Request, next: Next) -> Response {
+    let actor = match crate::auth::actor(&app, req.headers()) {
+        Ok(Some(actor)) => actor,
+        Ok(None) if app.settings.access.admin_token.is_none() => {
+            return ApiError::AdminDisabled.into_response();
         }
-        .into_response();
-    }
+        Ok(None) => {
+            metrics::counter!("rplace_admin_auth_failures_total").increment(1);
+            return ApiError::TokenRequired {
+                flag: "admin-token",
+            }
+            .into_response();
+        }
+        Err(e) => {
+            metrics::counter!("rplace_admin_auth_failures_total").increment(1);
+            return e.into_response();
+        }
+    };
+    req.extensions_mut().insert(actor);
     next.run(req).await
 }
 
 /// `GET /api/admin/status`: what an operator checks first.
-async fn status(State(app): State<AppState>, Extension(started): Extension<Started>) -> Response {
+async fn status(
+    State(app): State<AppState>,
+    Extension(started): Extension<Started>,
+    Extension(actor): Extension<Actor>,
+) -> Result<Response, ApiError> {
+    actor.require(Role::Moderator)?;
     let backend = match &*app.store {
         Backend::Embedded(_) => "embedded",
         Backend::Shared(_) => "shared",
     };
     let s = &app.settings;
-    (
+    Ok((
         [(axum::http::header::CACHE_CONTROL, "no-store")],
         Json(json!({
             "width": s.dims.width(),
@@ -79,5 +101,5 @@ async fn status(State(app): State<AppState>, Extension(started): Extension<Start
             "uptime_s": started.0.elapsed().as_secs_f64(),
         })),
     )
-        .into_response()
+        .into_response())
 }

@@ -306,6 +306,7 @@ async fn place_inner(
             ip,
             bypass_limits: bypass,
             idempotency_key,
+            standing: Default::default(),
         })
         .await?;
     span.record("seq", placed.seq.0);

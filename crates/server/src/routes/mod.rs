@@ -2,7 +2,9 @@
 //! - [`api`]: config, board, pixels, updates (JSON and binary).
 //! - [`ws`]: the live update websocket.
 //! - [`ops`]: health, readiness, metrics, OpenAPI.
-//! - [`admin`]: operator endpoints under `/api/admin/`, behind `--admin-token`.
+//! - [`admin`]: operator and moderator endpoints under `/api/admin/`, which join those of
+//!   [`moderation`] (bans, protected areas), [`rewrite`] (rollback, restore, fill,
+//!   stamp), [`records`] (reports, audit log) and `crate::auth::routes` (roles).
 //! - [`strict`]: what every request must satisfy (Host, websocket Origin), and JSON for
 //!   every error the framework answers by itself.
 //! - [`assets`]: the embedded page.
@@ -10,7 +12,10 @@
 pub mod admin;
 pub mod api;
 pub mod assets;
+pub mod moderation;
 pub mod ops;
+pub mod records;
+pub mod rewrite;
 pub mod strict;
 pub mod ws;
 
@@ -21,7 +26,7 @@ use axum::routing::{MethodRouter, any, get};
 /// Every route of the main listener with its handlers (full paths). The router is built
 /// from this list, so tests that iterate over it ([`paths`]) cover every route.
 pub fn table() -> Vec<(&'static str, MethodRouter<AppState>)> {
-    vec![
+    let mut t = vec![
         ("/api/config", get(api::config)),
         ("/api/board", get(api::board)),
         ("/api/board.png", get(api::board_png)),
@@ -32,7 +37,11 @@ pub fn table() -> Vec<(&'static str, MethodRouter<AppState>)> {
         ("/healthz", get(ops::healthz)),
         ("/readyz", get(ops::readyz)),
         ("/metrics", get(ops::metrics)),
-    ]
+    ];
+    t.extend(records::public_table());
+    t.extend(crate::auth::routes::public_table());
+    t.extend(crate::antibot::routes::public_table());
+    t
 }
 
 /// Every path the server routes, the admin endpoints included.

@@ -45,6 +45,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
+mod accounts;
+mod moderation;
+mod records;
+mod rewrite;
 mod schema;
 mod writer;
 

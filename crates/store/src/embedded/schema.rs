@@ -112,7 +112,50 @@ pub(super) fn open_write(cfg: &EmbeddedConfig, path: &PathBuf) -> Result<Connect
         ))
         .map_err(backend)?;
     }
+    migrate_areas(&conn)?;
     Ok(conn)
+}
+
+/// Every area's own migrations, each version in its area's range (accounts 100s,
+/// moderation 200s, rewrite 300s, records 400s), so that areas evolve independently.
+const AREAS: &[&[(i64, &str, &str)]] = &[
+    super::accounts::MIGRATIONS,
+    super::moderation::MIGRATIONS,
+    super::rewrite::MIGRATIONS,
+    super::records::MIGRATIONS,
+];
+
+/// Applies the area migrations not yet recorded in `schema_migrations`, each in its own
+/// transaction with its record.
+fn migrate_areas(conn: &Connection) -> Result<(), StoreError> {
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+             version INTEGER PRIMARY KEY,
+             name TEXT NOT NULL,
+             applied_at INTEGER NOT NULL
+         )",
+    )
+    .map_err(backend)?;
+    for (version, name, sql) in AREAS.iter().flat_map(|a| a.iter()) {
+        let done: bool = conn
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM schema_migrations WHERE version = ?1)",
+                [version],
+                |r| r.get(0),
+            )
+            .map_err(backend)?;
+        if done {
+            continue;
+        }
+        conn.execute_batch(&format!(
+            "BEGIN; {sql}; INSERT INTO schema_migrations VALUES ({version}, '{}', {}); COMMIT;",
+            name.replace('\'', "''"),
+            now_ms()
+        ))
+        .map_err(backend)?;
+        tracing::info!(version, name, "applied SQLite migration");
+    }
+    Ok(())
 }
 
 /// Records the board's shape on first use and refuses a data dir made for another shape.

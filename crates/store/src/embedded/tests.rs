@@ -28,6 +28,7 @@ fn new(x: u16, user: u64) -> NewPlacement {
         ip: Ipv4Addr::LOCALHOST.into(),
         bypass_limits: false,
         idempotency_key: None,
+        standing: Default::default(),
     }
 }
 

@@ -600,6 +600,7 @@ mod tests {
             ip: IpAddr::V4(Ipv4Addr::new(10, 0, 0, ip)),
             bypass_limits: bypass,
             idempotency_key: None,
+            standing: Default::default(),
         };
         let batch = [
             p(0, 1, 1, false), // accepted

@@ -79,6 +79,7 @@
 //! never reached the history. A Redis restored from an older copy (its seq behind the
 //! history's) is detected by the maintenance task and rebuilt the same way.
 
+pub(crate) mod accounts;
 mod backlog;
 mod batcher;
 mod config;
@@ -88,9 +89,12 @@ mod history;
 mod idempotency;
 mod keys;
 mod live;
+pub(crate) mod moderation;
 mod place;
 mod probe;
+pub(crate) mod records;
 mod recovery;
+pub(crate) mod rewrite;
 mod writer;
 
 use crate::{
@@ -343,6 +347,9 @@ impl Store for SharedStore {
             Ok(_) => "accepted",
             Err(PlaceError::Cooldown { .. }) => "cooldown",
             Err(PlaceError::RateLimited { .. }) => "rate_limited",
+            Err(PlaceError::Banned { .. }) => "banned",
+            Err(PlaceError::Protected) => "protected",
+            Err(PlaceError::OnceSpent) => "once_spent",
             Err(PlaceError::ShuttingDown) => "shutting_down",
             Err(PlaceError::Unavailable(_)) => "unavailable",
         };

@@ -36,6 +36,17 @@ pub(super) const MIGRATIONS: &[(i32, &str, &str)] = &[(
      ALTER TABLE board_snapshots ALTER COLUMN board SET STORAGE EXTERNAL;",
 )];
 
+/// The history's own migrations, then every area's, each version in its area's range
+/// (accounts 100s, moderation 200s, rewrite 300s, records 400s), so that areas evolve
+/// independently; a version is applied once, whatever order they were added in.
+const AREAS: &[&[(i32, &str, &str)]] = &[
+    MIGRATIONS,
+    crate::shared::accounts::MIGRATIONS,
+    crate::shared::moderation::MIGRATIONS,
+    crate::shared::rewrite::MIGRATIONS,
+    crate::shared::records::MIGRATIONS,
+];
+
 pub(super) async fn migrate(client: &mut tokio_postgres::Client) -> Result<(), StoreError> {
     client
         .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
@@ -52,15 +63,18 @@ pub(super) async fn migrate(client: &mut tokio_postgres::Client) -> Result<(), S
             )
             .await
             .map_err(pg)?;
-        let applied: i32 = client
-            .query_one(
-                "SELECT coalesce(max(version), 0) FROM schema_migrations",
-                &[],
-            )
+        let applied: Vec<i32> = client
+            .query("SELECT version FROM schema_migrations", &[])
             .await
             .map_err(pg)?
-            .get(0);
-        for (version, name, sql) in MIGRATIONS.iter().filter(|m| m.0 > applied) {
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        for (version, name, sql) in AREAS
+            .iter()
+            .flat_map(|a| a.iter())
+            .filter(|m| !applied.contains(&m.0))
+        {
             let tx = client.transaction().await.map_err(pg)?;
             tx.batch_execute(sql).await.map_err(|e| {
                 tracing::error!(version, name, error = %crate::Chain(&e), "migration failed");

@@ -11,6 +11,7 @@
 //!   sequence number ([`Seq`]), anonymous identities ([`UserId`]) and the cooldown rule.
 //! - [`policy`]: the rules that accept or refuse a placement (cooldown, per-address rate,
 //!   IPv6 prefixes), one pure `decide` that both backends execute, and its test vectors.
+//! - [`rect`]: a rectangle on the board ([`Rect`]), what moderators act on.
 //! - [`idempotency`]: the key that makes a resent placement answer the first outcome.
 //! - [`once`]: the id of a one-time proof (a solved anti-bot challenge).
 //! - [`wire`]: the binary update frame that websocket clients and `GET /api/updates`
@@ -27,6 +28,7 @@ pub mod once;
 pub mod palette;
 pub mod placement;
 pub mod policy;
+pub mod rect;
 pub mod sync;
 pub mod wire;
 
@@ -36,3 +38,4 @@ pub use once::OnceToken;
 pub use palette::{ColorIndex, Palette, PaletteError, Rgb};
 pub use placement::{Cooldown, Placement, Seq, UserId};
 pub use policy::{AddrKey, Ipv6Prefix};
+pub use rect::{Rect, RectError};

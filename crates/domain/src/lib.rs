@@ -11,6 +11,8 @@
 //!   sequence number ([`Seq`]), anonymous identities ([`UserId`]) and the cooldown rule.
 //! - [`policy`]: the rules that accept or refuse a placement (cooldown, per-address rate,
 //!   IPv6 prefixes), one pure `decide` that both backends execute, and its test vectors.
+//! - [`pow`]: the proof-of-work challenge format (signed by the server, solved by the
+//!   page), and its checks.
 //! - [`rect`]: a rectangle on the board ([`Rect`]), what moderators act on.
 //! - [`idempotency`]: the key that makes a resent placement answer the first outcome.
 //! - [`once`]: the id of a one-time proof (a solved anti-bot challenge).
@@ -28,6 +30,7 @@ pub mod once;
 pub mod palette;
 pub mod placement;
 pub mod policy;
+pub mod pow;
 pub mod rect;
 pub mod sync;
 pub mod wire;

@@ -74,6 +74,8 @@ pub struct Inner {
     pub live_path: Arc<LivePath>,
     /// Where websocket tasks run, apart from request handling.
     pub ws_runtime: WsRuntime,
+    /// Proof of work and captcha: their keys, clients and counters.
+    pub antibot: crate::antibot::Antibot,
 }
 
 impl Deref for AppState {
@@ -145,6 +147,7 @@ pub async fn run(
     let metrics = crate::telemetry::metrics();
     let key = crate::identity::load_key(settings.cookie_key.as_deref(), &config.data_dir)
         .map_err(RunError::CookieKey)?;
+    let antibot = crate::antibot::Antibot::new(&config, key.master())?;
     let store = Arc::new(open_store(&config, &settings).await?);
     let ws_runtime = WsRuntime::new(settings.ws.threads, settings.ws.nice)?;
     let live = start_live_path(&store, &config, &settings, &ws_runtime).await?;
@@ -164,6 +167,7 @@ pub async fn run(
         ws_per_ip: crate::serve::per_ip::PerIp::new(config.max_websockets_per_ip),
         live_path: live.health.clone(),
         ws_runtime,
+        antibot,
     }));
     let addr = listener.local_addr()?;
     tracing::info!(

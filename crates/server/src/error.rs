@@ -101,6 +101,9 @@ pub enum ApiError {
     /// `--login required` and the visitor has no account session.
     #[error("log in to place pixels on this canvas")]
     LoginRequired,
+    /// A proof of work or captcha is missing or refused (crates/server/src/antibot).
+    #[error(transparent)]
+    Antibot(#[from] crate::antibot::Refusal),
 }
 
 fn unavailable_message(placing: bool) -> &'static str {
@@ -186,6 +189,7 @@ impl ApiError {
             ApiError::Forbidden { .. } => (StatusCode::FORBIDDEN, "forbidden"),
             ApiError::Csrf(_) => (StatusCode::FORBIDDEN, "csrf"),
             ApiError::LoginRequired => (StatusCode::UNAUTHORIZED, "login_required"),
+            ApiError::Antibot(r) => r.status_and_code(),
         }
     }
 
@@ -249,6 +253,7 @@ impl IntoResponse for ApiError {
                 body["until"] = json!(until);
             }
             ApiError::Forbidden { needed } => body["needed"] = json!(needed),
+            ApiError::Antibot(r) => r.extend(&mut body),
             _ => {}
         }
         if let ApiError::TooManyFromAddress { max } = &self {

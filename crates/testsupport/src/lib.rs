@@ -8,6 +8,8 @@
 //!   to stall it as an overloaded or partitioned server would.
 //! - [`Postgres`]: one PostgreSQL cluster per test binary ([`Postgres::shared`]), because
 //!   `initdb` costs seconds, and a fresh database per test ([`Postgres::create_database`]).
+//! - [`siteverify::SiteVerify`]: a local stand-in for a captcha provider's siteverify
+//!   endpoint, speaking the protocol Turnstile and hCaptcha document.
 //!
 //! Every server runs under a small `sh` watchdog that stops it when the test process is
 //! gone, so a test binary that is killed or aborts leaves no server behind; a server held
@@ -21,6 +23,7 @@
 
 mod postgres;
 mod redis;
+pub mod siteverify;
 pub mod topology;
 mod wait;
 

@@ -6,7 +6,7 @@ use clap::{Parser, ValueEnum};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-mod antibot;
+pub mod antibot;
 mod auth;
 mod moderation;
 mod settings;

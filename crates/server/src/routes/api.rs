@@ -41,6 +41,7 @@ pub async fn config(
     let (jar, user) = crate::identity::ensure(jar, app.settings.access.secure_cookies);
     let next_at = app.store.next_allowed(user).await?;
     let s = &app.settings;
+    let (pow, captcha) = app.antibot.public_config();
     let body = json!({
         "width": s.dims.width(),
         "height": s.dims.height(),
@@ -51,6 +52,8 @@ pub async fn config(
         "tick_ms": app.hub.tick_ms(),
         "seq": app.hub.seq().0,
         "user": UserInfo { id: user.to_string(), next_at },
+        "pow": pow,
+        "captcha": captcha,
     });
     Ok((jar, [(header::CACHE_CONTROL, "no-store")], Json(body)).into_response())
 }
@@ -297,6 +300,13 @@ async fn place_inner(
     let span = tracing::Span::current();
     span.record("ip", tracing::field::display(ip));
     span.record("user", tracing::field::display(user));
+    // Proof of work and captcha (crate::antibot); the load generator's token skips them.
+    let now_ms = rplace_store::now_ms();
+    let addr = app.settings.policy.addr_key(ip);
+    let pass = match bypass {
+        true => None,
+        false => Some(app.antibot.check(user, ip, addr, headers, now_ms).await?),
+    };
     let placed = app
         .store
         .place(NewPlacement {
@@ -306,9 +316,15 @@ async fn place_inner(
             ip,
             bypass_limits: bypass,
             idempotency_key,
-            standing: Default::default(),
+            standing: rplace_store::Standing {
+                once: pass.and_then(|p| p.once),
+                ..Default::default()
+            },
         })
         .await?;
+    if let Some(p) = &pass {
+        app.antibot.placed(p, now_ms);
+    }
     span.record("seq", placed.seq.0);
     let mut resp = (
         [(header::CACHE_CONTROL, "no-store")],

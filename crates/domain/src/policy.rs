@@ -7,25 +7,41 @@
 //! [`decide`] is pure: it reads the [`Prior`] state of the user and of the address, the
 //! [`Params`] and the moment, runs every check, and only if all pass returns the new state
 //! to store ([`Decision::Accept`]). A refused placement therefore spends nothing: no
-//! cooldown starts and no rate budget is used. Rules still to come (bans, protected
-//! areas, charges: a pool of N placements regaining one every T) slot in as more checks
-//! in [`decide`], each reading its part of [`Prior`] and contributing its part of the new
+//! cooldown starts, no rate budget is used and no one-time proof is spent. Rules still to
+//! come (charges: a pool of N placements regaining one every T) slot in as more checks in
+//! [`decide`], each reading its part of [`Prior`] and contributing its part of the new
 //! state.
 //!
-//! # The rules today, in the order they are checked
-//! 1. Cooldown: a user may place again `cooldown` after their last accepted placement.
-//! 2. Per-address rate: a generic cell rate algorithm (GCRA) per [`AddrKey`]. Each
+//! # The rules, in the order they are checked
+//! 1. Ban: a ban of the user (any of their identities) or of a network holding the
+//!    address refuses until it ends ([`BanRef`]; the caller finds the bans that name the
+//!    placer, [`applying_ban`] picks the one to report).
+//! 2. Protected area: a pixel inside a protected rectangle may be placed by moderators
+//!    only (the caller says whether the pixel is inside one).
+//! 3. One-time proof: a proof ([`crate::OnceToken`]) that an accepted placement spent in
+//!    the last [`ONCE_TTL_MS`] refuses; an accepted placement spends the one it carries.
+//! 4. Cooldown: a user may place again `cooldown` after their last accepted placement.
+//! 5. Per-address rate: a generic cell rate algorithm (GCRA) per [`AddrKey`]. Each
 //!    accepted placement moves the address's theoretical arrival time (TAT) one `period`
 //!    later; a placement is allowed while the TAT runs ahead of now by at most the burst
 //!    tolerance (`(burst - 1) * period`). Times are unix microseconds, as in the script.
+//!    Accounts and anonymous visitors share the address's TAT but have their own rate:
+//!    an account's placement costs one account period of it, an anonymous one one
+//!    anonymous period.
 //!
-//! Placements through the load generator's token path are `exempt`: no check runs, the
-//! user's cooldown is still recorded, the address's budget is not touched.
+//! Placements through the load generator's token path (and the admin token's) are
+//! `exempt`: no check runs, not even the ban (the operator's own token cannot be banned,
+//! and the load generator must measure placing, not moderation); the user's cooldown is
+//! still recorded, the address's budget is not touched, no proof is spent.
 
 mod addr;
+mod net;
+mod standing;
 pub mod vectors;
 
 pub use addr::{AddrKey, Ipv6Prefix, Ipv6PrefixError};
+pub use net::{BanNet, BanNetError, V4_MIN_BITS, V6_MIN_BITS, hex_addr, length_tag, net_key};
+pub use standing::{BanRef, ONCE_TTL_MS, OnceState, applying_ban};
 
 use crate::placement::Cooldown;
 use std::net::IpAddr;
@@ -36,19 +52,49 @@ use std::net::IpAddr;
 pub struct Params {
     /// Time between two accepted placements of one user.
     cooldown: Cooldown,
-    /// The per-address GCRA.
+    /// The per-address GCRA for anonymous visitors.
     addr_rate: AddrRate,
+    /// The per-address GCRA for placements by accounts (usually more generous: a login
+    /// costs more than a cookie).
+    account_rate: AddrRate,
     /// How much of an IPv6 address identifies one client.
     ipv6_prefix: Ipv6Prefix,
 }
 
 impl Params {
+    /// Accounts get the same rate as anonymous visitors until [`Params::with_account_rate`].
     pub fn new(cooldown: Cooldown, addr_rate: AddrRate, ipv6_prefix: Ipv6Prefix) -> Self {
         Self {
             cooldown,
             addr_rate,
+            account_rate: addr_rate,
             ipv6_prefix,
         }
+    }
+
+    pub fn with_account_rate(self, account_rate: AddrRate) -> Self {
+        Self {
+            account_rate,
+            ..self
+        }
+    }
+
+    pub fn account_rate(&self) -> AddrRate {
+        self.account_rate
+    }
+
+    /// The rate that applies to a placement by an account or by an anonymous visitor.
+    pub fn rate_for(&self, account: bool) -> AddrRate {
+        if account {
+            self.account_rate
+        } else {
+            self.addr_rate
+        }
+    }
+
+    /// Whether neither rate limits anything: the address state need not be read.
+    pub fn rates_off(&self) -> bool {
+        self.addr_rate.is_off() && self.account_rate.is_off()
     }
 
     pub fn cooldown(&self) -> Cooldown {
@@ -198,11 +244,68 @@ pub struct Prior {
     addr: AddrState,
     /// The load generator's token path: no check applies.
     exempt: bool,
+    /// The ban that applies to the placer (see [`applying_ban`]), if any.
+    ban: Option<BanRef>,
+    /// The pixel lies inside a protected area.
+    protected: bool,
+    /// The placer is a moderator or an admin: protected areas do not stop them.
+    moderator: bool,
+    /// The placer is logged in: the account rate applies instead of the anonymous one.
+    account: bool,
+    /// The one-time proof the placement carries, with what the store knows of it.
+    once: Option<OnceState>,
 }
 
 impl Prior {
+    /// An anonymous visitor's attempt on an unprotected pixel, without ban or proof; the
+    /// `with_` methods add the rest.
     pub fn new(user: UserState, addr: AddrState, exempt: bool) -> Self {
-        Self { user, addr, exempt }
+        Self {
+            user,
+            addr,
+            exempt,
+            ..Self::default()
+        }
+    }
+
+    pub fn with_ban(self, ban: Option<BanRef>) -> Self {
+        Self { ban, ..self }
+    }
+
+    pub fn with_protected(self, protected: bool) -> Self {
+        Self { protected, ..self }
+    }
+
+    pub fn with_standing(self, moderator: bool, account: bool) -> Self {
+        Self {
+            moderator,
+            account,
+            ..self
+        }
+    }
+
+    pub fn with_once(self, once: Option<OnceState>) -> Self {
+        Self { once, ..self }
+    }
+
+    pub fn ban(&self) -> Option<BanRef> {
+        self.ban
+    }
+
+    pub fn protected(&self) -> bool {
+        self.protected
+    }
+
+    pub fn moderator(&self) -> bool {
+        self.moderator
+    }
+
+    pub fn account(&self) -> bool {
+        self.account
+    }
+
+    pub fn once(&self) -> Option<OnceState> {
+        self.once
     }
 
     pub fn user(&self) -> UserState {
@@ -229,9 +332,16 @@ pub struct Accepted {
     at_ms: i64,
     /// When this user may place again, unix ms.
     next_at_ms: i64,
+    /// Until when the placement's one-time proof is to be remembered as spent (unix ms),
+    /// if it carried one.
+    once_until_ms: Option<i64>,
 }
 
 impl Accepted {
+    pub fn once_until_ms(&self) -> Option<i64> {
+        self.once_until_ms
+    }
+
     pub fn user(&self) -> UserState {
         self.user
     }
@@ -252,6 +362,12 @@ impl Accepted {
 /// Why a placement is refused. A refusal changes no state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
+    /// A ban applies; the caller shows its reason.
+    Banned { ban: BanRef },
+    /// The pixel is protected and the placer is no moderator.
+    Protected,
+    /// The one-time proof was spent by an accepted placement.
+    OnceSpent,
     /// The user's cooldown runs until `next_at_ms` (unix ms).
     Cooldown { next_at_ms: i64 },
     /// The address has used its budget; one more placement fits in `retry_after_ms`.
@@ -275,29 +391,47 @@ pub fn decide(params: &Params, prior: &Prior, now: Now) -> Decision {
 }
 
 fn checks(params: &Params, prior: &Prior, now: Now) -> Result<Accepted, Refusal> {
-    let (user, addr) = if prior.exempt {
-        (prior.user, prior.addr)
-    } else {
-        (
-            cooldown_rule(params.cooldown, prior.user, now)?,
-            addr_rate_rule(params.addr_rate, prior.addr, now)?,
-        )
-    };
+    if prior.exempt {
+        return Ok(accepted(params, prior.user, prior.addr, None, now));
+    }
+    if let Some(ban) = prior.ban.filter(|b| b.applies_at(now)) {
+        return Err(Refusal::Banned { ban });
+    }
+    if prior.protected && !prior.moderator {
+        return Err(Refusal::Protected);
+    }
+    if prior.once.is_some_and(|o| o.is_spent_at(now)) {
+        return Err(Refusal::OnceSpent);
+    }
+    let user = cooldown_rule(params.cooldown, prior.user, now)?;
+    let addr = addr_rate_rule(params.rate_for(prior.account), prior.addr, now)?;
+    let once_until = prior.once.map(|_| now.millis() + ONCE_TTL_MS);
+    Ok(accepted(params, user, addr, once_until, now))
+}
+
+fn accepted(
+    params: &Params,
+    user: UserState,
+    addr: AddrState,
+    once_until_ms: Option<i64>,
+    now: Now,
+) -> Accepted {
     // The cooldown is recorded even for exempt placements, as a normal one would be.
     let user = if params.cooldown.as_millis() > 0 {
         UserState::new(Some(now.millis()))
     } else {
         user
     };
-    Ok(Accepted {
+    Accepted {
         user,
         addr,
         at_ms: now.millis(),
         next_at_ms: params.cooldown.next_at(now.millis()),
-    })
+        once_until_ms,
+    }
 }
 
-/// Rule 1. Returns the user state to keep (the caller records the new placement time).
+/// Rule 4. Returns the user state to keep (the caller records the new placement time).
 fn cooldown_rule(cooldown: Cooldown, user: UserState, now: Now) -> Result<UserState, Refusal> {
     match cooldown.check(user.last_ms, now.millis()) {
         Ok(_) => Ok(user),
@@ -305,7 +439,7 @@ fn cooldown_rule(cooldown: Cooldown, user: UserState, now: Now) -> Result<UserSt
     }
 }
 
-/// Rule 2, the GCRA. Returns the address's new state.
+/// Rule 5, the GCRA. Returns the address's new state.
 fn addr_rate_rule(rate: AddrRate, addr: AddrState, now: Now) -> Result<AddrState, Refusal> {
     if rate.is_off() {
         return Ok(addr);
@@ -335,6 +469,13 @@ mod tests {
                 "vector {}",
                 v.name()
             );
+        }
+    }
+
+    #[test]
+    fn every_network_name_vector_holds() {
+        for (ip, bits, want) in vectors::net_vectors() {
+            assert_eq!(net_key(ip.parse().unwrap(), bits), want, "{ip}/{bits}");
         }
     }
 

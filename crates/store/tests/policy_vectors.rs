@@ -7,8 +7,8 @@ use redis::AsyncCommands;
 use rplace_domain::board::Depth;
 use rplace_domain::policy::vectors::{self, BASE_MS};
 use rplace_domain::policy::{Decision, Refusal};
-use rplace_domain::{ColorIndex, Coord, Dimensions, UserId};
-use rplace_store::{NewPlacement, PlaceError, SharedStore};
+use rplace_domain::{ColorIndex, Coord, Dimensions, OnceToken, UserId};
+use rplace_store::{NewPlacement, PlaceError, SharedStore, Standing};
 use rplace_testsupport::RedisServer;
 use std::net::{IpAddr, Ipv4Addr};
 
@@ -23,6 +23,9 @@ async fn the_script_decides_every_vector_as_the_domain_does() {
     let user = UserId(0x1234);
     let ip = IpAddr::V4(Ipv4Addr::new(203, 0, 113, 9));
     let cd_key = format!("{PREFIX}cd:{user}");
+    let ban_key = format!("{PREFIX}ban:u:{user}");
+    let token = OnceToken::from_bytes([7; 16]);
+    let once_key = format!("{PREFIX}once:{}", token.to_hex());
     let all = vectors::vectors();
     assert!(all.len() >= 10);
     for v in all {
@@ -52,6 +55,31 @@ async fn the_script_decides_every_vector_as_the_domain_does() {
         if let Some(tat) = prior.addr().tat_us() {
             let () = conn.set(&ip_key, tat).await.unwrap();
         }
+        if let Some(ban) = prior.ban() {
+            let until = ban.until_ms().unwrap_or(0);
+            let () = conn.hset(&ban_key, ban.id(), until).await.unwrap();
+            let () = conn
+                .hset(
+                    format!("{PREFIX}ban:reasons"),
+                    ban.id(),
+                    format!("reason {}", ban.id()),
+                )
+                .await
+                .unwrap();
+        }
+        if prior.protected() {
+            // Around the placement's pixel (1, 1), and one elsewhere.
+            let () = conn
+                .hset_multiple(
+                    format!("{PREFIX}protected"),
+                    &[(1, "0 1 2 1"), (2, "3 0 1 1")],
+                )
+                .await
+                .unwrap();
+        }
+        if let Some(until) = prior.once().and_then(|o| o.spent_until_ms()) {
+            let () = conn.set(&once_key, until).await.unwrap();
+        }
         let got = SharedStore::run_place_script(
             &redis.url(),
             PREFIX,
@@ -65,10 +93,15 @@ async fn the_script_decides_every_vector_as_the_domain_does() {
                 ip,
                 bypass_limits: prior.exempt(),
                 idempotency_key: None,
-                standing: Default::default(),
+                standing: Standing {
+                    moderator: prior.moderator(),
+                    account: prior.account(),
+                    once: prior.once().map(|_| token),
+                },
             },
         )
         .await;
+        let once: Option<i64> = conn.get(&once_key).await.unwrap();
         let last: Option<i64> = conn.get(&cd_key).await.unwrap();
         let tat: Option<i64> = conn.get(&ip_key).await.unwrap();
         let seq: u64 = conn.get(format!("{PREFIX}seq")).await.unwrap();
@@ -80,6 +113,10 @@ async fn the_script_decides_every_vector_as_the_domain_does() {
                 assert_eq!(placed.next_at_ms, a.next_at_ms(), "{name}");
                 assert_eq!(last, a.user().last_ms(), "{name}: user state");
                 assert_eq!(tat, a.addr().tat_us(), "{name}: address state");
+                let spent = a
+                    .once_until_ms()
+                    .or(prior.once().and_then(|o| o.spent_until_ms()));
+                assert_eq!(once, spent, "{name}: proof state");
                 assert_eq!(seq, 11, "{name}");
             }
             (Decision::Refuse(r), Err(e)) => {
@@ -96,8 +133,19 @@ async fn the_script_decides_every_vector_as_the_domain_does() {
                             retry_after_ms: got,
                         },
                     ) => assert_eq!(got, want, "{name}"),
+                    (Refusal::Banned { ban }, PlaceError::Banned { reason, until_ms }) => {
+                        assert_eq!(until_ms, ban.until_ms(), "{name}");
+                        assert_eq!(reason, format!("reason {}", ban.id()), "{name}");
+                    }
+                    (Refusal::Protected, PlaceError::Protected) => {}
+                    (Refusal::OnceSpent, PlaceError::OnceSpent) => {}
                     (r, e) => panic!("{name}: expected {r:?}, got {e:?}"),
                 }
+                assert_eq!(
+                    once,
+                    prior.once().and_then(|o| o.spent_until_ms()),
+                    "{name}: proof state"
+                );
                 // A refusal spends nothing: the state is the prior one.
                 assert_eq!(last, prior.user().last_ms(), "{name}: user state");
                 assert_eq!(tat, prior.addr().tat_us(), "{name}: address state");
@@ -106,5 +154,73 @@ async fn the_script_decides_every_vector_as_the_domain_does() {
             (want, got) => panic!("{name}: expected {want:?}, got {got:?}"),
         }
         assert!(now_ms >= BASE_MS);
+    }
+}
+
+/// Network bans: for every name vector, a ban of that network refuses an address inside
+/// it, and an address one bit outside the prefix is accepted: the script's masking
+/// builds the names the domain's `net_key` builds.
+#[tokio::test]
+async fn the_script_finds_network_bans_by_the_domains_names() {
+    let redis = RedisServer::start();
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let dims = Dimensions::parse(4, 2).unwrap();
+    let params = rplace_domain::policy::Params::new(
+        rplace_domain::Cooldown::from_secs(0),
+        rplace_domain::policy::AddrRate::OFF,
+        rplace_domain::Ipv6Prefix::DEFAULT,
+    );
+    for (ip, bits, key) in vectors::net_vectors() {
+        let ip: IpAddr = ip.parse().unwrap();
+        let () = redis::cmd("FLUSHALL").query_async(&mut conn).await.unwrap();
+        let family = if ip.to_canonical().is_ipv4() { 4 } else { 6 };
+        let () = redis::pipe()
+            .set(format!("{PREFIX}board"), vec![0u8; 4])
+            .ignore()
+            .set(format!("{PREFIX}seq"), 10)
+            .ignore()
+            .set(format!("{PREFIX}epoch"), 1)
+            .ignore()
+            .hset(format!("{PREFIX}ban:lens"), format!("{family}/{bits}"), 1)
+            .ignore()
+            .hset(format!("{PREFIX}ban:n:{key}"), 77, 0)
+            .ignore()
+            .hset(format!("{PREFIX}ban:reasons"), 77, "net")
+            .ignore()
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        // The last bit of the prefix flipped: the neighbouring network.
+        let outside = match ip.to_canonical() {
+            IpAddr::V4(a) => IpAddr::V4((u32::from(a) ^ (1 << (32 - u32::from(bits)))).into()),
+            IpAddr::V6(a) => IpAddr::V6((u128::from(a) ^ (1 << (128 - u32::from(bits)))).into()),
+        };
+        for (addr, banned) in [(ip, true), (outside, false)] {
+            let got = SharedStore::run_place_script(
+                &redis.url(),
+                PREFIX,
+                dims,
+                Depth::Four,
+                params,
+                NewPlacement {
+                    coord: Coord::new_unchecked(1, 1),
+                    color: ColorIndex::new_unchecked(3),
+                    user: UserId(5),
+                    ip: addr,
+                    bypass_limits: false,
+                    idempotency_key: None,
+                    standing: Default::default(),
+                },
+            )
+            .await;
+            match (banned, got) {
+                (true, Err(PlaceError::Banned { reason, until_ms })) => {
+                    assert_eq!((reason.as_str(), until_ms), ("net", None), "{addr}/{bits}")
+                }
+                (false, Ok(_)) => {}
+                (b, got) => panic!("{addr}/{bits} (key {key}): banned {b}, got {got:?}"),
+            }
+        }
     }
 }

@@ -8,7 +8,8 @@
 //! placement" key) to it, since Redis's own clock cannot be set.
 
 use super::{
-    Accepted, AddrRate, AddrState, Decision, Ipv6Prefix, Now, Params, Prior, Refusal, UserState,
+    Accepted, AddrRate, AddrState, BanRef, Decision, Ipv6Prefix, Now, ONCE_TTL_MS, OnceState,
+    Params, Prior, Refusal, UserState,
 };
 use crate::placement::Cooldown;
 
@@ -73,7 +74,83 @@ fn accept(user_last: Option<i64>, tat_offset_us: Option<i64>, next_at_offset_ms:
         addr: AddrState::new(tat_offset_us.map(us)),
         at_ms: BASE_MS,
         next_at_ms: BASE_MS + next_at_offset_ms,
+        once_until_ms: None,
     })
+}
+
+/// [`accept`] of a placement that spends its one-time proof.
+fn accept_spending(
+    user_last: Option<i64>,
+    tat_offset_us: Option<i64>,
+    next_at_offset_ms: i64,
+) -> Decision {
+    match accept(user_last, tat_offset_us, next_at_offset_ms) {
+        Decision::Accept(a) => Decision::Accept(Accepted {
+            once_until_ms: Some(BASE_MS + ONCE_TTL_MS),
+            ..a
+        }),
+        d => d,
+    }
+}
+
+/// A ban ending `offset_ms` after [`BASE_MS`] (`None`: never).
+pub fn ban(id: u64, until_offset_ms: Option<i64>) -> BanRef {
+    BanRef::new(id, until_offset_ms.map(|o| BASE_MS + o))
+}
+
+/// A one-time proof spent until `offset_ms` after [`BASE_MS`] (`None`: never spent).
+fn once(spent_until_offset_ms: Option<i64>) -> Option<OnceState> {
+    Some(OnceState::new(spent_until_offset_ms.map(|o| BASE_MS + o)))
+}
+
+/// One case of the network names the ban rule looks up: the address, the prefix length
+/// and the name [`super::net_key`] gives (and the script must build).
+pub fn net_vectors() -> Vec<(&'static str, u8, &'static str)> {
+    vec![
+        ("203.0.113.7", 32, "4:cb007107/32"),
+        ("203.0.113.7", 24, "4:cb007100/24"),
+        ("203.0.113.7", 22, "4:cb007000/22"),
+        ("203.0.113.7", 21, "4:cb007000/21"),
+        ("203.0.113.255", 23, "4:cb007000/23"),
+        ("10.255.1.2", 9, "4:0a800000/9"),
+        ("10.255.1.2", 8, "4:0a000000/8"),
+        ("::ffff:203.0.113.7", 24, "4:cb007100/24"),
+        (
+            "2001:db8:1:2:aaaa::1",
+            64,
+            "6:20010db8000100020000000000000000/64",
+        ),
+        (
+            "2001:db8:1:2:aaaa::1",
+            63,
+            "6:20010db8000100020000000000000000/63",
+        ),
+        (
+            "2001:db8:1:3:aaaa::1",
+            63,
+            "6:20010db8000100020000000000000000/63",
+        ),
+        (
+            "2001:db8:1:3:aaaa::1",
+            49,
+            "6:20010db8000100000000000000000000/49",
+        ),
+        (
+            "2001:8db8:ffff:3::1",
+            17,
+            "6:20018000000000000000000000000000/17",
+        ),
+        (
+            "2001:db8:1:3:aaaa::1",
+            128,
+            "6:20010db800010003aaaa000000000001/128",
+        ),
+        (
+            "2001:db8:1:3:aaaa::1",
+            127,
+            "6:20010db800010003aaaa000000000000/127",
+        ),
+    ]
 }
 
 /// Every case, each decided at [`BASE_MS`].
@@ -96,6 +173,8 @@ pub fn vectors() -> Vec<Vector> {
         AddrRate::per_minute(1, 1),
         Ipv6Prefix::DEFAULT,
     );
+    // Accounts get 60 per minute with a burst of 6 where anonymous visitors get 3.
+    let accounts = std.with_account_rate(AddrRate::per_minute(120, 6));
     let v = |name, params, prior, expect| Vector {
         name,
         params,
@@ -209,6 +288,142 @@ pub fn vectors() -> Vec<Vector> {
             Decision::Refuse(Refusal::RateLimited {
                 retry_after_ms: 60_000,
             }),
+        ),
+        v(
+            "a ban refuses, before the cooldown, spending nothing",
+            std,
+            prior(Some(-1_000), Some(3 * SEC_US), false).with_ban(Some(ban(7, None))),
+            Decision::Refuse(Refusal::Banned { ban: ban(7, None) }),
+        ),
+        v(
+            "a ban with an end refuses until then",
+            std,
+            prior(None, None, false).with_ban(Some(ban(8, Some(1)))),
+            Decision::Refuse(Refusal::Banned {
+                ban: ban(8, Some(1)),
+            }),
+        ),
+        v(
+            "a ban stops applying exactly at its end",
+            std,
+            prior(None, None, false).with_ban(Some(ban(9, Some(0)))),
+            accept(Some(0), Some(SEC_US), 60_000),
+        ),
+        v(
+            "a ban applies to moderators too",
+            std,
+            prior(None, None, false)
+                .with_ban(Some(ban(3, None)))
+                .with_standing(true, true),
+            Decision::Refuse(Refusal::Banned { ban: ban(3, None) }),
+        ),
+        v(
+            "a protected pixel refuses a visitor, before the cooldown",
+            std,
+            prior(Some(-1_000), None, false).with_protected(true),
+            Decision::Refuse(Refusal::Protected),
+        ),
+        v(
+            "a protected pixel refuses an account that is no moderator",
+            std,
+            prior(None, None, false)
+                .with_protected(true)
+                .with_standing(false, true),
+            Decision::Refuse(Refusal::Protected),
+        ),
+        v(
+            "a moderator places on a protected pixel, under the usual limits",
+            std,
+            prior(None, None, false)
+                .with_protected(true)
+                .with_standing(true, false),
+            accept(Some(0), Some(SEC_US), 60_000),
+        ),
+        v(
+            "a moderator still has a cooldown",
+            std,
+            prior(Some(-1_000), None, false)
+                .with_protected(true)
+                .with_standing(true, false),
+            Decision::Refuse(Refusal::Cooldown {
+                next_at_ms: BASE_MS + 59_000,
+            }),
+        ),
+        v(
+            "the ban is checked before the protected area",
+            std,
+            prior(None, None, false)
+                .with_protected(true)
+                .with_ban(Some(ban(4, None))),
+            Decision::Refuse(Refusal::Banned { ban: ban(4, None) }),
+        ),
+        v(
+            "the exempt path skips bans and protected areas too",
+            std,
+            prior(None, None, true)
+                .with_protected(true)
+                .with_ban(Some(ban(5, None))),
+            accept(Some(0), None, 60_000),
+        ),
+        v(
+            "a fresh one-time proof is accepted and spent",
+            std,
+            prior(None, None, false).with_once(once(None)),
+            accept_spending(Some(0), Some(SEC_US), 60_000),
+        ),
+        v(
+            "a spent proof refuses, before the cooldown and the rate",
+            std,
+            prior(Some(-1_000), Some(3 * SEC_US), false).with_once(once(Some(1))),
+            Decision::Refuse(Refusal::OnceSpent),
+        ),
+        v(
+            "a proof spent long ago is forgotten",
+            std,
+            prior(None, None, false).with_once(once(Some(0))),
+            accept_spending(Some(0), Some(SEC_US), 60_000),
+        ),
+        v(
+            "a cooldown refusal does not spend the proof",
+            std,
+            prior(Some(-1_000), None, false).with_once(once(None)),
+            Decision::Refuse(Refusal::Cooldown {
+                next_at_ms: BASE_MS + 59_000,
+            }),
+        ),
+        v(
+            "a protected refusal does not spend the proof",
+            std,
+            prior(None, None, false)
+                .with_protected(true)
+                .with_once(once(None)),
+            Decision::Refuse(Refusal::Protected),
+        ),
+        v(
+            "the exempt path neither checks nor spends a proof",
+            std,
+            prior(None, None, true).with_once(once(Some(1))),
+            accept(Some(0), None, 60_000),
+        ),
+        v(
+            "an account is held to the account rate",
+            accounts,
+            prior(None, Some(2 * SEC_US + 500_000), false).with_standing(false, true),
+            accept(Some(0), Some(3 * SEC_US), 60_000),
+        ),
+        v(
+            "an anonymous visitor at the same address is held to the anonymous rate",
+            accounts,
+            prior(None, Some(2 * SEC_US + 500_000), false),
+            Decision::Refuse(Refusal::RateLimited {
+                retry_after_ms: 500,
+            }),
+        ),
+        v(
+            "an account past its own burst is refused",
+            accounts,
+            prior(None, Some(2 * SEC_US + 500_001), false).with_standing(false, true),
+            Decision::Refuse(Refusal::RateLimited { retry_after_ms: 1 }),
         ),
     ]
 }

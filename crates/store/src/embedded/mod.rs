@@ -34,9 +34,10 @@ use crate::{
     now_ms,
 };
 use rplace_domain::board::Depth;
-use rplace_domain::policy::{self, Decision, Now, Params, Prior, Refusal, UserState};
+use rplace_domain::policy::{self, Decision, Now, OnceState, Params, Prior, Refusal, UserState};
 use rplace_domain::{
-    AddrKey, Board, ColorIndex, Coord, Dimensions, IdempotencyKey, Placement, Seq, UserId,
+    AddrKey, Board, ColorIndex, Coord, Dimensions, IdempotencyKey, OnceToken, Placement, Seq,
+    UserId,
 };
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use std::collections::HashMap;

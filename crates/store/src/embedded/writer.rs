@@ -189,6 +189,19 @@ impl Writer {
         if let Some(Err(e)) = earlier.values().find(|r| r.is_err()) {
             tracing::error!(error = %Chain(&**e), "idempotency lookup failed");
         }
+        // The one-time proofs of this batch as committed before it; proofs spent within
+        // the batch are in `spent`.
+        let mut once_before: HashMap<OnceToken, Result<OnceState, Arc<BackendError>>> =
+            HashMap::new();
+        for (p, _) in batch.iter() {
+            if let Some(token) = p.standing.once.filter(|_| !p.bypass_limits) {
+                once_before.entry(token).or_insert_with(|| {
+                    self.spent_once(&token)
+                        .map_err(|e| Arc::new(BackendError::from(e)))
+                });
+            }
+        }
+        let mut spent: HashMap<OnceToken, i64> = HashMap::new();
         let seq = {
             let st = self.state.lock().expect("state lock");
             let mut seq = st.seq;
@@ -221,12 +234,30 @@ impl Writer {
                     .unwrap_or_else(|| UserState::new(st.last_placed.get(&p.user).copied()));
                 // The address rule reads (and changes) its state only when it applies, so
                 // the load generator's path and a canvas without the limit skip the map.
-                let addr_key = (!p.bypass_limits && !self.policy.addr_rate().is_off())
-                    .then(|| self.policy.addr_key(p.ip));
+                let addr_key = (!p.bypass_limits
+                    && !self.policy.rate_for(p.standing.account).is_off())
+                .then(|| self.policy.addr_key(p.ip));
                 let addr = addr_key.map_or_else(policy::AddrState::default, |k| {
                     addrs.get(&k).copied().unwrap_or_else(|| self.addrs.get(&k))
                 });
-                let prior = Prior::new(user, addr, p.bypass_limits);
+                let once = match p.standing.once.filter(|_| !p.bypass_limits) {
+                    None => None,
+                    Some(token) => match spent.get(&token) {
+                        Some(&until) => Some(OnceState::new(Some(until))),
+                        None => match &once_before[&token] {
+                            Ok(state) => Some(*state),
+                            Err(e) => {
+                                decided.push(Err(PlaceError::Unavailable(BackendError::Shared(
+                                    e.clone(),
+                                ))));
+                                continue;
+                            }
+                        },
+                    },
+                };
+                let prior = Prior::new(user, addr, p.bypass_limits)
+                    .with_standing(p.standing.moderator, p.standing.account)
+                    .with_once(once);
                 match policy::decide(&self.policy, &prior, now) {
                     Decision::Accept(a) => {
                         seq = seq.next();
@@ -256,6 +287,9 @@ impl Writer {
                             keys.insert((p.user, key), placed);
                             records.push((p.user, key, placed));
                         }
+                        if let (Some(token), Some(until)) = (p.standing.once, a.once_until_ms()) {
+                            spent.insert(token, until);
+                        }
                         decided.push(Ok(placed));
                     }
                     Decision::Refuse(Refusal::Cooldown { next_at_ms }) => {
@@ -264,6 +298,18 @@ impl Writer {
                     Decision::Refuse(Refusal::RateLimited { retry_after_ms }) => {
                         decided.push(Err(PlaceError::RateLimited { retry_after_ms }))
                     }
+                    Decision::Refuse(Refusal::OnceSpent) => {
+                        decided.push(Err(PlaceError::OnceSpent))
+                    }
+                    Decision::Refuse(Refusal::Protected) => {
+                        decided.push(Err(PlaceError::Protected))
+                    }
+                    Decision::Refuse(Refusal::Banned { ban }) => {
+                        decided.push(Err(PlaceError::Banned {
+                            reason: String::new(),
+                            until_ms: ban.until_ms(),
+                        }))
+                    }
                 }
             }
             seq
@@ -271,7 +317,7 @@ impl Writer {
         let outcome = if accepted.is_empty() {
             Ok(())
         } else {
-            self.insert(&accepted, &prevs, &records)
+            self.insert(&accepted, &prevs, &records, &spent)
         };
         match outcome {
             Ok(()) => {
@@ -321,6 +367,19 @@ impl Writer {
         metrics::histogram!("rplace_store_commit_seconds").record(started.elapsed().as_secs_f64());
     }
 
+    /// What the database says of a one-time proof: until when it is spent, if it is.
+    fn spent_once(&self, token: &OnceToken) -> Result<OnceState, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT expires_at FROM spent_once WHERE token = ?1")
+            .map_err(backend)?;
+        let until: Option<i64> = stmt
+            .query_row([&token.as_bytes()[..]], |r| r.get(0))
+            .optional()
+            .map_err(backend)?;
+        Ok(OnceState::new(until))
+    }
+
     /// Deletes idempotency records older than the window, at most every few seconds.
     fn prune_idempotency(&mut self, now_ms: i64) {
         if self.pruned_at.elapsed() < PRUNE_EVERY {
@@ -337,6 +396,13 @@ impl Writer {
         {
             tracing::warn!(error = %e, "pruning idempotency records failed; will retry");
         }
+        if let Err(e) = self
+            .conn
+            .execute("DELETE FROM spent_once WHERE expires_at <= ?1", [now_ms])
+            .map_err(BackendError::from)
+        {
+            tracing::warn!(error = %e, "pruning spent one-time proofs failed; will retry");
+        }
     }
 
     /// Inserts `rows`, each with the seq of the placement before it on its pixel, and the
@@ -346,6 +412,7 @@ impl Writer {
         rows: &[Placement],
         prevs: &[u64],
         records: &[(UserId, IdempotencyKey, Placed)],
+        spent: &HashMap<OnceToken, i64>,
     ) -> Result<(), BackendError> {
         let tx = self.conn.transaction().map_err(BackendError::from)?;
         {
@@ -381,6 +448,18 @@ impl Writer {
                     placed.next_at_ms
                 ])
                 .map_err(BackendError::from)?;
+            }
+        }
+        if !spent.is_empty() {
+            // REPLACE: an expired record that pruning has not reached yet.
+            let mut stmt = tx
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO spent_once (token, expires_at) VALUES (?1, ?2)",
+                )
+                .map_err(BackendError::from)?;
+            for (token, until) in spent {
+                stmt.execute(params![&token.as_bytes()[..], until])
+                    .map_err(BackendError::from)?;
             }
         }
         tx.commit().map_err(BackendError::from)

@@ -5,7 +5,7 @@
 //! touches the board, the seq, the stream and the per-user, per-address and idempotency keys
 //! at once, and a script may only touch keys of one slot.
 
-use rplace_domain::{AddrKey, IdempotencyKey, UserId};
+use rplace_domain::{AddrKey, IdempotencyKey, OnceToken, UserId};
 
 /// Every key name, built once from the prefix.
 #[derive(Debug, Clone)]
@@ -34,6 +34,15 @@ pub(crate) struct Keys {
     pub rebuild_lock: String,
     /// The Pub/Sub channel that carries every placement and every rebuild.
     pub channel: String,
+    /// Network ban lengths in use: a hash `4/24` -> how many bans of that length, so that
+    /// the script looks an address up once per length in use.
+    pub ban_lens: String,
+    /// What network ban keys start with (then the domain's `net_key`).
+    pub ban_net_prefix: String,
+    /// The reason of every ban in Redis: a hash id -> reason, read after a refusal.
+    pub ban_reasons: String,
+    /// Protected rectangles: a hash id -> `x y w h`.
+    pub protected: String,
 }
 
 impl Keys {
@@ -48,6 +57,29 @@ impl Keys {
             durable: format!("{prefix}durable"),
             rebuild_lock: format!("{prefix}rebuild-lock"),
             channel: format!("{prefix}feed"),
+            ban_lens: format!("{prefix}ban:lens"),
+            ban_net_prefix: format!("{prefix}ban:n:"),
+            ban_reasons: format!("{prefix}ban:reasons"),
+            protected: format!("{prefix}protected"),
+        }
+    }
+
+    /// The bans of one user: a hash ban id -> end (unix ms, 0: never).
+    pub fn user_ban(&self, user: UserId) -> String {
+        format!("{}ban:u:{user}", self.prefix)
+    }
+
+    /// The bans of one network, by the domain's `net_key`: a hash like [`Keys::user_ban`].
+    pub fn net_ban(&self, net_key: &str) -> String {
+        format!("{}{net_key}", self.ban_net_prefix)
+    }
+
+    /// The key that marks a one-time proof as spent (its value: until when, unix ms);
+    /// without a proof, a name that is never written.
+    pub fn once(&self, token: Option<&OnceToken>) -> String {
+        match token {
+            Some(t) => format!("{}once:{}", self.prefix, t.to_hex()),
+            None => format!("{}once", self.prefix),
         }
     }
 

@@ -13,7 +13,7 @@ use futures_util::Stream;
 use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Client, Msg, RedisResult, Script};
 use rplace_domain::board::Depth;
-use rplace_domain::policy::Params;
+use rplace_domain::policy::{self, Params};
 use rplace_domain::{ColorIndex, Coord, Dimensions, IdempotencyKey, Placement, Seq, UserId};
 use std::time::Duration;
 
@@ -41,6 +41,15 @@ pub(crate) enum PlaceOutcome {
         at_ms: i64,
         next_at_ms: i64,
     },
+    /// A ban applies; its reason is in the reasons hash.
+    Banned {
+        id: u64,
+        until_ms: Option<i64>,
+    },
+    /// The pixel is protected and the placer is no moderator.
+    Protected,
+    /// The one-time proof was spent already.
+    OnceSpent,
     /// The board, seq or epoch key is missing: the state must be rebuilt first.
     Missing,
 }
@@ -75,6 +84,13 @@ impl PlaceOutcome {
             PlaceOutcome::RateLimited { retry_after_ms } => {
                 Err(PlaceError::RateLimited { retry_after_ms })
             }
+            // The reason is looked up by the caller (`SharedStore::ban_reason`).
+            PlaceOutcome::Banned { until_ms, .. } => Err(PlaceError::Banned {
+                reason: String::new(),
+                until_ms,
+            }),
+            PlaceOutcome::Protected => Err(PlaceError::Protected),
+            PlaceOutcome::OnceSpent => Err(PlaceError::OnceSpent),
             PlaceOutcome::Missing => Err(BackendError::Rebuilding.into()),
         }
     }
@@ -183,6 +199,12 @@ fn parse_place_reply(reply: &[i64], n: usize) -> Option<Vec<PlaceOutcome>> {
                 at_ms,
                 next_at_ms,
             }),
+            [5, id, until, _] => Some(PlaceOutcome::Banned {
+                id: id as u64,
+                until_ms: (until >= 0).then_some(until),
+            }),
+            [6, _, _, _] => Some(PlaceOutcome::Protected),
+            [7, _, _, _] => Some(PlaceOutcome::OnceSpent),
             _ => None,
         })
         .collect()
@@ -275,28 +297,37 @@ impl Live {
             .key(&k.epoch)
             .key(&k.clock)
             .key(&k.stream)
+            .key(&k.ban_lens)
+            .key(&k.protected)
             .arg(self.bitfield_type)
             .arg(self.policy.cooldown().as_millis())
             .arg(self.policy.addr_rate().period_us())
             .arg(self.policy.addr_rate().tolerance_us())
             .arg(self.stream_capacity)
             .arg(&k.channel)
-            .arg(self.idempotency_window_ms);
+            .arg(self.idempotency_window_ms)
+            .arg(self.policy.account_rate().period_us())
+            .arg(self.policy.account_rate().tolerance_us())
+            .arg(policy::ONCE_TTL_MS)
+            .arg(&k.ban_net_prefix);
+        let flag = |b: bool| if b { "1" } else { "0" };
         for p in batch {
             inv.key(k.cooldown(p.user))
                 .key(k.ip(self.policy.addr_key(p.ip)))
                 .key(k.idempotency(p.user, p.idempotency_key.as_ref()))
+                .key(k.once(p.standing.once.as_ref()))
+                .key(k.user_ban(p.user))
                 .arg(p.coord.index(self.dims))
                 .arg(p.color.get())
                 .arg(p.coord.x())
                 .arg(p.coord.y())
                 .arg(p.user.0 as i64)
-                .arg(if p.bypass_limits { "1" } else { "0" })
-                .arg(if p.idempotency_key.is_some() {
-                    "1"
-                } else {
-                    "0"
-                });
+                .arg(flag(p.bypass_limits))
+                .arg(flag(p.idempotency_key.is_some()))
+                .arg(flag(p.standing.once.is_some()))
+                .arg(flag(p.standing.moderator))
+                .arg(flag(p.standing.account))
+                .arg(policy::hex_addr(p.ip));
         }
         let reply: Vec<i64> = inv.invoke_async(&mut self.conn.clone()).await?;
         parse_place_reply(&reply, batch.len()).ok_or_else(|| {
@@ -306,6 +337,11 @@ impl Live {
                 format!("{reply:?}"),
             ))
         })
+    }
+
+    /// The reason of ban `id`, if Redis holds the ban.
+    pub async fn ban_reason(&self, id: u64) -> RedisResult<Option<String>> {
+        self.conn.clone().hget(&self.keys.ban_reasons, id).await
     }
 
     /// Board, seq and epoch at one moment; `None` if any of them is missing.

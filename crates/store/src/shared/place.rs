@@ -37,10 +37,28 @@ impl SharedStore {
         )
         .await
         .map_err(|e| PlaceError::Unavailable(e.into()))?;
-        live.place(&p)
-            .await
-            .map_err(BackendError::redis)?
-            .into_answer()
+        let outcome = live.place(&p).await.map_err(BackendError::redis)?;
+        if let PlaceOutcome::Banned { id, until_ms } = outcome {
+            let reason = live.ban_reason(id).await.map_err(BackendError::redis)?;
+            return Err(PlaceError::Banned {
+                reason: reason.unwrap_or_default(),
+                until_ms,
+            });
+        }
+        outcome.into_answer()
+    }
+
+    /// The reason of ban `id`, as Redis holds it; a generic one if it cannot be read (the
+    /// refusal stands either way).
+    pub(super) async fn ban_reason(&self, id: u64) -> String {
+        match self.inner.live.ban_reason(id).await {
+            Ok(Some(r)) => r,
+            Ok(None) => "banned".to_string(),
+            Err(e) => {
+                tracing::warn!(error = %e, ban = id, "reading a ban's reason failed");
+                "banned".to_string()
+            }
+        }
     }
 
     /// Runs one reconcile pass now, ignoring the grace period. For tests and tools.
@@ -128,6 +146,12 @@ impl SharedStore {
             PlaceOutcome::RateLimited { retry_after_ms } => {
                 return Err(PlaceError::RateLimited { retry_after_ms });
             }
+            PlaceOutcome::Banned { id, until_ms } => {
+                let reason = self.ban_reason(id).await;
+                return Err(PlaceError::Banned { reason, until_ms });
+            }
+            PlaceOutcome::Protected => return Err(PlaceError::Protected),
+            PlaceOutcome::OnceSpent => return Err(PlaceError::OnceSpent),
             replayed @ PlaceOutcome::Replayed { .. } => {
                 return idempotency::confirm(inner, &p, replayed.into_answer()?).await;
             }

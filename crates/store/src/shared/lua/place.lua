@@ -10,8 +10,9 @@
 --
 -- The rules are the domain's (crates/domain/src/policy.rs, `decide`), executed here with
 -- the same parameters and the same arithmetic, and checked against the same test vectors
--- (crates/store/tests/policy_vectors.rs): first the cooldown, then the per-address GCRA;
--- every check runs before any write, so a refused placement spends nothing.
+-- (crates/store/tests/policy_vectors.rs): the ban, the protected area, the one-time
+-- proof, the cooldown, then the per-address GCRA (the account rate for accounts); every
+-- check runs before any write, so a refused placement spends nothing.
 --
 -- Idempotency: a placement may name a key (`<prefix>idem:<user>:<idempotency key>`). If
 -- it exists, the placement is a repeat: nothing is decided or written, and the stored
@@ -19,25 +20,44 @@
 -- stores its outcome there ('seq at next_at', expiring with the idempotency window) in
 -- this same script, so two attempts with one key can never both place.
 --
+-- Moderation state (written by shared/moderation.rs, reloaded from PostgreSQL by the
+-- rebuild): a hash per banned user (`ban:u:<user>`) and per banned network
+-- (`ban:n:<net key>`, the domain's `net_key`), each ban id -> end (unix ms, 0: never);
+-- a hash of the network lengths in use (`ban:lens`, '4/24' -> how many bans), so that
+-- an address is looked up once per length in use (none: no work); a hash of protected
+-- rectangles (id -> 'x y w h'). Network keys are built here from the address, so they
+-- are not in KEYS: with Redis Cluster, the prefix's hash tag keeps them in the slot.
+--
 -- KEYS[1] board   KEYS[2] seq   KEYS[3] epoch   KEYS[4] clock   KEYS[5] stream
--- then per placement i (from 0): KEYS[6 + 3i] the user's cooldown key,
---                                KEYS[7 + 3i] the address key's rate key,
---                                KEYS[8 + 3i] the idempotency key's key (used only if
+-- KEYS[6] ban lengths   KEYS[7] protected areas
+-- then per placement i (from 0): KEYS[8 + 5i] the user's cooldown key,
+--                                KEYS[9 + 5i] the address key's rate key,
+--                                KEYS[10 + 5i] the idempotency key's key (used only if
 --                                             ARGV says so)
+--                                KEYS[11 + 5i] the one-time proof's key (used only if
+--                                             ARGV says so)
+--                                KEYS[12 + 5i] the user's ban key
 -- ARGV[1] bitfield type (u4 or u8)   ARGV[2] cooldown ms   ARGV[3] rate period us (0: no
 -- limit)   ARGV[4] rate burst tolerance us   ARGV[5] unused (was the stream cap, see the XADD below)
 -- ARGV[6] channel
 -- ARGV[7] idempotency window ms
--- then per placement i: ARGV[8 + 7i ..] pixel index, color, x, y, user (signed decimal),
---                       "1" to bypass the cooldown and the rate limit,
---                       "1" if it carries an idempotency key
+-- ARGV[8] account rate period us   ARGV[9] account rate tolerance us
+-- ARGV[10] how long a spent proof is remembered, ms (the domain's ONCE_TTL_MS)
+-- ARGV[11] the prefix of network ban keys
+-- then per placement i: ARGV[12 + 11i ..] pixel index, color, x, y, user (signed decimal),
+--                       "1" to bypass every rule (the exempt path),
+--                       "1" if it carries an idempotency key,
+--                       "1" if it carries a one-time proof,
+--                       "1" for a moderator, "1" for an account,
+--                       the address as the domain's `hex_addr` ('4:cb007109')
 --
 -- Returns {3} when the state is missing (Redis restarted empty or was flushed): then
 -- nothing may be placed until it is rebuilt from PostgreSQL, or the seq would start again
 -- from 0. Otherwise {epoch, now_ms, then per placement four numbers}:
 -- {0, seq, at_ms, next_at_ms} accepted, {1, next_at_ms, 0, 0} cooldown,
 -- {2, retry_after_ms, 0, 0} rate limit, {4, seq, at_ms, next_at_ms} a repeat of a key
--- (the first attempt's outcome; nothing was placed now).
+-- (the first attempt's outcome; nothing was placed now), {5, ban id, until ms (-1:
+-- never), 0} banned, {6, 0, 0, 0} protected, {7, 0, 0, 0} the proof was spent.
 -- Accepted placements are published as one message: 'P <epoch> <first seq> <rec>;<rec>…'
 -- with consecutive seqs, each rec 'x y color user at'.
 
@@ -64,17 +84,78 @@ local cooldown = tonumber(ARGV[2])
 local period = tonumber(ARGV[3])
 local tolerance = tonumber(ARGV[4])
 local window = ARGV[7]
-local n = (#ARGV - 7) / 7
+local account_period = tonumber(ARGV[8])
+local account_tolerance = tonumber(ARGV[9])
+local once_ttl = tonumber(ARGV[10])
+local net_prefix = ARGV[11]
+local n = (#ARGV - 11) / 11
+
+-- The domain's `applying_ban` over a hash's flat {id, until, ...}: of the bans that still
+-- apply, one without end, else the one that ends last; the lowest id on a tie.
+local function pick(best, flat)
+  for j = 1, #flat, 2 do
+    local id, untl = tonumber(flat[j]), tonumber(flat[j + 1])
+    if untl == 0 or now < untl then
+      local rank = untl == 0 and math.huge or untl
+      if not best or rank > best[3] or (rank == best[3] and id < best[1]) then
+        best = {id, untl, rank}
+      end
+    end
+  end
+  return best
+end
+
+-- The domain's `net_key`: keep bits/4 hex digits, mask the next one, pad with zeros.
+local function net_key(addr, bits)
+  local hex = string.sub(addr, 3)
+  local full = math.floor(bits / 4)
+  local out = string.sub(hex, 1, full)
+  local rem = bits % 4
+  if rem > 0 then
+    local d = tonumber(string.sub(hex, full + 1, full + 1), 16)
+    d = d - d % (2 ^ (4 - rem))
+    out = out .. string.format('%x', d)
+  end
+  return string.sub(addr, 1, 2) .. out .. string.rep('0', #hex - #out) .. '/' .. bits
+end
+
+-- Read once per batch: both are empty (one lookup each) unless moderators used them.
+local lens = {}
+for _, tag in ipairs(redis.call('HKEYS', KEYS[6])) do
+  local fam, bits = string.match(tag, '^(%d)/(%d+)$')
+  lens[#lens + 1] = {fam, tonumber(bits)}
+end
+local rects = nil
+local function protected(x, y)
+  if not rects then
+    rects = {}
+    for _, r in ipairs(redis.call('HVALS', KEYS[7])) do
+      local rx, ry, rw, rh = string.match(r, '^(%d+) (%d+) (%d+) (%d+)$')
+      rects[#rects + 1] = {tonumber(rx), tonumber(ry), tonumber(rw), tonumber(rh)}
+    end
+  end
+  for _, r in ipairs(rects) do
+    if x >= r[1] and x < r[1] + r[3] and y >= r[2] and y < r[2] + r[4] then
+      return true
+    end
+  end
+  return false
+end
 
 local reply = {tonumber(epoch), now}
 local recs = {}
 local first = nil
 for i = 0, n - 1 do
-  local a = 8 + 7 * i
-  local cooldown_key = KEYS[6 + 3 * i]
-  local rate_key = KEYS[7 + 3 * i]
-  local idem_key = KEYS[8 + 3 * i]
+  local a = 12 + 11 * i
+  local cooldown_key = KEYS[8 + 5 * i]
+  local rate_key = KEYS[9 + 5 * i]
+  local idem_key = KEYS[10 + 5 * i]
+  local once_key = KEYS[11 + 5 * i]
+  local ban_key = KEYS[12 + 5 * i]
   local keyed = ARGV[a + 6] == '1'
+  local exempt = ARGV[a + 5] == '1'
+  local once = ARGV[a + 7] == '1' and not exempt
+  local account = ARGV[a + 9] == '1'
   local stored = nil
   if keyed then
     stored = redis.call('GET', idem_key)
@@ -86,19 +167,45 @@ for i = 0, n - 1 do
     reply[#reply + 1] = tonumber(at)
     reply[#reply + 1] = tonumber(next_at)
   else
-    local code, value = 0, 0
+    local code, value, value2 = 0, 0, 0
     -- nil: the rate key is left as it is.
     local tat = nil
-    if ARGV[a + 5] ~= '1' then
-      -- Rule 1, the cooldown.
-      if cooldown > 0 then
+    if not exempt then
+      -- Rule 1, the ban: the user's, then those of every network length in use.
+      local ban = pick(nil, redis.call('HGETALL', ban_key))
+      local addr = ARGV[a + 10]
+      for _, l in ipairs(lens) do
+        if l[1] == string.sub(addr, 1, 1) then
+          ban = pick(ban, redis.call('HGETALL', net_prefix .. net_key(addr, l[2])))
+        end
+      end
+      if ban then
+        code, value, value2 = 5, ban[1], ban[2] == 0 and -1 or ban[2]
+      end
+      -- Rule 2, the protected area, for all but moderators.
+      if code == 0 and ARGV[a + 8] ~= '1' and protected(tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])) then
+        code = 6
+      end
+      -- Rule 3, the one-time proof.
+      if code == 0 and once then
+        local spent = redis.call('GET', once_key)
+        if spent and now < tonumber(spent) then
+          code = 7
+        end
+      end
+      -- Rule 4, the cooldown.
+      if code == 0 and cooldown > 0 then
         local last = redis.call('GET', cooldown_key)
         if last and now < tonumber(last) + cooldown then
           code, value = 1, tonumber(last) + cooldown
         end
       end
-      -- Rule 2, GCRA: the theoretical arrival time may run ahead of now by at most the
+      -- Rule 5, GCRA: the theoretical arrival time may run ahead of now by at most the
       -- tolerance.
+      local period, tolerance = period, tolerance
+      if account then
+        period, tolerance = account_period, account_tolerance
+      end
       if code == 0 and period > 0 then
         tat = tonumber(redis.call('GET', rate_key) or '0')
         if tat < now_us then
@@ -126,6 +233,9 @@ for i = 0, n - 1 do
       if cooldown > 0 then
         redis.call('SET', cooldown_key, now_s, 'PX', cooldown)
       end
+      if once then
+        redis.call('SET', once_key, string.format('%.0f', now + once_ttl), 'PX', once_ttl)
+      end
       local next_at = now + cooldown
       if keyed then
         redis.call('SET', idem_key, string.format('%d %s %.0f', seq, now_s, next_at), 'PX', window)
@@ -139,7 +249,7 @@ for i = 0, n - 1 do
     else
       reply[#reply + 1] = code
       reply[#reply + 1] = value
-      reply[#reply + 1] = 0
+      reply[#reply + 1] = value2
       reply[#reply + 1] = 0
     end
   end

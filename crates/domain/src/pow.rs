@@ -110,7 +110,9 @@ pub enum PowError {
     NotYetValid,
     #[error("the challenge asks {got} bits of work, this canvas needs {needed}")]
     TooEasy { got: u8, needed: u8 },
-    #[error("the nonce does not solve the challenge: its hash has {got} leading zero bits, {needed} needed")]
+    #[error(
+        "the nonce does not solve the challenge: its hash has {got} leading zero bits, {needed} needed"
+    )]
     InsufficientWork { got: u32, needed: u8 },
 }
 

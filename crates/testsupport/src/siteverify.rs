@@ -88,7 +88,8 @@ impl SiteVerify {
         let mut s = self.inner.lock().unwrap();
         s.next += 1;
         let t = format!("0.test-token-{}-{}", s.next, rand_suffix(s.next));
-        s.tokens.insert(t.clone(), (hostname.to_string(), Instant::now()));
+        s.tokens
+            .insert(t.clone(), (hostname.to_string(), Instant::now()));
         t
     }
 

@@ -69,7 +69,11 @@ fn leading_zero_bits_counts_from_the_first_byte() {
 fn solved() -> (PowKey, Challenge, String, i64) {
     let v = &fixtures()["vectors"][0];
     let c = challenge_of(v);
-    let s = format!("{}.{}", v["challenge"].as_str().unwrap(), v["smallest_solution"]);
+    let s = format!(
+        "{}.{}",
+        v["challenge"].as_str().unwrap(),
+        v["smallest_solution"]
+    );
     let now = c.issued_ms() + 1000;
     (key(), c, s, now)
 }
@@ -119,7 +123,11 @@ fn every_refusal_says_why() {
         &format!("{}.1", "p".repeat(300)),
         "p1-zz.1",
     ] {
-        assert_eq!(verify(&key, bad, u, now, 8), Err(PowError::Malformed), "{bad}");
+        assert_eq!(
+            verify(&key, bad, u, now, 8),
+            Err(PowError::Malformed),
+            "{bad}"
+        );
     }
 }
 

@@ -46,9 +46,9 @@ impl FromStr for Mode {
             "first" => Ok(Mode::First),
             "auto" => Ok(Mode::Auto),
             other => {
-                let n = other
-                    .strip_prefix("every:")
-                    .ok_or_else(|| format!("expected off, first, every:N or auto, got {other:?}"))?;
+                let n = other.strip_prefix("every:").ok_or_else(|| {
+                    format!("expected off, first, every:N or auto, got {other:?}")
+                })?;
                 match n.parse::<u32>() {
                     Ok(n) if n >= 1 => Ok(Mode::Every(n)),
                     _ => Err(format!("every:N needs N from 1, got {n:?}")),
@@ -292,10 +292,7 @@ mod tests {
     }
 
     fn key() -> AddrKey {
-        AddrKey::new(
-            "203.0.113.9".parse().unwrap(),
-            Ipv6Prefix::new(64).unwrap(),
-        )
+        AddrKey::new("203.0.113.9".parse().unwrap(), Ipv6Prefix::new(64).unwrap())
     }
 
     #[test]

@@ -144,10 +144,7 @@ impl AntibotArgs {
             return Err(bad(
                 "pow-difficulty",
                 "RPLACE_POW_DIFFICULTY",
-                format!(
-                    "must be 1 to {} bits",
-                    rplace_domain::pow::MAX_DIFFICULTY
-                ),
+                format!("must be 1 to {} bits", rplace_domain::pow::MAX_DIFFICULTY),
             ));
         }
         let key = match &self.pow_key {

@@ -4,6 +4,7 @@
 #[macro_use]
 mod helpers;
 
+mod antibot;
 mod board;
 mod errors;
 mod fleet;

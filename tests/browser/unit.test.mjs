@@ -12,6 +12,7 @@ import { Sync, backoffDelay, BACKOFF_MAX_MS, BACKOFF_MIN_MS } from '../../crates
 import { View, formatHash, parseHash } from '../../crates/web/static/view.js';
 import { shortId, relativeTime, formatCountdown } from '../../crates/web/static/format.js';
 import { newIdempotencyKey, placePixel } from '../../crates/web/static/api.js';
+import { solve, workHex } from '../../crates/web/static/pow-worker.js';
 
 describe('board decoding', () => {
   test('4 bits per pixel: even index in the high nibble', () => {
@@ -659,5 +660,60 @@ describe('placing', () => {
     const more = fakeFetch([503, 503, 503, 503]);
     await assert.rejects(placePixel(0, 0, 0, { sleep: async () => {} }), (e) => e.status === 503);
     assert.equal(more.length, 3);
+  });
+});
+
+// ---- proof of work: the worker's SHA-256 and search against the Rust side's vectors -----
+
+describe('proof of work', () => {
+  const fixtures = JSON.parse(readFileSync(new URL('../../crates/domain/tests/fixtures/pow.json', import.meta.url), 'utf8'));
+
+  test('hashes and smallest solutions match crates/domain/tests/fixtures/pow.json', () => {
+    for (const v of fixtures.vectors) {
+      for (const h of v.hashes) assert.equal(workHex(v.challenge, h.nonce), h.sha256, `${v.challenge}:${h.nonce}`);
+      assert.equal(solve(v.challenge, v.difficulty).nonce, v.smallest_solution);
+    }
+  });
+
+  test('the midstate SHA-256 equals node:crypto across block boundaries', async () => {
+    const { createHash } = await import('node:crypto');
+    for (let len = 0; len < 140; len++) {
+      const text = 'p'.repeat(len);
+      for (const nonce of ['0', '9', '18446744073709551615']) {
+        assert.equal(workHex(text, nonce), createHash('sha256').update(`${text}:${nonce}`).digest('hex'), `${len} ${nonce}`);
+      }
+    }
+  });
+
+  test('a 428 pow_required is solved and the placement sent again, once, with the same key', async () => {
+    const v = fixtures.vectors[1];
+    const seen = [];
+    const answers = [
+      [428, { error: 'pow_required', message: 'x', challenge: { challenge: v.challenge, difficulty: v.difficulty, algorithm: 'SHA-256', expires: v.expires_ms } }],
+      [200, { seq: 9, at: 1, next_at: 2 }],
+    ];
+    globalThis.fetch = async (path, init) => {
+      seen.push({ path, init });
+      const [status, body] = answers.shift();
+      return new Response(JSON.stringify(body), { status, headers: { 'Content-Type': 'application/json' } });
+    };
+    const r = await placePixel(1, 2, 3, { sleep: async () => {} });
+    assert.equal(r.seq, 9);
+    assert.equal(seen.length, 2);
+    assert.equal(seen[0].init.headers['X-Rplace-Pow'], undefined);
+    assert.equal(seen[1].init.headers['X-Rplace-Pow'], `${v.challenge}.${v.smallest_solution}`);
+    assert.equal(seen[1].init.headers['Idempotency-Key'], seen[0].init.headers['Idempotency-Key']);
+  });
+
+  test('a placement asked again and again gives up', async () => {
+    const v = fixtures.vectors[2];
+    const required = { error: 'pow_required', message: 'x', challenge: { challenge: v.challenge, difficulty: v.difficulty } };
+    let calls = 0;
+    globalThis.fetch = async () => {
+      calls++;
+      return new Response(JSON.stringify(required), { status: 428, headers: { 'Content-Type': 'application/json' } });
+    };
+    await assert.rejects(placePixel(0, 0, 0, { sleep: async () => {} }), (e) => e.status === 428 && e.code === 'pow_required');
+    assert.equal(calls, 3);
   });
 });

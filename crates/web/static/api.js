@@ -1,6 +1,8 @@
 // The JSON endpoints of docs/API.md. Errors become ApiError carrying the server's
 // `error`, `message` and, for 429, when the user may place again.
 
+import { answerPrecondition, configureAntibot, placed, proofHeaders } from './pow.js';
+
 export class ApiError extends Error {
   constructor(status, body, retryAfterHeader) {
     super(body?.message || `request failed (HTTP ${status})`);
@@ -39,6 +41,7 @@ async function request(method, path, body, extraHeaders = {}) {
 /** `GET /api/config`; also gives this visitor its identity cookie. */
 export async function getConfig() {
   const { json, res } = await request('GET', '/api/config');
+  configureAntibot(json?.pow, json?.captcha);
   return { config: json, serverDate: Date.parse(res.headers.get('Date') ?? '') };
 }
 
@@ -61,16 +64,42 @@ function retriable(err) {
   return err instanceof ApiError && (err.status === 0 || err.status === 502 || err.status === 503 || err.status === 504);
 }
 
+/** Answers to `428` (a proof of work, a captcha) one placement may give: each at most once. */
+const PRECONDITION_ROUNDS = 2;
+
 /** `PUT /api/pixel` -> `{seq, at, next_at}`. One intended placement: one idempotency key,
- *  sent again on each of this function's own retries. `o.sleep` is for tests. */
+ *  sent again on each of this function's own retries. A `428` (pow.js: proof of work or
+ *  captcha required) is answered and the placement sent again. `o.sleep` is for tests. */
 export async function placePixel(x, y, color, o = {}) {
   const key = o.key ?? newIdempotencyKey();
   const delays = o.retryDelaysMs ?? PLACE_RETRY_DELAYS_MS;
   const sleep = o.sleep ?? ((ms) => new Promise((resolve) => setTimeout(resolve, ms)));
+  let proofs = await proofHeaders();
+  let rounds = 0;
   for (let attempt = 0; ; attempt++) {
     try {
-      return (await request('PUT', '/api/pixel', { x, y, color }, { 'Idempotency-Key': key })).json;
+      const { json } = await request('PUT', '/api/pixel', { x, y, color }, { 'Idempotency-Key': key, ...proofs });
+      placed(proofs);
+      return json;
     } catch (err) {
+      if (err instanceof ApiError && err.status === 428 && rounds < PRECONDITION_ROUNDS) {
+        const more = await answerPrecondition(err.body);
+        if (!more) throw err;
+        rounds++;
+        proofs = { ...proofs, ...more };
+        attempt--;
+        continue;
+      }
+      // A proof solved ahead of time that the server no longer takes (expired, spent on
+      // another tab): send without it, and answer the 428 that follows.
+      if (err instanceof ApiError && err.status === 403 && proofs['X-Rplace-Pow']
+          && (err.code === 'pow_invalid' || err.code === 'pow_replayed') && rounds < PRECONDITION_ROUNDS) {
+        const { 'X-Rplace-Pow': _spent, ...rest } = proofs;
+        proofs = rest;
+        rounds++;
+        attempt--;
+        continue;
+      }
       if (attempt >= delays.length || !retriable(err)) throw err;
       await sleep(delays[attempt]);
     }

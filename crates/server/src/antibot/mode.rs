@@ -124,6 +124,10 @@ impl<K: Hash + Eq, V> Generations<K, V> {
     pub fn len(&self) -> usize {
         self.current.len() + self.previous.len()
     }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// Per identity: how many more placements the last proof covers (`first` and

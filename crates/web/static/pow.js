@@ -132,6 +132,8 @@ function setVerifying(delta) {
     document.body.append(el);
   }
   el.hidden = busy <= 0;
+  // `.pill` sets a display, which beats the hidden attribute's.
+  el.style.display = el.hidden ? 'none' : '';
 }
 
 // ---- captcha ---------------------------------------------------------------------------

@@ -322,7 +322,9 @@ async fn place_inner(
             },
         })
         .await?;
-    if let Some(p) = &pass {
+    if let Some(p) = &pass
+        && !placed.replayed
+    {
         app.antibot.placed(p, now_ms);
     }
     span.record("seq", placed.seq.0);

@@ -43,6 +43,9 @@ pub(crate) struct Keys {
     pub ban_reasons: String,
     /// Protected rectangles: a hash id -> `x y w h`.
     pub protected: String,
+    /// Every user and network ban key ever written (a set), so that a reload can clear
+    /// what an older copy of the state holds.
+    pub ban_index: String,
 }
 
 impl Keys {
@@ -61,6 +64,7 @@ impl Keys {
             ban_net_prefix: format!("{prefix}ban:n:"),
             ban_reasons: format!("{prefix}ban:reasons"),
             protected: format!("{prefix}protected"),
+            ban_index: format!("{prefix}ban:keys"),
         }
     }
 

@@ -10,7 +10,7 @@
 
 use crate::{Backend, StoreError};
 use rplace_domain::policy::BanNet;
-use rplace_domain::{Rect, UserId};
+use rplace_domain::{Rect, Seq, UserId};
 use std::future::Future;
 
 /// Most protected areas at once: the script checks each on every placement.
@@ -67,6 +67,18 @@ pub struct Ban {
     pub lifted_by: Option<UserId>,
 }
 
+/// What [`Moderation::ban`] answers: the ban, and where in the order of placements it
+/// took effect.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Banned {
+    /// The ban as stored.
+    pub ban: Ban,
+    /// The newest seq when it took effect: every placement after it was decided with the
+    /// ban, every one up to it without. (A placement decided before may still be
+    /// answered after the ban, while its history write completes.)
+    pub after_seq: Seq,
+}
+
 impl Ban {
     /// Not lifted and not over at `now_ms`.
     pub fn is_active_at(&self, now_ms: i64) -> bool {
@@ -120,7 +132,7 @@ impl From<crate::BackendError> for ModerationError {
 /// Bans and protected areas.
 pub trait Moderation: Send + Sync {
     /// Bans; in force for every placement decided after this answers.
-    fn ban(&self, b: NewBan) -> impl Future<Output = Result<Ban, ModerationError>> + Send;
+    fn ban(&self, b: NewBan) -> impl Future<Output = Result<Banned, ModerationError>> + Send;
 
     /// Lifts ban `id`; `None` if there is no such ban or it was lifted already.
     fn unban(
@@ -164,7 +176,7 @@ macro_rules! delegate {
 }
 
 impl Moderation for Backend {
-    async fn ban(&self, b: NewBan) -> Result<Ban, ModerationError> {
+    async fn ban(&self, b: NewBan) -> Result<Banned, ModerationError> {
         delegate!(self, s => s.ban(b).await)
     }
     async fn unban(&self, id: u64, by: UserId) -> Result<Option<Ban>, ModerationError> {

@@ -181,7 +181,7 @@ async fn ban(
             });
         }
     };
-    let ban = app
+    let banned = app
         .store
         .ban(NewBan {
             target,
@@ -190,7 +190,10 @@ async fn ban(
             by: actor.user,
         })
         .await?;
-    let detail = ban_json(&ban, now);
+    let ban = banned.ban;
+    let mut detail = ban_json(&ban, now);
+    // Every placement with a greater seq was decided with the ban in force.
+    detail["after_seq"] = json!(banned.after_seq.0);
     audit::record(
         &app,
         &actor,

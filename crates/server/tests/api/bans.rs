@@ -244,3 +244,93 @@ async fn moderation_endpoints_need_credentials(backend: Backend) {
         assert_eq!(r.status(), 401, "{method} {path} with a wrong token");
     }
 }
+
+// One user PUTs from many tasks while a moderator bans them: through two instances in
+// shared mode (the embedded store is one process: there both halves go to it). Every PUT
+// sent after the ban's answer is refused, on both instances, and every accepted one was
+// decided before the ban (its seq is not after the ban's `after_seq`).
+contract_test!(
+    a_ban_stops_parallel_placements_on_every_instance_at_its_answer,
+    tokio(flavor = "multi_thread", worker_threads = 4)
+);
+async fn a_ban_stops_parallel_placements_on_every_instance_at_its_answer(backend: Backend) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use tokio::time::Instant;
+    let args = ["--admin-token", ADMIN_TOKEN];
+    let a = Arc::new(spawn_app_on(backend, &args).await);
+    let b = match backend {
+        Backend::Shared => Arc::new(a.sibling(&args).await),
+        Backend::Embedded => a.clone(),
+    };
+    // One identity for both instances: the cookie key is shared, and the cookie jar
+    // ignores ports.
+    let (c, id) = visitor(&a).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for i in 0..16u16 {
+        let app = if i % 2 == 0 { a.clone() } else { b.clone() };
+        let (c, stop) = (c.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut seen = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let sent = Instant::now();
+                let (status, body) = put(&app, &c, i % 16, (i / 16) % 8).await;
+                seen.push((i % 2, sent, status, body));
+            }
+            seen
+        }));
+    }
+    // Let placements flow on both instances first.
+    eventually(
+        Duration::from_secs(10),
+        "placements are accepted",
+        || async { (a.get_json("/api/config").await["seq"].as_u64().unwrap() > 20).then_some(()) },
+    )
+    .await;
+    let (status, ban) = admin(
+        &a,
+        "POST",
+        "/api/admin/bans",
+        Some(json!({"user": id, "reason": "raid"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{ban}");
+    let answered = Instant::now();
+    let after_seq = ban["after_seq"].as_u64().unwrap();
+    // Keep trying for a while after the answer.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut refused_after = [0, 0];
+    let mut accepted = 0;
+    for t in tasks {
+        for (instance, sent, status, body) in t.await.unwrap() {
+            match status {
+                200 => {
+                    accepted += 1;
+                    let seq = body["seq"].as_u64().unwrap();
+                    assert!(
+                        seq <= after_seq,
+                        "seq {seq} accepted after the ban ({after_seq})"
+                    );
+                    assert!(
+                        sent < answered,
+                        "a PUT sent after the ban's answer was accepted"
+                    );
+                }
+                403 => {
+                    assert_eq!(body["error"], "banned");
+                    if sent >= answered {
+                        refused_after[instance as usize] += 1;
+                    }
+                }
+                other => panic!("unexpected {other}: {body}"),
+            }
+        }
+    }
+    assert!(accepted > 20, "{accepted}");
+    assert!(
+        refused_after.iter().all(|&n| n > 0),
+        "both instances refused after the ban: {refused_after:?}"
+    );
+}

@@ -7,7 +7,7 @@
 
 use super::*;
 use crate::moderation::{
-    Ban, BanTarget, MAX_ACTIVE_BANS, MAX_PROTECTED, Moderation, ModerationError, NewBan,
+    Ban, BanTarget, Banned, MAX_ACTIVE_BANS, MAX_PROTECTED, Moderation, ModerationError, NewBan,
     NewProtected, Protected, target_columns, target_from_columns,
 };
 use rplace_domain::Rect;
@@ -60,7 +60,7 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
 
 /// A moderation change for the writer to apply in order with placements.
 pub(super) enum ModCmd {
-    Ban(NewBan, oneshot::Sender<Result<Ban, ModerationError>>),
+    Ban(NewBan, oneshot::Sender<Result<Banned, ModerationError>>),
     Unban(
         u64,
         UserId,
@@ -261,7 +261,11 @@ impl Writer {
         let now = now_ms();
         match cmd {
             ModCmd::Ban(b, tx) => {
-                let _ = tx.send(self.add_ban(b, now));
+                let res = self.add_ban(b, now).map(|ban| Banned {
+                    ban,
+                    after_seq: self.state.lock().expect("state lock").seq,
+                });
+                let _ = tx.send(res);
             }
             ModCmd::Unban(id, by, tx) => {
                 let res = (|| {
@@ -365,7 +369,7 @@ impl EmbeddedStore {
 }
 
 impl Moderation for EmbeddedStore {
-    async fn ban(&self, b: NewBan) -> Result<Ban, ModerationError> {
+    async fn ban(&self, b: NewBan) -> Result<Banned, ModerationError> {
         self.moderate(|tx| ModCmd::Ban(b, tx)).await
     }
 

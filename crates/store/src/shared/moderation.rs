@@ -13,7 +13,7 @@
 
 use super::{Inner, SharedStore};
 use crate::moderation::{
-    Ban, BanTarget, MAX_ACTIVE_BANS, MAX_PROTECTED, Moderation, ModerationError, NewBan,
+    Ban, BanTarget, Banned, MAX_ACTIVE_BANS, MAX_PROTECTED, Moderation, ModerationError, NewBan,
     NewProtected, Protected, target_columns, target_from_columns,
 };
 use crate::{BackendError, StoreError, now_ms};
@@ -116,6 +116,31 @@ fn add_to(pipe: &mut redis::Pipeline, inner: &Inner, ban: &Ban) {
     pipe.hset(&k.ban_reasons, ban.id, &ban.reason).ignore();
 }
 
+/// Removes `ban` from Redis (best effort): after its record failed to commit.
+async fn undo(inner: &Inner, ban: &Ban) {
+    let mut pipe = redis::pipe();
+    pipe.atomic();
+    remove_from(&mut pipe, inner, ban);
+    let res: redis::RedisResult<()> = pipe.query_async(&mut inner.live.conn()).await;
+    if let Err(e) = res {
+        tracing::error!(error = %e, ban = ban.id, "a ban that failed to commit is still in Redis");
+    }
+}
+
+/// Removes `ban` from the hashes in `pipe`; the length count goes down by one (a caller
+/// holding the lock drops a length at 0, see `unban`).
+fn remove_from(pipe: &mut redis::Pipeline, inner: &Inner, ban: &Ban) {
+    let k = &inner.live.keys;
+    let (keys, tag) = ban_keys(inner, ban);
+    for key in &keys {
+        pipe.hdel(key, ban.id).ignore();
+    }
+    pipe.hdel(&k.ban_reasons, ban.id).ignore();
+    if let Some(tag) = &tag {
+        pipe.hincr(&k.ban_lens, tag, -1).ignore();
+    }
+}
+
 fn protected_value(r: &Rect) -> String {
     format!("{} {} {} {}", r.x(), r.y(), r.w(), r.h())
 }
@@ -211,7 +236,7 @@ fn redis_failed(e: redis::RedisError) -> ModerationError {
 }
 
 impl Moderation for SharedStore {
-    async fn ban(&self, b: NewBan) -> Result<Ban, ModerationError> {
+    async fn ban(&self, b: NewBan) -> Result<Banned, ModerationError> {
         let inner = &self.inner;
         self.bounded_change(async {
             let mut client = inner.history.client().await?;
@@ -254,13 +279,22 @@ impl Moderation for SharedStore {
             };
             let mut pipe = redis::pipe();
             pipe.atomic();
-            add_to(&mut pipe, &inner, &ban);
-            let () = pipe
+            add_to(&mut pipe, inner, &ban);
+            // Read in the same transaction: the script runs wholly before or after it.
+            pipe.get(&inner.live.keys.seq);
+            let (seq,): (Option<u64>,) = pipe
                 .query_async(&mut inner.live.conn())
                 .await
                 .map_err(redis_failed)?;
-            tx.commit().await.map_err(pg)?;
-            Ok(ban)
+            if let Err(e) = tx.commit().await {
+                // In force in Redis but not recorded: take it back out.
+                undo(inner, &ban).await;
+                return Err(pg(e).into());
+            }
+            Ok(Banned {
+                ban,
+                after_seq: rplace_domain::Seq(seq.unwrap_or(0)),
+            })
         })
         .await
     }
@@ -285,16 +319,10 @@ impl Moderation for SharedStore {
             };
             let k = &inner.live.keys;
             let mut conn = inner.live.conn();
-            let (keys, tag) = ban_keys(&inner, &ban);
+            let (_, tag) = ban_keys(inner, &ban);
             let mut pipe = redis::pipe();
             pipe.atomic();
-            for key in &keys {
-                pipe.hdel(key, ban.id).ignore();
-            }
-            pipe.hdel(&k.ban_reasons, ban.id).ignore();
-            if let Some(tag) = &tag {
-                pipe.hincr(&k.ban_lens, tag, -1).ignore();
-            }
+            remove_from(&mut pipe, inner, &ban);
             let () = pipe.query_async(&mut conn).await.map_err(redis_failed)?;
             // Empty hashes vanish by themselves; a length no ban uses any more must go,
             // or the script would keep looking it up. Safe in two steps: every change of

@@ -190,3 +190,79 @@ async fn the_shared_store_reloads_them_after_losing_redis() {
     assert!(store.snapshot().await.unwrap().seq > Seq(2));
     store.close().await.unwrap();
 }
+
+/// Areas spanning several of the shared backend's tiles, two of them in one tile, and the
+/// removal of one: the other still holds, on both backends.
+async fn areas_across_tiles(store: &(impl Store + Moderation)) {
+    let place = |x: u16, y: u16, user: u64| NewPlacement {
+        coord: Coord::new_unchecked(x, y),
+        ..at(0, user, "203.0.113.1", None)
+    };
+    let protect = |x, y, w, h| NewProtected {
+        rect: Rect::new_unchecked(x, y, w, h),
+        reason: Some("art".into()),
+        by: UserId(1),
+    };
+    let a = store.protect(protect(60, 60, 10, 10)).await.unwrap();
+    let b = store.protect(protect(0, 0, 70, 1)).await.unwrap();
+    for (x, y, protected) in [
+        (60, 60, true),
+        (63, 63, true),
+        (64, 64, true),
+        (69, 69, true),
+        (70, 69, false),
+        (69, 70, false),
+        (59, 60, false),
+        (0, 0, true),
+        (69, 0, true),
+        (70, 0, false),
+        (65, 1, false),
+    ] {
+        let got = store.place(place(x, y, 100 + u64::from(x))).await;
+        assert_eq!(
+            matches!(got, Err(PlaceError::Protected)),
+            protected,
+            "({x}, {y}): {got:?}"
+        );
+    }
+    assert_eq!(store.unprotect(b.id).await.unwrap().unwrap().rect, b.rect);
+    assert!(store.unprotect(b.id).await.unwrap().is_none());
+    store.place(place(1, 0, 300)).await.unwrap();
+    store.place(place(65, 0, 301)).await.unwrap();
+    assert!(matches!(
+        store.place(place(65, 65, 302)).await,
+        Err(PlaceError::Protected)
+    ));
+    assert_eq!(store.protected_areas().await.unwrap(), [a]);
+}
+
+#[tokio::test]
+async fn protected_areas_hold_across_tiles() {
+    let dir = tempfile::tempdir().unwrap();
+    let dims = Dimensions::parse(200, 200).unwrap();
+    let store = EmbeddedStore::open(EmbeddedConfig {
+        data_dir: dir.path().to_path_buf(),
+        dims,
+        depth: Depth::Four,
+        policy: params(),
+        idempotency_window: Duration::from_secs(600),
+        sync: SyncMode::Normal,
+        snapshot_every: 100,
+        max_catchup: 1000,
+    })
+    .unwrap();
+    areas_across_tiles(&store).await;
+    store.close().await.unwrap();
+    let env = common::env();
+    let mut cfg = SharedConfig::new(
+        env.redis.url(),
+        env.pg_url.clone(),
+        dims,
+        Depth::Four,
+        params(),
+    );
+    cfg.key_prefix = "tiles:".into();
+    let store = SharedStore::open(cfg).await.unwrap();
+    areas_across_tiles(&store).await;
+    store.close().await.unwrap();
+}

@@ -141,8 +141,61 @@ fn remove_from(pipe: &mut redis::Pipeline, inner: &Inner, ban: &Ban) {
     }
 }
 
-fn protected_value(r: &Rect) -> String {
-    format!("{} {} {} {}", r.x(), r.y(), r.w(), r.h())
+/// Side of the square tiles protected areas are indexed by in Redis: a placement looks up
+/// its tile's field only, so its cost does not grow with the number of areas; a 1000x1000
+/// area takes 256 fields.
+pub(crate) const TILE: u16 = 64;
+
+/// The tile fields (`tx ty`) `r` overlaps.
+fn tiles_of(r: &Rect) -> Vec<String> {
+    let (x0, x1) = (r.x() / TILE, (r.x() + (r.w() - 1)) / TILE);
+    let (y0, y1) = (r.y() / TILE, (r.y() + (r.h() - 1)) / TILE);
+    (y0..=y1)
+        .flat_map(|ty| (x0..=x1).map(move |tx| format!("{tx} {ty}")))
+        .collect()
+}
+
+/// One area in a tile's value.
+fn tile_entry(a: &Protected) -> String {
+    let r = &a.rect;
+    format!("{} {} {} {} {}", a.id, r.x(), r.y(), r.w(), r.h())
+}
+
+/// Adds `area` to (`add`) or removes it from the tiles it overlaps. The caller holds the
+/// moderation lock, so reading the tiles and writing them back races no other writer.
+async fn update_tiles(inner: &Inner, area: &Protected, add: bool) -> Result<(), ModerationError> {
+    let key = &inner.live.keys.protected_tiles;
+    let fields = tiles_of(&area.rect);
+    let mut conn = inner.live.conn();
+    let old: Vec<Option<String>> = redis::cmd("HMGET")
+        .arg(key)
+        .arg(&fields)
+        .query_async(&mut conn)
+        .await
+        .map_err(redis_failed)?;
+    let own = format!("{} ", area.id);
+    let mut pipe = redis::pipe();
+    pipe.atomic();
+    for (field, old) in fields.iter().zip(old) {
+        let mut entries: Vec<String> = old
+            .as_deref()
+            .unwrap_or("")
+            .split(';')
+            .filter(|e| !e.is_empty() && !e.starts_with(&own))
+            .map(str::to_string)
+            .collect();
+        if add {
+            entries.push(tile_entry(area));
+        }
+        if entries.is_empty() {
+            pipe.hdel(key, field).ignore();
+        } else {
+            pipe.hset(key, field, entries.join(";")).ignore();
+        }
+    }
+    pipe.query_async::<()>(&mut conn)
+        .await
+        .map_err(redis_failed)
 }
 
 /// Replaces the moderation state in Redis with PostgreSQL's: every ban in force and
@@ -190,15 +243,21 @@ pub(crate) async fn reload(inner: &Inner) -> Result<(usize, usize), StoreError> 
                 k.ban_index.as_str(),
                 k.ban_lens.as_str(),
                 k.ban_reasons.as_str(),
-                k.protected.as_str(),
+                k.protected_tiles.as_str(),
             ]) {
                 pipe.del(key).ignore();
             }
             for ban in &bans {
                 add_to(&mut pipe, inner, ban);
             }
+            let mut tiles: std::collections::HashMap<String, Vec<String>> = Default::default();
             for a in &areas {
-                pipe.hset(&k.protected, a.id, protected_value(&a.rect))
+                for field in tiles_of(&a.rect) {
+                    tiles.entry(field).or_default().push(tile_entry(a));
+                }
+            }
+            for (field, entries) in tiles {
+                pipe.hset(&k.protected_tiles, field, entries.join(";"))
                     .ignore();
             }
             let () = pipe.query_async(&mut conn).await.map_err(redis_err)?;
@@ -398,20 +457,22 @@ impl Moderation for SharedStore {
                 .await
                 .map_err(pg)?
                 .get(0);
-            let () = inner
-                .live
-                .conn()
-                .hset(&inner.live.keys.protected, id, protected_value(&r))
-                .await
-                .map_err(redis_failed)?;
-            tx.commit().await.map_err(pg)?;
-            Ok(Protected {
+            let area = Protected {
                 id: id as u64,
                 rect: r,
                 reason: p.reason,
                 by: p.by,
                 at_ms: now,
-            })
+            };
+            update_tiles(inner, &area, true).await?;
+            if let Err(e) = tx.commit().await {
+                // In force in Redis but not recorded: take it back out.
+                if let Err(undo) = update_tiles(inner, &area, false).await {
+                    tracing::error!(error = %undo, area = area.id, "a protected area that failed to commit is still in Redis");
+                }
+                return Err(pg(e).into());
+            }
+            Ok(area)
         })
         .await
     }
@@ -432,12 +493,7 @@ impl Moderation for SharedStore {
             let Some(area) = row.as_ref().map(row_to_protected) else {
                 return Ok(None);
             };
-            let () = inner
-                .live
-                .conn()
-                .hdel(&inner.live.keys.protected, id)
-                .await
-                .map_err(redis_failed)?;
+            update_tiles(inner, &area, false).await?;
             tx.commit().await.map_err(pg)?;
             Ok(Some(area))
         })

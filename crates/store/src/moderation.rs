@@ -150,6 +150,9 @@ pub trait Moderation: Send + Sync {
         limit: usize,
     ) -> impl Future<Output = Result<Vec<Ban>, StoreError>> + Send;
 
+    /// Ban `id` in whatever state (in force, lifted, expired), if it exists.
+    fn ban_by_id(&self, id: u64) -> impl Future<Output = Result<Option<Ban>, StoreError>> + Send;
+
     /// Protects an area; in force for every placement decided after this answers.
     fn protect(
         &self,
@@ -184,6 +187,9 @@ impl Moderation for Backend {
     }
     async fn bans(&self, all: bool, now_ms: i64, limit: usize) -> Result<Vec<Ban>, StoreError> {
         delegate!(self, s => s.bans(all, now_ms, limit).await)
+    }
+    async fn ban_by_id(&self, id: u64) -> Result<Option<Ban>, StoreError> {
+        delegate!(self, s => s.ban_by_id(id).await)
     }
     async fn protect(&self, p: NewProtected) -> Result<Protected, ModerationError> {
         delegate!(self, s => s.protect(p).await)

@@ -11,7 +11,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{MethodRouter, delete, get};
+use axum::routing::{MethodRouter, get};
 use axum::{Extension, Json};
 use rplace_domain::policy::BanNet;
 use rplace_domain::{Rect, UserId};
@@ -31,9 +31,9 @@ pub const LIST_MAX: usize = 1000;
 pub fn table() -> Vec<(&'static str, MethodRouter<AppState>)> {
     vec![
         ("/bans", get(list_bans).post(ban)),
-        ("/bans/{id}", delete(unban)),
+        ("/bans/{id}", get(show_ban).delete(unban)),
         ("/protect", get(list_protected).post(protect)),
-        ("/protect/{id}", delete(unprotect)),
+        ("/protect/{id}", get(show_protected).delete(unprotect)),
     ]
 }
 
@@ -231,6 +231,16 @@ async fn list_bans(
     Ok(Json(json!({ "bans": list, "limit": LIST_MAX })).into_response())
 }
 
+async fn show_ban(
+    State(app): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    Path(id): Path<u64>,
+) -> Result<Response, ApiError> {
+    actor.require(Role::Moderator)?;
+    let ban = app.store.ban_by_id(id).await?.ok_or(ApiError::NotFound)?;
+    Ok(Json(ban_json(&ban, rplace_store::now_ms())).into_response())
+}
+
 async fn unban(
     State(app): State<AppState>,
     Extension(actor): Extension<Actor>,
@@ -316,6 +326,20 @@ async fn list_protected(
         Json(json!({ "areas": list, "limit": rplace_store::moderation::MAX_PROTECTED }))
             .into_response(),
     )
+}
+
+async fn show_protected(
+    State(app): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    Path(id): Path<u64>,
+) -> Result<Response, ApiError> {
+    actor.require(Role::Moderator)?;
+    let areas = app.store.protected_areas().await?;
+    let area = areas
+        .iter()
+        .find(|a| a.id == id)
+        .ok_or(ApiError::NotFound)?;
+    Ok(Json(protected_json(area)).into_response())
 }
 
 async fn unprotect(

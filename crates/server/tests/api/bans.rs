@@ -78,6 +78,11 @@ async fn a_banned_user_is_refused_with_the_reason_until_unbanned(backend: Backen
     assert_eq!(status, 200, "{body}");
     let (_, list) = admin(&app, "GET", "/api/admin/bans", None).await;
     assert_eq!(list["bans"], json!([]));
+    let (status, shown) = admin(&app, "GET", &format!("/api/admin/bans/{ban_id}"), None).await;
+    assert_eq!(
+        (status, &shown["lifted_by"]),
+        (200, &json!("0000000000000000"))
+    );
     let (_, all) = admin(&app, "GET", "/api/admin/bans?all=true", None).await;
     assert_eq!(all["bans"][0]["id"], json!(ban_id));
     assert_eq!(all["bans"][0]["lifted_by"], json!("0000000000000000"));
@@ -222,7 +227,9 @@ async fn moderation_endpoints_need_credentials(backend: Backend) {
     for (method, path) in [
         ("GET", "/api/admin/bans"),
         ("POST", "/api/admin/bans"),
+        ("GET", "/api/admin/bans/1"),
         ("DELETE", "/api/admin/bans/1"),
+        ("GET", "/api/admin/protect/1"),
         ("GET", "/api/admin/protect"),
         ("POST", "/api/admin/protect"),
         ("DELETE", "/api/admin/protect/1"),

@@ -51,6 +51,8 @@ async fn only_moderators_place_in_a_protected_area(backend: Backend) {
     assert_eq!(list["areas"][0]["id"], json!(id));
     assert_eq!(list["areas"][0]["reason"], json!("logo"));
     assert_eq!(list["areas"][0]["by"], json!("0000000000000000"));
+    let (status, shown) = admin(&app, "GET", &format!("/api/admin/protect/{id}"), None).await;
+    assert_eq!((status, &shown["rect"]), (200, &area["rect"]));
     let (status, _) = admin(&app, "DELETE", &format!("/api/admin/protect/{id}"), None).await;
     assert_eq!(status, 200);
     let (other, _) = visitor(&app).await;
@@ -58,12 +60,10 @@ async fn only_moderators_place_in_a_protected_area(backend: Backend) {
     assert_eq!(status, 200, "{body}");
     let (_, list) = admin(&app, "GET", "/api/admin/protect", None).await;
     assert_eq!(list["areas"], json!([]));
-    assert_eq!(
-        admin(&app, "DELETE", &format!("/api/admin/protect/{id}"), None)
-            .await
-            .0,
-        404
-    );
+    for method in ["GET", "DELETE"] {
+        let path = format!("/api/admin/protect/{id}");
+        assert_eq!(admin(&app, method, &path, None).await.0, 404);
+    }
 }
 
 contract_test!(protected_areas_must_lie_on_the_board);

@@ -387,6 +387,12 @@ impl Moderation for EmbeddedStore {
             .await
     }
 
+    async fn ban_by_id(&self, id: u64) -> Result<Option<Ban>, StoreError> {
+        self.read(move |c| select_bans(c, "WHERE id = ?1 ORDER BY id", id as i64, 1))
+            .await
+            .map(|b| b.into_iter().next())
+    }
+
     async fn protect(&self, p: NewProtected) -> Result<Protected, ModerationError> {
         self.moderate(|tx| ModCmd::Protect(p, tx)).await
     }

@@ -422,6 +422,23 @@ impl Moderation for SharedStore {
             .await
     }
 
+    async fn ban_by_id(&self, id: u64) -> Result<Option<Ban>, StoreError> {
+        let history = &self.inner.history;
+        history
+            .bounded(async {
+                let client = history.client().await?;
+                let row = client
+                    .query_opt(
+                        &format!("SELECT {BAN_COLUMNS} FROM moderation_bans WHERE id = $1"),
+                        &[&(id as i64)],
+                    )
+                    .await
+                    .map_err(pg)?;
+                Ok(row.as_ref().and_then(row_to_ban))
+            })
+            .await
+    }
+
     async fn protect(&self, p: NewProtected) -> Result<Protected, ModerationError> {
         let inner = &self.inner;
         self.bounded_change(async {

@@ -188,6 +188,31 @@ async fn the_shared_store_reloads_them_after_losing_redis() {
     let store = SharedStore::open(cfg).await.unwrap();
     still_in_force(&store).await;
     assert!(store.snapshot().await.unwrap().seq > Seq(2));
+    // The script tries only the network lengths of bans in force: recounted at every
+    // change, so those of lifted and of expired bans drop out.
+    let lens = || env.redis.cli(&["HKEYS", "mod:ban:lens"]);
+    assert_eq!(lens().trim(), "4/24");
+    let short = store
+        .ban(NewBan {
+            target: BanTarget::Net(BanNet::parse("2001:db8::/48", Ipv6Prefix::DEFAULT).unwrap()),
+            reason: "brief".into(),
+            until_ms: Some(rplace_store::now_ms() + 200),
+            by: UserId(1),
+        })
+        .await
+        .unwrap();
+    let mut tags: Vec<String> = lens().lines().map(str::to_string).collect();
+    tags.sort();
+    assert_eq!(tags, ["4/24", "6/48"]);
+    let net = store.bans(false, rplace_store::now_ms(), 10).await.unwrap();
+    let net = net.iter().find(|b| b.reason == "bots").unwrap().id;
+    eventually(Duration::from_secs(10), "the short ban ends", || async {
+        (rplace_store::now_ms() > short.ban.until_ms.unwrap()).then_some(())
+    })
+    .await;
+    store.unban(net, UserId(1)).await.unwrap().unwrap();
+    assert_eq!(lens().trim(), "");
+    store.place(at(0, 40, "192.0.2.1", None)).await.unwrap();
     store.close().await.unwrap();
 }
 

@@ -19,6 +19,7 @@ use crate::moderation::{
 use crate::{BackendError, StoreError, now_ms};
 use redis::AsyncCommands;
 use rplace_domain::{Rect, UserId};
+use std::collections::HashMap;
 
 /// This area's PostgreSQL migrations: versions 200 to 299 (see
 /// `history::schema::migrate`).
@@ -101,19 +102,56 @@ fn ban_keys(inner: &Inner, ban: &Ban) -> (Vec<String>, Option<String>) {
     }
 }
 
-/// Adds `ban` to `pipe`: its keys, its length, its reason.
+/// Adds `ban` to `pipe`: its keys and its reason (its length: [`set_lengths`]).
 fn add_to(pipe: &mut redis::Pipeline, inner: &Inner, ban: &Ban) {
     let k = &inner.live.keys;
-    let (keys, tag) = ban_keys(inner, ban);
+    let (keys, _) = ban_keys(inner, ban);
     let until = ban.until_ms.unwrap_or(0);
     for key in keys {
         pipe.hset(&key, ban.id, until).ignore();
         pipe.sadd(&k.ban_index, &key).ignore();
     }
-    if let Some(tag) = tag {
-        pipe.hincr(&k.ban_lens, tag, 1).ignore();
-    }
     pipe.hset(&k.ban_reasons, ban.id, &ban.reason).ignore();
+}
+
+/// How many network bans in force have each length (`4/24`).
+fn count_lengths<'a>(nets: impl Iterator<Item = &'a BanTarget>) -> HashMap<String, i64> {
+    let mut lens = HashMap::new();
+    for t in nets {
+        if let BanTarget::Net(n) = t {
+            *lens.entry(n.length_tag()).or_default() += 1;
+        }
+    }
+    lens
+}
+
+/// The network lengths of the bans in force, as `tx` sees them (its own change included).
+async fn lengths_in_force(
+    tx: &deadpool_postgres::Transaction<'_>,
+) -> Result<HashMap<String, i64>, StoreError> {
+    let rows = tx
+        .query(
+            "SELECT covers FROM moderation_bans WHERE kind = 'net' AND lifted_at_ms IS NULL \
+             AND (until_ms IS NULL OR until_ms > $1)",
+            &[&now_ms()],
+        )
+        .await
+        .map_err(pg)?;
+    let nets: Vec<BanTarget> = rows
+        .iter()
+        .filter_map(|r| target_from_columns("net", None, r.get(0)))
+        .collect();
+    Ok(count_lengths(nets.iter()))
+}
+
+/// Replaces the lengths the script tries with `lens`: recounted from PostgreSQL at every
+/// change, so lengths of lifted and expired bans drop out and cost no more lookups.
+fn set_lengths(pipe: &mut redis::Pipeline, inner: &Inner, lens: &HashMap<String, i64>) {
+    let key = &inner.live.keys.ban_lens;
+    pipe.del(key).ignore();
+    for (tag, n) in lens {
+        pipe.hset(key, tag, n).ignore();
+    }
 }
 
 /// Removes `ban` from Redis (best effort): after its record failed to commit.
@@ -127,18 +165,14 @@ async fn undo(inner: &Inner, ban: &Ban) {
     }
 }
 
-/// Removes `ban` from the hashes in `pipe`; the length count goes down by one (a caller
-/// holding the lock drops a length at 0, see `unban`).
+/// Removes `ban` from the hashes in `pipe` (its length: [`set_lengths`]).
 fn remove_from(pipe: &mut redis::Pipeline, inner: &Inner, ban: &Ban) {
     let k = &inner.live.keys;
-    let (keys, tag) = ban_keys(inner, ban);
+    let (keys, _) = ban_keys(inner, ban);
     for key in &keys {
         pipe.hdel(key, ban.id).ignore();
     }
     pipe.hdel(&k.ban_reasons, ban.id).ignore();
-    if let Some(tag) = &tag {
-        pipe.hincr(&k.ban_lens, tag, -1).ignore();
-    }
 }
 
 /// Side of the square tiles protected areas are indexed by in Redis: a placement looks up
@@ -250,7 +284,8 @@ pub(crate) async fn reload(inner: &Inner) -> Result<(usize, usize), StoreError> 
             for ban in &bans {
                 add_to(&mut pipe, inner, ban);
             }
-            let mut tiles: std::collections::HashMap<String, Vec<String>> = Default::default();
+            set_lengths(&mut pipe, inner, &count_lengths(bans.iter().map(|b| &b.target)));
+            let mut tiles: HashMap<String, Vec<String>> = HashMap::new();
             for a in &areas {
                 for field in tiles_of(&a.rect) {
                     tiles.entry(field).or_default().push(tile_entry(a));
@@ -336,9 +371,11 @@ impl Moderation for SharedStore {
                 lifted_at_ms: None,
                 lifted_by: None,
             };
+            let lens = lengths_in_force(&tx).await?;
             let mut pipe = redis::pipe();
             pipe.atomic();
             add_to(&mut pipe, inner, &ban);
+            set_lengths(&mut pipe, inner, &lens);
             // Read in the same transaction: the script runs wholly before or after it.
             pipe.get(&inner.live.keys.seq);
             let (seq,): (Option<u64>,) = pipe
@@ -376,22 +413,15 @@ impl Moderation for SharedStore {
             let Some(ban) = row.as_ref().and_then(row_to_ban) else {
                 return Ok(None);
             };
-            let k = &inner.live.keys;
-            let mut conn = inner.live.conn();
-            let (_, tag) = ban_keys(inner, &ban);
+            let lens = lengths_in_force(&tx).await?;
             let mut pipe = redis::pipe();
             pipe.atomic();
             remove_from(&mut pipe, inner, &ban);
-            let () = pipe.query_async(&mut conn).await.map_err(redis_failed)?;
-            // Empty hashes vanish by themselves; a length no ban uses any more must go,
-            // or the script would keep looking it up. Safe in two steps: every change of
-            // the lengths holds the lock.
-            if let Some(tag) = tag {
-                let left: Option<i64> = conn.hget(&k.ban_lens, &tag).await.map_err(redis_failed)?;
-                if left.is_some_and(|n| n <= 0) {
-                    let () = conn.hdel(&k.ban_lens, &tag).await.map_err(redis_failed)?;
-                }
-            }
+            set_lengths(&mut pipe, inner, &lens);
+            let () = pipe
+                .query_async(&mut inner.live.conn())
+                .await
+                .map_err(redis_failed)?;
             tx.commit().await.map_err(pg)?;
             Ok(Some(ban))
         })

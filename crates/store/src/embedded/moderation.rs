@@ -256,6 +256,19 @@ fn select_protected(conn: &Connection) -> Result<Vec<Protected>, StoreError> {
 }
 
 impl Writer {
+    /// What the database says of a one-time proof: until when it is spent, if it is.
+    pub(super) fn spent_once(&self, token: &OnceToken) -> Result<OnceState, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT expires_at FROM spent_once WHERE token = ?1")
+            .map_err(backend)?;
+        let until: Option<i64> = stmt
+            .query_row([&token.as_bytes()[..]], |r| r.get(0))
+            .optional()
+            .map_err(backend)?;
+        Ok(OnceState::new(until))
+    }
+
     /// Applies one moderation command: SQLite first, then memory, then the answer.
     pub(super) fn moderate(&mut self, cmd: ModCmd) {
         let now = now_ms();

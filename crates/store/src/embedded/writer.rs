@@ -394,19 +394,6 @@ impl Writer {
         metrics::histogram!("rplace_store_commit_seconds").record(started.elapsed().as_secs_f64());
     }
 
-    /// What the database says of a one-time proof: until when it is spent, if it is.
-    fn spent_once(&self, token: &OnceToken) -> Result<OnceState, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT expires_at FROM spent_once WHERE token = ?1")
-            .map_err(backend)?;
-        let until: Option<i64> = stmt
-            .query_row([&token.as_bytes()[..]], |r| r.get(0))
-            .optional()
-            .map_err(backend)?;
-        Ok(OnceState::new(until))
-    }
-
     /// Deletes idempotency records older than the window, at most every few seconds.
     fn prune_idempotency(&mut self, now_ms: i64) {
         if self.pruned_at.elapsed() < PRUNE_EVERY {

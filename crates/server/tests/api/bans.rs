@@ -341,3 +341,33 @@ async fn a_ban_stops_parallel_placements_on_every_instance_at_its_answer(backend
         "both instances refused after the ban: {refused_after:?}"
     );
 }
+
+contract_test!(bans_and_protected_areas_survive_a_restart);
+async fn bans_and_protected_areas_survive_a_restart(backend: Backend) {
+    let args = ["--admin-token", ADMIN_TOKEN];
+    let app = spawn_app_on(backend, &args).await;
+    let (c, id) = visitor(&app).await;
+    let (status, _) = admin(
+        &app,
+        "POST",
+        "/api/admin/bans",
+        Some(json!({"user": id, "reason": "still banned"})),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let (status, _) = admin(
+        &app,
+        "POST",
+        "/api/admin/protect",
+        Some(json!({"rect": {"x": 0, "y": 7, "w": 16, "h": 1}})),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let app = app.restart(&args).await;
+    let (status, body) = put(&app, &c, 0, 0).await;
+    assert_eq!((status, &body["reason"]), (403, &json!("still banned")));
+    let (other, _) = visitor(&app).await;
+    let (status, body) = put(&app, &other, 3, 7).await;
+    assert_eq!((status, body["error"].as_str()), (403, Some("protected")));
+    assert_eq!(put(&app, &other, 3, 6).await.0, 200);
+}

@@ -68,11 +68,13 @@ async fn the_script_decides_every_vector_as_the_domain_does() {
                 .unwrap();
         }
         if prior.protected() {
-            // Around the placement's pixel (1, 1), and one elsewhere.
+            // Around the placement's pixel (1, 1), and one elsewhere, both in tile (0, 0)
+            // (`id x y w h` each).
             let () = conn
-                .hset_multiple(
-                    format!("{PREFIX}protected"),
-                    &[(1, "0 1 2 1"), (2, "3 0 1 1")],
+                .hset(
+                    format!("{PREFIX}protected:tiles"),
+                    "0 0",
+                    "1 0 1 2 1;2 3 0 1 1",
                 )
                 .await
                 .unwrap();

@@ -3,4 +3,15 @@
 use clap::Args;
 
 #[derive(Debug, Clone, Default, Args)]
-pub struct ModerationArgs {}
+pub struct ModerationArgs {
+    /// Placements per minute one IP address may make (sustained) when a logged-in account
+    /// places; `--ip-rate` is the anonymous visitors' limit. 0 turns it off. Higher by
+    /// default: an account costs more to make than a cookie.
+    #[arg(long, env = "RPLACE_IP_RATE_ACCOUNT", default_value_t = 240)]
+    pub ip_rate_account: u32,
+
+    /// Placements one IP address may make back to back by accounts before
+    /// `ip-rate-account` applies.
+    #[arg(long, env = "RPLACE_IP_BURST_ACCOUNT", default_value_t = 120)]
+    pub ip_burst_account: u32,
+}

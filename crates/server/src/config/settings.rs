@@ -195,7 +195,11 @@ impl Config {
                 cooldown,
                 AddrRate::per_minute(self.ip_rate, self.ip_burst),
                 ipv6_prefix,
-            ),
+            )
+            .with_account_rate(AddrRate::per_minute(
+                self.moderation.ip_rate_account,
+                self.moderation.ip_burst_account,
+            )),
             idempotency_window,
             cookie_key,
             sync: match self.sync {

@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum_extra::extract::cookie::SignedCookieJar;
 use rplace_domain::wire::{self, Update};
 use rplace_domain::{Coord, IdempotencyKey, Seq, UserId};
-use rplace_store::{NewPlacement, Store};
+use rplace_store::{NewPlacement, Standing, Store};
 use serde::Serialize;
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -144,6 +144,28 @@ pub async fn board_png(
     };
     board_headers(resp.headers_mut(), version.seq, ttl_secs(&app));
     Ok(resp)
+}
+
+/// Who is placing and how the policy sees them: the admin token (the operator, a
+/// moderator without cooldown or rate limit: the exempt path), the load generator's token
+/// (exempt), else the signed cookie (an anonymous visitor). Returns the user, whether the
+/// exempt path applies, and their standing.
+fn standing(
+    app: &AppState,
+    headers: &HeaderMap,
+    jar: &SignedCookieJar,
+) -> Result<(UserId, bool, Standing), ApiError> {
+    if let Some(token) = &app.settings.access.admin_token
+        && token.authorizes(headers)
+    {
+        let operator = Standing {
+            moderator: true,
+            ..Standing::default()
+        };
+        return Ok((crate::auth::OPERATOR, true, operator));
+    }
+    let (user, bypass) = placing_user(app, headers, jar)?;
+    Ok((user, bypass, Standing::default()))
 }
 
 /// Who is placing: the load generator's token path, else the signed cookie.
@@ -278,7 +300,7 @@ async fn place_inner(
     jar: &SignedCookieJar,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let (user, bypass) = placing_user(app, headers, jar)?;
+    let (user, bypass, standing) = standing(app, headers, jar)?;
     let idempotency_key = idempotency_key(headers)?;
     let is_json = headers
         .get(header::CONTENT_TYPE)
@@ -316,9 +338,9 @@ async fn place_inner(
             ip,
             bypass_limits: bypass,
             idempotency_key,
-            standing: rplace_store::Standing {
+            standing: Standing {
                 once: pass.and_then(|p| p.once),
-                ..Default::default()
+                ..standing
             },
         })
         .await?;

@@ -5,6 +5,7 @@
 mod helpers;
 
 mod antibot;
+mod bans;
 mod board;
 mod errors;
 mod fleet;
@@ -15,5 +16,6 @@ mod livepath;
 mod ops;
 mod placing;
 mod policy;
+mod protect;
 mod store_errors;
 mod strict;

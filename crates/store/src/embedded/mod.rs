@@ -118,6 +118,8 @@ struct State {
 
 enum Cmd {
     Place(NewPlacement, oneshot::Sender<Result<Placed, PlaceError>>),
+    /// Applied between two batches of placements, in the order it arrived.
+    Moderate(moderation::ModCmd),
     Close(oneshot::Sender<Result<(), StoreError>>),
 }
 
@@ -150,12 +152,14 @@ impl EmbeddedStore {
         let state = Arc::new(Mutex::new(restore(&conn, &cfg)?));
         let (tx, rx) = mpsc::channel(QUEUE);
         let (feed_tx, feed_rx) = crate::feed_queue::channel(crate::FEED_CAPACITY);
+        let active = moderation::Active::load(&conn, now_ms())?;
         let writer = Writer {
             conn,
             state: state.clone(),
             feed: feed_tx,
             policy: cfg.policy,
             addrs: AddrStates::default(),
+            active,
             idempotency_window_ms: cfg.idempotency_window.as_millis() as i64,
             pruned_at: Instant::now(),
             dims: cfg.dims,

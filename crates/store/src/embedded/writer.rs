@@ -15,6 +15,8 @@ pub(super) struct Writer {
     pub(super) policy: Params,
     /// Per-address policy state; only this thread reads and writes it.
     pub(super) addrs: AddrStates,
+    /// The bans and protected areas in force; only this thread changes them.
+    pub(super) active: super::moderation::Active,
     /// How long an idempotency record answers repeats, ms.
     pub(super) idempotency_window_ms: i64,
     /// When expired idempotency records were last deleted.
@@ -66,29 +68,37 @@ impl Writer {
                 return;
             };
             let mut close = None;
+            // A moderation command ends the batch: placements before it are decided
+            // without it, placements after it with it.
+            let mut moderation = None;
             match first {
                 Cmd::Place(p, tx) => batch.push((p, tx)),
                 Cmd::Close(tx) => close = Some(tx),
+                Cmd::Moderate(m) => moderation = Some(m),
             }
-            let mut drain = |batch: &mut Vec<_>, close: &mut Option<_>| {
-                while close.is_none() && batch.len() < MAX_BATCH {
+            let mut drain = |batch: &mut Vec<_>, close: &mut Option<_>, m: &mut Option<_>| {
+                while close.is_none() && m.is_none() && batch.len() < MAX_BATCH {
                     match rx.try_recv() {
                         Ok(Cmd::Place(p, tx)) => batch.push((p, tx)),
                         Ok(Cmd::Close(tx)) => *close = Some(tx),
+                        Ok(Cmd::Moderate(c)) => *m = Some(c),
                         Err(_) => break,
                     }
                 }
             };
-            drain(&mut batch, &mut close);
+            drain(&mut batch, &mut close, &mut moderation);
             // Under load, wait a moment for more, so that one commit (one WAL write, one
             // fsync, one wake-up of this thread) serves more placements. A lone placement
             // does not wait.
-            if batch.len() >= LINGER_FROM && close.is_none() {
+            if batch.len() >= LINGER_FROM && close.is_none() && moderation.is_none() {
                 std::thread::sleep(LINGER);
-                drain(&mut batch, &mut close);
+                drain(&mut batch, &mut close, &mut moderation);
             }
             if !batch.is_empty() {
                 self.commit_batch(&mut batch);
+            }
+            if let Some(m) = moderation {
+                self.moderate(m);
             }
             if self.since_snapshot >= self.snapshot_every
                 && let Err(e) = self.snapshot()
@@ -99,8 +109,15 @@ impl Writer {
                 rx.close();
                 // Requests that raced the close are answered, not dropped.
                 while let Ok(cmd) = rx.try_recv() {
-                    if let Cmd::Place(p, tx) = cmd {
-                        batch.push((p, tx));
+                    match cmd {
+                        Cmd::Place(p, tx) => batch.push((p, tx)),
+                        Cmd::Moderate(m) => {
+                            if !batch.is_empty() {
+                                self.commit_batch(&mut batch);
+                            }
+                            self.moderate(m);
+                        }
+                        Cmd::Close(_) => {}
                     }
                 }
                 if !batch.is_empty() {
@@ -255,7 +272,17 @@ impl Writer {
                         },
                     },
                 };
+                let (ban, protected) = if p.bypass_limits {
+                    (None, false)
+                } else {
+                    (
+                        self.active.ban_for(p.user, p.ip, now),
+                        self.active.is_protected(p.coord),
+                    )
+                };
                 let prior = Prior::new(user, addr, p.bypass_limits)
+                    .with_ban(ban)
+                    .with_protected(protected)
                     .with_standing(p.standing.moderator, p.standing.account)
                     .with_once(once);
                 match policy::decide(&self.policy, &prior, now) {
@@ -306,7 +333,7 @@ impl Writer {
                     }
                     Decision::Refuse(Refusal::Banned { ban }) => {
                         decided.push(Err(PlaceError::Banned {
-                            reason: String::new(),
+                            reason: self.active.reason(ban.id()).unwrap_or("banned").into(),
                             until_ms: ban.until_ms(),
                         }))
                     }
@@ -365,19 +392,6 @@ impl Writer {
         }
         self.prune_idempotency(now_ms);
         metrics::histogram!("rplace_store_commit_seconds").record(started.elapsed().as_secs_f64());
-    }
-
-    /// What the database says of a one-time proof: until when it is spent, if it is.
-    fn spent_once(&self, token: &OnceToken) -> Result<OnceState, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT expires_at FROM spent_once WHERE token = ?1")
-            .map_err(backend)?;
-        let until: Option<i64> = stmt
-            .query_row([&token.as_bytes()[..]], |r| r.get(0))
-            .optional()
-            .map_err(backend)?;
-        Ok(OnceState::new(until))
     }
 
     /// Deletes idempotency records older than the window, at most every few seconds.

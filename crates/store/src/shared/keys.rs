@@ -41,8 +41,12 @@ pub(crate) struct Keys {
     pub ban_net_prefix: String,
     /// The reason of every ban in Redis: a hash id -> reason, read after a refusal.
     pub ban_reasons: String,
-    /// Protected rectangles: a hash id -> `x y w h`.
-    pub protected: String,
+    /// Protected rectangles by tile, what the script reads: `tx ty` -> `id x y w h;...`
+    /// for every rectangle overlapping the tile (see `moderation::TILE`).
+    pub protected_tiles: String,
+    /// Every user and network ban key ever written (a set), so that a reload can clear
+    /// what an older copy of the state holds.
+    pub ban_index: String,
 }
 
 impl Keys {
@@ -60,7 +64,8 @@ impl Keys {
             ban_lens: format!("{prefix}ban:lens"),
             ban_net_prefix: format!("{prefix}ban:n:"),
             ban_reasons: format!("{prefix}ban:reasons"),
-            protected: format!("{prefix}protected"),
+            protected_tiles: format!("{prefix}protected:tiles"),
+            ban_index: format!("{prefix}ban:keys"),
         }
     }
 

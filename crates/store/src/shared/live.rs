@@ -298,7 +298,7 @@ impl Live {
             .key(&k.clock)
             .key(&k.stream)
             .key(&k.ban_lens)
-            .key(&k.protected)
+            .key(&k.protected_tiles)
             .arg(self.bitfield_type)
             .arg(self.policy.cooldown().as_millis())
             .arg(self.policy.addr_rate().period_us())
@@ -309,7 +309,8 @@ impl Live {
             .arg(self.policy.account_rate().period_us())
             .arg(self.policy.account_rate().tolerance_us())
             .arg(policy::ONCE_TTL_MS)
-            .arg(&k.ban_net_prefix);
+            .arg(&k.ban_net_prefix)
+            .arg(super::moderation::TILE);
         let flag = |b: bool| if b { "1" } else { "0" };
         for p in batch {
             inv.key(k.cooldown(p.user))

@@ -165,6 +165,14 @@ pub(crate) async fn rebuild(inner: &Inner, force: bool) -> Result<bool, StoreErr
                 tracing::warn!(error = %Chain(&e), "could not read recent placements for cooldowns")
             }
         }
+        // Bans and protected areas went with it too; they must be back before the board,
+        // since the board is what lets the script place again.
+        let (bans, areas) = super::moderation::reload(inner).await?;
+        tracing::info!(
+            bans,
+            areas,
+            "reloaded bans and protected areas from the history"
+        );
         let installed = live
             .install(&token, r.epoch, r.seq, &r.board, r.last_ms)
             .await

@@ -24,12 +24,14 @@
 -- rebuild): a hash per banned user (`ban:u:<user>`) and per banned network
 -- (`ban:n:<net key>`, the domain's `net_key`), each ban id -> end (unix ms, 0: never);
 -- a hash of the network lengths in use (`ban:lens`, '4/24' -> how many bans), so that
--- an address is looked up once per length in use (none: no work); a hash of protected
--- rectangles (id -> 'x y w h'). Network keys are built here from the address, so they
+-- an address is looked up once per length in use (none: no work); protected rectangles
+-- by tile (`protected:tiles`, 'tx ty' -> 'id x y w h;...' for every rectangle that
+-- overlaps the tile of ARGV[12] pixels square), so that a placement looks up one field
+-- however many areas there are. Network keys are built here from the address, so they
 -- are not in KEYS: with Redis Cluster, the prefix's hash tag keeps them in the slot.
 --
 -- KEYS[1] board   KEYS[2] seq   KEYS[3] epoch   KEYS[4] clock   KEYS[5] stream
--- KEYS[6] ban lengths   KEYS[7] protected areas
+-- KEYS[6] ban lengths   KEYS[7] protected areas by tile
 -- then per placement i (from 0): KEYS[8 + 5i] the user's cooldown key,
 --                                KEYS[9 + 5i] the address key's rate key,
 --                                KEYS[10 + 5i] the idempotency key's key (used only if
@@ -43,8 +45,8 @@
 -- ARGV[7] idempotency window ms
 -- ARGV[8] account rate period us   ARGV[9] account rate tolerance us
 -- ARGV[10] how long a spent proof is remembered, ms (the domain's ONCE_TTL_MS)
--- ARGV[11] the prefix of network ban keys
--- then per placement i: ARGV[12 + 11i ..] pixel index, color, x, y, user (signed decimal),
+-- ARGV[11] the prefix of network ban keys   ARGV[12] the protected areas' tile size
+-- then per placement i: ARGV[13 + 11i ..] pixel index, color, x, y, user (signed decimal),
 --                       "1" to bypass every rule (the exempt path),
 --                       "1" if it carries an idempotency key,
 --                       "1" if it carries a one-time proof,
@@ -88,7 +90,8 @@ local account_period = tonumber(ARGV[8])
 local account_tolerance = tonumber(ARGV[9])
 local once_ttl = tonumber(ARGV[10])
 local net_prefix = ARGV[11]
-local n = (#ARGV - 11) / 11
+local tile = tonumber(ARGV[12])
+local n = (#ARGV - 12) / 11
 
 -- The domain's `applying_ban` over a hash's flat {id, until, ...}: of the bans that still
 -- apply, one without end, else the one that ends last; the lowest id on a tie.
@@ -119,20 +122,26 @@ local function net_key(addr, bits)
   return string.sub(addr, 1, 2) .. out .. string.rep('0', #hex - #out) .. '/' .. bits
 end
 
--- Read once per batch: both are empty (one lookup each) unless moderators used them.
+-- Read once per batch: empty (one lookup) unless moderators banned networks.
 local lens = {}
 for _, tag in ipairs(redis.call('HKEYS', KEYS[6])) do
   local fam, bits = string.match(tag, '^(%d)/(%d+)$')
   lens[#lens + 1] = {fam, tonumber(bits)}
 end
-local rects = nil
+-- The rectangles overlapping each tile this batch touches, parsed once per tile.
+local tiles = {}
 local function protected(x, y)
+  local field = math.floor(x / tile) .. ' ' .. math.floor(y / tile)
+  local rects = tiles[field]
   if not rects then
     rects = {}
-    for _, r in ipairs(redis.call('HVALS', KEYS[7])) do
-      local rx, ry, rw, rh = string.match(r, '^(%d+) (%d+) (%d+) (%d+)$')
-      rects[#rects + 1] = {tonumber(rx), tonumber(ry), tonumber(rw), tonumber(rh)}
+    local v = redis.call('HGET', KEYS[7], field)
+    if v then
+      for rx, ry, rw, rh in string.gmatch(v, '%d+ (%d+) (%d+) (%d+) (%d+)') do
+        rects[#rects + 1] = {tonumber(rx), tonumber(ry), tonumber(rw), tonumber(rh)}
+      end
     end
+    tiles[field] = rects
   end
   for _, r in ipairs(rects) do
     if x >= r[1] and x < r[1] + r[3] and y >= r[2] and y < r[2] + r[4] then
@@ -146,7 +155,7 @@ local reply = {tonumber(epoch), now}
 local recs = {}
 local first = nil
 for i = 0, n - 1 do
-  local a = 12 + 11 * i
+  local a = 13 + 11 * i
   local cooldown_key = KEYS[8 + 5 * i]
   local rate_key = KEYS[9 + 5 * i]
   local idem_key = KEYS[10 + 5 * i]

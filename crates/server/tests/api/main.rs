@@ -14,5 +14,6 @@ mod livepath;
 mod ops;
 mod placing;
 mod policy;
+mod rewrite;
 mod store_errors;
 mod strict;

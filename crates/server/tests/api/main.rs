@@ -15,5 +15,6 @@ mod ops;
 mod placing;
 mod policy;
 mod records;
+mod rewrite;
 mod store_errors;
 mod strict;

@@ -118,6 +118,8 @@ struct State {
 enum Cmd {
     Place(NewPlacement, oneshot::Sender<Result<Placed, PlaceError>>),
     Close(oneshot::Sender<Result<(), StoreError>>),
+    /// One chunk of a moderation change (`rewrite`), committed on its own between batches.
+    Rewrite(rewrite::Chunk),
 }
 
 /// Handle to the embedded store. Cheap to share behind an `Arc`.

@@ -66,29 +66,36 @@ impl Writer {
                 return;
             };
             let mut close = None;
+            // A moderation chunk ends the batch: it commits right after it.
+            let mut rewrite = None;
             match first {
                 Cmd::Place(p, tx) => batch.push((p, tx)),
                 Cmd::Close(tx) => close = Some(tx),
+                Cmd::Rewrite(c) => rewrite = Some(c),
             }
-            let mut drain = |batch: &mut Vec<_>, close: &mut Option<_>| {
-                while close.is_none() && batch.len() < MAX_BATCH {
+            let mut drain = |batch: &mut Vec<_>, close: &mut Option<_>, rewrite: &mut Option<_>| {
+                while close.is_none() && rewrite.is_none() && batch.len() < MAX_BATCH {
                     match rx.try_recv() {
                         Ok(Cmd::Place(p, tx)) => batch.push((p, tx)),
                         Ok(Cmd::Close(tx)) => *close = Some(tx),
+                        Ok(Cmd::Rewrite(c)) => *rewrite = Some(c),
                         Err(_) => break,
                     }
                 }
             };
-            drain(&mut batch, &mut close);
+            drain(&mut batch, &mut close, &mut rewrite);
             // Under load, wait a moment for more, so that one commit (one WAL write, one
             // fsync, one wake-up of this thread) serves more placements. A lone placement
             // does not wait.
-            if batch.len() >= LINGER_FROM && close.is_none() {
+            if batch.len() >= LINGER_FROM && close.is_none() && rewrite.is_none() {
                 std::thread::sleep(LINGER);
-                drain(&mut batch, &mut close);
+                drain(&mut batch, &mut close, &mut rewrite);
             }
             if !batch.is_empty() {
                 self.commit_batch(&mut batch);
+            }
+            if let Some(c) = rewrite {
+                self.apply_chunk(c);
             }
             if self.since_snapshot >= self.snapshot_every
                 && let Err(e) = self.snapshot()
@@ -341,7 +348,7 @@ impl Writer {
 
     /// Inserts `rows`, each with the seq of the placement before it on its pixel, and the
     /// idempotency records of those that carried a key, in one transaction.
-    fn insert(
+    pub(super) fn insert(
         &mut self,
         rows: &[Placement],
         prevs: &[u64],

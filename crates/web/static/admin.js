@@ -52,7 +52,10 @@ async function main() {
     e.preventDefault();
     setToken(tokenInput.value.trim());
     tokenInput.value = '';
-    if (await checkAuth(config)) showTab(current ?? 'reports');
+    if (await checkAuth(config)) {
+      showTab(current ?? 'reports');
+      ctx.refreshProtected?.();
+    }
   });
   $('token-forget').addEventListener('click', async () => {
     setToken('');

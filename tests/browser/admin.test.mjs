@@ -36,11 +36,13 @@ const adminPixel = (page, x, y) => page.evaluate(([a, b]) => window.rplaceAdmin.
 
 describe('the admin page', () => {
   let server, browser, admin, adminErrors;
+  let moderationRouted = false;
 
   before(async () => {
     server = await startServer({
       args: ['--admin-token', ADMIN_TOKEN, '--bench-token', BENCH_TOKEN, '--cooldown', '0', '--ip-rate', '0'],
     });
+    moderationRouted = (await fetch(`${server.url}/api/admin/bans`, { headers: { Authorization: `Bearer ${ADMIN_TOKEN}` } })).status !== 404;
     browser = await launchBrowser();
     const context = await browser.newContext({ viewport: { width: 1360, height: 820 } });
     admin = await context.newPage();
@@ -126,6 +128,7 @@ describe('the admin page', () => {
     const expectAfter = (x) => (x === 20 ? 2 : x === 29 ? 7 : 0);
     await second.waitForFunction(() => window.rplace.pixel(25, 20) === 5 && window.rplace.pixel(29, 20) === 7, null, { timeout: 5000 });
 
+    await admin.evaluate(() => window.rplaceAdmin.fit());
     await admin.click('#tab-users');
     await admin.fill('#lookup-user', GRIEFER);
     await admin.click('#lookup-go');
@@ -167,15 +170,9 @@ describe('the admin page', () => {
     assert.equal(audit.entries[0].reason, 'griefing line');
   });
 
-  test('bans, protected areas (selected by dragging) and a fill preview', async () => {
-    await admin.click('#tab-bans');
-    await admin.fill('#ban-target', GRIEFER);
-    await admin.fill('#ban-reason', 'griefing');
-    await admin.click('#ban-submit');
-    await admin.locator('#ban-list li', { hasText: GRIEFER }).waitFor({ timeout: 5000 });
-    await admin.screenshot({ path: screenshotPath('admin-bans.png') });
-
-    // Select an area by dragging on the canvas with "Select area" on.
+  test('an area selected by dragging, filled with a preview', async () => {
+    // Select an area by dragging on the canvas with "Select area" on, the whole board in view.
+    await admin.evaluate(() => window.rplaceAdmin.fit());
     await admin.click('#area-select');
     const from = await areaPoint(admin, 40, 40);
     const to = await areaPoint(admin, 49, 47);
@@ -184,20 +181,54 @@ describe('the admin page', () => {
     await admin.mouse.move(to.x, to.y, { steps: 5 });
     await admin.mouse.up();
     assert.deepEqual(await admin.evaluate(() => window.rplaceAdmin.rect), { x: 40, y: 40, w: 10, h: 8 });
+    assert.equal(await admin.locator('#area-text').textContent(), '40,40 10×8');
     await admin.click('#area-select');
 
+    await admin.click('#tab-rewrite');
+    await admin.click('#fill-colors button[data-color="12"]');
+    await admin.click('#fill-preview');
+    await admin.locator('#fill-result strong[data-pixels="80"]').waitFor({ timeout: 5000 })
+      .catch(async (e) => { throw new Error(`${e.message}; the page says: ${await admin.locator('#toasts').textContent()}`); });
+    assert.deepEqual((await admin.evaluate(() => window.rplaceAdmin.preview)).bbox, { x: 40, y: 40, w: 10, h: 8 });
+    assert.equal(await adminPixel(admin, 45, 45), 0, 'a preview changes nothing');
+    await admin.locator('#fill-preview').scrollIntoViewIfNeeded();
+    await admin.screenshot({ path: screenshotPath('admin-fill-preview.png') });
+    await admin.click('#fill-apply');
+    await admin.locator('#fill-result strong[data-applied="80"]').waitFor({ timeout: 10_000 });
+    await until(async () => (await adminPixel(admin, 49, 47)) === 12, { what: 'the fill reaches the admin canvas' });
+    assert.deepEqual(adminErrors, []);
+  });
+
+  // Bans and protected areas are the moderation area's endpoints (branch i9-rules). Until
+  // that is merged they answer 404 and this test is skipped, saying so; once they exist it
+  // runs (the lead removes this guard at merge).
+  test('bans and protected areas', async (t) => {
+    if (!moderationRouted) {
+      t.skip('needs /api/admin/bans and /api/admin/protect (branch i9-rules)');
+      return;
+    }
+    await admin.click('#tab-bans');
+    await admin.fill('#ban-target', GRIEFER);
+    await admin.fill('#ban-reason', 'griefing');
+    await admin.click('#ban-submit');
+    await admin.locator('#ban-list li', { hasText: GRIEFER }).waitFor({ timeout: 5000 });
+    await admin.screenshot({ path: screenshotPath('admin-bans.png') });
+    const banned = await fetch(`${server.url}/api/pixel`, {
+      method: 'PUT',
+      headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${BENCH_TOKEN}`, 'X-Rplace-User': GRIEFER },
+      body: JSON.stringify({ x: 0, y: 0, color: 1 }),
+    });
+    assert.equal(banned.status, 403);
+    assert.equal((await banned.json()).error, 'banned');
+
+    await admin.evaluate(() => window.rplaceAdmin.setRect({ x: 2, y: 40, w: 12, h: 10 }));
     await admin.click('#tab-protect');
     await admin.fill('#protect-reason', 'the event logo');
     await admin.click('#protect-submit');
     await admin.locator('#protect-list li', { hasText: 'the event logo' }).waitFor({ timeout: 5000 });
     await admin.screenshot({ path: screenshotPath('admin-protect.png') });
-
-    await admin.click('#tab-rewrite');
-    await admin.click('#fill-colors button[data-color="12"]');
-    await admin.click('#fill-preview');
-    await admin.locator('#fill-result strong[data-pixels="80"]').waitFor({ timeout: 5000 });
-    await admin.locator('#fill-preview').scrollIntoViewIfNeeded();
-    await admin.screenshot({ path: screenshotPath('admin-fill-preview.png') });
+    const { areas } = await adminJson(server.url, '/api/admin/protect');
+    assert.deepEqual(areas.map((a) => a.rect), [{ x: 2, y: 40, w: 12, h: 10 }]);
     assert.deepEqual(adminErrors, []);
   });
 });

@@ -117,6 +117,7 @@ async function main() {
     get rect() { return canvas.rect; },
     get view() { return canvas.view.snapshot(); },
     setRect: (r) => canvas.setRect(r),
+    fit: () => { canvas.view.reset(); canvas.renderer.request(); },
     get status() { return canvas.sync.state; },
   });
 }

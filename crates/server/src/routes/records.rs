@@ -281,13 +281,7 @@ async fn file_report(
     body: Body,
 ) -> Result<Response, ApiError> {
     let reporter = crate::identity::user(&jar).ok_or(ApiError::Unauthorized)?;
-    let obj = json_object(
-        &app,
-        &headers,
-        body,
-        r#"{"x":0,"y":0,"reason":"griefing"}"#,
-    )
-    .await?;
+    let obj = json_object(&app, &headers, body, r#"{"x":0,"y":0,"reason":"griefing"}"#).await?;
     let dims = app.settings.dims;
     let x_allowed = format!("integer 0..={}", dims.width() - 1);
     let y_allowed = format!("integer 0..={}", dims.height() - 1);

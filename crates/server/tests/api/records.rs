@@ -112,7 +112,12 @@ async fn a_report_keeps_what_was_reported_and_is_resolved_once_and_audited(backe
     assert_eq!(colors, [9, 5, 4], "newest first: {seen}");
     assert_eq!(seen["history"][1]["user"], format!("{griefer:016x}"));
 
-    let r = resolve(&app, id, json!({"resolution": "rolled back", "note": "raid"})).await;
+    let r = resolve(
+        &app,
+        id,
+        json!({"resolution": "rolled back", "note": "raid"}),
+    )
+    .await;
     assert_eq!(r.status(), 200);
     let done: Value = r.json().await.unwrap();
     assert_eq!(done["status"], "resolved");
@@ -125,12 +130,18 @@ async fn a_report_keeps_what_was_reported_and_is_resolved_once_and_audited(backe
     // Once: a second resolution changes nothing and is not audited.
     let again = resolve(&app, id, json!({"resolution": "no action"})).await;
     assert_eq!(again.status(), 409);
-    assert_eq!(again.json::<Value>().await.unwrap()["error"], "already_resolved");
+    assert_eq!(
+        again.json::<Value>().await.unwrap()["error"],
+        "already_resolved"
+    );
     let missing = resolve(&app, id + 1000, json!({"resolution": "x"})).await;
     assert_eq!(missing.status(), 404);
     assert_eq!(missing.json::<Value>().await.unwrap()["error"], "not_found");
     for path in ["/api/admin/reports/999999", "/api/admin/reports/nope"] {
-        let r = admin(&app, reqwest::Method::GET, path).send().await.unwrap();
+        let r = admin(&app, reqwest::Method::GET, path)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 404, "{path}");
     }
 
@@ -139,7 +150,10 @@ async fn a_report_keeps_what_was_reported_and_is_resolved_once_and_audited(backe
         json!([])
     );
     let resolved = admin_get(&app, "/api/admin/reports?status=resolved").await;
-    assert_eq!(resolved["reports"][0]["resolved"]["resolution"], "rolled back");
+    assert_eq!(
+        resolved["reports"][0]["resolved"]["resolution"],
+        "rolled back"
+    );
     let all = admin_get(&app, "/api/admin/reports?status=all").await;
     assert_eq!(all["reports"].as_array().unwrap().len(), 1);
 
@@ -173,12 +187,37 @@ async fn a_report_needs_an_identity_and_a_valid_body(backend: Backend) {
     let long = "x".repeat(501);
     for (body, status, error, field) in [
         (json!({"x": 1, "y": 1}), 422, "missing_field", "reason"),
-        (json!({"x": 1, "y": 1, "reason": "   "}), 422, "invalid_field", "reason"),
-        (json!({"x": 1, "y": 1, "reason": long}), 422, "invalid_field", "reason"),
-        (json!({"x": 1, "y": 1, "reason": 5}), 422, "invalid_field", "reason"),
+        (
+            json!({"x": 1, "y": 1, "reason": "   "}),
+            422,
+            "invalid_field",
+            "reason",
+        ),
+        (
+            json!({"x": 1, "y": 1, "reason": long}),
+            422,
+            "invalid_field",
+            "reason",
+        ),
+        (
+            json!({"x": 1, "y": 1, "reason": 5}),
+            422,
+            "invalid_field",
+            "reason",
+        ),
         (json!({"y": 1, "reason": "r"}), 422, "missing_field", "x"),
-        (json!({"x": 16, "y": 1, "reason": "r"}), 422, "invalid_field", "x"),
-        (json!({"x": 1, "y": 8, "reason": "r"}), 422, "invalid_field", "y"),
+        (
+            json!({"x": 16, "y": 1, "reason": "r"}),
+            422,
+            "invalid_field",
+            "x",
+        ),
+        (
+            json!({"x": 1, "y": 8, "reason": "r"}),
+            422,
+            "invalid_field",
+            "y",
+        ),
         (
             json!({"x": 1, "y": 1, "reason": "r", "rect": {"x": 10, "y": 0, "w": 7, "h": 1}}),
             422,
@@ -407,6 +446,9 @@ async fn the_records_admin_endpoints_need_credentials(backend: Backend) {
     assert_eq!(r.status(), 401);
     let open = admin_get(&app, "/api/admin/reports").await;
     assert_eq!(open["reports"][0]["status"], "open");
-    assert_eq!(admin_get(&app, "/api/admin/audit").await["entries"], json!([]));
+    assert_eq!(
+        admin_get(&app, "/api/admin/audit").await["entries"],
+        json!([])
+    );
     app.stop().await;
 }

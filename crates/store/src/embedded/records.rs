@@ -9,8 +9,8 @@
 use super::{EmbeddedStore, backend};
 use crate::StoreError;
 use crate::records::{
-    AuditEntry, AuditQuery, Filed, NewAudit, NewReport, Records, Report, ReportLimit,
-    ReportStatus, Resolution, Resolved, retry_after,
+    AuditEntry, AuditQuery, Filed, NewAudit, NewReport, Records, Report, ReportLimit, ReportStatus,
+    Resolution, Resolved, retry_after,
 };
 use rplace_domain::{ColorIndex, Coord, Rect, Seq, UserId};
 use rusqlite::{Connection, OptionalExtension, params};

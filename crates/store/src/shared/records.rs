@@ -4,8 +4,8 @@
 use super::SharedStore;
 use crate::StoreError;
 use crate::records::{
-    AuditEntry, AuditQuery, Filed, NewAudit, NewReport, Records, Report, ReportLimit,
-    ReportStatus, Resolution, Resolved, retry_after,
+    AuditEntry, AuditQuery, Filed, NewAudit, NewReport, Records, Report, ReportLimit, ReportStatus,
+    Resolution, Resolved, retry_after,
 };
 use rplace_domain::{ColorIndex, Coord, Rect, Seq, UserId};
 

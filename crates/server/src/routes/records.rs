@@ -303,7 +303,11 @@ async fn file_report(
         coord,
         rect,
         reason,
-        color: app.hub.pixel(coord),
+        // The color of the last placement, so color and last placement always agree (the
+        // hub's board may trail the store by a moment); never placed: the hub's blank.
+        color: last
+            .first()
+            .map_or_else(|| app.hub.pixel(coord), |p| p.color),
         last: last.first().map(|p| (p.seq, p.user)),
     };
     match app.store.add_report(report, REPORT_LIMIT).await? {

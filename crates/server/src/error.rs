@@ -104,6 +104,15 @@ pub enum ApiError {
     /// A proof of work or captcha is missing or refused (crates/server/src/antibot).
     #[error(transparent)]
     Antibot(#[from] crate::antibot::Refusal),
+    /// Too many reports from this identity or address in the window.
+    #[error("too many reports from you; you may report again in {} s", (*retry_after_ms).max(0).unsigned_abs().div_ceil(1000))]
+    ReportLimited { retry_after_ms: i64 },
+    /// An id in the path that names nothing (a report, a ban, ...).
+    #[error("there is no {what} with id {id}")]
+    NoSuch { what: &'static str, id: String },
+    /// The report was resolved before; nothing changed.
+    #[error("report {id} was already resolved")]
+    AlreadyResolved { id: i64 },
 }
 
 fn unavailable_message(placing: bool) -> &'static str {
@@ -190,6 +199,9 @@ impl ApiError {
             ApiError::Csrf(_) => (StatusCode::FORBIDDEN, "csrf"),
             ApiError::LoginRequired => (StatusCode::UNAUTHORIZED, "login_required"),
             ApiError::Antibot(r) => r.status_and_code(),
+            ApiError::ReportLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+            ApiError::NoSuch { .. } => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::AlreadyResolved { .. } => (StatusCode::CONFLICT, "already_resolved"),
         }
     }
 
@@ -228,7 +240,8 @@ impl IntoResponse for ApiError {
                 body["retry_after_ms"] = json!(retry_after_ms);
                 retry_after = Some(*retry_after_ms);
             }
-            ApiError::RateLimited { retry_after_ms } => {
+            ApiError::RateLimited { retry_after_ms }
+            | ApiError::ReportLimited { retry_after_ms } => {
                 body["retry_after_ms"] = json!(retry_after_ms);
                 retry_after = Some(*retry_after_ms);
             }

@@ -4,6 +4,7 @@ import { ApiError, getConfig, getPixel, placePixel } from './api.js';
 import { Board, decodeBoard, paletteToRgba } from './board.js';
 import { attachInput } from './input.js';
 import { Renderer } from './render.js';
+import { attachReport } from './report.js';
 import { Sync, backoffDelay } from './sync.js';
 import { UI } from './ui.js';
 import { View, formatHash, parseHash } from './view.js';
@@ -87,6 +88,7 @@ async function main() {
   });
   ui.setColor(state.color);
   renderer.selectedColor = state.color;
+  const report = attachReport((message, kind) => ui.toast(message, kind));
 
   // ---- layout and view -----------------------------------------------------------
 
@@ -141,6 +143,7 @@ async function main() {
     state.selected = pixel;
     renderer.selected = pixel;
     ui.showSelection(pixel, pixel ? board.get(pixel.x, pixel.y) : undefined);
+    report.setPixel(pixel);
     renderer.request();
     showCoords();
     renderPlace();

@@ -14,4 +14,9 @@ pub struct ModerationArgs {
     /// `ip-rate-account` applies.
     #[arg(long, env = "RPLACE_IP_BURST_ACCOUNT", default_value_t = 120)]
     pub ip_burst_account: u32,
+
+    /// Most pixels one rollback, restore, fill or stamp may change (default: a whole
+    /// 2048x2048 board). Larger ones are refused with 413; split them by rect or time.
+    #[arg(long, env = "RPLACE_MAX_REWRITE_PIXELS", default_value_t = 4_194_304)]
+    pub max_rewrite_pixels: u64,
 }

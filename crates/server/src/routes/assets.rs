@@ -1,4 +1,5 @@
-//! The page, from files embedded in the binary. `GET /` also hands out an identity.
+//! The page, from files embedded in the binary. `GET /` also hands out an identity;
+//! `GET /admin` is the moderators' page.
 
 use crate::app::AppState;
 use crate::error::ApiError;
@@ -19,7 +20,12 @@ pub async fn serve(
         return ApiError::NotFound.into_response();
     }
     let path = uri.path().trim_start_matches('/');
-    let path = if path.is_empty() { "index.html" } else { path };
+    let path = match path {
+        "" => "index.html",
+        // The moderators' page (it authenticates its API calls itself).
+        "admin" => "admin.html",
+        p => p,
+    };
     let Some(file) = Assets::get(path) else {
         return ApiError::NotFound.into_response();
     };

@@ -17,5 +17,7 @@ mod ops;
 mod placing;
 mod policy;
 mod protect;
+mod records;
+mod rewrite;
 mod store_errors;
 mod strict;

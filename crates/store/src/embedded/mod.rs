@@ -121,6 +121,8 @@ enum Cmd {
     /// Applied between two batches of placements, in the order it arrived.
     Moderate(moderation::ModCmd),
     Close(oneshot::Sender<Result<(), StoreError>>),
+    /// One chunk of a moderation change (`rewrite`), committed on its own between batches.
+    Rewrite(rewrite::Chunk),
 }
 
 /// Handle to the embedded store. Cheap to share behind an `Arc`.

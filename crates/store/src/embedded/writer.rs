@@ -68,37 +68,39 @@ impl Writer {
                 return;
             };
             let mut close = None;
-            // A moderation command ends the batch: placements before it are decided
-            // without it, placements after it with it.
-            let mut moderation = None;
+            // A moderation command or a rewrite chunk ends the batch: placements before it
+            // are decided without it, placements after it with it.
+            let mut special = None;
             match first {
                 Cmd::Place(p, tx) => batch.push((p, tx)),
                 Cmd::Close(tx) => close = Some(tx),
-                Cmd::Moderate(m) => moderation = Some(m),
+                other => special = Some(other),
             }
-            let mut drain = |batch: &mut Vec<_>, close: &mut Option<_>, m: &mut Option<_>| {
-                while close.is_none() && m.is_none() && batch.len() < MAX_BATCH {
+            let mut drain = |batch: &mut Vec<_>, close: &mut Option<_>, s: &mut Option<Cmd>| {
+                while close.is_none() && s.is_none() && batch.len() < MAX_BATCH {
                     match rx.try_recv() {
                         Ok(Cmd::Place(p, tx)) => batch.push((p, tx)),
                         Ok(Cmd::Close(tx)) => *close = Some(tx),
-                        Ok(Cmd::Moderate(c)) => *m = Some(c),
+                        Ok(other) => *s = Some(other),
                         Err(_) => break,
                     }
                 }
             };
-            drain(&mut batch, &mut close, &mut moderation);
+            drain(&mut batch, &mut close, &mut special);
             // Under load, wait a moment for more, so that one commit (one WAL write, one
             // fsync, one wake-up of this thread) serves more placements. A lone placement
             // does not wait.
-            if batch.len() >= LINGER_FROM && close.is_none() && moderation.is_none() {
+            if batch.len() >= LINGER_FROM && close.is_none() && special.is_none() {
                 std::thread::sleep(LINGER);
-                drain(&mut batch, &mut close, &mut moderation);
+                drain(&mut batch, &mut close, &mut special);
             }
             if !batch.is_empty() {
                 self.commit_batch(&mut batch);
             }
-            if let Some(m) = moderation {
-                self.moderate(m);
+            match special {
+                Some(Cmd::Moderate(m)) => self.moderate(m),
+                Some(Cmd::Rewrite(c)) => self.apply_chunk(c),
+                _ => {}
             }
             if self.since_snapshot >= self.snapshot_every
                 && let Err(e) = self.snapshot()
@@ -116,6 +118,12 @@ impl Writer {
                                 self.commit_batch(&mut batch);
                             }
                             self.moderate(m);
+                        }
+                        Cmd::Rewrite(c) => {
+                            if !batch.is_empty() {
+                                self.commit_batch(&mut batch);
+                            }
+                            self.apply_chunk(c);
                         }
                         Cmd::Close(_) => {}
                     }
@@ -421,7 +429,7 @@ impl Writer {
 
     /// Inserts `rows`, each with the seq of the placement before it on its pixel, and the
     /// idempotency records of those that carried a key, in one transaction.
-    fn insert(
+    pub(super) fn insert(
         &mut self,
         rows: &[Placement],
         prevs: &[u64],

@@ -1,5 +1,437 @@
 //! The shared backend's part of [`crate::rewrite`].
+//!
+//! # Planning
+//! Rollbacks and restores are planned from PostgreSQL at one seq `L`, the live seq when the
+//! plan starts, once the history holds every placement up to it (the history writers trail
+//! Redis by a commit; a dead instance's placements arrive with the reconciler). A user's
+//! placements are found through the index on `(user_id, seq)` (migration 300), a pixel's
+//! through `(x, y, seq DESC)`, many pixels per query (`unnest` + `LATERAL`). Fills and
+//! stamps are planned from the live board and its seq.
+//!
+//! # Applying
+//! Chunk by chunk through one script, `lua/place_many.lua`, which writes ordinary
+//! placements (stream, board, seq, one `PUBLISH` per chunk) so that every instance's feed
+//! delivers them in order. Redis keeps no seq per pixel, so the compare-and-set works on
+//! the stream instead: starting from the plan's seq, every script call reads the stream
+//! entries since the previous call (other placements, a few per chunk), leaves their
+//! pixels out and returns them, and this side leaves them out of the later chunks. A pixel
+//! someone placed on after the plan is therefore never overwritten: it is counted as
+//! skipped. Each chunk is then made durable through this instance's history writer before
+//! the next one goes, so the placements are in PostgreSQL like any other and the pace
+//! follows what the history takes.
+
+use super::history::{from_time, pg, row_to_placement, to_time};
+use super::writer::{self, Failure, Pending};
+use super::*;
+use crate::rewrite::{
+    Applied, CHUNK, Change, Moment, Plan, Rewrite, RewriteError, RollbackQuery, UserPlacements,
+    seq_at_time,
+};
+use rplace_domain::{ColorIndex, Rect};
+use std::collections::HashSet;
+use std::sync::LazyLock;
+use std::time::SystemTime;
 
 /// This area's PostgreSQL migrations: versions 300 to 399 (see
 /// `history::schema::migrate`).
-pub(crate) const MIGRATIONS: &[(i32, &str, &str)] = &[];
+pub(crate) const MIGRATIONS: &[(i32, &str, &str)] = &[(
+    300,
+    "placements by user",
+    // Rollback by user and the admin page's user lookup. Costs each placement one more
+    // index entry (see BENCHMARKS.md, "Issue 9").
+    "CREATE INDEX placements_user ON placements (user_id, seq)",
+)];
+
+/// The chunk script.
+static PLACE_MANY: LazyLock<redis::Script> =
+    LazyLock::new(|| redis::Script::new(include_str!("lua/place_many.lua")));
+
+/// Pixels per history query of a plan.
+const QUERY_PIXELS: usize = 8192;
+
+fn redis_err(e: redis::RedisError) -> StoreError {
+    StoreError::Backend(BackendError::redis(e))
+}
+
+/// The rectangle's bounds as SQL parameters: x from, x to, y from, y to.
+fn bounds(r: Rect) -> [i16; 4] {
+    [
+        r.x() as i16,
+        (r.x() + r.w() - 1) as i16,
+        r.y() as i16,
+        (r.y() + r.h() - 1) as i16,
+    ]
+}
+
+impl SharedStore {
+    /// The live seq, once the history holds every placement up to it; waits at most as
+    /// long as the reconciler takes to copy a dead instance's placements.
+    async fn settled_seq(&self) -> Result<Seq, StoreError> {
+        let inner = &self.inner;
+        let seq = inner.live_snapshot().await?.seq;
+        let deadline = Instant::now()
+            + inner.cfg.reconcile_grace
+            + inner.cfg.reconcile_interval
+            + Duration::from_secs(2);
+        loop {
+            let (_, durable) = inner.history.state().await?;
+            if durable >= seq
+                || inner.history.count_between(durable, seq).await? == seq.0 - durable.0
+            {
+                return Ok(seq);
+            }
+            if Instant::now() >= deadline {
+                return Err(BackendError::HistoryUnavailable.into());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The seq and time of the first placement at or after `seq`.
+    async fn first_at(&self, seq: Seq) -> Result<Option<(Seq, i64)>, StoreError> {
+        let h = &self.inner.history;
+        h.bounded_long(async {
+            let row = h
+                .client()
+                .await?
+                .query_opt(
+                    "SELECT seq, ts FROM placements WHERE seq >= $1 ORDER BY seq LIMIT 1",
+                    &[&(seq.0 as i64)],
+                )
+                .await
+                .map_err(pg)?;
+            Ok(row.map(|r| (Seq(r.get::<_, i64>(0) as u64), from_time(r.get(1)))))
+        })
+        .await
+    }
+
+    /// Writes one applied chunk through this instance's history writer and waits for it.
+    async fn make_durable(&self, rows: Vec<Placement>, epoch: u64) -> Result<(), StoreError> {
+        let mut waits = Vec::with_capacity(rows.len());
+        for placement in rows {
+            let (reply, rx) = oneshot::channel();
+            self.inner
+                .writer
+                .send(writer::Cmd::Write(Pending {
+                    placement,
+                    epoch,
+                    reply,
+                }))
+                .await
+                .map_err(|_| BackendError::Stopped("history writer"))?;
+            waits.push(rx);
+        }
+        for rx in waits {
+            match rx.await {
+                Ok(Ok(())) => {}
+                Ok(Err(Failure::Unavailable(e))) => {
+                    // In Redis already: the reconciler copies it when PostgreSQL is back.
+                    return Err(BackendError::Shared(e).into());
+                }
+                Ok(Err(Failure::Superseded)) => return Err(BackendError::Superseded.into()),
+                Ok(Err(Failure::Diverged)) => return Err(BackendError::Diverged.into()),
+                Err(_) => return Err(BackendError::Stopped("history writer").into()),
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Rewrite for SharedStore {
+    async fn plan_rollback(&self, q: &RollbackQuery, limit: u64) -> Result<Plan, RewriteError> {
+        let at = self.settled_seq().await?;
+        let h = &self.inner.history;
+        let dims = self.inner.cfg.dims;
+        let users: Vec<i64> = q.users.iter().map(|u| u.0 as i64).collect();
+        let since: Option<SystemTime> = q.since_ms.map(to_time);
+        let until: Option<SystemTime> = q.until_ms.map(to_time);
+        let [x0, x1, y0, y1] = bounds(q.rect.unwrap_or(Rect::board(dims)));
+        let pixels: Vec<(i16, i16)> = h
+            .bounded_long(async {
+                let rows = h
+                    .client()
+                    .await?
+                    .query(
+                        "SELECT DISTINCT x, y FROM placements
+                         WHERE user_id = ANY($1) AND seq <= $2
+                           AND ($3::timestamptz IS NULL OR ts >= $3)
+                           AND ($4::timestamptz IS NULL OR ts <= $4)
+                           AND x BETWEEN $5 AND $6 AND y BETWEEN $7 AND $8",
+                        &[&users, &(at.0 as i64), &since, &until, &x0, &x1, &y0, &y1],
+                    )
+                    .await
+                    .map_err(pg)?;
+                Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+            })
+            .await?;
+        let mut changes = Vec::new();
+        for part in pixels.chunks(QUERY_PIXELS) {
+            let xs: Vec<i16> = part.iter().map(|p| p.0).collect();
+            let ys: Vec<i16> = part.iter().map(|p| p.1).collect();
+            // Per pixel: its newest placement up to the plan's seq, whether the rollback
+            // undoes it, and the color of the newest one it does not undo.
+            let rows = h
+                .bounded_long(async {
+                    h.client()
+                        .await?
+                        .query(
+                            "SELECT q.x, q.y, t.seq, t.color,
+                                    t.user_id = ANY($3)
+                                      AND ($4::timestamptz IS NULL OR t.ts >= $4)
+                                      AND ($5::timestamptz IS NULL OR t.ts <= $5),
+                                    coalesce(k.color, 0::smallint)
+                             FROM unnest($1::smallint[], $2::smallint[]) AS q(x, y)
+                             CROSS JOIN LATERAL (
+                                 SELECT seq, color, user_id, ts FROM placements p
+                                 WHERE p.x = q.x AND p.y = q.y AND p.seq <= $6
+                                 ORDER BY p.seq DESC LIMIT 1) t
+                             LEFT JOIN LATERAL (
+                                 SELECT color FROM placements p
+                                 WHERE p.x = q.x AND p.y = q.y AND p.seq <= $6
+                                   AND NOT (p.user_id = ANY($3)
+                                            AND ($4::timestamptz IS NULL OR p.ts >= $4)
+                                            AND ($5::timestamptz IS NULL OR p.ts <= $5))
+                                 ORDER BY p.seq DESC LIMIT 1) k ON true",
+                            &[&xs, &ys, &users, &since, &until, &(at.0 as i64)],
+                        )
+                        .await
+                        .map_err(pg)
+                })
+                .await?;
+            for r in rows {
+                let (undone, current, target): (bool, i16, i16) = (r.get(4), r.get(3), r.get(5));
+                if undone && current != target {
+                    changes.push(Change {
+                        coord: Coord::new_unchecked(
+                            r.get::<_, i16>(0) as u16,
+                            r.get::<_, i16>(1) as u16,
+                        ),
+                        color: ColorIndex::new_unchecked(target as u8),
+                        expected: Seq(r.get::<_, i64>(2) as u64),
+                    });
+                }
+            }
+            if changes.len() as u64 > limit {
+                return Err(RewriteError::TooLarge {
+                    limit,
+                    found: changes.len() as u64,
+                });
+            }
+        }
+        Ok(Plan { changes, at })
+    }
+
+    async fn plan_restore(&self, rect: Rect, to: Moment, limit: u64) -> Result<Plan, RewriteError> {
+        let at = self.settled_seq().await?;
+        let s = match to {
+            Moment::Seq(s) => s.min(at),
+            Moment::At(t) => seq_at_time(at, t, |s| self.first_at(s)).await?,
+        };
+        let h = &self.inner.history;
+        let [x0, x1, y0, y1] = bounds(rect);
+        // The pixels placed on after the moment, each with its newest placement.
+        let moved: Vec<(i16, i16, i16, i64)> = h
+            .bounded_long(async {
+                let rows = h
+                    .client()
+                    .await?
+                    .query(
+                        "SELECT DISTINCT ON (x, y) x, y, color, seq FROM placements
+                         WHERE seq > $1 AND seq <= $2
+                           AND x BETWEEN $3 AND $4 AND y BETWEEN $5 AND $6
+                         ORDER BY x, y, seq DESC",
+                        &[&(s.0 as i64), &(at.0 as i64), &x0, &x1, &y0, &y1],
+                    )
+                    .await
+                    .map_err(pg)?;
+                Ok(rows
+                    .iter()
+                    .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+                    .collect())
+            })
+            .await?;
+        let mut changes = Vec::new();
+        for part in moved.chunks(QUERY_PIXELS) {
+            let xs: Vec<i16> = part.iter().map(|p| p.0).collect();
+            let ys: Vec<i16> = part.iter().map(|p| p.1).collect();
+            let rows = h
+                .bounded_long(async {
+                    h.client()
+                        .await?
+                        .query(
+                            "SELECT coalesce(k.color, 0::smallint)
+                             FROM unnest($1::smallint[], $2::smallint[]) WITH ORDINALITY AS q(x, y, i)
+                             LEFT JOIN LATERAL (
+                                 SELECT color FROM placements p
+                                 WHERE p.x = q.x AND p.y = q.y AND p.seq <= $3
+                                 ORDER BY p.seq DESC LIMIT 1) k ON true
+                             ORDER BY q.i",
+                            &[&xs, &ys, &(s.0 as i64)],
+                        )
+                        .await
+                        .map_err(pg)
+                })
+                .await?;
+            for (&(x, y, current, top), r) in part.iter().zip(rows) {
+                let then: i16 = r.get(0);
+                if then != current {
+                    changes.push(Change {
+                        coord: Coord::new_unchecked(x as u16, y as u16),
+                        color: ColorIndex::new_unchecked(then as u8),
+                        expected: Seq(top as u64),
+                    });
+                }
+            }
+        }
+        if changes.len() as u64 > limit {
+            return Err(RewriteError::TooLarge {
+                limit,
+                found: changes.len() as u64,
+            });
+        }
+        Ok(Plan { changes, at })
+    }
+
+    async fn plan_paint(&self, paint: Vec<(Coord, ColorIndex)>) -> Result<Plan, RewriteError> {
+        let snap = self.inner.live_snapshot().await?;
+        let cfg = &self.inner.cfg;
+        let board = Board::from_bytes(cfg.dims, cfg.depth, snap.board).map_err(|e| {
+            StoreError::from(BackendError::Corrupt(format!("the Redis board key: {e}")))
+        })?;
+        let changes = paint
+            .into_iter()
+            .filter(|&(c, color)| cfg.dims.contains(c) && board.get(c) != color)
+            .map(|(coord, color)| Change {
+                coord,
+                color,
+                expected: Seq(0),
+            })
+            .collect();
+        Ok(Plan {
+            changes,
+            at: snap.seq,
+        })
+    }
+
+    async fn apply(&self, plan: &Plan, by: UserId) -> Result<Applied, RewriteError> {
+        let inner = &self.inner;
+        let dims = inner.cfg.dims;
+        let keys = &inner.live.keys;
+        let bitfield = match inner.cfg.depth {
+            Depth::Four => "u4",
+            Depth::Eight => "u8",
+        };
+        let epoch = inner.live_snapshot().await?.epoch;
+        let mut cursor = plan.at;
+        // Pixels placed on by others since the plan.
+        let mut touched: HashSet<usize> = HashSet::new();
+        let mut out = Applied::default();
+        let mut done = 0u64;
+        for (n, part) in plan.changes.chunks(CHUNK).enumerate() {
+            let mut inv = PLACE_MANY.prepare_invoke();
+            inv.key(&keys.board)
+                .key(&keys.seq)
+                .key(&keys.epoch)
+                .key(&keys.clock)
+                .key(&keys.stream)
+                .arg(bitfield)
+                .arg(&keys.channel)
+                .arg(epoch)
+                .arg(cursor.0)
+                .arg(dims.width())
+                .arg(by.0 as i64);
+            let mut sent = Vec::with_capacity(part.len());
+            for (i, c) in part.iter().enumerate() {
+                let pixel = c.coord.index(dims);
+                if touched.contains(&pixel) {
+                    out.skipped.push(n * CHUNK + i);
+                    continue;
+                }
+                inv.arg(pixel)
+                    .arg(c.color.get())
+                    .arg(c.coord.x())
+                    .arg(c.coord.y());
+                sent.push((i, c));
+            }
+            if sent.is_empty() {
+                continue;
+            }
+            let mut conn = inner.live.conn();
+            let call = inv.invoke_async::<Vec<i64>>(&mut conn);
+            let reply = tokio::time::timeout(inner.live.timeout(), call)
+                .await
+                .map_err(|_| StoreError::from(BackendError::Timeout(Service::Redis)))?
+                .map_err(redis_err)?;
+            let (at_ms, first, now_seq, others) = match reply.as_slice() {
+                [_, at_ms, first, now_seq, others @ ..] => {
+                    (*at_ms, *first as u64, *now_seq as u64, others)
+                }
+                _ => return Err(RewriteError::Interrupted { applied: done }),
+            };
+            touched.extend(others.iter().map(|&i| i as usize));
+            cursor = Seq(now_seq);
+            inner.health.seq_seen.fetch_max(now_seq, Ordering::Relaxed);
+            // Which of the sent pixels the script applied, as it decided: those nobody
+            // placed on, each once.
+            let mut rows = Vec::with_capacity(sent.len());
+            let mut seq = first;
+            for (i, c) in sent {
+                let pixel = c.coord.index(dims);
+                if !touched.insert(pixel) {
+                    out.skipped.push(n * CHUNK + i);
+                    continue;
+                }
+                rows.push(Placement {
+                    seq: Seq(seq),
+                    coord: c.coord,
+                    color: c.color,
+                    user: by,
+                    at_ms,
+                });
+                seq += 1;
+            }
+            if let (Some(f), Some(l)) = (rows.first(), rows.last()) {
+                out.first_seq.get_or_insert(f.seq);
+                out.last_seq = Some(l.seq);
+                done += rows.len() as u64;
+            }
+            metrics::counter!("rplace_store_rewrite_placements_total").increment(rows.len() as u64);
+            self.make_durable(rows, epoch).await?;
+        }
+        Ok(out)
+    }
+
+    async fn user_placements(
+        &self,
+        users: &[UserId],
+        limit: usize,
+    ) -> Result<UserPlacements, StoreError> {
+        let h = &self.inner.history;
+        let users: Vec<i64> = users.iter().map(|u| u.0 as i64).collect();
+        h.bounded_long(async {
+            let client = h.client().await?;
+            let row = client
+                .query_one(
+                    "SELECT count(*), min(ts), max(ts) FROM placements WHERE user_id = ANY($1)",
+                    &[&users],
+                )
+                .await
+                .map_err(pg)?;
+            let newest = client
+                .query(
+                    "SELECT seq, x, y, color, user_id, ts FROM placements
+                     WHERE user_id = ANY($1) ORDER BY seq DESC LIMIT $2",
+                    &[&users, &(limit as i64)],
+                )
+                .await
+                .map_err(pg)?;
+            Ok(UserPlacements {
+                count: row.get::<_, i64>(0) as u64,
+                first_at: row.get::<_, Option<SystemTime>>(1).map(from_time),
+                last_at: row.get::<_, Option<SystemTime>>(2).map(from_time),
+                newest: newest.iter().map(row_to_placement).collect(),
+            })
+        })
+        .await
+    }
+}

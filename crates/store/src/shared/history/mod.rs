@@ -45,7 +45,7 @@ const LONG_TIMEOUT: Duration = Duration::from_secs(600);
 /// Board snapshots kept; older ones are deleted.
 const SNAPSHOTS_KEPT: i64 = 2;
 
-fn pg(e: tokio_postgres::Error) -> StoreError {
+pub(super) fn pg(e: tokio_postgres::Error) -> StoreError {
     StoreError::from(e)
 }
 
@@ -57,11 +57,11 @@ fn corrupt(what: impl Into<String>) -> StoreError {
     StoreError::Backend(BackendError::Corrupt(what.into()))
 }
 
-fn to_time(ms: i64) -> SystemTime {
+pub(super) fn to_time(ms: i64) -> SystemTime {
     UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64)
 }
 
-fn from_time(t: SystemTime) -> i64 {
+pub(super) fn from_time(t: SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
@@ -182,7 +182,7 @@ impl History {
     }
 
     /// `f`, bounded by [`LONG_TIMEOUT`]: for the work that reads the whole history.
-    async fn bounded_long<T>(
+    pub(super) async fn bounded_long<T>(
         &self,
         f: impl std::future::Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
@@ -457,7 +457,7 @@ impl History {
     }
 }
 
-fn row_to_placement(r: &tokio_postgres::Row) -> Placement {
+pub(super) fn row_to_placement(r: &tokio_postgres::Row) -> Placement {
     Placement {
         seq: Seq(r.get::<_, i64>(0) as u64),
         // Rows come from placements that went through `Dimensions::coord`.

@@ -74,6 +74,8 @@ pub struct Inner {
     pub live_path: Arc<LivePath>,
     /// Where websocket tasks run, apart from request handling.
     pub ws_runtime: WsRuntime,
+    /// Accounts: providers, settings, session cache.
+    pub auth: crate::auth::Auth,
 }
 
 impl Deref for AppState {
@@ -142,6 +144,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
     let settings = config.settings()?;
+    let auth = crate::auth::Auth::new(config.auth.settings()?);
     let metrics = crate::telemetry::metrics();
     let key = crate::identity::load_key(settings.cookie_key.as_deref(), &config.data_dir)
         .map_err(RunError::CookieKey)?;
@@ -164,6 +167,7 @@ pub async fn run(
         ws_per_ip: crate::serve::per_ip::PerIp::new(config.max_websockets_per_ip),
         live_path: live.health.clone(),
         ws_runtime,
+        auth,
     }));
     let addr = listener.local_addr()?;
     tracing::info!(

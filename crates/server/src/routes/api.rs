@@ -36,6 +36,7 @@ struct UserInfo {
 
 pub async fn config(
     State(app): State<AppState>,
+    headers: HeaderMap,
     jar: SignedCookieJar,
 ) -> Result<Response, ApiError> {
     let (jar, user) = crate::identity::ensure(jar, app.settings.access.secure_cookies);
@@ -51,6 +52,8 @@ pub async fn config(
         "tick_ms": app.hub.tick_ms(),
         "seq": app.hub.seq().0,
         "user": UserInfo { id: user.to_string(), next_at },
+        "login": crate::auth::routes::login_json(&app),
+        "account": crate::auth::routes::account_field(&app, &headers).await?,
     });
     Ok((jar, [(header::CACHE_CONTROL, "no-store")], Json(body)).into_response())
 }
@@ -143,12 +146,12 @@ pub async fn board_png(
     Ok(resp)
 }
 
-/// Who is placing: the load generator's token path, else the signed cookie.
+/// Who is placing: the load generator's token path, else the signed cookie (if any).
 fn placing_user(
     app: &AppState,
     headers: &HeaderMap,
     jar: &SignedCookieJar,
-) -> Result<(UserId, bool), ApiError> {
+) -> Result<(Option<UserId>, bool), ApiError> {
     if let Some(token) = &app.settings.access.bench_token
         && let Some(presented) = crate::secret::bearer(headers)
     {
@@ -165,11 +168,10 @@ fn placing_user(
                 message: "X-Rplace-User must be 16 hex digits".into(),
                 allowed: "16 lowercase hex digits".into(),
             })?;
-        return Ok((user, true));
+        return Ok((Some(user), true));
     }
-    crate::identity::user(jar)
-        .map(|u| (u, false))
-        .ok_or(ApiError::Unauthorized)
+    // Without a valid cookie the placer may still have a login session (auth::placer).
+    Ok((crate::identity::user(jar), false))
 }
 
 /// Reads an integer field of the placement body.
@@ -276,6 +278,15 @@ async fn place_inner(
     body: Body,
 ) -> Result<Response, ApiError> {
     let (user, bypass) = placing_user(app, headers, jar)?;
+    // A login session places as its account; `--login required` refuses anonymity.
+    let placer = match (user, bypass) {
+        (Some(user), true) => crate::auth::Placer {
+            user,
+            standing: Default::default(),
+        },
+        _ => crate::auth::placer(app, headers, user).await?,
+    };
+    let user = placer.user;
     let idempotency_key = idempotency_key(headers)?;
     let is_json = headers
         .get(header::CONTENT_TYPE)
@@ -306,7 +317,7 @@ async fn place_inner(
             ip,
             bypass_limits: bypass,
             idempotency_key,
-            standing: Default::default(),
+            standing: placer.standing,
         })
         .await?;
     span.record("seq", placed.seq.0);

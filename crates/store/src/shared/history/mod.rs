@@ -172,7 +172,7 @@ impl History {
     }
 
     /// `f`, failed with a timeout if it takes longer than the per-call timeout.
-    async fn bounded<T>(
+    pub(crate) async fn bounded<T>(
         &self,
         f: impl std::future::Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
@@ -191,7 +191,7 @@ impl History {
             .unwrap_or(Err(BackendError::Timeout(Service::Postgres).into()))
     }
 
-    async fn client(&self) -> Result<deadpool_postgres::Client, StoreError> {
+    pub(crate) async fn client(&self) -> Result<deadpool_postgres::Client, StoreError> {
         self.pool.get().await.map_err(pool_err)
     }
 

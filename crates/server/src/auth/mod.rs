@@ -160,8 +160,6 @@ pub struct Auth {
 
 impl Auth {
     pub fn new(settings: AuthSettings) -> Auth {
-        // reqwest is built without a TLS provider of its own; the process gets ring's.
-        let _ = rustls::crypto::ring::default_provider().install_default();
         Auth {
             providers: oidc::Providers::new(&settings.providers),
             settings,

@@ -150,7 +150,7 @@ impl Providers {
             .timeout(TIMEOUT)
             .connect_timeout(CONNECT_TIMEOUT)
             .build()
-            .expect("a reqwest client with a TLS provider (installed in auth::Auth::new)");
+            .expect("a reqwest client with its TLS backend");
         Providers {
             list: specs
                 .iter()

@@ -224,8 +224,9 @@ async fn callback(
         created = logged_in.created,
         "login"
     );
-    let jar = jar.add(session::cookie(&app, token));
-    Ok((jar, found(&pending.return_to)).into_response())
+    // The session cookie is not signed: its token is random and checked by the store.
+    let plain = axum_extra::extract::cookie::CookieJar::new().add(session::cookie(&app, token));
+    Ok((jar, plain, found(&pending.return_to)).into_response())
 }
 
 /// `POST /auth/logout`: ends the session (CSRF-checked like every cookie-authenticated

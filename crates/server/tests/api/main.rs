@@ -4,6 +4,7 @@
 #[macro_use]
 mod helpers;
 
+mod accounts;
 mod board;
 mod errors;
 mod fleet;
@@ -14,5 +15,6 @@ mod livepath;
 mod ops;
 mod placing;
 mod policy;
+mod roles;
 mod store_errors;
 mod strict;

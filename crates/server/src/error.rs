@@ -102,7 +102,9 @@ pub enum ApiError {
     #[error("log in to place pixels on this canvas")]
     LoginRequired,
     /// An `/api/admin/` request without credentials (some way to authenticate exists).
-    #[error("this endpoint needs a moderator's or admin's login (log in on the page) or Authorization: Bearer <the server's --admin-token>")]
+    #[error(
+        "this endpoint needs a moderator's or admin's login (log in on the page) or Authorization: Bearer <the server's --admin-token>"
+    )]
     AdminCredentialsRequired,
     /// An endpoint of the visitor's own account, without a login session.
     #[error("log in first: this is about your account")]

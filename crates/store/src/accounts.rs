@@ -150,7 +150,8 @@ pub trait Accounts: Send + Sync {
     ) -> impl Future<Output = Result<Option<Account>, StoreError>> + Send;
 
     /// Ends a session (logout). Ending an unknown one is no error.
-    fn end_session(&self, hash: SessionHash) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn end_session(&self, hash: SessionHash)
+    -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Makes `to`'s cooldown end no earlier than `from`'s: an account that takes over a
     /// device's identity may not place before that identity could.

@@ -1,5 +1,6 @@
 // The page: loads the config, then wires the board, the live sync, the view and the UI.
 
+import { initAccount } from './account.js';
 import { ApiError, getConfig, getPixel, placePixel } from './api.js';
 import { Board, decodeBoard, paletteToRgba } from './board.js';
 import { attachInput } from './input.js';
@@ -87,6 +88,8 @@ async function main() {
   });
   ui.setColor(state.color);
   renderer.selectedColor = state.color;
+  // Login buttons or the account (account.js); the page works without it.
+  initAccount(config, (message, kind) => ui.toast(message, kind)).catch(() => {});
 
   // ---- layout and view -----------------------------------------------------------
 

@@ -135,12 +135,15 @@ pub async fn admin_request(
 /// Whether anything could authenticate under `/api/admin/`: the admin token, or a login.
 pub fn admin_possible(app: &AppState) -> bool {
     app.settings.access.admin_token.is_some()
-        || (app.auth.settings.login != LoginMode::Off && app.auth.providers.specs().next().is_some())
+        || (app.auth.settings.login != LoginMode::Off
+            && app.auth.providers.specs().next().is_some())
 }
 
 /// The name an account shows: its display name, else its public id.
 pub fn display_name(a: &Account) -> String {
-    a.name.clone().unwrap_or_else(|| format!("account {}", a.user))
+    a.name
+        .clone()
+        .unwrap_or_else(|| format!("account {}", a.user))
 }
 
 pub mod names;
@@ -174,7 +177,10 @@ impl Auth {
                 *provider == a.provider && *subject == a.subject
             }
             AdminRule::Email(email) => {
-                a.email_verified && a.email.as_deref().is_some_and(|e| e.eq_ignore_ascii_case(email))
+                a.email_verified
+                    && a.email
+                        .as_deref()
+                        .is_some_and(|e| e.eq_ignore_ascii_case(email))
             }
         });
         if admin {

@@ -93,7 +93,9 @@ pub fn check(name: &str, deny: &[String]) -> Result<(), ApiError> {
     }
     let s = skeleton(name);
     if RESERVED.iter().any(|r| *r == s) || deny.iter().any(|w| s.contains(w.as_str())) {
-        return Err(invalid(format!("{name:?} is not allowed; pick another name")));
+        return Err(invalid(format!(
+            "{name:?} is not allowed; pick another name"
+        )));
     }
     Ok(())
 }
@@ -106,7 +108,14 @@ mod tests {
     fn rules() {
         let deny = parse_deny_list("# words\nbadword\n  Ugly-Thing  # trailing comment\nab\n");
         assert_eq!(deny, vec!["badword", "uglything"]);
-        for ok in ["abc", "Alice_99", "x-y-z", "badminton", "moderation", &"a".repeat(24)] {
+        for ok in [
+            "abc",
+            "Alice_99",
+            "x-y-z",
+            "badminton",
+            "moderation",
+            &"a".repeat(24),
+        ] {
             assert!(check(ok, &deny).is_ok(), "{ok}");
         }
         for bad in [

@@ -53,7 +53,10 @@ pub fn public_table() -> Vec<(&'static str, MethodRouter<AppState>)> {
 pub fn admin_table() -> Vec<(&'static str, MethodRouter<AppState>)> {
     vec![
         ("/moderators", get(list_moderators).post(grant_moderator)),
-        ("/moderators/{user}", axum::routing::delete(revoke_moderator)),
+        (
+            "/moderators/{user}",
+            axum::routing::delete(revoke_moderator),
+        ),
     ]
 }
 
@@ -132,7 +135,12 @@ async fn login(
     let (url, pending) = app
         .auth
         .providers
-        .start(&provider, &redirect, safe_return(q.get("return_to")), expires_ms)
+        .start(
+            &provider,
+            &redirect,
+            safe_return(q.get("return_to")),
+            expires_ms,
+        )
         .await
         .map_err(discovery_failed)?;
     let value = hex::encode(serde_json::to_vec(&pending).expect("serializable"));

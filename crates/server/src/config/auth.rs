@@ -15,7 +15,12 @@ pub struct AuthArgs {
     /// `id=google;name=Google;issuer=https://accounts.google.com;client_id=..;client_secret=..`.
     /// Its redirect URI is `<public URL>/auth/callback/<id>`. In the environment, separate
     /// providers by newlines or `|`.
-    #[arg(long = "oidc-provider", env = "RPLACE_OIDC_PROVIDERS", value_delimiter = '|', hide_env_values = true)]
+    #[arg(
+        long = "oidc-provider",
+        env = "RPLACE_OIDC_PROVIDERS",
+        value_delimiter = '|',
+        hide_env_values = true
+    )]
     pub oidc_providers: Vec<String>,
 
     /// A file of words display names may not contain, one a line (`#` starts a comment),
@@ -107,9 +112,11 @@ pub fn parse_provider(s: &str) -> Result<ProviderSpec, ConfigError> {
     let err = |reason: String| bad(PROVIDER_FLAG, PROVIDER_ENV, reason);
     let mut fields = std::collections::HashMap::new();
     for part in s.split(';').map(str::trim).filter(|p| !p.is_empty()) {
-        let (k, v) = part
-            .split_once('=')
-            .ok_or_else(|| err(format!("{part:?} is not key=value; write {PROVIDER_FORMAT}")))?;
+        let (k, v) = part.split_once('=').ok_or_else(|| {
+            err(format!(
+                "{part:?} is not key=value; write {PROVIDER_FORMAT}"
+            ))
+        })?;
         let k = k.trim();
         if !["id", "name", "issuer", "client_id", "client_secret"].contains(&k) {
             return Err(err(format!(
@@ -145,7 +152,10 @@ pub fn parse_provider(s: &str) -> Result<ProviderSpec, ConfigError> {
         )));
     }
     if spec.name.chars().count() > 40 {
-        return Err(err(format!("name {:?} is longer than 40 characters", spec.name)));
+        return Err(err(format!(
+            "name {:?} is longer than 40 characters",
+            spec.name
+        )));
     }
     let issuer_ok = (spec.issuer.starts_with("https://") || spec.issuer.starts_with("http://"))
         && spec.issuer.parse::<axum::http::Uri>().is_ok();
@@ -234,9 +244,7 @@ impl AuthArgs {
             admins: parse_admins(&self.admins, &providers)?,
             providers,
             deny_words,
-            session_lifetime: std::time::Duration::from_secs(
-                u64::from(self.session_days) * 86_400,
-            ),
+            session_lifetime: std::time::Duration::from_secs(u64::from(self.session_days) * 86_400),
         })
     }
 }
@@ -289,9 +297,13 @@ mod tests {
 
     #[test]
     fn admins_parse_and_name_known_providers() {
-        let c =
-            Config::from_args(["--oidc-provider", LOCAL, "--admins", "local:abc, email:A@B.org"])
-                .unwrap();
+        let c = Config::from_args([
+            "--oidc-provider",
+            LOCAL,
+            "--admins",
+            "local:abc, email:A@B.org",
+        ])
+        .unwrap();
         assert_eq!(c.auth.settings().unwrap().admins.len(), 2);
         assert!(err(&["--admins", "nobody:abc"]).contains("--admins"));
         assert!(err(&["--admins", "email:nope"]).contains("--admins"));

@@ -236,11 +236,8 @@ contract_test!(a_second_device_links_its_identity_and_its_cooldown);
 /// find the account by it) and carries its cooldown: the account may not place before
 /// either identity could.
 async fn a_second_device_links_its_identity_and_its_cooldown(backend: Backend) {
-    let LoginApp { app, idp: _idp } = spawn_with_provider(
-        backend,
-        &["--cooldown", "60", "--admin-token", ADMIN_TOKEN],
-    )
-    .await;
+    let LoginApp { app, idp: _idp } =
+        spawn_with_provider(backend, &["--cooldown", "60", "--admin-token", ADMIN_TOKEN]).await;
     let first = logged_in(&app, "bob").await;
     let account_user = me(&app, &first).await["account"]["user"]
         .as_str()
@@ -365,12 +362,7 @@ async fn logout_ends_the_session_on_the_server(backend: Backend) {
     };
     assert_ne!(replay(token.clone()).await["account"], Value::Null);
 
-    let r = b
-        .client
-        .post(app.url("/auth/logout"))
-        .send()
-        .await
-        .unwrap();
+    let r = b.client.post(app.url("/auth/logout")).send().await.unwrap();
     assert_eq!(error_of(r).await, (403, "csrf".into()));
     let r = b
         .client

@@ -329,7 +329,10 @@ impl Accounts for SharedStore {
         h.bounded(async {
             let client = h.client().await?;
             client
-                .execute("DELETE FROM sessions WHERE token_hash = $1", &[&&hash.0[..]])
+                .execute(
+                    "DELETE FROM sessions WHERE token_hash = $1",
+                    &[&&hash.0[..]],
+                )
                 .await
                 .map_err(pg)?;
             Ok(())

@@ -51,7 +51,8 @@ async function main() {
   });
   const { width, height, palette } = config;
   const bpp = config.bits_per_pixel ?? (palette.length <= 16 ? 4 : 8);
-  const myId = config.user?.id ?? null;
+  // A logged-in account places as its own identity (docs/API.md, Accounts and roles).
+  const myId = config.account?.user ?? config.user?.id ?? null;
   const skew = clockSkew(serverDate);
 
   const board = new Board(width, height, paletteToRgba(palette));

@@ -225,10 +225,12 @@ async fn callback(
     app.store
         .create_session(session::hash(&token), account.id, now, now + lifetime)
         .await?;
+    // The subject is logged so that an operator can name this account in `--admins`.
     tracing::info!(
         account = account.id,
         user = %account.user,
         provider,
+        subject = %account.subject,
         created = logged_in.created,
         "login"
     );

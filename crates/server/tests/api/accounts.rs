@@ -481,3 +481,31 @@ async fn a_provider_that_is_down_does_not_stop_the_canvas() {
     assert_eq!(error_of(r).await, (503, "unavailable".into()));
     app.stop().await;
 }
+
+contract_test!(an_identity_belongs_to_one_account);
+/// Two accounts on one browser: the second does not take over the identity the first
+/// adopted (its placements stay the first's), it gets a fresh one.
+async fn an_identity_belongs_to_one_account(backend: Backend) {
+    let LoginApp { app, idp: _idp } = spawn_with_provider(backend, &[]).await;
+    let b = logged_in(&app, "first").await;
+    let first = me(&app, &b).await["account"].clone();
+    let r = b
+        .client
+        .post(app.url("/auth/logout"))
+        .header("origin", app.url(""))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    // The same device (its identity cookie), without the provider's session for "first".
+    let again = Browser::new();
+    let url: reqwest::Url = app.url("/").parse().unwrap();
+    let id = b.cookie(&app, "rplace_id").expect("an identity cookie");
+    again.jar.add_cookie_str(&format!("rplace_id={id}"), &url);
+    let page = login(&app, &again, "second").await;
+    assert_eq!(page.url().path(), "/");
+    let second = me(&app, &again).await["account"].clone();
+    assert_ne!(second["id"], first["id"]);
+    assert_ne!(second["user"], first["user"], "{first} {second}");
+    app.stop().await;
+}

@@ -145,6 +145,12 @@ pub async fn run(
 ) -> Result<(), RunError> {
     let settings = config.settings()?;
     let auth = crate::auth::Auth::new(config.auth.settings()?);
+    if !auth.settings.providers.is_empty() && config.public_url.is_none() {
+        tracing::warn!(
+            "OpenID Connect providers without --public-url: login redirect URIs use the \
+             request's Host over http, which suits local use only"
+        );
+    }
     let metrics = crate::telemetry::metrics();
     let key = crate::identity::load_key(settings.cookie_key.as_deref(), &config.data_dir)
         .map_err(RunError::CookieKey)?;

@@ -33,7 +33,8 @@ function el(tag, attrs = {}, text = '') {
 export async function initAccount(config, toast) {
   const root = document.getElementById('account');
   const login = config.login ?? { mode: 'off', providers: [] };
-  if (!root || login.mode === 'off') return null;
+  // Nothing to show: login off, or no provider configured (and so no account).
+  if (!root || login.mode === 'off' || (!login.providers?.length && !config.account)) return null;
   root.hidden = false;
 
   let me = { account: config.account ?? null, csrf_token: null };

@@ -34,6 +34,12 @@ for svc in redis-server haproxy varnish postgresql; do
     (service "$svc" stop >/dev/null 2>&1 || true)
 done
 
+# --- the OpenID Connect provider of the login tests (npm oidc-provider) ------------
+if [ ! -d tests/oidc/node_modules/oidc-provider ]; then
+    log "npm ci in tests/oidc"
+    (cd tests/oidc && npm ci --no-audit --no-fund)
+fi
+
 # --- Rust -----------------------------------------------------------------------
 log "cargo fmt --check"
 cargo fmt --all -- --check

@@ -76,6 +76,8 @@ pub struct Inner {
     pub ws_runtime: WsRuntime,
     /// Proof of work and captcha: their keys, clients and counters.
     pub antibot: crate::antibot::Antibot,
+    /// Accounts: providers, settings, session cache.
+    pub auth: crate::auth::Auth,
 }
 
 impl Deref for AppState {
@@ -144,6 +146,13 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
     let settings = config.settings()?;
+    let auth = crate::auth::Auth::new(config.auth.settings()?);
+    if !auth.settings.providers.is_empty() && config.public_url.is_none() {
+        tracing::warn!(
+            "OpenID Connect providers without --public-url: login redirect URIs use the \
+             request's Host over http, which suits local use only"
+        );
+    }
     let metrics = crate::telemetry::metrics();
     let key = crate::identity::load_key(settings.cookie_key.as_deref(), &config.data_dir)
         .map_err(RunError::CookieKey)?;
@@ -168,6 +177,7 @@ pub async fn run(
         live_path: live.health.clone(),
         ws_runtime,
         antibot,
+        auth,
     }));
     let addr = listener.local_addr()?;
     tracing::info!(

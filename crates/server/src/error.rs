@@ -113,6 +113,21 @@ pub enum ApiError {
     /// The report was resolved before; nothing changed.
     #[error("report {id} was already resolved")]
     AlreadyResolved { id: i64 },
+    /// An `/api/admin/` request without credentials (some way to authenticate exists).
+    #[error(
+        "this endpoint needs a moderator's or admin's login (log in on the page) or Authorization: Bearer <the server's --admin-token>"
+    )]
+    AdminCredentialsRequired,
+    /// An endpoint of the visitor's own account, without a login session.
+    #[error("log in first: this is about your account")]
+    NotLoggedIn,
+    /// Another account has the display name (compared case-insensitively).
+    #[error("the name {0:?} is taken; pick another")]
+    NameTaken(String),
+    /// A login could not be completed (expired, tampered with, or refused by the
+    /// provider); the details are logged.
+    #[error("{0}; start the login again")]
+    LoginFailed(&'static str),
 }
 
 fn unavailable_message(placing: bool) -> &'static str {
@@ -202,6 +217,10 @@ impl ApiError {
             ApiError::ReportLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             ApiError::NoSuch { .. } => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::AlreadyResolved { .. } => (StatusCode::CONFLICT, "already_resolved"),
+            ApiError::AdminCredentialsRequired => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::NotLoggedIn => (StatusCode::UNAUTHORIZED, "not_logged_in"),
+            ApiError::NameTaken(_) => (StatusCode::CONFLICT, "name_taken"),
+            ApiError::LoginFailed(_) => (StatusCode::BAD_REQUEST, "login_failed"),
         }
     }
 
@@ -282,6 +301,12 @@ impl IntoResponse for ApiError {
             let secs = (ms.max(0) as u64).div_ceil(1000).max(1);
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if let ApiError::AdminCredentialsRequired = &self {
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"rplace admin-token\""),
+            );
         }
         if let ApiError::TokenRequired { flag } = &self {
             let challenge = format!("Bearer realm=\"rplace {flag}\"");

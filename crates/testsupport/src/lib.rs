@@ -6,6 +6,8 @@
 //!   per test binary ([`RedisServer::shared`]) for tests that keep apart by key prefix; or with
 //!   extra arguments ([`RedisServer::start_with`], e.g. an AOF), and [`RedisServer::pause`]
 //!   to stall it as an overloaded or partitioned server would.
+//! - [`OidcProvider`]: a real OpenID Connect provider (npm `oidc-provider` under node,
+//!   `tests/oidc/provider.mjs`) with one static client, for login round trips.
 //! - [`Postgres`]: one PostgreSQL cluster per test binary ([`Postgres::shared`]), because
 //!   `initdb` costs seconds, and a fresh database per test ([`Postgres::create_database`]).
 //! - [`siteverify::SiteVerify`]: a local stand-in for a captcha provider's siteverify
@@ -21,12 +23,14 @@
 //! newest `/usr/lib/postgresql/*/bin` is used. `RPLACE_REDIS_SERVER` may name the
 //! `redis-server` binary.
 
+mod oidc;
 mod postgres;
 mod redis;
 pub mod siteverify;
 pub mod topology;
 mod wait;
 
+pub use oidc::OidcProvider;
 pub use postgres::Postgres;
 pub use redis::RedisServer;
 pub use wait::eventually;

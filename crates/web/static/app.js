@@ -1,5 +1,6 @@
 // The page: loads the config, then wires the board, the live sync, the view and the UI.
 
+import { initAccount } from './account.js';
 import { ApiError, getConfig, getPixel, placePixel } from './api.js';
 import { Board, decodeBoard, paletteToRgba } from './board.js';
 import { attachInput } from './input.js';
@@ -51,7 +52,8 @@ async function main() {
   });
   const { width, height, palette } = config;
   const bpp = config.bits_per_pixel ?? (palette.length <= 16 ? 4 : 8);
-  const myId = config.user?.id ?? null;
+  // A logged-in account places as its own identity (docs/API.md, Accounts and roles).
+  const myId = config.account?.user ?? config.user?.id ?? null;
   const skew = clockSkew(serverDate);
 
   const board = new Board(width, height, paletteToRgba(palette));
@@ -89,6 +91,8 @@ async function main() {
   ui.setColor(state.color);
   renderer.selectedColor = state.color;
   const report = attachReport((message, kind) => ui.toast(message, kind));
+  // Login buttons or the account (account.js); the page works without it.
+  initAccount(config, (message, kind) => ui.toast(message, kind)).catch(() => {});
 
   // ---- layout and view -----------------------------------------------------------
 

@@ -11,7 +11,7 @@ mod auth;
 mod moderation;
 mod settings;
 pub use antibot::AntibotArgs;
-pub use auth::AuthArgs;
+pub use auth::{AdminRule, AuthArgs, AuthSettings, LoginMode, ProviderSpec};
 pub use moderation::ModerationArgs;
 pub use settings::{Settings, WsSettings};
 

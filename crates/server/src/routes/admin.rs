@@ -53,20 +53,19 @@ pub async fn not_found() -> ApiError {
     ApiError::NotFound
 }
 
-/// Lets a request through only with an actor ([`crate::auth::actor`]), which it puts
-/// into the request's extensions for the handler.
+/// Lets a request through only with an actor ([`crate::auth::admin_request`]: the admin
+/// token, or a moderator's or admin's session that passes the CSRF check), which it puts
+/// into the request's extensions for the handler. Without credentials: 401 (403
+/// `admin_disabled` when nothing could authenticate: no admin token and no login).
 pub async fn authenticate(State(app): State<AppState>, mut req: Request, next: Next) -> Response {
-    let actor = match crate::auth::actor(&app, req.headers()) {
+    if !crate::auth::admin_possible(&app) {
+        return ApiError::AdminDisabled.into_response();
+    }
+    let actor = match crate::auth::admin_request(&app, req.method(), req.headers()).await {
         Ok(Some(actor)) => actor,
-        Ok(None) if app.settings.access.admin_token.is_none() => {
-            return ApiError::AdminDisabled.into_response();
-        }
         Ok(None) => {
             metrics::counter!("rplace_admin_auth_failures_total").increment(1);
-            return ApiError::TokenRequired {
-                flag: "admin-token",
-            }
-            .into_response();
+            return ApiError::AdminCredentialsRequired.into_response();
         }
         Err(e) => {
             metrics::counter!("rplace_admin_auth_failures_total").increment(1);

@@ -36,6 +36,7 @@ struct UserInfo {
 
 pub async fn config(
     State(app): State<AppState>,
+    headers: HeaderMap,
     jar: SignedCookieJar,
 ) -> Result<Response, ApiError> {
     let (jar, user) = crate::identity::ensure(jar, app.settings.access.secure_cookies);
@@ -54,6 +55,8 @@ pub async fn config(
         "user": UserInfo { id: user.to_string(), next_at },
         "pow": pow,
         "captcha": captcha,
+        "login": crate::auth::routes::login_json(&app),
+        "account": crate::auth::routes::account_field(&app, &headers).await?,
     });
     Ok((jar, [(header::CACHE_CONTROL, "no-store")], Json(body)).into_response())
 }
@@ -148,9 +151,10 @@ pub async fn board_png(
 
 /// Who is placing and how the policy sees them: the admin token (the operator, a
 /// moderator without cooldown or rate limit: the exempt path), the load generator's token
-/// (exempt), else the signed cookie (an anonymous visitor). Returns the user, whether the
-/// exempt path applies, and their standing.
-fn standing(
+/// (exempt), else a login session's account or the signed cookie's anonymous identity
+/// (`auth::placer`, which refuses anonymity under `--login required`). Returns the user,
+/// whether the exempt path applies, and their standing.
+async fn standing(
     app: &AppState,
     headers: &HeaderMap,
     jar: &SignedCookieJar,
@@ -164,16 +168,21 @@ fn standing(
         };
         return Ok((crate::auth::OPERATOR, true, operator));
     }
-    let (user, bypass) = placing_user(app, headers, jar)?;
-    Ok((user, bypass, Standing::default()))
+    match placing_user(app, headers, jar)? {
+        (Some(user), true) => Ok((user, true, Standing::default())),
+        (anonymous, _) => {
+            let placer = crate::auth::placer(app, headers, anonymous).await?;
+            Ok((placer.user, false, placer.standing))
+        }
+    }
 }
 
-/// Who is placing: the load generator's token path, else the signed cookie.
+/// Who is placing: the load generator's token path, else the signed cookie (if any).
 fn placing_user(
     app: &AppState,
     headers: &HeaderMap,
     jar: &SignedCookieJar,
-) -> Result<(UserId, bool), ApiError> {
+) -> Result<(Option<UserId>, bool), ApiError> {
     if let Some(token) = &app.settings.access.bench_token
         && let Some(presented) = crate::secret::bearer(headers)
     {
@@ -190,11 +199,10 @@ fn placing_user(
                 message: "X-Rplace-User must be 16 hex digits".into(),
                 allowed: "16 lowercase hex digits".into(),
             })?;
-        return Ok((user, true));
+        return Ok((Some(user), true));
     }
-    crate::identity::user(jar)
-        .map(|u| (u, false))
-        .ok_or(ApiError::Unauthorized)
+    // Without a valid cookie the placer may still have a login session (auth::placer).
+    Ok((crate::identity::user(jar), false))
 }
 
 /// Reads an integer field of the placement body.
@@ -300,7 +308,7 @@ async fn place_inner(
     jar: &SignedCookieJar,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let (user, bypass, standing) = standing(app, headers, jar)?;
+    let (user, bypass, standing) = standing(app, headers, jar).await?;
     let idempotency_key = idempotency_key(headers)?;
     let is_json = headers
         .get(header::CONTENT_TYPE)

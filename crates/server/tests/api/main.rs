@@ -4,6 +4,7 @@
 #[macro_use]
 mod helpers;
 
+mod accounts;
 mod antibot;
 mod bans;
 mod board;
@@ -19,5 +20,6 @@ mod policy;
 mod protect;
 mod records;
 mod rewrite;
+mod roles;
 mod store_errors;
 mod strict;

@@ -130,7 +130,7 @@ pub(crate) struct Status {
 #[derive(Clone)]
 pub(crate) struct Live {
     /// Multiplexed connection for commands and scripts; reconnects by itself.
-    conn: ConnectionManager,
+    pub(crate) conn: ConnectionManager,
     /// Opens the dedicated Pub/Sub connections of the feed.
     client: Client,
     /// Longest one command, or one connection attempt, may take: a stalled Redis must

@@ -16,12 +16,14 @@
 //! entries since the previous call (other placements, a few per chunk), leaves their
 //! pixels out and returns them, and this side leaves them out of the later chunks. A pixel
 //! someone placed on after the plan is therefore never overwritten: it is counted as
-//! skipped. Each chunk is then made durable through this instance's history writer before
-//! the next one goes, so the placements are in PostgreSQL like any other and the pace
-//! follows what the history takes.
+//! skipped. Each chunk is written to PostgreSQL (`History::write`, the history writer's
+//! own call, fenced by the epoch) in a transaction of its own while the next chunk's
+//! script runs, and the action answers once every chunk is durable; so the placements are
+//! in PostgreSQL like any other, the pace follows what the history takes, and normal
+//! placements' commits never wait behind a chunk.
 
+use super::history::Written;
 use super::history::{from_time, pg, row_to_placement, to_time};
-use super::writer::{self, Failure, Pending};
 use super::*;
 use crate::rewrite::{
     Applied, CHUNK, Change, Moment, Plan, Rewrite, RewriteError, RollbackQuery, UserPlacements,
@@ -155,48 +157,35 @@ impl SharedStore {
         .await
     }
 
-    /// Hands one applied chunk to this instance's history writer, in seq order; the
-    /// answers come through [`wait_durable`].
-    async fn send_durable(
-        &self,
-        rows: Vec<Placement>,
-        epoch: u64,
-    ) -> Result<Vec<oneshot::Receiver<Result<(), Failure>>>, StoreError> {
-        let mut waits = Vec::with_capacity(rows.len());
-        for placement in rows {
-            let (reply, rx) = oneshot::channel();
-            self.inner
-                .writer
-                .send(writer::Cmd::Write(Pending {
-                    placement,
-                    epoch,
-                    reply,
-                }))
-                .await
-                .map_err(|_| BackendError::Stopped("history writer"))?;
-            waits.push(rx);
-        }
-        Ok(waits)
+    /// Writes one applied chunk to PostgreSQL in a transaction of its own, beside the
+    /// history writer's: a placement's commit never waits behind a chunk's thousands of
+    /// rows. Answered through [`wait_durable`].
+    fn send_durable(&self, rows: Vec<Placement>, epoch: u64) -> JoinHandle<Result<(), StoreError>> {
+        let history = self.inner.history.clone();
+        let diverged = self.inner.diverged.clone();
+        tokio::spawn(async move {
+            match history.write(epoch, &rows).await? {
+                Written::Stored { conflicts } if conflicts.is_empty() => Ok(()),
+                Written::Stored { conflicts } => {
+                    tracing::error!(
+                        ?conflicts,
+                        "the history already holds other placements under these seqs"
+                    );
+                    diverged.notify_one();
+                    Err(BackendError::Diverged.into())
+                }
+                Written::Stale => Err(BackendError::Superseded.into()),
+            }
+        })
     }
 }
 
-/// Waits until every placement of a chunk is in PostgreSQL.
-async fn wait_durable(
-    waits: Vec<oneshot::Receiver<Result<(), Failure>>>,
-) -> Result<(), StoreError> {
-    for rx in waits {
-        match rx.await {
-            Ok(Ok(())) => {}
-            Ok(Err(Failure::Unavailable(e))) => {
-                // In Redis already: the reconciler copies it when PostgreSQL is back.
-                return Err(BackendError::Shared(e).into());
-            }
-            Ok(Err(Failure::Superseded)) => return Err(BackendError::Superseded.into()),
-            Ok(Err(Failure::Diverged)) => return Err(BackendError::Diverged.into()),
-            Err(_) => return Err(BackendError::Stopped("history writer").into()),
-        }
-    }
-    Ok(())
+/// Waits until a chunk is in PostgreSQL. A failed write leaves the chunk in the Redis
+/// stream, from where the reconciler copies it.
+async fn wait_durable(write: JoinHandle<Result<(), StoreError>>) -> Result<(), StoreError> {
+    write
+        .await
+        .map_err(|_| BackendError::Stopped("history write"))?
 }
 
 impl Rewrite for SharedStore {
@@ -442,7 +431,7 @@ impl Rewrite for SharedStore {
             metrics::counter!("rplace_store_rewrite_placements_total").increment(rows.len() as u64);
             // One chunk's history write overlaps the next chunk's script: at most two
             // chunks wait for PostgreSQL at once.
-            let waits = self.send_durable(rows, epoch).await?;
+            let waits = self.send_durable(rows, epoch);
             if let Some(prev) = in_flight.replace(waits) {
                 wait_durable(prev).await?;
             }

@@ -295,7 +295,8 @@ pub async fn live(a: &LiveArgs) -> anyhow::Result<LiveReport> {
     Ok(r)
 }
 
-fn merge(
+/// Scores a run from its parts (also for the scenarios built on `live`).
+pub fn merge(
     a: &LiveArgs,
     placer: crate::report::PlacerReport,
     acks: &Acks,

@@ -3,7 +3,9 @@
 use clap::{Parser, Subcommand};
 use rplace_bench::live::{self, LiveArgs};
 use rplace_bench::report::write_json;
-use rplace_bench::scenarios::{self, BoardArgs, ColdStartArgs, MakeHistoryArgs, MaxRateArgs};
+use rplace_bench::scenarios::{
+    self, BoardArgs, ColdStartArgs, MakeHistoryArgs, MaxRateArgs, RewriteSoakArgs,
+};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -39,6 +41,8 @@ enum Cmd {
     Board(BoardArgs),
     /// Writes a placements log with no snapshot, for recovery timing.
     MakeHistory(MakeHistoryArgs),
+    /// `live` with a large rollback or fill in the middle: its reach and its cost.
+    RewriteSoak(RewriteSoakArgs),
     /// Internal: one group of clients driven by a parent `live` over stdin/stdout.
     #[command(hide = true)]
     Worker { config: String },
@@ -119,6 +123,11 @@ fn main() -> anyhow::Result<()> {
                 save(&r)?;
             }
             Cmd::MakeHistory(a) => scenarios::make_history(&a)?,
+            Cmd::RewriteSoak(a) => {
+                let r = scenarios::rewrite_soak(&a).await?;
+                println!("{}", r.line());
+                save(&r)?;
+            }
             Cmd::Worker { config } => live::worker(&config).await?,
         }
         Ok(())

@@ -34,7 +34,9 @@ pub struct Change {
     /// Its new color.
     pub color: ColorIndex,
     /// The seq of the newest placement on it that the plan saw (0: none): applying
-    /// changes the pixel only if that is still its newest.
+    /// changes the pixel only if that is still its newest. The embedded writer compares
+    /// it directly; the shared script, which keeps no seq per pixel, checks the stream
+    /// after [`Plan::at`] instead (see `shared/rewrite.rs`).
     pub expected: Seq,
 }
 

@@ -14,9 +14,11 @@ use std::time::{Duration, Instant};
 
 mod board;
 mod cold_start;
+mod rewrite_soak;
 
 pub use board::{BoardArgs, BoardReport, WrkRun, board};
 pub use cold_start::{ColdStartArgs, ColdStartReport, cold_start};
+pub use rewrite_soak::{RewriteSoakArgs, RewriteSoakReport, rewrite_soak};
 
 /// Flags of `max-rate`.
 #[derive(Debug, Clone, clap::Args)]

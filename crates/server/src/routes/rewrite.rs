@@ -326,7 +326,13 @@ async fn rollback(
                 allowed: "the user's public id (16 hex digits)".into(),
             });
         }
-        Some(v) => return Err(parse_user(&v.to_string()).unwrap_err()),
+        Some(v) => {
+            return Err(invalid(
+                "user",
+                format!("user must be a string, got {v}"),
+                "16 hex digits, as GET /api/pixel shows",
+            ));
+        }
     };
     let ms = "unix time in ms";
     let since = opt_int(&o, "since", ms)?;

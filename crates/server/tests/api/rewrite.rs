@@ -205,6 +205,9 @@ async fn rollback_filters_by_time_and_rectangle(backend: Backend) {
     // Refusals name what is allowed.
     let (status, e) = admin(&app, "/rollback", json!({"user": "nope"})).await;
     assert_eq!((status, e["field"].as_str()), (422, Some("user")));
+    // A number, even one of 16 digits, is not a public id.
+    let (status, e) = admin(&app, "/rollback", json!({"user": 1234567890123456u64})).await;
+    assert_eq!((status, e["field"].as_str()), (422, Some("user")));
     let (status, e) = admin(&app, "/rollback", json!({})).await;
     assert_eq!((status, e["error"].as_str()), (422, Some("missing_field")));
     let (status, e) = admin(

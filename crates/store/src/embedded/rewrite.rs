@@ -103,16 +103,20 @@ impl EmbeddedStore {
         .await
     }
 
-    /// The current color and newest seq of each of `coords`, at one moment, with the seq
-    /// of that moment.
+    /// The current color and newest seq of each of `coords` whose newest seq is above
+    /// `above`, at one moment, with the seq of that moment.
     fn pixels_now(
         &self,
         coords: impl Iterator<Item = Coord>,
+        above: Seq,
     ) -> (Seq, Vec<(Coord, ColorIndex, u64)>) {
         let st = self.state.lock().expect("state lock");
         let dims = st.board.dims();
         let out = coords
-            .map(|c| (c, st.board.get(c), st.pixel_seq[c.index(dims)]))
+            .filter_map(|c| {
+                let top = st.pixel_seq[c.index(dims)];
+                (top > above.0).then(|| (c, st.board.get(c), top))
+            })
             .collect();
         (st.seq, out)
     }
@@ -163,7 +167,10 @@ impl Rewrite for EmbeddedStore {
                 .map_err(backend)
             })
             .await?;
-        let (at, now) = self.pixels_now(pixels.iter().map(|&(x, y)| Coord::new_unchecked(x, y)));
+        let (at, now) = self.pixels_now(
+            pixels.iter().map(|&(x, y)| Coord::new_unchecked(x, y)),
+            Seq(0),
+        );
         let q = q.clone();
         let changes = self
             .read(move |c| {
@@ -208,9 +215,8 @@ impl Rewrite for EmbeddedStore {
             Moment::Seq(s) => s.min(head),
             Moment::At(t) => self.seq_at(head, t).await?,
         };
-        let (at, now) = self.pixels_now(rect.coords());
         // Only pixels placed on after the moment can differ from it.
-        let moved: Vec<_> = now.into_iter().filter(|&(_, _, top)| top > s.0).collect();
+        let (at, moved) = self.pixels_now(rect.coords(), s);
         let changes = self
             .read(move |c| {
                 let mut changes = Vec::new();

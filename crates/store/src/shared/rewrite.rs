@@ -16,17 +16,20 @@
 //! entries since the previous call (other placements, a few per chunk), leaves their
 //! pixels out and returns them, and this side leaves them out of the later chunks. A pixel
 //! someone placed on after the plan is therefore never overwritten: it is counted as
-//! skipped. Each chunk is then made durable through this instance's history writer before
-//! the next one goes, so the placements are in PostgreSQL like any other and the pace
-//! follows what the history takes.
+//! skipped. Each chunk is written to PostgreSQL (`History::write`, the history writer's
+//! own call, fenced by the epoch) in a transaction of its own while the next chunk's
+//! script runs, and the action answers once every chunk is durable; so the placements are
+//! in PostgreSQL like any other, the pace follows what the history takes, and normal
+//! placements' commits never wait behind a chunk.
 
+use super::history::Written;
 use super::history::{from_time, pg, row_to_placement, to_time};
-use super::writer::{self, Failure, Pending};
 use super::*;
 use crate::rewrite::{
     Applied, CHUNK, Change, Moment, Plan, Rewrite, RewriteError, RollbackQuery, UserPlacements,
     seq_at_time,
 };
+use futures_util::{StreamExt, TryStreamExt, stream};
 use rplace_domain::{ColorIndex, Rect};
 use std::collections::HashSet;
 use std::sync::LazyLock;
@@ -48,6 +51,38 @@ static PLACE_MANY: LazyLock<redis::Script> =
 
 /// Pixels per history query of a plan.
 const QUERY_PIXELS: usize = 8192;
+/// History queries of one plan running at once.
+const PLAN_QUERIES: usize = 4;
+
+/// Per pixel of `unnest($1, $2)`: its newest placement up to seq $6, whether the
+/// rollback ($3 users, times from $4 to $5) undoes it, and the color of the newest one it
+/// does not undo (0: none).
+const SQL_ROLLBACK: &str = "SELECT q.x, q.y, t.seq, t.color,
+                                    t.user_id = ANY($3)
+                                      AND ($4::timestamptz IS NULL OR t.ts >= $4)
+                                      AND ($5::timestamptz IS NULL OR t.ts <= $5),
+                                    coalesce(k.color, 0::smallint)
+                             FROM unnest($1::smallint[], $2::smallint[]) AS q(x, y)
+                             CROSS JOIN LATERAL (
+                                 SELECT seq, color, user_id, ts FROM placements p
+                                 WHERE p.x = q.x AND p.y = q.y AND p.seq <= $6
+                                 ORDER BY p.seq DESC LIMIT 1) t
+                             LEFT JOIN LATERAL (
+                                 SELECT color FROM placements p
+                                 WHERE p.x = q.x AND p.y = q.y AND p.seq <= $6
+                                   AND NOT (p.user_id = ANY($3)
+                                            AND ($4::timestamptz IS NULL OR p.ts >= $4)
+                                            AND ($5::timestamptz IS NULL OR p.ts <= $5))
+                                 ORDER BY p.seq DESC LIMIT 1) k ON true";
+
+/// Per pixel of `unnest($1, $2)`, in order: its color after seq $3 (0: none).
+const SQL_COLOR_AT: &str = "SELECT coalesce(k.color, 0::smallint)
+                             FROM unnest($1::smallint[], $2::smallint[]) WITH ORDINALITY AS q(x, y, i)
+                             LEFT JOIN LATERAL (
+                                 SELECT color FROM placements p
+                                 WHERE p.x = q.x AND p.y = q.y AND p.seq <= $3
+                                 ORDER BY p.seq DESC LIMIT 1) k ON true
+                             ORDER BY q.i";
 
 fn redis_err(e: redis::RedisError) -> StoreError {
     StoreError::Backend(BackendError::redis(e))
@@ -61,6 +96,23 @@ fn bounds(r: Rect) -> [i16; 4] {
         r.y() as i16,
         (r.y() + r.h() - 1) as i16,
     ]
+}
+
+/// `(x, y)` pairs as the two columns of each history query of a plan.
+fn columns(pixels: impl Iterator<Item = (i16, i16)>) -> Vec<(Vec<i16>, Vec<i16>)> {
+    let mut out: Vec<(Vec<i16>, Vec<i16>)> = Vec::new();
+    for (i, (x, y)) in pixels.enumerate() {
+        if i % QUERY_PIXELS == 0 {
+            out.push((
+                Vec::with_capacity(QUERY_PIXELS),
+                Vec::with_capacity(QUERY_PIXELS),
+            ));
+        }
+        let last = out.last_mut().expect("pushed above");
+        last.0.push(x);
+        last.1.push(y);
+    }
+    out
 }
 
 impl SharedStore {
@@ -105,36 +157,35 @@ impl SharedStore {
         .await
     }
 
-    /// Writes one applied chunk through this instance's history writer and waits for it.
-    async fn make_durable(&self, rows: Vec<Placement>, epoch: u64) -> Result<(), StoreError> {
-        let mut waits = Vec::with_capacity(rows.len());
-        for placement in rows {
-            let (reply, rx) = oneshot::channel();
-            self.inner
-                .writer
-                .send(writer::Cmd::Write(Pending {
-                    placement,
-                    epoch,
-                    reply,
-                }))
-                .await
-                .map_err(|_| BackendError::Stopped("history writer"))?;
-            waits.push(rx);
-        }
-        for rx in waits {
-            match rx.await {
-                Ok(Ok(())) => {}
-                Ok(Err(Failure::Unavailable(e))) => {
-                    // In Redis already: the reconciler copies it when PostgreSQL is back.
-                    return Err(BackendError::Shared(e).into());
+    /// Writes one applied chunk to PostgreSQL in a transaction of its own, beside the
+    /// history writer's: a placement's commit never waits behind a chunk's thousands of
+    /// rows. Answered through [`wait_durable`].
+    fn send_durable(&self, rows: Vec<Placement>, epoch: u64) -> JoinHandle<Result<(), StoreError>> {
+        let history = self.inner.history.clone();
+        let diverged = self.inner.diverged.clone();
+        tokio::spawn(async move {
+            match history.write(epoch, &rows).await? {
+                Written::Stored { conflicts } if conflicts.is_empty() => Ok(()),
+                Written::Stored { conflicts } => {
+                    tracing::error!(
+                        ?conflicts,
+                        "the history already holds other placements under these seqs"
+                    );
+                    diverged.notify_one();
+                    Err(BackendError::Diverged.into())
                 }
-                Ok(Err(Failure::Superseded)) => return Err(BackendError::Superseded.into()),
-                Ok(Err(Failure::Diverged)) => return Err(BackendError::Diverged.into()),
-                Err(_) => return Err(BackendError::Stopped("history writer").into()),
+                Written::Stale => Err(BackendError::Superseded.into()),
             }
-        }
-        Ok(())
+        })
     }
+}
+
+/// Waits until a chunk is in PostgreSQL. A failed write leaves the chunk in the Redis
+/// stream, from where the reconciler copies it.
+async fn wait_durable(write: JoinHandle<Result<(), StoreError>>) -> Result<(), StoreError> {
+    write
+        .await
+        .map_err(|_| BackendError::Stopped("history write"))?
 }
 
 impl Rewrite for SharedStore {
@@ -164,59 +215,47 @@ impl Rewrite for SharedStore {
                 Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
             })
             .await?;
-        let mut changes = Vec::new();
-        for part in pixels.chunks(QUERY_PIXELS) {
-            let xs: Vec<i16> = part.iter().map(|p| p.0).collect();
-            let ys: Vec<i16> = part.iter().map(|p| p.1).collect();
-            // Per pixel: its newest placement up to the plan's seq, whether the rollback
-            // undoes it, and the color of the newest one it does not undo.
-            let rows = h
-                .bounded_long(async {
-                    h.client()
-                        .await?
-                        .query(
-                            "SELECT q.x, q.y, t.seq, t.color,
-                                    t.user_id = ANY($3)
-                                      AND ($4::timestamptz IS NULL OR t.ts >= $4)
-                                      AND ($5::timestamptz IS NULL OR t.ts <= $5),
-                                    coalesce(k.color, 0::smallint)
-                             FROM unnest($1::smallint[], $2::smallint[]) AS q(x, y)
-                             CROSS JOIN LATERAL (
-                                 SELECT seq, color, user_id, ts FROM placements p
-                                 WHERE p.x = q.x AND p.y = q.y AND p.seq <= $6
-                                 ORDER BY p.seq DESC LIMIT 1) t
-                             LEFT JOIN LATERAL (
-                                 SELECT color FROM placements p
-                                 WHERE p.x = q.x AND p.y = q.y AND p.seq <= $6
-                                   AND NOT (p.user_id = ANY($3)
-                                            AND ($4::timestamptz IS NULL OR p.ts >= $4)
-                                            AND ($5::timestamptz IS NULL OR p.ts <= $5))
-                                 ORDER BY p.seq DESC LIMIT 1) k ON true",
-                            &[&xs, &ys, &users, &since, &until, &(at.0 as i64)],
-                        )
-                        .await
-                        .map_err(pg)
+        // Per pixel: its newest placement up to the plan's seq, whether the rollback
+        // undoes it, and the color of the newest one it does not undo. A few batches at
+        // once, on pooled connections.
+        let (users, since, until) = (&users, &since, &until);
+        let batches: Vec<Vec<tokio_postgres::Row>> =
+            stream::iter(columns(pixels.iter().map(|p| (p.0, p.1))))
+                .map(|(xs, ys)| async move {
+                    h.bounded_long(async {
+                        h.client()
+                            .await?
+                            .query(
+                                SQL_ROLLBACK,
+                                &[&xs, &ys, users, since, until, &(at.0 as i64)],
+                            )
+                            .await
+                            .map_err(pg)
+                    })
+                    .await
                 })
+                .buffered(PLAN_QUERIES)
+                .try_collect()
                 .await?;
-            for r in rows {
-                let (undone, current, target): (bool, i16, i16) = (r.get(4), r.get(3), r.get(5));
-                if undone && current != target {
-                    changes.push(Change {
-                        coord: Coord::new_unchecked(
-                            r.get::<_, i16>(0) as u16,
-                            r.get::<_, i16>(1) as u16,
-                        ),
-                        color: ColorIndex::new_unchecked(target as u8),
-                        expected: Seq(r.get::<_, i64>(2) as u64),
-                    });
-                }
-            }
-            if changes.len() as u64 > limit {
-                return Err(RewriteError::TooLarge {
-                    limit,
-                    found: changes.len() as u64,
+        let mut changes = Vec::new();
+        for r in batches.into_iter().flatten() {
+            let (undone, current, target): (bool, i16, i16) = (r.get(4), r.get(3), r.get(5));
+            if undone && current != target {
+                changes.push(Change {
+                    coord: Coord::new_unchecked(
+                        r.get::<_, i16>(0) as u16,
+                        r.get::<_, i16>(1) as u16,
+                    ),
+                    color: ColorIndex::new_unchecked(target as u8),
+                    expected: Seq(r.get::<_, i64>(2) as u64),
                 });
             }
+        }
+        if changes.len() as u64 > limit {
+            return Err(RewriteError::TooLarge {
+                limit,
+                found: changes.len() as u64,
+            });
         }
         Ok(Plan { changes, at })
     }
@@ -250,37 +289,30 @@ impl Rewrite for SharedStore {
                     .collect())
             })
             .await?;
-        let mut changes = Vec::new();
-        for part in moved.chunks(QUERY_PIXELS) {
-            let xs: Vec<i16> = part.iter().map(|p| p.0).collect();
-            let ys: Vec<i16> = part.iter().map(|p| p.1).collect();
-            let rows = h
-                .bounded_long(async {
-                    h.client()
-                        .await?
-                        .query(
-                            "SELECT coalesce(k.color, 0::smallint)
-                             FROM unnest($1::smallint[], $2::smallint[]) WITH ORDINALITY AS q(x, y, i)
-                             LEFT JOIN LATERAL (
-                                 SELECT color FROM placements p
-                                 WHERE p.x = q.x AND p.y = q.y AND p.seq <= $3
-                                 ORDER BY p.seq DESC LIMIT 1) k ON true
-                             ORDER BY q.i",
-                            &[&xs, &ys, &(s.0 as i64)],
-                        )
-                        .await
-                        .map_err(pg)
+        let batches: Vec<Vec<tokio_postgres::Row>> =
+            stream::iter(columns(moved.iter().map(|p| (p.0, p.1))))
+                .map(|(xs, ys)| async move {
+                    h.bounded_long(async {
+                        h.client()
+                            .await?
+                            .query(SQL_COLOR_AT, &[&xs, &ys, &(s.0 as i64)])
+                            .await
+                            .map_err(pg)
+                    })
+                    .await
                 })
+                .buffered(PLAN_QUERIES)
+                .try_collect()
                 .await?;
-            for (&(x, y, current, top), r) in part.iter().zip(rows) {
-                let then: i16 = r.get(0);
-                if then != current {
-                    changes.push(Change {
-                        coord: Coord::new_unchecked(x as u16, y as u16),
-                        color: ColorIndex::new_unchecked(then as u8),
-                        expected: Seq(top as u64),
-                    });
-                }
+        let mut changes = Vec::new();
+        for (&(x, y, current, top), r) in moved.iter().zip(batches.into_iter().flatten()) {
+            let then: i16 = r.get(0);
+            if then != current {
+                changes.push(Change {
+                    coord: Coord::new_unchecked(x as u16, y as u16),
+                    color: ColorIndex::new_unchecked(then as u8),
+                    expected: Seq(top as u64),
+                });
             }
         }
         if changes.len() as u64 > limit {
@@ -327,6 +359,7 @@ impl Rewrite for SharedStore {
         let mut touched: HashSet<usize> = HashSet::new();
         let mut out = Applied::default();
         let mut done = 0u64;
+        let mut in_flight = None;
         for (n, part) in plan.changes.chunks(CHUNK).enumerate() {
             let mut inv = PLACE_MANY.prepare_invoke();
             inv.key(&keys.board)
@@ -396,7 +429,15 @@ impl Rewrite for SharedStore {
                 done += rows.len() as u64;
             }
             metrics::counter!("rplace_store_rewrite_placements_total").increment(rows.len() as u64);
-            self.make_durable(rows, epoch).await?;
+            // One chunk's history write overlaps the next chunk's script: at most two
+            // chunks wait for PostgreSQL at once.
+            let waits = self.send_durable(rows, epoch);
+            if let Some(prev) = in_flight.replace(waits) {
+                wait_durable(prev).await?;
+            }
+        }
+        if let Some(last) = in_flight {
+            wait_durable(last).await?;
         }
         Ok(out)
     }

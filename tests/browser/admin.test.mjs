@@ -36,13 +36,11 @@ const adminPixel = (page, x, y) => page.evaluate(([a, b]) => window.rplaceAdmin.
 
 describe('the admin page', () => {
   let server, browser, admin, adminErrors;
-  let moderationRouted = false;
 
   before(async () => {
     server = await startServer({
       args: ['--admin-token', ADMIN_TOKEN, '--bench-token', BENCH_TOKEN, '--cooldown', '0', '--ip-rate', '0'],
     });
-    moderationRouted = (await fetch(`${server.url}/api/admin/bans`, { headers: { Authorization: `Bearer ${ADMIN_TOKEN}` } })).status !== 404;
     browser = await launchBrowser();
     const context = await browser.newContext({ viewport: { width: 1360, height: 820 } });
     admin = await context.newPage();
@@ -199,14 +197,7 @@ describe('the admin page', () => {
     assert.deepEqual(adminErrors, []);
   });
 
-  // Bans and protected areas are the moderation area's endpoints (branch i9-rules). Until
-  // that is merged they answer 404 and this test is skipped, saying so; once they exist it
-  // runs (the lead removes this guard at merge).
-  test('bans and protected areas', async (t) => {
-    if (!moderationRouted) {
-      t.skip('needs /api/admin/bans and /api/admin/protect (branch i9-rules)');
-      return;
-    }
+  test('bans and protected areas', async () => {
     await admin.click('#tab-bans');
     await admin.fill('#ban-target', GRIEFER);
     await admin.fill('#ban-reason', 'griefing');

@@ -4,9 +4,10 @@ use crate::app::AppState;
 use crate::board_cache::Encoding;
 use crate::error::ApiError;
 use crate::hub::Recent;
+use crate::routes::body::{int_field, json_object, read_body};
 use crate::serve::Peer;
 use axum::Json;
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -15,7 +16,7 @@ use rplace_domain::wire::{self, Update};
 use rplace_domain::{Coord, IdempotencyKey, Seq, UserId};
 use rplace_store::{NewPlacement, Standing, Store};
 use serde::Serialize;
-use serde_json::{Value, json};
+use serde_json::json;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 
@@ -205,32 +206,11 @@ fn placing_user(
     Ok((crate::identity::user(jar), false))
 }
 
-/// Reads an integer field of the placement body.
-fn int_field(
-    obj: &serde_json::Map<String, Value>,
-    field: &'static str,
-    allowed: String,
-) -> Result<i64, ApiError> {
-    match obj.get(field) {
-        None | Some(Value::Null) => Err(ApiError::MissingField { field, allowed }),
-        Some(v) => v.as_i64().ok_or_else(|| ApiError::InvalidField {
-            field,
-            message: format!("{field} must be an integer, got {v}"),
-            allowed,
-        }),
-    }
-}
-
 fn parse_placement(
     app: &AppState,
     body: &[u8],
 ) -> Result<(Coord, rplace_domain::ColorIndex), ApiError> {
-    let value = crate::json::parse(body).map_err(|e| ApiError::InvalidJson(e.to_string()))?;
-    let Value::Object(obj) = value else {
-        return Err(ApiError::InvalidJson(
-            "expected an object like {\"x\":0,\"y\":0,\"color\":0}".into(),
-        ));
-    };
+    let obj = json_object(body, r#"{"x":0,"y":0,"color":0}"#)?;
     let dims = app.settings.dims;
     let x_allowed = format!("integer 0..={}", dims.width() - 1);
     let y_allowed = format!("integer 0..={}", dims.height() - 1);
@@ -310,21 +290,7 @@ async fn place_inner(
 ) -> Result<Response, ApiError> {
     let (user, bypass, standing) = standing(app, headers, jar).await?;
     let idempotency_key = idempotency_key(headers)?;
-    let is_json = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"));
-    if !is_json {
-        return Err(ApiError::UnsupportedMediaType);
-    }
-    let bytes: Bytes = tokio::time::timeout(
-        app.settings.body_timeout,
-        axum::body::to_bytes(body, BODY_LIMIT),
-    )
-    .await
-    .map_err(|_| ApiError::BodyTimeout)?
-    .map_err(|_| ApiError::PayloadTooLarge { limit: BODY_LIMIT })?;
+    let bytes = read_body(app, headers, body, "application/json", BODY_LIMIT).await?;
     let (coord, color) = parse_placement(app, &bytes)?;
     let ip = crate::client_addr::client_ip(&app.settings.trusted_proxies, peer.ip(), headers)?;
     let span = tracing::Span::current();

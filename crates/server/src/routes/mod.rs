@@ -12,6 +12,7 @@
 pub mod admin;
 pub mod api;
 pub mod assets;
+pub mod body;
 pub mod moderation;
 pub mod ops;
 pub mod records;

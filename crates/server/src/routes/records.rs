@@ -9,8 +9,9 @@
 use crate::app::AppState;
 use crate::auth::{Actor, Role};
 use crate::error::ApiError;
+use crate::routes::body::{int_field, json_object, read_body};
 use crate::serve::Peer;
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -64,52 +65,6 @@ pub fn admin_table() -> Vec<(&'static str, MethodRouter<AppState>)> {
 }
 
 // ---- request parsing -------------------------------------------------------------------
-
-/// The JSON object of a request body (`Content-Type: application/json`, at most
-/// [`BODY_LIMIT`] bytes, no repeated keys).
-async fn json_object(
-    app: &AppState,
-    headers: &HeaderMap,
-    body: Body,
-    example: &str,
-) -> Result<Map<String, Value>, ApiError> {
-    let is_json = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"));
-    if !is_json {
-        return Err(ApiError::UnsupportedMediaType);
-    }
-    let bytes: Bytes = tokio::time::timeout(
-        app.settings.body_timeout,
-        axum::body::to_bytes(body, BODY_LIMIT),
-    )
-    .await
-    .map_err(|_| ApiError::BodyTimeout)?
-    .map_err(|_| ApiError::PayloadTooLarge { limit: BODY_LIMIT })?;
-    match crate::json::parse(&bytes).map_err(|e| ApiError::InvalidJson(e.to_string()))? {
-        Value::Object(obj) => Ok(obj),
-        _ => Err(ApiError::InvalidJson(format!(
-            "expected an object like {example}"
-        ))),
-    }
-}
-
-fn int_field(
-    obj: &Map<String, Value>,
-    field: &'static str,
-    allowed: String,
-) -> Result<i64, ApiError> {
-    match obj.get(field) {
-        None | Some(Value::Null) => Err(ApiError::MissingField { field, allowed }),
-        Some(v) => v.as_i64().ok_or_else(|| ApiError::InvalidField {
-            field,
-            message: format!("{field} must be an integer, got {v}"),
-            allowed,
-        }),
-    }
-}
 
 /// A text field of 1 to `max` characters (after trimming); `None` if absent and not
 /// `required`.
@@ -281,7 +236,10 @@ async fn file_report(
     body: Body,
 ) -> Result<Response, ApiError> {
     let reporter = crate::identity::user(&jar).ok_or(ApiError::Unauthorized)?;
-    let obj = json_object(&app, &headers, body, r#"{"x":0,"y":0,"reason":"griefing"}"#).await?;
+    let obj = json_object(
+        &read_body(&app, &headers, body, "application/json", BODY_LIMIT).await?,
+        r#"{"x":0,"y":0,"reason":"griefing"}"#,
+    )?;
     let dims = app.settings.dims;
     let x_allowed = format!("integer 0..={}", dims.width() - 1);
     let y_allowed = format!("integer 0..={}", dims.height() - 1);
@@ -389,7 +347,10 @@ async fn resolve_report(
 ) -> Result<Response, ApiError> {
     actor.require(Role::Moderator)?;
     let id = path_id("report", &raw)?;
-    let obj = json_object(&app, &headers, body, r#"{"resolution":"rolled back"}"#).await?;
+    let obj = json_object(
+        &read_body(&app, &headers, body, "application/json", BODY_LIMIT).await?,
+        r#"{"resolution":"rolled back"}"#,
+    )?;
     let resolution = text_field(&obj, "resolution", RESOLUTION_MAX, true)?.unwrap_or_default();
     let note = text_field(&obj, "note", NOTE_MAX, false)?;
     let res = Resolution {

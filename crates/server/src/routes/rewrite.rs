@@ -13,8 +13,9 @@ use crate::app::AppState;
 use crate::audit;
 use crate::auth::{Actor, Role};
 use crate::error::ApiError;
+use crate::routes::body::{json_object, opt_int, read_body};
 use axum::Extension;
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -45,62 +46,11 @@ pub fn table() -> Vec<(&'static str, MethodRouter<AppState>)> {
     ]
 }
 
-/// The body, within `limit` bytes and the body timeout, if its type is `mime`.
-async fn read_body(
-    app: &AppState,
-    headers: &HeaderMap,
-    body: Body,
-    mime: &str,
-    limit: usize,
-) -> Result<Bytes, ApiError> {
-    let ok = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|m| m.trim().eq_ignore_ascii_case(mime));
-    if !ok {
-        return Err(ApiError::Status {
-            status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            message: format!("this request needs Content-Type: {mime}"),
-        });
-    }
-    tokio::time::timeout(app.settings.body_timeout, axum::body::to_bytes(body, limit))
-        .await
-        .map_err(|_| ApiError::BodyTimeout)?
-        .map_err(|_| ApiError::PayloadTooLarge { limit })
-}
-
-/// The body as a JSON object.
-fn object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
-    match crate::json::parse(body).map_err(|e| ApiError::InvalidJson(e.to_string()))? {
-        Value::Object(o) => Ok(o),
-        _ => Err(ApiError::InvalidJson("expected a JSON object".into())),
-    }
-}
-
 fn invalid(field: &'static str, message: String, allowed: &str) -> ApiError {
     ApiError::InvalidField {
         field,
         message,
         allowed: allowed.into(),
-    }
-}
-
-/// An optional integer field.
-fn opt_int(
-    o: &Map<String, Value>,
-    field: &'static str,
-    allowed: &str,
-) -> Result<Option<i64>, ApiError> {
-    match o.get(field) {
-        None | Some(Value::Null) => Ok(None),
-        Some(v) => v.as_i64().map(Some).ok_or_else(|| {
-            invalid(
-                field,
-                format!("{field} must be an integer, got {v}"),
-                allowed,
-            )
-        }),
     }
 }
 
@@ -317,7 +267,10 @@ async fn rollback(
     body: Body,
 ) -> Result<Response, ApiError> {
     actor.require(Role::Moderator)?;
-    let o = object(&read_body(&app, &headers, body, "application/json", JSON_LIMIT).await?)?;
+    let o = json_object(
+        &read_body(&app, &headers, body, "application/json", JSON_LIMIT).await?,
+        "{...}",
+    )?;
     let user = match o.get("user") {
         Some(Value::String(s)) => parse_user(s)?,
         None | Some(Value::Null) => {
@@ -366,7 +319,10 @@ async fn restore(
     body: Body,
 ) -> Result<Response, ApiError> {
     actor.require(Role::Moderator)?;
-    let o = object(&read_body(&app, &headers, body, "application/json", JSON_LIMIT).await?)?;
+    let o = json_object(
+        &read_body(&app, &headers, body, "application/json", JSON_LIMIT).await?,
+        "{...}",
+    )?;
     let rect = need_rect(&app, &o)?;
     let one_of = "exactly one of \"at\" (unix ms) or \"seq\"";
     let to = match (opt_int(&o, "at", one_of)?, opt_int(&o, "seq", one_of)?) {
@@ -427,7 +383,10 @@ async fn fill(
     body: Body,
 ) -> Result<Response, ApiError> {
     actor.require(Role::Moderator)?;
-    let o = object(&read_body(&app, &headers, body, "application/json", JSON_LIMIT).await?)?;
+    let o = json_object(
+        &read_body(&app, &headers, body, "application/json", JSON_LIMIT).await?,
+        "{...}",
+    )?;
     let rect = need_rect(&app, &o)?;
     let palette = &app.settings.palette;
     let allowed = format!("palette index 0..={}", palette.len() - 1);

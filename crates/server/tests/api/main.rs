@@ -6,6 +6,7 @@ mod helpers;
 
 mod accounts;
 mod antibot;
+mod audit;
 mod bans;
 mod board;
 mod errors;

@@ -4,11 +4,11 @@ use crate::app::AppState;
 use crate::board_cache::Encoding;
 use crate::error::ApiError;
 use crate::hub::Recent;
-use crate::routes::body::{int_field, json_object, read_body};
+use crate::routes::body::{QueryMap, int_field, json_object, query_map, read_body};
 use crate::serve::Peer;
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Query, State};
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum_extra::extract::cookie::SignedCookieJar;
@@ -345,15 +345,6 @@ fn query_int(q: &HashMap<String, String>, field: &'static str) -> Result<i64, Ap
     raw.trim().parse().map_err(|_| ApiError::InvalidQuery {
         field,
         message: format!("query parameter {field} must be an integer, got {raw:?}"),
-    })
-}
-
-type QueryMap = Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>;
-
-fn query_map(q: QueryMap) -> Result<HashMap<String, String>, ApiError> {
-    q.map(|Query(m)| m).map_err(|e| ApiError::InvalidQuery {
-        field: "query",
-        message: e.body_text(),
     })
 }
 

@@ -1,12 +1,14 @@
-//! Reading request bodies and their JSON fields, the same way for every endpoint: the
-//! content type, a size limit and the body timeout, an object without repeated keys, and
-//! fields that answer what was wrong and what is allowed.
+//! Reading requests the same way for every endpoint: bodies (the content type, a size
+//! limit and the body timeout, a JSON object without repeated keys), their fields, which
+//! answer what was wrong and what is allowed, and query strings.
 
 use crate::app::AppState;
 use crate::error::ApiError;
 use axum::body::{Body, Bytes};
+use axum::extract::Query;
 use axum::http::{HeaderMap, StatusCode, header};
 use serde_json::{Map, Value};
+use std::collections::HashMap;
 
 /// The body, within `limit` bytes and the body timeout, if its type is `mime`.
 pub async fn read_body(
@@ -45,6 +47,32 @@ pub fn json_object(bytes: &[u8], example: &str) -> Result<Map<String, Value>, Ap
             "expected an object like {example}"
         ))),
     }
+}
+
+/// A JSON body (within `limit` bytes) as an object; `example` shows the caller the shape.
+pub async fn json_body(
+    app: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+    example: &str,
+) -> Result<Map<String, Value>, ApiError> {
+    json_object(
+        &read_body(app, headers, body, "application/json", limit).await?,
+        example,
+    )
+}
+
+/// The query string as axum's extractor gives it, rejection included.
+pub type QueryMap =
+    Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>;
+
+/// The query string's parameters, or a JSON 400 saying why it does not parse.
+pub fn query_map(q: QueryMap) -> Result<HashMap<String, String>, ApiError> {
+    q.map(|Query(m)| m).map_err(|e| ApiError::InvalidQuery {
+        field: "query",
+        message: e.body_text(),
+    })
 }
 
 /// A required integer field.

@@ -9,10 +9,10 @@
 use crate::app::AppState;
 use crate::auth::{Actor, Role};
 use crate::error::ApiError;
-use crate::routes::body::{int_field, json_object, read_body};
+use crate::routes::body::{QueryMap, int_field, json_body, query_map};
 use crate::serve::Peer;
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get, post};
@@ -138,15 +138,6 @@ fn rect_field(app: &AppState, obj: &Map<String, Value>) -> Result<Option<Rect>, 
         })
 }
 
-type QueryMap = Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>;
-
-fn query_map(q: QueryMap) -> Result<HashMap<String, String>, ApiError> {
-    q.map(|Query(m)| m).map_err(|e| ApiError::InvalidQuery {
-        field: "query",
-        message: e.body_text(),
-    })
-}
-
 /// An optional integer query parameter within `lo..=hi`.
 fn query_int(
     q: &HashMap<String, String>,
@@ -236,10 +227,14 @@ async fn file_report(
     body: Body,
 ) -> Result<Response, ApiError> {
     let reporter = crate::identity::user(&jar).ok_or(ApiError::Unauthorized)?;
-    let obj = json_object(
-        &read_body(&app, &headers, body, "application/json", BODY_LIMIT).await?,
+    let obj = json_body(
+        &app,
+        &headers,
+        body,
+        BODY_LIMIT,
         r#"{"x":0,"y":0,"reason":"griefing"}"#,
-    )?;
+    )
+    .await?;
     let dims = app.settings.dims;
     let x_allowed = format!("integer 0..={}", dims.width() - 1);
     let y_allowed = format!("integer 0..={}", dims.height() - 1);
@@ -347,10 +342,14 @@ async fn resolve_report(
 ) -> Result<Response, ApiError> {
     actor.require(Role::Moderator)?;
     let id = path_id("report", &raw)?;
-    let obj = json_object(
-        &read_body(&app, &headers, body, "application/json", BODY_LIMIT).await?,
+    let obj = json_body(
+        &app,
+        &headers,
+        body,
+        BODY_LIMIT,
         r#"{"resolution":"rolled back"}"#,
-    )?;
+    )
+    .await?;
     let resolution = text_field(&obj, "resolution", RESOLUTION_MAX, true)?.unwrap_or_default();
     let note = text_field(&obj, "note", NOTE_MAX, false)?;
     let res = Resolution {

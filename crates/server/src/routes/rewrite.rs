@@ -13,7 +13,7 @@ use crate::app::AppState;
 use crate::audit;
 use crate::auth::{Actor, Role};
 use crate::error::ApiError;
-use crate::routes::body::{json_object, opt_int, read_body};
+use crate::routes::body::{json_body, opt_int, read_body};
 use axum::Extension;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
@@ -267,10 +267,14 @@ async fn rollback(
     body: Body,
 ) -> Result<Response, ApiError> {
     actor.require(Role::Moderator)?;
-    let o = json_object(
-        &read_body(&app, &headers, body, "application/json", JSON_LIMIT).await?,
-        "{...}",
-    )?;
+    let o = json_body(
+        &app,
+        &headers,
+        body,
+        JSON_LIMIT,
+        r#"{"user":"00ab12cd34ef5678","preview":true}"#,
+    )
+    .await?;
     let user = match o.get("user") {
         Some(Value::String(s)) => parse_user(s)?,
         None | Some(Value::Null) => {
@@ -319,10 +323,14 @@ async fn restore(
     body: Body,
 ) -> Result<Response, ApiError> {
     actor.require(Role::Moderator)?;
-    let o = json_object(
-        &read_body(&app, &headers, body, "application/json", JSON_LIMIT).await?,
-        "{...}",
-    )?;
+    let o = json_body(
+        &app,
+        &headers,
+        body,
+        JSON_LIMIT,
+        r#"{"rect":{"x":0,"y":0,"w":10,"h":10},"at":1764300000000}"#,
+    )
+    .await?;
     let rect = need_rect(&app, &o)?;
     let one_of = "exactly one of \"at\" (unix ms) or \"seq\"";
     let to = match (opt_int(&o, "at", one_of)?, opt_int(&o, "seq", one_of)?) {
@@ -383,10 +391,14 @@ async fn fill(
     body: Body,
 ) -> Result<Response, ApiError> {
     actor.require(Role::Moderator)?;
-    let o = json_object(
-        &read_body(&app, &headers, body, "application/json", JSON_LIMIT).await?,
-        "{...}",
-    )?;
+    let o = json_body(
+        &app,
+        &headers,
+        body,
+        JSON_LIMIT,
+        r#"{"rect":{"x":0,"y":0,"w":10,"h":10},"color":0}"#,
+    )
+    .await?;
     let rect = need_rect(&app, &o)?;
     let palette = &app.settings.palette;
     let allowed = format!("palette index 0..={}", palette.len() - 1);

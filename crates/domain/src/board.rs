@@ -3,17 +3,21 @@
 use crate::palette::ColorIndex;
 use thiserror::Error;
 
-/// The largest side a canvas may have. 8192² at 4 bits is 32 MiB, which still fits
-/// comfortably in one Redis string (limit 512 MiB) and in memory on every instance.
-pub const MAX_SIDE: u32 = 8192;
+/// The largest side a canvas may have: 2^22, so 4,194,304² pixels (17.6 trillion). Such a
+/// canvas is only ever held in tiles ([`crate::tile`]): what is unpainted costs nothing.
+pub const MAX_SIDE: u32 = 1 << 22;
+
+/// The largest side of a canvas that is also served and held whole ([`Board`],
+/// `GET /api/board`, frames for clients that name no tiles): 8192² at 4 bits is 32 MiB.
+pub const MAX_BOARD_SIDE: u32 = 8192;
 
 /// A canvas size that has been checked against [`MAX_SIDE`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Dimensions {
     /// Pixels per row.
-    width: u16,
+    width: u32,
     /// Number of rows.
-    height: u16,
+    height: u32,
 }
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -26,7 +30,7 @@ impl Dimensions {
     pub fn parse(width: u64, height: u64) -> Result<Self, DimensionsError> {
         let check = |name, value: u64| {
             if (1..=MAX_SIDE as u64).contains(&value) {
-                Ok(value as u16)
+                Ok(value as u32)
             } else {
                 Err(DimensionsError::OutOfRange { name, value })
             }
@@ -38,11 +42,11 @@ impl Dimensions {
     }
 
     pub fn width(self) -> u32 {
-        self.width as u32
+        self.width
     }
 
     pub fn height(self) -> u32 {
-        self.height as u32
+        self.height
     }
 
     /// Number of pixels on the board.
@@ -50,10 +54,21 @@ impl Dimensions {
         self.width as usize * self.height as usize
     }
 
+    /// Whether the canvas is small enough to be held and served whole (a [`Board`],
+    /// `GET /api/board`, whole-canvas frames): both sides at most [`MAX_BOARD_SIDE`].
+    pub fn whole(self) -> bool {
+        self.width <= MAX_BOARD_SIDE && self.height <= MAX_BOARD_SIDE
+    }
+
+    /// Whether `other` is at least as large on both axes: a canvas may only grow.
+    pub fn covers(self, other: Dimensions) -> bool {
+        self.width >= other.width && self.height >= other.height
+    }
+
     /// Whether a position read back from a store (a record that did not go through
     /// [`Dimensions::coord`]) lies on this board.
     pub fn contains(self, c: Coord) -> bool {
-        (c.x as u32) < self.width() && (c.y as u32) < self.height()
+        c.x < self.width && c.y < self.height
     }
 
     /// Parses a position, saying which axis is off the board and what is allowed.
@@ -62,19 +77,19 @@ impl Dimensions {
             return Err(CoordError {
                 axis: "x",
                 value: x,
-                max: self.width as u32 - 1,
+                max: self.width - 1,
             });
         }
         if !(0..self.height as i64).contains(&y) {
             return Err(CoordError {
                 axis: "y",
                 value: y,
-                max: self.height as u32 - 1,
+                max: self.height - 1,
             });
         }
         Ok(Coord {
-            x: x as u16,
-            y: y as u16,
+            x: x as u32,
+            y: y as u32,
         })
     }
 }
@@ -85,10 +100,10 @@ impl Dimensions {
 /// board. The fields are private so that no other way exists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Coord {
-    /// Column, from 0.
-    x: u16,
-    /// Row, from 0.
-    y: u16,
+    /// Column, from 0 (below [`MAX_SIDE`]).
+    x: u32,
+    /// Row, from 0 (below [`MAX_SIDE`]).
+    y: u32,
 }
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -101,17 +116,17 @@ pub struct CoordError {
 
 impl Coord {
     /// A position read back from storage or the wire, not checked against any board.
-    pub const fn new_unchecked(x: u16, y: u16) -> Self {
+    pub const fn new_unchecked(x: u32, y: u32) -> Self {
         Self { x, y }
     }
 
     /// Column, from 0.
-    pub const fn x(self) -> u16 {
+    pub const fn x(self) -> u32 {
         self.x
     }
 
     /// Row, from 0.
-    pub const fn y(self) -> u16 {
+    pub const fn y(self) -> u32 {
         self.y
     }
 
@@ -156,8 +171,9 @@ impl Depth {
     }
 }
 
-/// The packed pixel buffer. Its bytes are exactly what `GET /api/board` returns and what
-/// the Redis board key holds, so neither side ever re-encodes.
+/// The packed pixel buffer of a whole canvas (one that is [`Dimensions::whole`]). Its
+/// bytes are exactly what `GET /api/board` returns, so it is never re-encoded; a tile
+/// ([`crate::tile::Tile`]) has the same layout restricted to the tile.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Board {
     /// Size of the canvas, needed to turn a coordinate into an index.
@@ -282,6 +298,18 @@ mod tests {
             })
         );
         assert!(Dimensions::parse(5, MAX_SIDE as u64 + 1).is_err());
+        let world = Dimensions::parse(MAX_SIDE as u64, MAX_SIDE as u64).unwrap();
+        assert!(!world.whole());
+        assert!(Dimensions::parse(8192, 8192).unwrap().whole());
+        assert_eq!(world.pixels(), 1 << 44);
+        let c = world
+            .coord(MAX_SIDE as i64 - 1, MAX_SIDE as i64 - 1)
+            .unwrap();
+        assert_eq!(c.index(world), (1 << 44) - 1);
+        assert_eq!(
+            world.coord(MAX_SIDE as i64, 0).unwrap_err().max,
+            MAX_SIDE - 1
+        );
     }
 
     #[test]

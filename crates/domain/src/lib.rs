@@ -13,6 +13,8 @@
 //!   IPv6 prefixes), one pure `decide` that both backends execute, and its test vectors.
 //! - [`pow`]: the proof-of-work challenge format (signed by the server, solved by the
 //!   page), and its checks.
+//! - [`tile`]: how a canvas is cut into tiles ([`TileId`], [`Tile`]) and overview levels
+//!   ([`OverviewId`]), and the downsampling that makes an overview.
 //! - [`rect`]: a rectangle on the board ([`Rect`]), what moderators act on.
 //! - [`idempotency`]: the key that makes a resent placement answer the first outcome.
 //! - [`once`]: the id of a one-time proof (a solved anti-bot challenge).
@@ -33,6 +35,7 @@ pub mod policy;
 pub mod pow;
 pub mod rect;
 pub mod sync;
+pub mod tile;
 pub mod wire;
 
 pub use board::{Board, Coord, Dimensions, DimensionsError};
@@ -42,3 +45,4 @@ pub use palette::{ColorIndex, Palette, PaletteError, Rgb};
 pub use placement::{Cooldown, Placement, Seq, UserId};
 pub use policy::{AddrKey, Ipv6Prefix};
 pub use rect::{Rect, RectError};
+pub use tile::{OverviewId, Tile, TileError, TileId};

@@ -8,13 +8,13 @@ use thiserror::Error;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
 pub struct Rect {
     /// Left column.
-    x: u16,
+    x: u32,
     /// Top row.
-    y: u16,
+    y: u32,
     /// Width in pixels, at least 1.
-    w: u16,
+    w: u32,
     /// Height in pixels, at least 1.
-    h: u16,
+    h: u32,
 }
 
 /// Why a rectangle is not on the board.
@@ -45,33 +45,33 @@ impl Rect {
         let w = check("w", w, 1, bw - x)?;
         let h = check("h", h, 1, bh - y)?;
         Ok(Rect {
-            x: x as u16,
-            y: y as u16,
-            w: w as u16,
-            h: h as u16,
+            x: x as u32,
+            y: y as u32,
+            w: w as u32,
+            h: h as u32,
         })
     }
 
     /// A rectangle read back from storage, trusted to have been parsed before.
-    pub const fn new_unchecked(x: u16, y: u16, w: u16, h: u16) -> Rect {
+    pub const fn new_unchecked(x: u32, y: u32, w: u32, h: u32) -> Rect {
         Rect { x, y, w, h }
     }
 
     /// The whole board.
     pub fn board(dims: Dimensions) -> Rect {
-        Rect::new_unchecked(0, 0, dims.width() as u16, dims.height() as u16)
+        Rect::new_unchecked(0, 0, dims.width(), dims.height())
     }
 
-    pub fn x(&self) -> u16 {
+    pub fn x(&self) -> u32 {
         self.x
     }
-    pub fn y(&self) -> u16 {
+    pub fn y(&self) -> u32 {
         self.y
     }
-    pub fn w(&self) -> u16 {
+    pub fn w(&self) -> u32 {
         self.w
     }
-    pub fn h(&self) -> u16 {
+    pub fn h(&self) -> u32 {
         self.h
     }
 
@@ -81,11 +81,8 @@ impl Rect {
     }
 
     pub fn contains(&self, c: Coord) -> bool {
-        let (x, y) = (u32::from(c.x()), u32::from(c.y()));
-        x >= u32::from(self.x)
-            && x < u32::from(self.x) + u32::from(self.w)
-            && y >= u32::from(self.y)
-            && y < u32::from(self.y) + u32::from(self.h)
+        let (x, y) = (c.x(), c.y());
+        x >= self.x && x < self.x + self.w && y >= self.y && y < self.y + self.h
     }
 
     /// Every coordinate in it, row by row.

@@ -90,8 +90,8 @@ impl<'a> Run<'a> {
             .map(move |(i, e)| Update {
                 seq: Seq(first + i as u64),
                 coord: Coord::new_unchecked(
-                    u16::from_le_bytes([e[0], e[1]]),
-                    u16::from_le_bytes([e[2], e[3]]),
+                    u32::from(u16::from_le_bytes([e[0], e[1]])),
+                    u32::from(u16::from_le_bytes([e[2], e[3]])),
                 ),
                 color: ColorIndex::new_unchecked(e[4]),
             })
@@ -116,7 +116,7 @@ pub enum SyncError {
     #[error("board body has {got} bytes, expected {expected}")]
     BoardLength { got: usize, expected: usize },
     #[error("update of seq {seq} is off the board at ({x}, {y})")]
-    OffBoard { seq: u64, x: u16, y: u16 },
+    OffBoard { seq: u64, x: u32, y: u32 },
     #[error("/api/updates skipped from seq {current} to {first}")]
     LogHole { current: u64, first: u64 },
 }

@@ -1,4 +1,5 @@
-//! The binary update frame.
+//! The binary update frames: the whole-canvas frame below (kind 0x01) and the tile frame
+//! (kind 0x02, `tile`).
 //!
 //! One frame carries a run of placements with contiguous sequence numbers, so the seq
 //! of each is `first_seq + i` and is never repeated on the wire:
@@ -13,6 +14,13 @@
 //!
 //! A frame of n placements is `13 + 5n` bytes: 5.01 bytes per placement at n = 1000.
 //! The same bytes go to every websocket client and make the body of `GET /api/updates`.
+
+mod tile;
+
+pub use tile::{
+    KIND_TILE, TILE_ENTRY_LEN, TILE_HEADER_LEN, TileFrame, TileUpdate, decode_tile_frame,
+    encode_tile_frame, split_tile_frames,
+};
 
 use crate::board::Coord;
 use crate::palette::ColorIndex;
@@ -55,8 +63,11 @@ fn encode_run(run: &[Update]) -> Vec<u8> {
     out.extend_from_slice(&run.first().map_or(0, |u| u.seq.0).to_le_bytes());
     out.extend_from_slice(&(run.len() as u32).to_le_bytes());
     for u in run {
-        out.extend_from_slice(&u.coord.x().to_le_bytes());
-        out.extend_from_slice(&u.coord.y().to_le_bytes());
+        // Whole-canvas frames exist only on canvases of at most MAX_BOARD_SIDE, so both
+        // coordinates fit 16 bits.
+        debug_assert!(u.coord.x() <= u32::from(u16::MAX) && u.coord.y() <= u32::from(u16::MAX));
+        out.extend_from_slice(&(u.coord.x() as u16).to_le_bytes());
+        out.extend_from_slice(&(u.coord.y() as u16).to_le_bytes());
         out.push(u.color.get());
     }
     out
@@ -70,6 +81,8 @@ pub enum FrameError {
     Kind(u8),
     #[error("frame says {count} entries but holds {len} bytes")]
     Length { count: u32, len: usize },
+    #[error("tile frame entry version {version} does not follow {after}")]
+    Order { version: u64, after: u64 },
 }
 
 /// The run one frame carries, checked but not decoded: its first seq and its count. For
@@ -101,8 +114,8 @@ pub fn decode_frame(frame: &[u8]) -> Result<Vec<Update>, FrameError> {
         .map(|(i, e)| Update {
             seq: Seq(first.0 + i as u64),
             coord: Coord::new_unchecked(
-                u16::from_le_bytes([e[0], e[1]]),
-                u16::from_le_bytes([e[2], e[3]]),
+                u32::from(u16::from_le_bytes([e[0], e[1]])),
+                u32::from(u16::from_le_bytes([e[2], e[3]])),
             ),
             color: ColorIndex::new_unchecked(e[4]),
         })
@@ -137,7 +150,7 @@ pub fn split_frames(mut body: &[u8]) -> Result<Vec<&[u8]>, FrameError> {
 mod tests {
     use super::*;
 
-    fn up(seq: u64, x: u16, y: u16, c: u8) -> Update {
+    fn up(seq: u64, x: u32, y: u32, c: u8) -> Update {
         Update {
             seq: Seq(seq),
             coord: Coord::new_unchecked(x, y),
@@ -174,7 +187,7 @@ mod tests {
 
     #[test]
     fn large_frames_cost_about_five_bytes_a_placement() {
-        let ups: Vec<Update> = (1..=1000).map(|i| up(i, i as u16, 0, 1)).collect();
+        let ups: Vec<Update> = (1..=1000).map(|i| up(i, i as u32, 0, 1)).collect();
         let f = &encode_frames(&ups)[0];
         assert!(f.len() as f64 / 1000.0 < 5.1);
     }

@@ -25,7 +25,7 @@ fn dims() -> Dimensions {
 
 /// The placements of every scenario: seq `i + 1` is `LOG[i]`, some on the same pixel.
 fn log() -> Vec<Update> {
-    let cells: [(u16, u16, u8); 12] = [
+    let cells: [(u32, u32, u8); 12] = [
         (0, 0, 1),
         (15, 7, 15),
         (3, 2, 5),

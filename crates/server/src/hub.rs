@@ -273,19 +273,30 @@ impl Hub {
     pub async fn run(
         self: Arc<Self>,
         mut feed: mpsc::Receiver<FeedEvent>,
+        store: Arc<rplace_store::Backend>,
         stop: CancellationToken,
     ) -> HubEnd {
+        use rplace_store::Store;
         let mut pending: Vec<Update> = Vec::new();
         let mut next_tick = tokio::time::Instant::now() + self.current_tick();
         let end = loop {
             tokio::select! {
                 ev = feed.recv() => match ev {
                     Some(FeedEvent::Placements(ps)) => self.apply(&ps, &mut pending),
-                    Some(FeedEvent::Reset(snap)) => {
-                        tracing::warn!(seq = snap.seq.0, "store reset the feed; clients resync");
+                    Some(FeedEvent::Reset(seq)) => {
+                        tracing::warn!(seq = seq.0, "store reset the feed; clients resync");
                         pending.clear();
-                        self.reset(snap);
+                        match store.snapshot().await {
+                            Ok(snap) => self.reset(snap),
+                            Err(e) => {
+                                tracing::error!(error = %rplace_store::Chain(&e), "reading the board after a reset failed");
+                                break HubEnd::FeedEnded;
+                            }
+                        }
                         let _ = self.tx.send(Outgoing::Resync);
+                    }
+                    Some(FeedEvent::Grown(dims)) => {
+                        tracing::info!(width = dims.width(), height = dims.height(), "the canvas grew");
                     }
                     None => break HubEnd::FeedEnded,
                 },

@@ -3,12 +3,12 @@
 //! The queue holds at most [`FEED_CAPACITY`] events. When the consumer falls that far
 //! behind, the producer does not wait (the embedded writer must keep committing, the shared
 //! feed must keep reading its subscription) and does not grow the queue: it drops the
-//! placements and owes the consumer a [`FeedEvent::Reset`], the whole board at one seq,
-//! which it sends as soon as there is room again. The consumer so ends up exact either way;
+//! placements and owes the consumer a [`FeedEvent::Reset`] (everything may have changed;
+//! the feed goes on after this seq), which it sends as soon as there is room again. The consumer so ends up exact either way;
 //! its clients resync once instead of the process running out of memory.
 
-use crate::{FeedEvent, Snapshot};
-use rplace_domain::Placement;
+use crate::FeedEvent;
+use rplace_domain::{Placement, Seq};
 use tokio::sync::mpsc::{self, error::TrySendError};
 
 /// Events the feed queue holds. Each event carries a batch of placements (up to a whole
@@ -63,15 +63,15 @@ impl FeedSender {
         self.owes_reset
     }
 
-    /// Sends the owed reset, built by `snapshot` only once there is room; `true` when no
+    /// Sends the owed reset, its seq read by `seq` only once there is room; `true` when no
     /// reset is owed any more.
-    pub fn try_reset(&mut self, snapshot: impl FnOnce() -> Snapshot) -> bool {
+    pub fn try_reset(&mut self, seq: impl FnOnce() -> Seq) -> bool {
         if !self.owes_reset {
             return true;
         }
         match self.tx.try_reserve() {
             Ok(permit) => {
-                permit.send(FeedEvent::Reset(snapshot()));
+                permit.send(FeedEvent::Reset(seq()));
                 self.owes_reset = false;
                 true
             }
@@ -84,9 +84,9 @@ impl FeedSender {
     }
 
     /// Sends a reset, waiting for room; it settles any reset owed.
-    pub async fn reset(&mut self, snapshot: Snapshot) {
+    pub async fn reset(&mut self, seq: Seq) {
         self.owes_reset = false;
-        let _ = self.tx.send(FeedEvent::Reset(snapshot)).await;
+        let _ = self.tx.send(FeedEvent::Reset(seq)).await;
     }
 
     /// Resolves once the queue has room for one event (or is closed).
@@ -108,8 +108,7 @@ impl FeedSender {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rplace_domain::board::Depth;
-    use rplace_domain::{Board, ColorIndex, Coord, Dimensions, Seq, UserId};
+    use rplace_domain::{ColorIndex, Coord, Seq, UserId};
 
     fn p(seq: u64) -> Vec<Placement> {
         vec![Placement {
@@ -119,13 +118,6 @@ mod tests {
             user: UserId(1),
             at_ms: 0,
         }]
-    }
-
-    fn snap(seq: u64) -> Snapshot {
-        Snapshot {
-            seq: Seq(seq),
-            board: Board::new(Dimensions::parse(2, 2).unwrap(), Depth::Four),
-        }
     }
 
     #[tokio::test]
@@ -139,10 +131,10 @@ mod tests {
         tx.placements(p(4)); // must not jump over the owed reset
         assert!(!tx.try_reset(|| unreachable!("no room yet")));
         assert!(matches!(rx.recv().await, Some(FeedEvent::Placements(v)) if v[0].seq == Seq(1)));
-        assert!(tx.try_reset(|| snap(4)));
+        assert!(tx.try_reset(|| Seq(4)));
         assert!(!tx.owes_reset());
         assert!(matches!(rx.recv().await, Some(FeedEvent::Placements(v)) if v[0].seq == Seq(2)));
-        assert!(matches!(rx.recv().await, Some(FeedEvent::Reset(s)) if s.seq == Seq(4)));
+        assert!(matches!(rx.recv().await, Some(FeedEvent::Reset(s)) if s == Seq(4)));
         tx.placements(p(5));
         assert!(matches!(rx.recv().await, Some(FeedEvent::Placements(v)) if v[0].seq == Seq(5)));
         assert!(rx.try_recv().is_err());

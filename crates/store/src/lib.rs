@@ -40,7 +40,10 @@ pub mod records;
 pub mod rewrite;
 pub mod shared;
 
-use rplace_domain::{Board, ColorIndex, Coord, IdempotencyKey, OnceToken, Placement, Seq, UserId};
+use rplace_domain::{
+    Board, ColorIndex, Coord, Dimensions, IdempotencyKey, OnceToken, Placement, Seq, Tile, TileId,
+    UserId,
+};
 use std::future::Future;
 use std::net::IpAddr;
 use tokio::sync::mpsc;
@@ -100,6 +103,18 @@ pub struct Placed {
     pub replayed: bool,
 }
 
+/// One tile as the store holds it at one moment.
+#[derive(Debug, Clone)]
+pub struct TileRead {
+    /// Every placement up to this seq is reflected in `version` and `pixels` (the store's
+    /// head when the tile was read), and none after it.
+    pub through: Seq,
+    /// The seq of the last placement on the tile; `Seq(0)` if it was never painted.
+    pub version: Seq,
+    /// The tile's pixels; `None` if it was never painted (color 0 everywhere).
+    pub pixels: Option<Tile>,
+}
+
 /// The board at one seq.
 #[derive(Debug, Clone)]
 pub struct Snapshot {
@@ -113,14 +128,30 @@ pub struct Snapshot {
 pub enum FeedEvent {
     /// Placements that follow the previous event without a gap, in seq order.
     Placements(Vec<Placement>),
-    /// The stream had a gap it could not fill: here is the whole board; clients must resync.
-    Reset(Snapshot),
+    /// The stream had a gap it could not fill: any tile may have changed, so whatever the
+    /// consumer holds must be read again from the store; the feed goes on after this seq.
+    Reset(Seq),
+    /// The canvas grew to this size (an admin's `grow`, on any instance).
+    Grown(Dimensions),
 }
 
 /// Everything the server needs from storage.
 pub trait Store: Send + Sync + 'static {
-    /// The current board and its seq, as the store holds them now.
+    /// The current board and its seq, as the store holds them now. Only for canvases that
+    /// are [`Dimensions::whole`]; larger ones answer [`StoreError::Config`].
     fn snapshot(&self) -> impl Future<Output = Result<Snapshot, StoreError>> + Send;
+
+    /// The canvas's size now (it may grow while the store runs).
+    fn dims(&self) -> Dimensions;
+
+    /// One tile and its version, as the store holds them now. A tile off the canvas reads
+    /// as never painted.
+    fn tile(&self, id: TileId) -> impl Future<Output = Result<TileRead, StoreError>> + Send;
+
+    /// Grows the canvas to `to` (at least as large on both axes as now, else
+    /// [`StoreError::Config`]), durably; every instance's feed then says
+    /// [`FeedEvent::Grown`]. Nothing painted moves. Answers the size now in force.
+    fn grow(&self, to: Dimensions) -> impl Future<Output = Result<Dimensions, StoreError>> + Send;
 
     /// Checks the cooldown and rate limit, assigns a seq and makes the placement durable,
     /// all or nothing.
@@ -177,6 +208,15 @@ macro_rules! delegate {
 impl Store for Backend {
     async fn snapshot(&self) -> Result<Snapshot, StoreError> {
         delegate!(self, s => s.snapshot().await)
+    }
+    fn dims(&self) -> Dimensions {
+        delegate!(self, s => s.dims())
+    }
+    async fn tile(&self, id: TileId) -> Result<TileRead, StoreError> {
+        delegate!(self, s => s.tile(id).await)
+    }
+    async fn grow(&self, to: Dimensions) -> Result<Dimensions, StoreError> {
+        delegate!(self, s => s.grow(to).await)
     }
     async fn place(&self, p: NewPlacement) -> Result<Placed, PlaceError> {
         delegate!(self, s => s.place(p).await)

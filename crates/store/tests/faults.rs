@@ -38,7 +38,7 @@ fn config(redis: &RedisServer, pg_url: String) -> SharedConfig {
 /// A placement by user `n` (each user places once: the cooldown is a minute).
 fn by(n: u64) -> NewPlacement {
     NewPlacement {
-        coord: Coord::new_unchecked((n % W) as u16, ((n / W) % H) as u16),
+        coord: Coord::new_unchecked((n % W) as u32, ((n / W) % H) as u32),
         color: ColorIndex::new_unchecked((n % 16) as u8),
         user: UserId(n),
         ip: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)),

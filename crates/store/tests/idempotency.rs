@@ -30,7 +30,7 @@ fn key(k: &str) -> Option<IdempotencyKey> {
     Some(IdempotencyKey::parse(k).unwrap())
 }
 
-fn at(x: u16, color: u8, user: u64, k: &str) -> NewPlacement {
+fn at(x: u32, color: u8, user: u64, k: &str) -> NewPlacement {
     NewPlacement {
         coord: Coord::new_unchecked(x, 0),
         color: ColorIndex::new_unchecked(color),
@@ -100,7 +100,7 @@ async fn repeat_answers_the_first_attempt(store: &impl Store) {
 async fn concurrent_attempts_place_once<S: Store>(a: Arc<S>, b: Arc<S>) {
     let before = a.snapshot().await.unwrap().seq;
     let mut tasks = Vec::new();
-    for i in 0..8u16 {
+    for i in 0..8u32 {
         let store = if i % 2 == 0 { a.clone() } else { b.clone() };
         tasks.push(tokio::spawn(async move {
             store.place(at(5 + i, 2, 7, "same")).await.unwrap()

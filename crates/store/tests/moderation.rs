@@ -22,7 +22,7 @@ fn params() -> Params {
     Params::new(Cooldown::from_secs(0), AddrRate::OFF, Ipv6Prefix::DEFAULT)
 }
 
-fn at(x: u16, user: u64, ip: &str, once: Option<OnceToken>) -> NewPlacement {
+fn at(x: u32, user: u64, ip: &str, once: Option<OnceToken>) -> NewPlacement {
     NewPlacement {
         coord: Coord::new_unchecked(x, 1),
         color: ColorIndex::new_unchecked(4),
@@ -219,7 +219,7 @@ async fn the_shared_store_reloads_them_after_losing_redis() {
 /// Areas spanning several of the shared backend's tiles, two of them in one tile, and the
 /// removal of one: the other still holds, on both backends.
 async fn areas_across_tiles(store: &(impl Store + Moderation)) {
-    let place = |x: u16, y: u16, user: u64| NewPlacement {
+    let place = |x: u32, y: u32, user: u64| NewPlacement {
         coord: Coord::new_unchecked(x, y),
         ..at(0, user, "203.0.113.1", None)
     };

@@ -23,7 +23,7 @@ fn policy() -> Params {
     Params::new(Cooldown::from_secs(60), AddrRate::OFF, Ipv6Prefix::DEFAULT)
 }
 
-fn at(x: u16, y: u16, color: u8, user: u64) -> NewPlacement {
+fn at(x: u32, y: u32, color: u8, user: u64) -> NewPlacement {
     NewPlacement {
         coord: Coord::new_unchecked(x, y),
         color: ColorIndex::new_unchecked(color),
@@ -46,7 +46,7 @@ async fn placements_after_the_plan_are_kept<S: Store + Rewrite>(store: &S) {
     assert_eq!(plan.changes.len(), (W * H) as usize);
     assert!(plan.changes.len() > CHUNK, "the test spans chunks");
     // After the plan, others paint: one pixel in the first chunk, one in a later one.
-    let late = [(3u16, 0u16), (100, 90)];
+    let late = [(3u32, 0u32), (100, 90)];
     let mut placed = Vec::new();
     for (i, &(x, y)) in late.iter().enumerate() {
         placed.push(store.place(at(x, y, 2, 10 + i as u64)).await.unwrap().seq);

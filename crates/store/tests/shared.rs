@@ -37,7 +37,7 @@ fn config(env: &Env) -> SharedConfig {
     c
 }
 
-fn at(x: u16, y: u16, color: u8, user: u64) -> NewPlacement {
+fn at(x: u32, y: u32, color: u8, user: u64) -> NewPlacement {
     NewPlacement {
         coord: Coord::new_unchecked(x, y),
         color: ColorIndex::new_unchecked(color),
@@ -78,7 +78,8 @@ async fn feed_until(feed: &mut Receiver<FeedEvent>, seq: u64, within: Duration) 
             .expect("feed ended");
         let reached = match &ev {
             FeedEvent::Placements(p) => p.last().unwrap().seq.0 >= seq,
-            FeedEvent::Reset(s) => s.seq.0 >= seq,
+            FeedEvent::Reset(s) => s.0 >= seq,
+            FeedEvent::Grown(_) => false,
         };
         out.push(ev);
         if reached {
@@ -93,6 +94,7 @@ fn placements(events: &[FeedEvent]) -> Vec<Placement> {
         .flat_map(|e| match e {
             FeedEvent::Placements(p) => p.clone(),
             FeedEvent::Reset(_) => panic!("unexpected reset in {events:?}"),
+            FeedEvent::Grown(_) => Vec::new(),
         })
         .collect()
 }
@@ -174,8 +176,8 @@ async fn acknowledged_placements_are_in_postgres() {
     let env = env();
     let store = SharedStore::open(config(&env)).await.unwrap();
     let mut acked = Vec::new();
-    for i in 0..20u16 {
-        let p = at(i % W as u16, i / W as u16, (i % 16) as u8, 1000 + i as u64);
+    for i in 0..20u32 {
+        let p = at(i % W as u32, i / W as u32, (i % 16) as u8, 1000 + i as u64);
         acked.push((p, store.place(p).await.unwrap()));
     }
     // No waiting: Ok means committed.
@@ -189,8 +191,8 @@ async fn acknowledged_placements_are_in_postgres() {
             )
             .await
             .unwrap();
-        assert_eq!(row.get::<_, i16>(0) as u16, p.coord.x());
-        assert_eq!(row.get::<_, i16>(1) as u16, p.coord.y());
+        assert_eq!(row.get::<_, i16>(0) as u32, p.coord.x());
+        assert_eq!(row.get::<_, i16>(1) as u32, p.coord.y());
         assert_eq!(row.get::<_, i16>(2) as u8, p.color.get());
         assert_eq!(row.get::<_, i64>(3) as u64, p.user.0);
         assert_eq!(row.get::<_, i64>(4), placed.at_ms);
@@ -210,10 +212,10 @@ async fn cooldown_race_across_two_instances_accepts_exactly_one() {
     let a = Arc::new(SharedStore::open(config(&env)).await.unwrap());
     let b = Arc::new(SharedStore::open(config(&env)).await.unwrap());
     let mut tasks = Vec::new();
-    for i in 0..40u16 {
+    for i in 0..40u32 {
         let store = if i % 2 == 0 { a.clone() } else { b.clone() };
         tasks.push(tokio::spawn(async move {
-            store.place(at(i % W as u16, 0, 3, 77)).await
+            store.place(at(i % W as u32, 0, 3, 77)).await
         }));
     }
     let mut ok = 0;
@@ -248,7 +250,7 @@ async fn ip_limit_holds_across_two_instances() {
     let b = SharedStore::open(cfg).await.unwrap();
     // Three at once from one address, alternating instances and users.
     for (i, store) in [&a, &b, &a].into_iter().enumerate() {
-        store.place(at(i as u16, 0, 1, i as u64)).await.unwrap();
+        store.place(at(i as u32, 0, 1, i as u64)).await.unwrap();
     }
     match b.place(at(5, 0, 1, 10)).await {
         Err(PlaceError::RateLimited { retry_after_ms }) => {
@@ -293,7 +295,7 @@ async fn feeds_of_two_instances_deliver_every_placement_once_in_order() {
             let mut done = Vec::new();
             for i in 0..N / 8 {
                 let n = w * (N / 8) + i;
-                let p = at((n % W) as u16, ((n / W) % H) as u16, (n % 16) as u8, n);
+                let p = at((n % W) as u32, ((n / W) % H) as u32, (n % 16) as u8, n);
                 let placed: Placed = store.place(p).await.unwrap();
                 done.push((placed.seq, p));
             }
@@ -355,7 +357,7 @@ async fn feed_fills_the_gap_after_its_subscription_is_killed() {
             .unwrap();
         assert!(killed >= 1, "killed {killed}");
         for i in 0..10u64 {
-            b.place(at(i as u16, 1, 2, 10 + i)).await.unwrap();
+            b.place(at(i as u32, 1, 2, 10 + i)).await.unwrap();
         }
         let _: () = redis::cmd("ACL")
             .arg(&["SETUSER", "default", "on"])
@@ -390,9 +392,10 @@ async fn feed_resets_when_its_gap_has_left_the_stream() {
     let events = feed_until(&mut feed, 6, Duration::from_secs(5)).await;
     match events.as_slice() {
         [FeedEvent::Reset(s)] => {
-            assert_eq!(s.seq, Seq(6));
-            assert_eq!(s.board.get(Coord::new_unchecked(4, 3)).get(), 6);
-            assert_eq!(s.board.get(Coord::new_unchecked(1, 1)).get(), 4);
+            assert_eq!(*s, Seq(6));
+            let board = a.snapshot().await.unwrap().board;
+            assert_eq!(board.get(Coord::new_unchecked(4, 3)).get(), 6);
+            assert_eq!(board.get(Coord::new_unchecked(1, 1)).get(), 4);
         }
         other => panic!("expected one reset, got {other:?}"),
     }
@@ -431,7 +434,7 @@ async fn updates_since_reads_the_stream_and_says_gone_past_it() {
     let store = SharedStore::open(cfg).await.unwrap();
     for i in 0..300u64 {
         store
-            .place(at((i % W) as u16, ((i / W) % H) as u16, (i % 16) as u8, i))
+            .place(at((i % W) as u32, ((i / W) % H) as u32, (i % 16) as u8, i))
             .await
             .unwrap();
     }
@@ -442,7 +445,7 @@ async fn updates_since_reads_the_stream_and_says_gone_past_it() {
     );
     assert_eq!(
         ups[0].coord,
-        Coord::new_unchecked((295 % W) as u16, ((295 / W) % H) as u16)
+        Coord::new_unchecked((295 % W) as u32, ((295 / W) % H) as u32)
     );
     assert_eq!(ups[0].user, UserId(295));
     assert_eq!(store.updates_since(Seq(290), 3).await.unwrap().len(), 3);
@@ -504,7 +507,7 @@ async fn pixel_history_is_newest_first() {
 /// Places `n` placements (with overwrites, bypassing limits) and returns the snapshot after.
 async fn fill(store: &SharedStore, n: u64) -> rplace_store::Snapshot {
     for i in 0..n {
-        let mut p = at((i * 7 % W) as u16, (i % H) as u16, (i * 5 % 16) as u8, i);
+        let mut p = at((i * 7 % W) as u32, (i % H) as u32, (i * 5 % 16) as u8, i);
         p.bypass_limits = true;
         store.place(p).await.unwrap();
     }
@@ -532,7 +535,7 @@ async fn flushall_rebuilds_board_and_seq_from_postgres() {
     })
     .await;
     // More placements after the snapshot, so the replay has work to do.
-    for i in 0..7u16 {
+    for i in 0..7u32 {
         let mut p = at(i, 7, 15, 500);
         p.bypass_limits = true;
         a.place(p).await.unwrap();
@@ -554,7 +557,7 @@ async fn flushall_rebuilds_board_and_seq_from_postgres() {
         .await
         .as_slice()
     {
-        [.., FeedEvent::Reset(s)] => assert_eq!((s.seq, &s.board), (before.seq, &before.board)),
+        [.., FeedEvent::Reset(s)] => assert_eq!(*s, before.seq),
         other => panic!("expected a reset, got {other:?}"),
     }
     // Cooldowns still running were restored from the history.
@@ -770,7 +773,7 @@ async fn instances_starting_together_share_one_schema_and_one_state() {
     assert_eq!(epoch, 1);
     for (i, s) in stores.iter().enumerate() {
         assert_eq!(
-            s.place(at(i as u16, 0, 1, i as u64)).await.unwrap().seq.0,
+            s.place(at(i as u32, 0, 1, i as u64)).await.unwrap().seq.0,
             i as u64 + 1
         );
     }
@@ -840,7 +843,7 @@ async fn throughput() {
             let store = store.clone();
             tokio::spawn(async move {
                 for i in 0..each {
-                    let mut p = at((i % W) as u16, (w % H) as u16, (i % 16) as u8, w);
+                    let mut p = at((i % W) as u32, (w % H) as u32, (i % 16) as u8, w);
                     p.bypass_limits = true;
                     store.place(p).await.unwrap();
                 }

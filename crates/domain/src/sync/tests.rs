@@ -34,7 +34,7 @@ impl FakeServer {
             let s = self.seq() + 1;
             let u = Update {
                 seq: Seq(s),
-                coord: Coord::new_unchecked((s * 7 % 16) as u16, (s * 3 % 8) as u16),
+                coord: Coord::new_unchecked((s * 7 % 16) as u32, (s * 3 % 8) as u32),
                 color: ColorIndex::new_unchecked((s % 15 + 1) as u8),
             };
             self.board.set(u.coord, u.color);

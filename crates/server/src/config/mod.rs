@@ -324,7 +324,7 @@ mod tests {
                 .to_string()
         };
         assert!(err(&["--width", "0"]).contains("--width"));
-        assert!(err(&["--height", "9000"]).contains("--height"));
+        assert!(err(&["--height", "4194305"]).contains("--height"));
         assert!(err(&["--palette", "#fff"]).contains("--palette"));
         assert!(err(&["--cooldown=-1"]).contains("--cooldown"));
         assert!(err(&["--cookie-key", "abcd"]).contains("--cookie-key"));

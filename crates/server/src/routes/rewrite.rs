@@ -434,12 +434,12 @@ async fn stamp(
 ) -> Result<Response, ApiError> {
     actor.require(Role::Moderator)?;
     let dims = app.settings.dims;
-    let int = |field: &'static str, max: u16| -> Result<u16, ApiError> {
+    let int = |field: &'static str, max: u32| -> Result<u32, ApiError> {
         let raw = q.get(field).ok_or_else(|| ApiError::InvalidQuery {
             field,
             message: format!("query parameter {field} is missing; send 0..={max}"),
         })?;
-        raw.parse::<u16>()
+        raw.parse::<u32>()
             .ok()
             .filter(|v| *v <= max)
             .ok_or_else(|| ApiError::InvalidQuery {
@@ -447,9 +447,8 @@ async fn stamp(
                 message: format!("query parameter {field} must be 0..={max}, got {raw:?}"),
             })
     };
-    // Board sides are at most 65,535 pixels (coordinates are u16).
-    let x = int("x", (dims.width() - 1) as u16)?;
-    let y = int("y", (dims.height() - 1) as u16)?;
+    let x = int("x", dims.width() - 1)?;
+    let y = int("y", dims.height() - 1)?;
     let preview = match q.get("preview").map(String::as_str) {
         None | Some("false") => false,
         Some("true") => true,
@@ -466,7 +465,7 @@ async fn stamp(
     let bytes = read_body(&app, &headers, body, "image/png", STAMP_LIMIT).await?;
     let stamp = image::decode_stamp(&bytes, &app.settings.palette, (dims.width(), dims.height()))?;
     // It must fit where it goes.
-    let (room_w, room_h) = (dims.width() - u32::from(x), dims.height() - u32::from(y));
+    let (room_w, room_h) = (dims.width() - x, dims.height() - y);
     if stamp.width > room_w || stamp.height > room_h {
         return Err(invalid(
             "body",
@@ -486,10 +485,7 @@ async fn stamp(
         .iter()
         .enumerate()
         .filter_map(|(i, p)| {
-            let (dx, dy) = (
-                (i as u32 % stamp.width) as u16,
-                (i as u32 / stamp.width) as u16,
-            );
+            let (dx, dy) = (i as u32 % stamp.width, i as u32 / stamp.width);
             p.map(|c| (Coord::new_unchecked(x + dx, y + dy), c))
         })
         .collect();

@@ -55,7 +55,7 @@ async fn solved(app: &TestApp, c: &reqwest::Client) -> String {
 }
 
 /// PUTs pixel (x, 1) as `c`, with `proof` as X-Rplace-Pow if given; status and body.
-async fn put(app: &TestApp, c: &reqwest::Client, x: u16, proof: Option<&str>) -> (u16, Value) {
+async fn put(app: &TestApp, c: &reqwest::Client, x: u32, proof: Option<&str>) -> (u16, Value) {
     let mut req = c
         .put(app.url("/api/pixel"))
         .json(&json!({"x": x, "y": 1, "color": 3}));

@@ -36,7 +36,7 @@ pub async fn visitor(app: &TestApp) -> (reqwest::Client, String) {
 }
 
 /// PUTs (x, y) with `c`; the status and the answer.
-pub async fn put(app: &TestApp, c: &reqwest::Client, x: u16, y: u16) -> (u16, Value) {
+pub async fn put(app: &TestApp, c: &reqwest::Client, x: u32, y: u32) -> (u16, Value) {
     let r = app.put_pixel(c, json!({"x": x, "y": y, "color": 2})).await;
     let status = r.status().as_u16();
     (status, r.json().await.unwrap_or_default())
@@ -275,7 +275,7 @@ async fn a_ban_stops_parallel_placements_on_every_instance_at_its_answer(backend
     let (c, id) = visitor(&a).await;
     let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();
-    for i in 0..16u16 {
+    for i in 0..16u32 {
         let app = if i % 2 == 0 { a.clone() } else { b.clone() };
         let (c, stop) = (c.clone(), stop.clone());
         tasks.push(tokio::spawn(async move {

@@ -124,7 +124,7 @@ contract_test!(updates_are_gone_when_older_than_the_log);
 /// below, and the reason 250 placements are made here.
 async fn updates_are_gone_when_older_than_the_log(backend: Backend) {
     let app = spawn_app_on(backend, &["--updates-log", "4"]).await;
-    for i in 0..250u16 {
+    for i in 0..250u32 {
         app.bench_place(1, i % 16, i / 16 % 8, 1).await;
     }
     app.board_after(250).await;
@@ -187,7 +187,7 @@ async fn large_boards_are_sent_from_a_file_byte_for_byte(backend: Backend) {
     .await;
     // 262,144 bytes at 4 bits per pixel: above the zero-copy threshold.
     let mut pixels = Vec::new();
-    for i in 0..40u16 {
+    for i in 0..40u32 {
         let (x, y, color) = (i * 25 % 1024, i * 13 % 512, (i % 15 + 1) as u8);
         app.bench_place(i as u64 + 1, x, y, color).await;
         pixels.push((x as usize, y as usize, color));

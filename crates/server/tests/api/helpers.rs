@@ -232,7 +232,7 @@ pub const ONE_PER_ADDRESS_BEHIND_PROXIES: &[&str] = &[
 impl TestApp {
     /// PUTs pixel (x, 0) from a fresh identity with `X-Forwarded-For: xff`; the status and
     /// the error code.
-    pub async fn put_forwarded(&self, xff: &str, x: u16) -> (u16, String) {
+    pub async fn put_forwarded(&self, xff: &str, x: u32) -> (u16, String) {
         let fresh = client();
         self.login(&fresh).await;
         let r = fresh
@@ -317,7 +317,7 @@ impl TestApp {
     }
 
     /// Places through the load generator's path as `user`, returning the seq.
-    pub async fn bench_place(&self, user: u64, x: u16, y: u16, color: u8) -> u64 {
+    pub async fn bench_place(&self, user: u64, x: u32, y: u32, color: u8) -> u64 {
         let r = reqwest::Client::new()
             .put(self.url("/api/pixel"))
             .header("authorization", format!("Bearer {BENCH_TOKEN}"))
@@ -389,7 +389,7 @@ impl TestApp {
 
     /// `GET /api/pixel` once its history has seq `seq` (in shared mode the history is
     /// written to PostgreSQL behind the acknowledgement).
-    pub async fn pixel_after(&self, x: u16, y: u16, seq: u64) -> serde_json::Value {
+    pub async fn pixel_after(&self, x: u32, y: u32, seq: u64) -> serde_json::Value {
         let path = format!("/api/pixel?x={x}&y={y}");
         eventually(
             Duration::from_secs(10),

@@ -64,7 +64,7 @@ async fn restart_restores_board_seq_and_cooldowns(backend: Backend) {
         200
     );
     for i in 0..5 {
-        app.bench_place(100 + i, i as u16, 0, 2).await;
+        app.bench_place(100 + i, i as u32, 0, 2).await;
     }
     let before = app.board_after(6).await;
     let client = app.client.clone();
@@ -157,12 +157,12 @@ async fn kill_9_loses_no_acknowledged_placement() {
         let mut proc = start_proc(dir.path(), sync).await;
         let http = reqwest::Client::new();
         // 16 writers place on distinct pixels while the process is killed under them.
-        let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(u64, u16, u16, u8)>::new()));
+        let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(u64, u32, u32, u8)>::new()));
         let mut writers = Vec::new();
-        for w in 0..16u16 {
+        for w in 0..16u32 {
             let (http, addr, acked) = (http.clone(), proc.addr.clone(), acked.clone());
             writers.push(tokio::spawn(async move {
-                for k in 0..256u16 {
+                for k in 0..256u32 {
                     let (x, y, color) = (w * 4 + k % 4, k / 4, ((w + k) % 15 + 1) as u8);
                     let r = http
                         .put(format!("http://{addr}/api/pixel"))
@@ -244,7 +244,7 @@ async fn sigterm_exits_zero_after_flushing() {
     let dir = tempfile::tempdir().unwrap();
     let mut proc = start_proc(dir.path(), "full").await;
     let http = reqwest::Client::new();
-    for i in 0..10u16 {
+    for i in 0..10u32 {
         let r = http
             .put(format!("http://{}/api/pixel", proc.addr))
             .header("authorization", format!("Bearer {BENCH_TOKEN}"))

@@ -35,7 +35,7 @@ async fn placements_within_a_tick_share_one_frame(backend: Backend) {
     let app = spawn_app_on(backend, &["--tick-ms", "400"]).await;
     let mut ws = app.ws().await;
     hello(&mut ws).await;
-    let placing: Vec<_> = (0..20u16)
+    let placing: Vec<_> = (0..20u32)
         .map(|i| app.bench_place(i as u64 + 1, i % 16, i / 16, 3))
         .collect();
     futures_util::future::join_all(placing).await;
@@ -71,8 +71,8 @@ async fn reconnecting_client_catches_up_without_gaps(backend: Backend) {
             for i in 0..400u64 {
                 app.bench_place(
                     i % 50 + 1,
-                    (i * 7 % 16) as u16,
-                    (i * 3 % 8) as u16,
+                    (i * 7 % 16) as u32,
+                    (i * 3 % 8) as u32,
                     (i % 16) as u8,
                 )
                 .await;
@@ -144,7 +144,7 @@ async fn a_stalled_client_does_not_hold_back_others(backend: Backend) {
             for i in 0..n {
                 let app = app.clone();
                 tasks.push(tokio::spawn(async move {
-                    app.bench_place(i + 1, (i % 16) as u16, (i / 16 % 8) as u16, (i % 16) as u8)
+                    app.bench_place(i + 1, (i % 16) as u32, (i / 16 % 8) as u32, (i % 16) as u8)
                         .await
                 }));
                 if tasks.len() >= 32 {

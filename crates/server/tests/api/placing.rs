@@ -268,7 +268,7 @@ async fn a_placement_refused_for_cooldown_spends_no_address_budget(backend: Back
     )
     .await;
     app.login(&app.client).await;
-    let place = |c: reqwest::Client, x: u16| {
+    let place = |c: reqwest::Client, x: u32| {
         let app = &app;
         async move { app.put_pixel(&c, json!({"x": x, "y": 0, "color": 1})).await }
     };

@@ -8,7 +8,7 @@ contract_test!(ipv6_addresses_in_one_prefix_share_a_limit);
 /// another /64 has its own, and IPv4 addresses are counted one by one.
 async fn ipv6_addresses_in_one_prefix_share_a_limit(backend: Backend) {
     let app = spawn_app_on(backend, ONE_PER_ADDRESS_BEHIND_PROXIES).await;
-    let place = |xff: &'static str, x: u16| {
+    let place = |xff: &'static str, x: u32| {
         let app = &app;
         async move { app.put_forwarded(&format!("{xff}, 10.0.0.1"), x).await.0 }
     };
@@ -28,7 +28,7 @@ async fn ipv6_addresses_in_one_prefix_share_a_limit(backend: Backend) {
     app.stop().await;
 }
 
-async fn put_keyed(app: &TestApp, c: &reqwest::Client, key: &str, x: u16) -> reqwest::Response {
+async fn put_keyed(app: &TestApp, c: &reqwest::Client, key: &str, x: u32) -> reqwest::Response {
     c.put(app.url("/api/pixel"))
         .header("idempotency-key", key)
         .json(&json!({"x": x, "y": 3, "color": 4}))
@@ -78,7 +78,7 @@ async fn concurrent_attempts_with_one_key_place_once(backend: Backend) {
     let c = client();
     app.login(&c).await;
     let (seq, _) = app.board().await;
-    let attempts = (0..8u16).map(|i| put_keyed(&app, &c, "together", i));
+    let attempts = (0..8u32).map(|i| put_keyed(&app, &c, "together", i));
     let answers = futures_util::future::join_all(attempts).await;
     let mut bodies = Vec::new();
     for r in answers {

@@ -7,7 +7,7 @@ use crate::strict::ADMIN_TOKEN;
 use serde_json::json;
 
 /// PUTs (x, y) with the admin token; the status.
-async fn put_as_admin(app: &TestApp, x: u16, y: u16) -> u16 {
+async fn put_as_admin(app: &TestApp, x: u32, y: u32) -> u16 {
     reqwest::Client::new()
         .put(app.url("/api/pixel"))
         .bearer_auth(ADMIN_TOKEN)

@@ -30,7 +30,7 @@ async fn report(app: &TestApp, client: &reqwest::Client, body: Value) -> reqwest
 }
 
 /// Files a report as `client`, which must succeed; its id.
-async fn file(app: &TestApp, client: &reqwest::Client, x: u16, y: u16, reason: &str) -> i64 {
+async fn file(app: &TestApp, client: &reqwest::Client, x: u32, y: u32, reason: &str) -> i64 {
     let r = report(app, client, json!({"x": x, "y": y, "reason": reason})).await;
     assert_eq!(r.status(), 201);
     r.json::<Value>().await.unwrap()["id"].as_i64().unwrap()

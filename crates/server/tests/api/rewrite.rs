@@ -30,7 +30,7 @@ async fn admin(app: &TestApp, path: &str, body: Value) -> (u16, Value) {
 }
 
 /// Places as `user` through the load generator's path; seq and time.
-async fn place(app: &TestApp, user: u64, x: u16, y: u16, color: u8) -> (u64, i64) {
+async fn place(app: &TestApp, user: u64, x: u32, y: u32, color: u8) -> (u64, i64) {
     let r = reqwest::Client::new()
         .put(app.url("/api/pixel"))
         .header("authorization", format!("Bearer {BENCH_TOKEN}"))
@@ -228,8 +228,8 @@ async fn restore_returns_an_area_to_a_seq_and_a_time(backend: Backend) {
         last = place(
             &app,
             i % 3 + 1,
-            (i * 5 % 16) as u16,
-            (i * 3 % 8) as u16,
+            (i * 5 % 16) as u32,
+            (i * 3 % 8) as u32,
             (i % 15 + 1) as u8,
         )
         .await;
@@ -241,8 +241,8 @@ async fn restore_returns_an_area_to_a_seq_and_a_time(backend: Backend) {
         last = place(
             &app,
             i % 4 + 7,
-            (i * 7 % 16) as u16,
-            (i * 5 % 8) as u16,
+            (i * 7 % 16) as u32,
+            (i * 5 % 8) as u32,
             (i % 16) as u8,
         )
         .await;
@@ -269,8 +269,8 @@ async fn restore_returns_an_area_to_a_seq_and_a_time(backend: Backend) {
         last = place(
             &app,
             9,
-            (i % 16) as u16,
-            (i % 8) as u16,
+            (i % 16) as u32,
+            (i % 8) as u32,
             ((i + 3) % 16) as u8,
         )
         .await;
@@ -532,8 +532,8 @@ async fn a_large_fill_reaches_websocket_clients_exactly(backend: Backend) {
                 place(
                     &app,
                     i % 20 + 1,
-                    (i * 37 % 512) as u16,
-                    (200 + i % 56) as u16,
+                    (i * 37 % 512) as u32,
+                    (200 + i % 56) as u32,
                     (i % 15 + 1) as u8,
                 )
                 .await;

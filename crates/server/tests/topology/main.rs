@@ -84,8 +84,8 @@ async fn bench_put(
     http: &reqwest::Client,
     port: u16,
     user: u64,
-    x: u16,
-    y: u16,
+    x: u32,
+    y: u32,
     color: u8,
 ) -> reqwest::Response {
     http.put(url(port, "/api/pixel"))
@@ -424,7 +424,7 @@ async fn kill_9_of_an_instance_loses_nothing_and_clients_recover() {
         if i == 200 {
             t.nodes[1].kill9();
         }
-        let (x, y, color) = ((i % 32) as u16, (i / 32 % 32) as u16, (i % 15 + 1) as u8);
+        let (x, y, color) = ((i % 32) as u32, (i / 32 % 32) as u32, (i % 15 + 1) as u8);
         // Through HAProxy: a request that hit the dead instance fails and is retried.
         for _attempt in 0..20 {
             match http
@@ -489,8 +489,8 @@ async fn redis_flush_and_restart_rebuild_board_and_seq_from_postgres() {
                 &http,
                 t.haproxy.port,
                 i + 1,
-                (i % 32) as u16,
-                (i / 32) as u16,
+                (i % 32) as u32,
+                (i / 32) as u32,
                 (i % 16) as u8
             )
             .await

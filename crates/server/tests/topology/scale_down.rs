@@ -46,9 +46,9 @@ async fn a_scale_down_refuses_no_placement_and_followers_see_1001() {
         writers.push(tokio::spawn(async move {
             let http = reqwest::Client::new();
             let (mut placed, mut refused) = (0u32, Vec::new());
-            let mut k = 0u16;
+            let mut k = 0u32;
             while !*stop.borrow() {
-                let (x, y) = ((w as u16 * 8 + k % 8) % 32, k / 8 % 32);
+                let (x, y) = ((w as u32 * 8 + k % 8) % 32, k / 8 % 32);
                 match http
                     .put(url(port, "/api/pixel"))
                     .header("authorization", format!("Bearer {TOKEN}"))

@@ -31,10 +31,12 @@ use crate::feed_queue::FeedSender;
 use crate::limit::AddrStates;
 use crate::{
     BackendError, Chain, FeedEvent, NewPlacement, PlaceError, Placed, Snapshot, Store, StoreError,
-    now_ms,
+    TileRead, now_ms,
 };
+use rplace_domain::TileId;
 use rplace_domain::board::Depth;
 use rplace_domain::policy::{self, Decision, Now, OnceState, Params, Prior, Refusal, UserState};
+use rplace_domain::tile::TILE_SIZE;
 use rplace_domain::{
     AddrKey, Board, ColorIndex, Coord, Dimensions, IdempotencyKey, OnceToken, Placement, Seq,
     UserId,
@@ -220,6 +222,40 @@ impl Store for EmbeddedStore {
             seq: st.seq,
             board: st.board.clone(),
         })
+    }
+
+    fn dims(&self) -> Dimensions {
+        self.state.lock().expect("state lock").board.dims()
+    }
+
+    async fn tile(&self, id: TileId) -> Result<TileRead, StoreError> {
+        let st = self.state.lock().expect("state lock");
+        let dims = st.board.dims();
+        if !id.on(dims) {
+            return Ok(TileRead {
+                through: st.seq,
+                version: Seq(0),
+                pixels: None,
+            });
+        }
+        let o = id.origin();
+        let mut version = 0;
+        for y in o.y()..(o.y() + TILE_SIZE).min(dims.height()) {
+            for x in o.x()..(o.x() + TILE_SIZE).min(dims.width()) {
+                version = version.max(st.pixel_seq[Coord::new_unchecked(x, y).index(dims)]);
+            }
+        }
+        Ok(TileRead {
+            through: st.seq,
+            version: Seq(version),
+            pixels: (version != 0).then(|| st.board.tile(id)),
+        })
+    }
+
+    async fn grow(&self, _to: Dimensions) -> Result<Dimensions, StoreError> {
+        Err(StoreError::Config(
+            "this store cannot grow the canvas yet".into(),
+        ))
     }
 
     async fn place(&self, p: NewPlacement) -> Result<Placed, PlaceError> {

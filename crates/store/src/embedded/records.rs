@@ -67,7 +67,7 @@ fn row_to_report(r: &rusqlite::Row<'_>) -> rusqlite::Result<Report> {
         r.get::<_, Option<i64>>(9)?,
     ) {
         (Some(x), Some(y), Some(w), Some(h)) => {
-            Some(Rect::new_unchecked(x as u16, y as u16, w as u16, h as u16))
+            Some(Rect::new_unchecked(x as u32, y as u32, w as u32, h as u32))
         }
         _ => None,
     };
@@ -92,7 +92,7 @@ fn row_to_report(r: &rusqlite::Row<'_>) -> rusqlite::Result<Report> {
             reporter: UserId(r.get::<_, i64>(2)? as u64),
             addr: r.get(3)?,
             // Read back from rows whose coordinates were checked when filed.
-            coord: Coord::new_unchecked(r.get::<_, i64>(4)? as u16, r.get::<_, i64>(5)? as u16),
+            coord: Coord::new_unchecked(r.get::<_, i64>(4)? as u32, r.get::<_, i64>(5)? as u32),
             rect,
             reason: r.get(10)?,
             color: ColorIndex::new_unchecked(r.get::<_, i64>(11)? as u8),

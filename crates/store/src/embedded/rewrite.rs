@@ -142,7 +142,7 @@ impl Rewrite for EmbeddedStore {
         }
         let users: Vec<i64> = q.users.iter().map(|u| u.0 as i64).collect();
         let rect = q.rect;
-        let pixels: Vec<(u16, u16)> = self
+        let pixels: Vec<(u32, u32)> = self
             .read(move |c| {
                 let mut sql = format!(
                     "SELECT DISTINCT x, y FROM placements WHERE seq BETWEEN ? AND ? AND user IN ({})",
@@ -161,7 +161,7 @@ impl Rewrite for EmbeddedStore {
                 }
                 let mut stmt = c.prepare(&sql).map_err(backend)?;
                 stmt.query_map(rusqlite::params_from_iter(args), |r| {
-                    Ok((r.get::<_, i64>(0)? as u16, r.get::<_, i64>(1)? as u16))
+                    Ok((r.get::<_, i64>(0)? as u32, r.get::<_, i64>(1)? as u32))
                 })
                 .and_then(|rows| rows.collect())
                 .map_err(backend)

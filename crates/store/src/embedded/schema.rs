@@ -292,7 +292,7 @@ pub(super) fn row_to_placement(r: &rusqlite::Row<'_>) -> rusqlite::Result<Placem
     Ok(Placement {
         seq: Seq(r.get::<_, i64>(0)? as u64),
         // Read back from rows that went through `Dimensions::coord` when placed.
-        coord: Coord::new_unchecked(r.get::<_, i64>(1)? as u16, r.get::<_, i64>(2)? as u16),
+        coord: Coord::new_unchecked(r.get::<_, i64>(1)? as u32, r.get::<_, i64>(2)? as u32),
         color: ColorIndex::new_unchecked(r.get::<_, i64>(3)? as u8),
         user: UserId(r.get::<_, i64>(4)? as u64),
         at_ms: r.get(5)?,

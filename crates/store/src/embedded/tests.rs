@@ -20,7 +20,7 @@ fn cfg(dir: &std::path::Path) -> EmbeddedConfig {
     }
 }
 
-fn new(x: u16, user: u64) -> NewPlacement {
+fn new(x: u32, user: u64) -> NewPlacement {
     NewPlacement {
         coord: Coord::new_unchecked(x, 1),
         color: ColorIndex::new_unchecked(5),
@@ -41,7 +41,7 @@ async fn a_feed_nobody_reads_stays_bounded_and_resets() {
     let mut feed = store.take_feed().unwrap();
     let total = crate::FEED_CAPACITY as u64 + 20;
     for i in 0..total {
-        let mut p = new((i % 8) as u16, i);
+        let mut p = new((i % 8) as u32, i);
         p.bypass_limits = true;
         store.place(p).await.unwrap();
     }
@@ -59,6 +59,7 @@ async fn a_feed_nobody_reads_stays_bounded_and_resets() {
                 }
             }
             FeedEvent::Reset(s) => break s,
+            FeedEvent::Grown(_) => panic!("no growth expected"),
         }
     };
     assert_eq!(
@@ -67,7 +68,7 @@ async fn a_feed_nobody_reads_stays_bounded_and_resets() {
         "the queue held its capacity"
     );
     let now = store.snapshot().await.unwrap();
-    assert_eq!((reset.seq, &reset.board), (Seq(total), &now.board));
+    assert_eq!((reset, now.seq), (Seq(total), Seq(total)));
     // After the reset, placements flow again.
     let mut p = new(0, 0);
     p.bypass_limits = true;
@@ -75,6 +76,7 @@ async fn a_feed_nobody_reads_stays_bounded_and_resets() {
     match feed.recv().await.unwrap() {
         FeedEvent::Placements(ps) => assert_eq!(ps[0].seq, Seq(total + 1)),
         FeedEvent::Reset(_) => panic!("one reset only"),
+        FeedEvent::Grown(_) => panic!("no growth expected"),
     }
 }
 
@@ -84,7 +86,7 @@ async fn places_persists_and_restores() {
     let store = EmbeddedStore::open(cfg(dir.path())).unwrap();
     let mut feed = store.take_feed().unwrap();
     assert!(store.take_feed().is_none());
-    for i in 0..5u16 {
+    for i in 0..5u32 {
         let placed = store.place(new(i, i as u64)).await.unwrap();
         assert_eq!(placed.seq, Seq(i as u64 + 1));
     }
@@ -97,6 +99,7 @@ async fn places_persists_and_restores() {
         match feed.recv().await.unwrap() {
             FeedEvent::Placements(p) => seen.extend(p),
             FeedEvent::Reset(_) => panic!("no reset expected"),
+            FeedEvent::Grown(_) => panic!("no growth expected"),
         }
     }
     assert_eq!(

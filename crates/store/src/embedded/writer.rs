@@ -35,13 +35,8 @@ impl Writer {
     /// Sends the reset the feed owes, if there is room now; `true` when none is owed.
     fn flush_reset(&mut self) -> bool {
         let state = &self.state;
-        self.feed.try_reset(|| {
-            let st = state.lock().expect("state lock");
-            Snapshot {
-                seq: st.seq,
-                board: st.board.clone(),
-            }
-        })
+        self.feed
+            .try_reset(|| state.lock().expect("state lock").seq)
     }
 
     /// The next command. While the feed owes a reset it polls, so the reset goes out as

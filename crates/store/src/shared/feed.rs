@@ -27,9 +27,9 @@
 use super::Inner;
 use super::live::parse_record;
 use crate::feed_queue::FeedSender;
-use crate::{BackendError, Chain, Snapshot};
+use crate::{BackendError, Chain};
 use futures_util::{FutureExt, StreamExt};
-use rplace_domain::{Board, Placement, Seq};
+use rplace_domain::{Placement, Seq};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::oneshot;
@@ -278,17 +278,14 @@ impl Feed {
         }
     }
 
-    /// Emits the whole board and seq, read at one moment, and goes on from there.
+    /// Emits a reset at the seq read now, and goes on from there.
     async fn reset(&mut self) -> Result<(), Interrupted> {
         let s = self.inner.live_snapshot().await?;
-        let cfg = &self.inner.cfg;
-        let board = Board::from_bytes(cfg.dims, cfg.depth, s.board)
-            .map_err(|e| BackendError::Corrupt(format!("the Redis board key: {e}")))?;
         metrics::counter!("rplace_store_feed_resets_total").increment(1);
         tracing::warn!(epoch = s.epoch, seq = s.seq.0, "feed reset");
         self.epoch = s.epoch;
         self.last = s.seq;
-        self.tx.reset(Snapshot { seq: s.seq, board }).await;
+        self.tx.reset(s.seq).await;
         Ok(())
     }
 }

@@ -98,10 +98,12 @@ pub(crate) mod rewrite;
 mod writer;
 
 use crate::{
-    BackendError, FeedEvent, NewPlacement, PlaceError, Placed, Service, Snapshot, Store, StoreError,
+    BackendError, FeedEvent, NewPlacement, PlaceError, Placed, Service, Snapshot, Store,
+    StoreError, TileRead,
 };
 use history::History;
 use live::{Live, PlaceOutcome};
+use rplace_domain::TileId;
 use rplace_domain::board::Depth;
 use rplace_domain::policy::Params;
 use rplace_domain::{Board, Coord, Dimensions, Placement, Seq, UserId};
@@ -332,6 +334,29 @@ impl Store for SharedStore {
             .map_err(|e| BackendError::Corrupt(format!("the Redis board key: {e}")))?;
         *self.inner.snapshot_mark.lock().expect("snapshot mark") = Some((s.epoch, s.seq));
         Ok(Snapshot { seq: s.seq, board })
+    }
+
+    fn dims(&self) -> Dimensions {
+        self.inner.cfg.dims
+    }
+
+    async fn tile(&self, id: TileId) -> Result<TileRead, StoreError> {
+        let s = self.snapshot().await?;
+        let painted = s.board.tile(id);
+        let blank = painted == rplace_domain::Tile::new(self.inner.cfg.depth);
+        Ok(TileRead {
+            through: s.seq,
+            // Every placement up to `through` is on the tile, so it is a version a client
+            // may continue from, if not the tile's own.
+            version: if blank { Seq(0) } else { s.seq },
+            pixels: (!blank).then_some(painted),
+        })
+    }
+
+    async fn grow(&self, _to: Dimensions) -> Result<Dimensions, StoreError> {
+        Err(StoreError::Config(
+            "this store cannot grow the canvas yet".into(),
+        ))
     }
 
     async fn place(&self, p: NewPlacement) -> Result<Placed, PlaceError> {

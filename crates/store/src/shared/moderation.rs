@@ -105,7 +105,7 @@ async fn lengths_in_force(
 }
 
 fn row_to_protected(r: &tokio_postgres::Row) -> Protected {
-    let c = |i| r.get::<_, i32>(i) as u16;
+    let c = |i| r.get::<_, i32>(i) as u32;
     Protected {
         id: r.get::<_, i64>(0) as u64,
         rect: Rect::new_unchecked(c(1), c(2), c(3), c(4)),
@@ -369,7 +369,7 @@ impl Moderation for SharedStore {
             }
             let now = now_ms();
             let r = p.rect;
-            let c = |v: u16| i32::from(v);
+            let c = |v: u32| v as i32;
             let id: i64 = tx
                 .query_one(
                     "INSERT INTO moderation_protected (x, y, w, h, reason, by_user, at_ms) \

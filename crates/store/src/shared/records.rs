@@ -69,7 +69,7 @@ fn row_to_report(r: &tokio_postgres::Row) -> Report {
         r.get::<_, Option<i32>>(9),
     ) {
         (Some(x), Some(y), Some(w), Some(h)) => {
-            Some(Rect::new_unchecked(x as u16, y as u16, w as u16, h as u16))
+            Some(Rect::new_unchecked(x as u32, y as u32, w as u32, h as u32))
         }
         _ => None,
     };
@@ -91,7 +91,7 @@ fn row_to_report(r: &tokio_postgres::Row) -> Report {
             reporter: UserId(r.get::<_, i64>(2) as u64),
             addr: r.get(3),
             // Read back from rows whose coordinates were checked when filed.
-            coord: Coord::new_unchecked(r.get::<_, i32>(4) as u16, r.get::<_, i32>(5) as u16),
+            coord: Coord::new_unchecked(r.get::<_, i32>(4) as u32, r.get::<_, i32>(5) as u32),
             rect,
             reason: r.get(10),
             color: ColorIndex::new_unchecked(r.get::<_, i16>(11) as u8),
@@ -174,7 +174,7 @@ impl Records for SharedStore {
                         return Ok(Filed::Limited { retry_after_ms });
                     }
                 }
-                let rect = |f: fn(&Rect) -> u16| r.rect.as_ref().map(|q| i32::from(f(q)));
+                let rect = |f: fn(&Rect) -> u32| r.rect.as_ref().map(|q| f(q) as i32);
                 let row = tx
                     .query_one(
                         "INSERT INTO reports (at, reporter, addr, x, y, rect_x, rect_y, rect_w,
@@ -185,8 +185,8 @@ impl Records for SharedStore {
                             &r.at_ms,
                             &(r.reporter.0 as i64),
                             &r.addr,
-                            &i32::from(r.coord.x()),
-                            &i32::from(r.coord.y()),
+                            &(r.coord.x() as i32),
+                            &(r.coord.y() as i32),
                             &rect(Rect::x),
                             &rect(Rect::y),
                             &rect(Rect::w),

@@ -243,8 +243,8 @@ impl Rewrite for SharedStore {
             if undone && current != target {
                 changes.push(Change {
                     coord: Coord::new_unchecked(
-                        r.get::<_, i16>(0) as u16,
-                        r.get::<_, i16>(1) as u16,
+                        u32::from(r.get::<_, i16>(0) as u16),
+                        u32::from(r.get::<_, i16>(1) as u16),
                     ),
                     color: ColorIndex::new_unchecked(target as u8),
                     expected: Seq(r.get::<_, i64>(2) as u64),
@@ -309,7 +309,7 @@ impl Rewrite for SharedStore {
             let then: i16 = r.get(0);
             if then != current {
                 changes.push(Change {
-                    coord: Coord::new_unchecked(x as u16, y as u16),
+                    coord: Coord::new_unchecked(x as u32, y as u32),
                     color: ColorIndex::new_unchecked(then as u8),
                     expected: Seq(top as u64),
                 });

@@ -97,7 +97,7 @@ fn nearest(colors: &[rplace_domain::palette::Rgb], rgb: [u8; 3]) -> ColorIndex {
 
 /// The smallest rectangle around `coords`, if any.
 pub fn bbox(coords: impl Iterator<Item = Coord>) -> Option<Rect> {
-    let mut b: Option<(u16, u16, u16, u16)> = None;
+    let mut b: Option<(u32, u32, u32, u32)> = None;
     for c in coords {
         let (x, y) = (c.x(), c.y());
         b = Some(match b {
@@ -114,10 +114,10 @@ pub fn diff_png<'a>(
     changes: impl Iterator<Item = &'a Change>,
     palette: &Palette,
 ) -> Result<Vec<u8>, png::EncodingError> {
-    let (w, h) = (usize::from(bbox.w()), usize::from(bbox.h()));
+    let (w, h) = (bbox.w() as usize, bbox.h() as usize);
     let mut rgba = vec![0u8; w * h * 4];
     for c in changes {
-        let i = (usize::from(c.coord.y() - bbox.y()) * w + usize::from(c.coord.x() - bbox.x())) * 4;
+        let i = ((c.coord.y() - bbox.y()) as usize * w + (c.coord.x() - bbox.x()) as usize) * 4;
         let rgb = palette
             .colors()
             .get(usize::from(c.color.get()))

@@ -461,7 +461,10 @@ pub(super) fn row_to_placement(r: &tokio_postgres::Row) -> Placement {
     Placement {
         seq: Seq(r.get::<_, i64>(0) as u64),
         // Rows come from placements that went through `Dimensions::coord`.
-        coord: Coord::new_unchecked(r.get::<_, i16>(1) as u16, r.get::<_, i16>(2) as u16),
+        coord: Coord::new_unchecked(
+            u32::from(r.get::<_, i16>(1) as u16),
+            u32::from(r.get::<_, i16>(2) as u16),
+        ),
         color: ColorIndex::new_unchecked(r.get::<_, i16>(3) as u8),
         user: UserId(r.get::<_, i64>(4) as u64),
         at_ms: from_time(r.get(5)),

@@ -1,6 +1,6 @@
 use super::*;
 
-fn row(seq: u64, x: u16, color: u8, user: u64) -> Placement {
+fn row(seq: u64, x: u32, color: u8, user: u64) -> Placement {
     Placement {
         seq: Seq(seq),
         coord: Coord::new_unchecked(x, 1),
@@ -64,7 +64,7 @@ async fn snapshots_shorten_the_replay_without_changing_the_board() {
         .await
         .unwrap();
     let rows: Vec<Placement> = (1..=10)
-        .map(|s| row(s, (s % 3) as u16, s as u8, s))
+        .map(|s| row(s, (s % 3) as u32, s as u8, s))
         .collect();
     h.write(0, &rows).await.unwrap();
     let full = h.rebuild().await.unwrap();

@@ -74,7 +74,7 @@ pub(super) fn remove_from(pipe: &mut redis::Pipeline, inner: &Inner, ban: &Ban) 
 /// Side of the square tiles protected areas are indexed by in Redis: a placement looks up
 /// its tile's field only, so its cost does not grow with the number of areas; a 1000x1000
 /// area takes 256 fields.
-pub(crate) const TILE: u16 = 64;
+pub(crate) const TILE: u32 = 64;
 
 /// The tile fields (`tx ty`) `r` overlaps.
 pub(super) fn tiles_of(r: &Rect) -> Vec<String> {

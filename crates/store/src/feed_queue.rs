@@ -8,7 +8,7 @@
 //! its clients resync once instead of the process running out of memory.
 
 use crate::FeedEvent;
-use rplace_domain::{Placement, Seq};
+use rplace_domain::{Dimensions, Placement, Seq};
 use tokio::sync::mpsc::{self, error::TrySendError};
 
 /// Events the feed queue holds. Each event carries a batch of placements (up to a whole
@@ -55,6 +55,17 @@ impl FeedSender {
             }
             // Nobody listens any more: nothing to keep exact.
             Err(TrySendError::Closed(_)) => {}
+        }
+    }
+
+    /// Queues the canvas's new size; on a full queue owes a reset instead (a consumer
+    /// reads the size again on a reset, as everything else).
+    pub fn grown(&mut self, dims: Dimensions) {
+        if self.owes_reset {
+            return;
+        }
+        if let Err(TrySendError::Full(_)) = self.tx.try_send(FeedEvent::Grown(dims)) {
+            self.owes_reset = true;
         }
     }
 

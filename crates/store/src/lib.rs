@@ -48,7 +48,7 @@ use std::future::Future;
 use std::net::IpAddr;
 use tokio::sync::mpsc;
 
-pub use embedded::{EmbeddedConfig, EmbeddedStore, SyncMode, open_database};
+pub use embedded::{DEFAULT_TILE_CACHE, EmbeddedConfig, EmbeddedStore, SyncMode, open_database};
 pub use error::{BackendError, Chain, PlaceError, Service, StoreError};
 pub use feed_queue::FEED_CAPACITY;
 pub use shared::{SharedConfig, SharedStore};

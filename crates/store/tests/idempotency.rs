@@ -52,6 +52,7 @@ fn embedded_config(dir: &std::path::Path, cooldown: Cooldown) -> EmbeddedConfig 
         sync: SyncMode::Normal,
         snapshot_every: 1000,
         max_catchup: 1000,
+        tile_cache: rplace_store::DEFAULT_TILE_CACHE,
     }
 }
 

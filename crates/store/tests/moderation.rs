@@ -135,6 +135,7 @@ async fn the_embedded_store_keeps_them_across_a_restart() {
         sync: SyncMode::Normal,
         snapshot_every: 100,
         max_catchup: 1000,
+        tile_cache: rplace_store::DEFAULT_TILE_CACHE,
     };
     let store = EmbeddedStore::open(cfg.clone()).unwrap();
     moderate(&store).await;
@@ -274,6 +275,7 @@ async fn protected_areas_hold_across_tiles() {
         sync: SyncMode::Normal,
         snapshot_every: 100,
         max_catchup: 1000,
+        tile_cache: rplace_store::DEFAULT_TILE_CACHE,
     })
     .unwrap();
     areas_across_tiles(&store).await;

@@ -110,6 +110,7 @@ async fn embedded_keeps_placements_after_the_plan() {
         sync: SyncMode::Normal,
         snapshot_every: 1000,
         max_catchup: 100_000,
+        tile_cache: rplace_store::DEFAULT_TILE_CACHE,
     })
     .unwrap();
     placements_after_the_plan_are_kept(&store).await;

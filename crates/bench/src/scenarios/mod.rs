@@ -209,6 +209,7 @@ pub fn make_history(a: &MakeHistoryArgs) -> anyhow::Result<()> {
         sync: rplace_store::SyncMode::Normal,
         snapshot_every: u64::MAX,
         max_catchup: 0,
+        tile_cache: rplace_store::DEFAULT_TILE_CACHE,
     })?;
     conn.execute_batch("PRAGMA synchronous = OFF;")?;
     let now_ms = (crate::clock::now_ns() / 1_000_000) as i64;

@@ -14,14 +14,24 @@
 //! so two concurrent attempts with one key cannot both place: they are decided one after
 //! the other on this one thread. Records older than the window are pruned.
 //!
-//! Restart restores the board from the latest snapshot plus the placements after it, the
-//! seq from the last row, and the cooldowns from the rows younger than the cooldown.
+//! The canvas is held in tiles (`tiles`): a bounded cache of the tiles placed on lately
+//! in the writer, over a `tiles` table whose rows are written in batches (at each
+//! checkpoint, every `snapshot_every` placements, and when dirty tiles are evicted), never
+//! per placement. Memory is bounded by the cache however much of a 2^22² canvas is painted;
+//! an unpainted tile has no row. Restart reads nothing but the watermark: the log after it
+//! is replayed onto the rows (through the same bounded cache), the seq comes from the last
+//! row, and the cooldowns from the rows younger than the cooldown.
 //!
-//! Pixel history without a secondary index: each row carries `prev`, the seq of the
-//! placement before it on the same pixel, and memory holds the last seq of every pixel
-//! (saved with each snapshot). Inserts then only append to the table's last page; an index
-//! on `(y, x)` dirtied one random page per placement, which every commit had to write to
-//! the WAL, and cost a third of the server's CPU per placement (see BENCHMARKS.md, b).
+//! Pixel history without a secondary index: each row of the log carries `prev`, the seq
+//! of the placement before it on the same pixel, and each tile holds the last seq of each
+//! of its pixels (in memory while cached, in its row otherwise). Inserts then only append
+//! to the table's last page; an index on `(y, x)` dirtied one random page per placement,
+//! which every commit had to write to the WAL, and cost a third of the server's CPU per
+//! placement (see BENCHMARKS.md, b).
+//!
+//! Growth: the size lives in `meta`; `grow` is a writer command like a moderation one
+//! (committed, then in memory, then `FeedEvent::Grown`). A start configured larger than the
+//! data dir grows it; one configured smaller keeps the larger size stored.
 //!
 //! Durability: with [`SyncMode::Full`] (the default) every commit is fsynced, so an
 //! acknowledged placement survives power loss; with [`SyncMode::Normal`] it survives a
@@ -36,13 +46,12 @@ use crate::{
 use rplace_domain::TileId;
 use rplace_domain::board::Depth;
 use rplace_domain::policy::{self, Decision, Now, OnceState, Params, Prior, Refusal, UserState};
-use rplace_domain::tile::TILE_SIZE;
 use rplace_domain::{
     AddrKey, Board, ColorIndex, Coord, Dimensions, IdempotencyKey, OnceToken, Placement, Seq,
     UserId,
 };
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -53,10 +62,13 @@ mod moderation;
 mod records;
 mod rewrite;
 mod schema;
+mod tiles;
 mod writer;
 
 pub use schema::open_database;
 use schema::*;
+pub use tiles::DEFAULT_TILE_CACHE;
+use tiles::{TileCache, TileView};
 use writer::Writer;
 
 /// Most placements committed in one transaction.
@@ -74,6 +86,9 @@ const PRUNE_EVERY: Duration = Duration::from_secs(10);
 const RESET_RETRY: Duration = Duration::from_millis(10);
 /// Read connections kept open for history and catch-up queries.
 const READERS: usize = 4;
+/// Optimistic tries of a consistent tile read before it holds the state lock while it
+/// reads rows (see [`EmbeddedStore::read_tiles`]).
+const READ_TRIES: usize = 3;
 
 /// How hard each commit is pushed to disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,7 +104,8 @@ pub enum SyncMode {
 pub struct EmbeddedConfig {
     /// Folder holding `rplace.sqlite3`; created if missing.
     pub data_dir: PathBuf,
-    /// Board size; must match what the data dir already holds.
+    /// Canvas size: a data dir holding a smaller canvas grows to it, one holding a larger
+    /// canvas keeps its own size.
     pub dims: Dimensions,
     /// Bits per pixel; must match what the data dir already holds.
     pub depth: Depth,
@@ -103,19 +119,21 @@ pub struct EmbeddedConfig {
     pub snapshot_every: u64,
     /// How far back `updates_since` reads the log before answering `Gone`.
     pub max_catchup: u64,
+    /// Most tiles the writer holds in memory ([`DEFAULT_TILE_CACHE`]); at least 1.
+    pub tile_cache: usize,
 }
 
 /// State the writer changes after each commit and others read.
 struct State {
-    /// Board with every committed placement applied.
-    board: Board,
+    /// The canvas size now; only `grow` changes it.
+    dims: Dimensions,
     /// Last committed seq.
     seq: Seq,
     /// Last accepted placement time of users still inside their cooldown (pruned).
     last_placed: HashMap<UserId, i64>,
-    /// Seq of the last placement on each pixel (0: never placed), indexed like the board:
-    /// where a pixel's history starts.
-    pixel_seq: Vec<u64>,
+    /// The tiles in memory, with every committed placement applied; the others are current
+    /// in their rows (see `tiles`).
+    tiles: TileCache,
 }
 
 enum Cmd {
@@ -125,6 +143,15 @@ enum Cmd {
     Close(oneshot::Sender<Result<(), StoreError>>),
     /// One chunk of a moderation change (`rewrite`), committed on its own between batches.
     Rewrite(rewrite::Chunk),
+    /// Grows the canvas, between batches.
+    Grow(Dimensions, oneshot::Sender<Result<Dimensions, StoreError>>),
+}
+
+/// Which tiles a reader wants.
+enum Want {
+    Keys(Vec<u64>),
+    /// Every painted tile: only for canvases held whole.
+    All,
 }
 
 /// Handle to the embedded store. Cheap to share behind an `Arc`.
@@ -143,6 +170,10 @@ pub struct EmbeddedStore {
     policy: Params,
     /// How far back the log is served.
     max_catchup: u64,
+    /// Bits per pixel of every tile.
+    depth: Depth,
+    /// Most tiles the writer holds: a rewrite chunk touches no more.
+    tile_cache: usize,
     /// The writer, joined on close.
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
@@ -166,7 +197,7 @@ impl EmbeddedStore {
             active,
             idempotency_window_ms: cfg.idempotency_window.as_millis() as i64,
             pruned_at: Instant::now(),
-            dims: cfg.dims,
+            depth: cfg.depth,
             snapshot_every: cfg.snapshot_every.max(1),
             since_snapshot: 0,
             last_ts: 0,
@@ -186,6 +217,8 @@ impl EmbeddedStore {
             path,
             policy: cfg.policy,
             max_catchup: cfg.max_catchup,
+            depth: cfg.depth,
+            tile_cache: cfg.tile_cache.max(1),
             writer: Mutex::new(Some(handle)),
         })
     }
@@ -213,49 +246,206 @@ impl EmbeddedStore {
         .await
         .map_err(|_| BackendError::Stopped("reader task"))?
     }
+
+    /// Tiles as they all were at one seq, each passed to `pick` (`None`: never painted),
+    /// with that seq and the canvas size then. Cached tiles are picked under the state
+    /// lock; the others are read from their rows without it, which is consistent because
+    /// a row changes only while its tile is cached, and then only by a placement newer
+    /// than the seq noted: a row read back newer than that means a retry. The last try
+    /// reads the rows under the lock (a few primary-key reads; decompressed after it).
+    async fn read_tiles<T: Send + 'static>(
+        &self,
+        want: Want,
+        with_seqs: bool,
+        pick: impl Fn(u64, Option<TileView<'_>>) -> T + Send + 'static,
+    ) -> Result<(Seq, Dimensions, Vec<T>), StoreError> {
+        let state = self.state.clone();
+        let depth = self.depth;
+        self.read(move |conn| {
+            for attempt in 1..=READ_TRIES {
+                let st = state.lock().expect("state lock");
+                let (head, dims) = (st.seq, st.dims);
+                fn view(t: &tiles::Cached, with_seqs: bool) -> TileView<'_> {
+                    TileView {
+                        version: t.version,
+                        pixels: &t.pixels,
+                        seqs: with_seqs.then_some(&t.seqs),
+                    }
+                }
+                let mut out = Vec::new();
+                let mut missing = Vec::new();
+                match &want {
+                    Want::Keys(keys) => {
+                        for &k in keys {
+                            match st.tiles.get(k) {
+                                Some(t) => out.push(pick(k, Some(view(t, with_seqs)))),
+                                None => missing.push(k),
+                            }
+                        }
+                    }
+                    Want::All => out.extend(
+                        st.tiles
+                            .iter()
+                            .map(|(&k, t)| pick(k, Some(view(t, with_seqs)))),
+                    ),
+                }
+                let cached: HashSet<u64> = match want {
+                    Want::All => st.tiles.iter().map(|(&k, _)| k).collect(),
+                    Want::Keys(_) => HashSet::new(),
+                };
+                let last = attempt == READ_TRIES;
+                let guard = if last { Some(st) } else { None };
+                let rows: Vec<(u64, Option<tiles::RawRow>)> = match want {
+                    Want::Keys(_) => missing
+                        .iter()
+                        .map(|&k| Ok((k, tiles::read_row(conn, k, with_seqs)?)))
+                        .collect::<Result<_, StoreError>>()?,
+                    Want::All => tiles::read_all_rows(conn, with_seqs)?
+                        .into_iter()
+                        .filter(|r| !cached.contains(&r.key))
+                        .map(|r| (r.key, Some(r)))
+                        .collect(),
+                };
+                drop(guard);
+                if !last
+                    && rows
+                        .iter()
+                        .any(|(_, r)| r.as_ref().is_some_and(|r| r.version > head.0))
+                {
+                    continue;
+                }
+                for (k, r) in rows {
+                    match r {
+                        None => out.push(pick(k, None)),
+                        Some(r) => {
+                            let pixels = r.pixels(depth)?;
+                            let seqs = if with_seqs { Some(r.seqs()?) } else { None };
+                            out.push(pick(
+                                k,
+                                Some(TileView {
+                                    version: r.version,
+                                    pixels: &pixels,
+                                    seqs: seqs.as_ref(),
+                                }),
+                            ));
+                        }
+                    }
+                }
+                return Ok((head, dims, out));
+            }
+            unreachable!("the last try returns")
+        })
+        .await
+    }
+
+    /// The color and last seq of each of `coords` (on the canvas) at one seq, in order,
+    /// with that seq.
+    async fn pixels_at(
+        &self,
+        coords: Vec<Coord>,
+    ) -> Result<(Seq, Vec<(Coord, ColorIndex, u64)>), StoreError> {
+        let mut by_tile: HashMap<u64, Vec<Coord>> = HashMap::new();
+        for &c in &coords {
+            by_tile.entry(TileId::of(c).key()).or_default().push(c);
+        }
+        let keys: Vec<u64> = by_tile.keys().copied().collect();
+        let (head, _, found) = self
+            .read_tiles(Want::Keys(keys), true, move |k, v| {
+                let id = TileId::from_key(k);
+                by_tile[&k]
+                    .iter()
+                    .map(|&c| {
+                        let i = id.local_index(c);
+                        match &v {
+                            Some(v) => (c, v.pixels.get(i), v.seqs.map_or(0, |s| s.get(i))),
+                            None => (c, ColorIndex::new_unchecked(0), 0),
+                        }
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .await?;
+        let found: HashMap<Coord, (ColorIndex, u64)> = found
+            .into_iter()
+            .flatten()
+            .map(|(c, color, s)| (c, (color, s)))
+            .collect();
+        Ok((
+            head,
+            coords
+                .into_iter()
+                .map(|c| {
+                    let (color, s) = found[&c];
+                    (c, color, s)
+                })
+                .collect(),
+        ))
+    }
+
+    /// Tiles the writer holds now (for tests and the gauge).
+    pub fn cached_tiles(&self) -> usize {
+        self.state.lock().expect("state lock").tiles.len()
+    }
 }
 
 impl Store for EmbeddedStore {
     async fn snapshot(&self) -> Result<Snapshot, StoreError> {
-        let st = self.state.lock().expect("state lock");
-        Ok(Snapshot {
-            seq: st.seq,
-            board: st.board.clone(),
-        })
+        let dims = self.dims();
+        if !dims.whole() {
+            return Err(StoreError::Config(format!(
+                "the canvas is {}x{}, larger than can be held whole: read it in tiles",
+                dims.width(),
+                dims.height()
+            )));
+        }
+        let (seq, dims, tiles) = self
+            .read_tiles(Want::All, false, |k, v| v.map(|v| (k, v.pixels.clone())))
+            .await?;
+        let mut board = Board::new(dims, self.depth);
+        for (k, t) in tiles.into_iter().flatten() {
+            board.put_tile(TileId::from_key(k), &t);
+        }
+        Ok(Snapshot { seq, board })
     }
 
     fn dims(&self) -> Dimensions {
-        self.state.lock().expect("state lock").board.dims()
+        self.state.lock().expect("state lock").dims
     }
 
     async fn tile(&self, id: TileId) -> Result<TileRead, StoreError> {
-        let st = self.state.lock().expect("state lock");
-        let dims = st.board.dims();
-        if !id.on(dims) {
-            return Ok(TileRead {
-                through: st.seq,
-                version: Seq(0),
-                pixels: None,
-            });
-        }
-        let o = id.origin();
-        let mut version = 0;
-        for y in o.y()..(o.y() + TILE_SIZE).min(dims.height()) {
-            for x in o.x()..(o.x() + TILE_SIZE).min(dims.width()) {
-                version = version.max(st.pixel_seq[Coord::new_unchecked(x, y).index(dims)]);
+        {
+            let st = self.state.lock().expect("state lock");
+            if !id.on(st.dims) {
+                return Ok(TileRead {
+                    through: st.seq,
+                    version: Seq(0),
+                    pixels: None,
+                });
             }
         }
+        let (through, _, mut found) = self
+            .read_tiles(Want::Keys(vec![id.key()]), false, |_, v| {
+                v.map(|v| (v.version, v.pixels.clone()))
+            })
+            .await?;
+        let (version, pixels) = match found.pop().flatten() {
+            Some((version, pixels)) => (Seq(version), Some(pixels)),
+            None => (Seq(0), None),
+        };
         Ok(TileRead {
-            through: st.seq,
-            version: Seq(version),
-            pixels: (version != 0).then(|| st.board.tile(id)),
+            through,
+            version,
+            pixels,
         })
     }
 
-    async fn grow(&self, _to: Dimensions) -> Result<Dimensions, StoreError> {
-        Err(StoreError::Config(
-            "this store cannot grow the canvas yet".into(),
-        ))
+    async fn grow(&self, to: Dimensions) -> Result<Dimensions, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        let stopped = || StoreError::from(BackendError::Stopped("writer"));
+        self.tx
+            .send(Cmd::Grow(to, tx))
+            .await
+            .map_err(|_| stopped())?;
+        rx.await.map_err(|_| stopped())?
     }
 
     async fn place(&self, p: NewPlacement) -> Result<Placed, PlaceError> {
@@ -298,14 +488,11 @@ impl Store for EmbeddedStore {
         coord: Coord,
         limit: usize,
     ) -> Result<Vec<Placement>, StoreError> {
-        let head = {
-            let st = self.state.lock().expect("state lock");
-            let dims = st.board.dims();
-            if !dims.contains(coord) {
-                return Ok(Vec::new());
-            }
-            st.pixel_seq[coord.index(dims)]
-        };
+        if !self.dims().contains(coord) {
+            return Ok(Vec::new());
+        }
+        let (_, mut found) = self.pixels_at(vec![coord]).await?;
+        let head = found.pop().map_or(0, |(_, _, s)| s);
         // Follow the `prev` links from the pixel's last placement, newest first.
         self.read(move |c| {
             let mut stmt = c

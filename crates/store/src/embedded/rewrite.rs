@@ -105,21 +105,42 @@ impl EmbeddedStore {
 
     /// The current color and newest seq of each of `coords` whose newest seq is above
     /// `above`, at one moment, with the seq of that moment.
-    fn pixels_now(
+    async fn pixels_now(
         &self,
         coords: impl Iterator<Item = Coord>,
         above: Seq,
-    ) -> (Seq, Vec<(Coord, ColorIndex, u64)>) {
-        let st = self.state.lock().expect("state lock");
-        let dims = st.board.dims();
-        let out = coords
-            .filter_map(|c| {
-                let top = st.pixel_seq[c.index(dims)];
-                (top > above.0).then(|| (c, st.board.get(c), top))
-            })
-            .collect();
-        (st.seq, out)
+    ) -> Result<(Seq, Vec<(Coord, ColorIndex, u64)>), StoreError> {
+        let (at, all) = self.pixels_at(coords.collect()).await?;
+        Ok((
+            at,
+            all.into_iter()
+                .filter(|&(_, _, top)| top > above.0)
+                .collect(),
+        ))
     }
+}
+
+/// `changes` in runs of at most [`CHUNK`] that each touch at most `tiles` tiles, so that
+/// the writer holds every tile of a chunk at once.
+fn tile_chunks(changes: &[Change], tiles: usize) -> impl Iterator<Item = &[Change]> {
+    let mut rest = changes;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let mut keys = HashSet::new();
+        let n = rest
+            .iter()
+            .take(CHUNK)
+            .position(|c| {
+                keys.insert(TileId::of(c.coord).key());
+                keys.len() > tiles
+            })
+            .unwrap_or(rest.len().min(CHUNK));
+        let (part, tail) = rest.split_at(n.max(1));
+        rest = tail;
+        Some(part)
+    })
 }
 
 impl Rewrite for EmbeddedStore {
@@ -167,10 +188,12 @@ impl Rewrite for EmbeddedStore {
                 .map_err(backend)
             })
             .await?;
-        let (at, now) = self.pixels_now(
-            pixels.iter().map(|&(x, y)| Coord::new_unchecked(x, y)),
-            Seq(0),
-        );
+        let (at, now) = self
+            .pixels_now(
+                pixels.iter().map(|&(x, y)| Coord::new_unchecked(x, y)),
+                Seq(0),
+            )
+            .await?;
         let q = q.clone();
         let changes = self
             .read(move |c| {
@@ -216,7 +239,7 @@ impl Rewrite for EmbeddedStore {
             Moment::At(t) => self.seq_at(head, t).await?,
         };
         // Only pixels placed on after the moment can differ from it.
-        let (at, moved) = self.pixels_now(rect.coords(), s);
+        let (at, moved) = self.pixels_now(rect.coords(), s).await?;
         let changes = self
             .read(move |c| {
                 let mut changes = Vec::new();
@@ -246,27 +269,32 @@ impl Rewrite for EmbeddedStore {
     }
 
     async fn plan_paint(&self, paint: Vec<(Coord, ColorIndex)>) -> Result<Plan, RewriteError> {
-        let st = self.state.lock().expect("state lock");
-        let dims = st.board.dims();
+        let dims = self.dims();
+        let paint: Vec<(Coord, ColorIndex)> = paint
+            .into_iter()
+            .filter(|&(c, _)| dims.contains(c))
+            .collect();
+        let (at, now) = self
+            .pixels_at(paint.iter().map(|&(c, _)| c).collect())
+            .await?;
         let changes = paint
             .into_iter()
-            .filter(|&(c, color)| dims.contains(c) && st.board.get(c) != color)
-            .map(|(coord, color)| Change {
+            .zip(now)
+            .filter(|&((_, color), (_, current, _))| current != color)
+            .map(|((coord, color), (_, _, top))| Change {
                 coord,
                 color,
-                expected: Seq(st.pixel_seq[coord.index(dims)]),
+                expected: Seq(top),
             })
             .collect();
-        Ok(Plan {
-            changes,
-            at: st.seq,
-        })
+        Ok(Plan { changes, at })
     }
 
     async fn apply(&self, plan: &Plan, by: UserId) -> Result<Applied, RewriteError> {
         let mut out = Applied::default();
         let mut done = 0u64;
-        for (n, part) in plan.changes.chunks(CHUNK).enumerate() {
+        let mut offset = 0;
+        for part in tile_chunks(&plan.changes, self.tile_cache) {
             let (reply, rx) = oneshot::channel();
             let chunk = Chunk {
                 changes: part.to_vec(),
@@ -287,7 +315,8 @@ impl Rewrite for EmbeddedStore {
                 done += last.0 - first.0 + 1;
             }
             out.skipped
-                .extend(chunk.skipped.into_iter().map(|i| n * CHUNK + i));
+                .extend(chunk.skipped.into_iter().map(|i| offset + i));
+            offset += part.len();
         }
         Ok(out)
     }
@@ -345,6 +374,16 @@ impl Writer {
             .map(|d| d.as_micros() as i64)
             .unwrap_or(0);
         let now_ms = Now::not_before_ms(clock_us, self.last_ts).millis();
+        let keys: HashSet<u64> = chunk
+            .changes
+            .iter()
+            .map(|c| TileId::of(c.coord).key())
+            .collect();
+        if let Err(e) = self.prepare(&keys) {
+            tracing::error!(error = %Chain(&e), "loading tiles for a moderation chunk failed");
+            let _ = chunk.reply.send(Err(e));
+            return;
+        }
         let mut rows = Vec::with_capacity(chunk.changes.len());
         let mut prevs = Vec::with_capacity(chunk.changes.len());
         let mut skipped = Vec::new();
@@ -352,16 +391,18 @@ impl Writer {
             let st = self.state.lock().expect("state lock");
             let mut seq = st.seq;
             // A pixel twice in one chunk: the second sees the first.
-            let mut in_chunk: HashMap<usize, u64> = HashMap::new();
+            let mut in_chunk: HashMap<Coord, u64> = HashMap::new();
             for (i, c) in chunk.changes.iter().enumerate() {
-                let pixel = c.coord.index(self.dims);
-                let newest = in_chunk.get(&pixel).copied().unwrap_or(st.pixel_seq[pixel]);
+                let newest = in_chunk
+                    .get(&c.coord)
+                    .copied()
+                    .unwrap_or_else(|| st.tiles.seq_of(c.coord));
                 if newest != c.expected.0 {
                     skipped.push(i);
                     continue;
                 }
                 seq = seq.next();
-                in_chunk.insert(pixel, seq.0);
+                in_chunk.insert(c.coord, seq.0);
                 prevs.push(newest);
                 rows.push(Placement {
                     seq,
@@ -388,8 +429,7 @@ impl Writer {
         {
             let mut st = self.state.lock().expect("state lock");
             for p in &rows {
-                st.board.set(p.coord, p.color);
-                st.pixel_seq[p.coord.index(self.dims)] = p.seq.0;
+                st.tiles.apply(p.coord, p.color, p.seq.0);
             }
             st.seq = seqs.1;
         }

@@ -1,5 +1,5 @@
 //! The SQLite file: schema migrations, opening connections, and restoring the state
-//! (board, seqs, cooldowns, per-pixel links) from the snapshot and the rows after it.
+//! (tiles, seq, cooldowns) from the tile rows and the log after their watermark.
 
 use super::*;
 
@@ -43,11 +43,59 @@ pub(super) const MIGRATIONS: &[&str] = &[
          PRIMARY KEY (user, key)
      ) WITHOUT ROWID;
      CREATE INDEX idempotency_at ON idempotency (at);",
+    // 4: the canvas in tiles (see `tiles`): one row per painted tile, keyed by
+    //    `TileId::key`; the watermark is `meta.tiles_through`. A whole-board snapshot left
+    //    by an older version is turned into tiles when the file is opened, and its table
+    //    stays empty.
+    "CREATE TABLE tiles (
+         key INTEGER PRIMARY KEY,
+         version INTEGER NOT NULL,
+         through INTEGER NOT NULL,
+         pixels BLOB NOT NULL,
+         seqs BLOB NOT NULL
+     );",
 ];
 
-/// zstd level for the per-pixel seqs in a snapshot: fast, since the writer pauses for it.
+/// The `meta` key of the tiles' watermark: every placement up to it is in the tile rows.
+pub(super) const TILES_THROUGH: &str = "tiles_through";
+
+fn meta(conn: &Connection, key: &str) -> Result<Option<i64>, StoreError> {
+    conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+        .optional()
+        .map_err(backend)
+}
+
+fn set_meta(conn: &Connection, key: &str, value: i64) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT INTO meta (key, value) VALUES (?1, ?2) \
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        params![key, value],
+    )
+    .map(drop)
+    .map_err(backend)
+}
+
+/// Records the canvas size (in the caller's transaction).
+pub(super) fn write_dims(conn: &Connection, dims: Dimensions) -> Result<(), StoreError> {
+    set_meta(conn, "width", i64::from(dims.width()))?;
+    set_meta(conn, "height", i64::from(dims.height()))
+}
+
+/// The canvas size the data dir holds.
+pub(super) fn read_dims(conn: &Connection) -> Result<Dimensions, StoreError> {
+    let side = |key| -> Result<i64, StoreError> {
+        meta(conn, key)?.ok_or_else(|| BackendError::Corrupt(format!("meta has no {key}")).into())
+    };
+    Dimensions::parse(side("width")? as u64, side("height")? as u64)
+        .map_err(|e| BackendError::Corrupt(format!("meta: {e}")).into())
+}
+
+/// zstd level of the per-pixel seqs of an older version's snapshot (only tests write
+/// them now, to check that such a data dir is read).
+#[cfg(test)]
 pub(super) const PIXEL_SEQ_LEVEL: i32 = 1;
 
+#[cfg(test)]
 pub(super) fn encode_pixel_seq(seqs: &[u64]) -> Result<Vec<u8>, StoreError> {
     use std::io::Write;
     let fail = StoreError::from;
@@ -158,42 +206,56 @@ fn migrate_areas(conn: &Connection) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Records the board's shape on first use and refuses a data dir made for another shape.
+/// Records the canvas's shape on first use, grows a data dir made for a smaller canvas,
+/// keeps the size of one made for a larger one, and refuses one of another depth.
 pub(super) fn check_shape(conn: &Connection, cfg: &EmbeddedConfig) -> Result<(), StoreError> {
-    let want = [
-        ("width", cfg.dims.width() as i64),
-        ("height", cfg.dims.height() as i64),
-        ("bits_per_pixel", cfg.depth.bits() as i64),
-    ];
-    for (key, value) in want {
-        let have: Option<i64> = conn
-            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
-            .optional()
-            .map_err(backend)?;
-        match have {
-            None => {
-                conn.execute(
-                    "INSERT INTO meta (key, value) VALUES (?1, ?2)",
-                    params![key, value],
-                )
-                .map_err(backend)?;
-            }
-            Some(h) if h != value => {
-                return Err(StoreError::Config(format!(
-                    "the data dir {} holds a board with {key} = {h}, but this start asks for {value}; \
-                     start with the same size and palette depth, or use another --data-dir",
-                    cfg.data_dir.display()
-                )));
-            }
-            Some(_) => {}
+    let bits = i64::from(cfg.depth.bits());
+    match meta(conn, "bits_per_pixel")? {
+        None => set_meta(conn, "bits_per_pixel", bits)?,
+        Some(h) if h != bits => {
+            return Err(StoreError::Config(format!(
+                "the data dir {} holds a board with bits_per_pixel = {h}, but this start asks for {bits}; \
+                 start with the same palette depth, or use another --data-dir",
+                cfg.data_dir.display()
+            )));
         }
+        Some(_) => {}
+    }
+    let (w, h) = (meta(conn, "width")?, meta(conn, "height")?);
+    let want = (
+        i64::from(cfg.dims.width()).max(w.unwrap_or(0)),
+        i64::from(cfg.dims.height()).max(h.unwrap_or(0)),
+    );
+    if (w, h) != (Some(want.0), Some(want.1)) {
+        if w.is_some() {
+            tracing::info!(
+                from_width = w,
+                from_height = h,
+                width = want.0,
+                height = want.1,
+                "the canvas grows to the configured size"
+            );
+        }
+        let dims = Dimensions::parse(want.0 as u64, want.1 as u64)
+            .map_err(|e| BackendError::Corrupt(format!("meta: {e}")))?;
+        write_dims(conn, dims)?;
+    } else if !cfg.dims.covers(
+        Dimensions::parse(want.0 as u64, want.1 as u64)
+            .map_err(|e| BackendError::Corrupt(format!("meta: {e}")))?,
+    ) {
+        tracing::info!(
+            width = want.0,
+            height = want.1,
+            "the data dir holds a larger canvas than configured; it keeps its size"
+        );
     }
     Ok(())
 }
 
-/// Rebuilds the committed state from the snapshot and the log after it.
-pub(super) fn restore(conn: &Connection, cfg: &EmbeddedConfig) -> Result<State, StoreError> {
-    let started = Instant::now();
+/// Turns the whole-board snapshot an older version left into tile rows (once: the
+/// snapshot row is deleted in the same transaction). A snapshot without pixel seqs (from
+/// before migration 2) is dropped instead, and the whole log replayed.
+fn convert_legacy_snapshot(conn: &mut Connection) -> Result<(), StoreError> {
     let snap: Option<(i64, Vec<u8>, Option<Vec<u8>>)> = conn
         .query_row(
             "SELECT seq, board, pixel_seq FROM snapshot WHERE id = 1",
@@ -202,47 +264,120 @@ pub(super) fn restore(conn: &Connection, cfg: &EmbeddedConfig) -> Result<State, 
         )
         .optional()
         .map_err(backend)?;
-    let pixels = cfg.dims.pixels();
-    let (mut seq, mut board, pixel_seq) = match snap {
-        Some((seq, bytes, pixel_seq)) => (
-            Seq(seq as u64),
-            Board::from_bytes(cfg.dims, cfg.depth, bytes)
-                .map_err(|e| BackendError::Corrupt(format!("snapshot board: {e}")))?,
-            pixel_seq
-                .map(|blob| decode_pixel_seq(&blob, pixels))
-                .transpose()?,
-        ),
-        None => (Seq(0), Board::new(cfg.dims, cfg.depth), None),
+    let Some((seq, board, pixel_seq)) = snap else {
+        return Ok(());
     };
-    let snapshot_seq = seq;
-    // A snapshot from before migration 2 has no pixel seqs: read them from the whole log.
-    let scan_from = if pixel_seq.is_some() { seq } else { Seq(0) };
-    let mut pixel_seq = pixel_seq.unwrap_or_else(|| vec![0; pixels]);
+    let dims = read_dims(conn)?;
+    let bits = meta(conn, "bits_per_pixel")?.unwrap_or(4);
+    let depth = if bits == 8 { Depth::Eight } else { Depth::Four };
+    let tx = conn.transaction().map_err(backend)?;
+    let mut tiles_written = 0;
+    let through = match pixel_seq {
+        None => 0,
+        Some(blob) => {
+            let board = Board::from_bytes(dims, depth, board)
+                .map_err(|e| BackendError::Corrupt(format!("snapshot board: {e}")))?;
+            let pixel_seq = decode_pixel_seq(&blob, dims.pixels())?;
+            let (across, down) = rplace_domain::tile::tiles_across(dims);
+            for ty in 0..down {
+                for tx_ in 0..across {
+                    let id = TileId::new_unchecked(tx_, ty);
+                    let mut t = tiles::Cached::blank(depth);
+                    let o = id.origin();
+                    for y in o.y()..(o.y() + rplace_domain::tile::TILE_SIZE).min(dims.height()) {
+                        for x in o.x()..(o.x() + rplace_domain::tile::TILE_SIZE).min(dims.width()) {
+                            let c = Coord::new_unchecked(x, y);
+                            let s = pixel_seq[c.index(dims)];
+                            if s != 0 {
+                                t.apply(id.local_index(c), board.get(c), s);
+                            }
+                        }
+                    }
+                    if t.version != 0 {
+                        tiles::write_rows(&tx, &[tiles::encode(id.key(), &t, seq as u64)?])?;
+                        tiles_written += 1;
+                    }
+                }
+            }
+            seq
+        }
+    };
+    set_meta(&tx, TILES_THROUGH, through)?;
+    tx.execute("DELETE FROM snapshot", []).map_err(backend)?;
+    tx.commit().map_err(backend)?;
+    tracing::info!(
+        seq,
+        tiles = tiles_written,
+        "turned the whole-board snapshot into tiles"
+    );
+    Ok(())
+}
+
+/// Placements read per page while replaying.
+const REPLAY_PAGE: i64 = 65_536;
+
+/// Rebuilds the committed state: the log after the tiles' watermark is replayed onto the
+/// tile rows through a cache as bounded as the writer's (evicted tiles are written back),
+/// skipping on each tile what its row already holds.
+pub(super) fn restore(conn: &Connection, cfg: &EmbeddedConfig) -> Result<State, StoreError> {
+    let started = Instant::now();
+    let dims = read_dims(conn)?;
+    let watermark = meta(conn, TILES_THROUGH)?.unwrap_or(0) as u64;
+    let mut cache = TileCache::new(cfg.tile_cache);
+    let mut seq = Seq(watermark);
     let mut replayed = 0u64;
-    {
-        let mut stmt = conn
-            .prepare("SELECT seq, x, y, color FROM placements WHERE seq > ?1 ORDER BY seq")
+    let mut written = 0usize;
+    loop {
+        let page: Vec<(i64, i64, i64, i64)> = conn
+            .prepare_cached(
+                "SELECT seq, x, y, color FROM placements WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+            )
+            .map_err(backend)?
+            .query_map(params![seq.0 as i64, REPLAY_PAGE], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })
+            .and_then(|rows| rows.collect())
             .map_err(backend)?;
-        let mut rows = stmt.query([scan_from.0 as i64]).map_err(backend)?;
-        while let Some(r) = rows.next().map_err(backend)? {
-            let s = Seq(r.get::<_, i64>(0).map_err(backend)? as u64);
-            // A row off this board is a corrupt database, not a panic in `Board::set`.
-            let (x, y) = (
-                r.get::<_, i64>(1).map_err(backend)?,
-                r.get::<_, i64>(2).map_err(backend)?,
-            );
-            let coord = cfg.dims.coord(x, y).map_err(|e| {
+        if page.is_empty() {
+            break;
+        }
+        for (s, x, y, color) in page {
+            let s = Seq(s as u64);
+            // A row off this canvas is a corrupt database, not a panic.
+            let coord = dims.coord(x, y).map_err(|e| {
                 StoreError::Backend(BackendError::Corrupt(format!("placement {}: {e}", s.0)))
             })?;
-            pixel_seq[coord.index(cfg.dims)] = s.0;
-            if s > snapshot_seq {
-                board.set(
-                    coord,
-                    ColorIndex::new_unchecked(r.get::<_, i64>(3).map_err(backend)? as u8),
+            let id = TileId::of(coord);
+            if !cache.contains(id.key()) {
+                // Evict a quarter of the cache at once: one transaction for many rows.
+                let victims = cache.victims(cache.capacity().div_ceil(4), &|_| false);
+                let mut rows = Vec::new();
+                for k in &victims {
+                    if let Some(t) = cache.get(*k).filter(|t| t.dirty) {
+                        rows.push(tiles::encode(*k, t, seq.0)?);
+                    }
+                }
+                if !rows.is_empty() {
+                    let tx = conn.unchecked_transaction().map_err(backend)?;
+                    tiles::write_rows(&tx, &rows)?;
+                    tx.commit().map_err(backend)?;
+                    written += rows.len();
+                }
+                for k in victims {
+                    cache.remove(k);
+                }
+                cache.insert(id.key(), tiles::load(conn, id.key(), cfg.depth)?);
+            }
+            let t = cache.get_mut(id.key());
+            if s.0 > t.through {
+                t.apply(
+                    id.local_index(coord),
+                    ColorIndex::new_unchecked(color as u8),
+                    s.0,
                 );
-                seq = s;
                 replayed += 1;
             }
+            seq = s;
         }
     }
     let mut last_placed = HashMap::new();
@@ -264,16 +399,18 @@ pub(super) fn restore(conn: &Connection, cfg: &EmbeddedConfig) -> Result<State, 
     }
     tracing::info!(
         seq = seq.0,
+        watermark,
         replayed,
+        tiles_written = written,
         cooldowns = last_placed.len(),
         elapsed_ms = started.elapsed().as_millis() as u64,
         "embedded store restored"
     );
     Ok(State {
-        board,
+        dims,
         seq,
         last_placed,
-        pixel_seq,
+        tiles: cache,
     })
 }
 
@@ -309,7 +446,11 @@ pub fn open_database(cfg: &EmbeddedConfig) -> Result<Connection, StoreError> {
             cfg.data_dir.display()
         ))
     })?;
-    let conn = open_write(cfg, &cfg.data_dir.join(DB_FILE))?;
+    let mut conn = open_write(cfg, &cfg.data_dir.join(DB_FILE))?;
+    // Before the size may change: an old snapshot is a board of the size stored.
+    if meta(&conn, "width")?.is_some() {
+        convert_legacy_snapshot(&mut conn)?;
+    }
     check_shape(&conn, cfg)?;
     Ok(conn)
 }

@@ -17,6 +17,7 @@ fn cfg(dir: &std::path::Path) -> EmbeddedConfig {
         sync: SyncMode::Normal,
         snapshot_every: 3,
         max_catchup: 1000,
+        tile_cache: DEFAULT_TILE_CACHE,
     }
 }
 
@@ -242,17 +243,30 @@ fn pixel_seqs_round_trip_and_must_fit_the_board() {
 }
 
 #[tokio::test]
-async fn refuses_a_data_dir_of_another_size() {
+async fn a_larger_start_grows_a_smaller_one_keeps_the_size_and_the_depth_must_match() {
     let dir = tempfile::tempdir().unwrap();
     EmbeddedStore::open(cfg(dir.path()))
         .unwrap()
         .close()
         .await
         .unwrap();
-    let mut other = cfg(dir.path());
-    other.dims = Dimensions::parse(9, 4).unwrap();
-    let err = EmbeddedStore::open(other).err().unwrap();
-    assert!(err.to_string().contains("width = 8"), "{err}");
+    let mut larger = cfg(dir.path());
+    larger.dims = Dimensions::parse(9, 4).unwrap();
+    let store = EmbeddedStore::open(larger).unwrap();
+    assert_eq!(store.dims(), Dimensions::parse(9, 4).unwrap());
+    store.close().await.unwrap();
+    drop(store);
+    // Smaller than stored on one axis: the stored size stays, on both.
+    let mut smaller = cfg(dir.path());
+    smaller.dims = Dimensions::parse(8, 6).unwrap();
+    let store = EmbeddedStore::open(smaller).unwrap();
+    assert_eq!(store.dims(), Dimensions::parse(9, 6).unwrap());
+    store.close().await.unwrap();
+    drop(store);
+    let mut deeper = cfg(dir.path());
+    deeper.depth = Depth::Eight;
+    let err = EmbeddedStore::open(deeper).err().unwrap();
+    assert!(err.to_string().contains("bits_per_pixel = 4"), "{err}");
 }
 
 #[tokio::test]
@@ -274,4 +288,421 @@ async fn too_old_catch_up_is_gone() {
         Err(StoreError::Gone { .. })
     ));
     assert_eq!(store.updates_since(Seq(3), 10).await.unwrap().len(), 2);
+}
+
+// ---- tiles ----
+
+use rplace_domain::Tile;
+use rplace_domain::tile::TILE_SIZE;
+use std::collections::BTreeMap;
+
+/// A store on a canvas of `side`², holding at most `tiles` tiles, writing its tiles
+/// every `every` placements, with no cooldown.
+fn tiled(dir: &std::path::Path, side: u64, tiles: usize, every: u64) -> EmbeddedConfig {
+    EmbeddedConfig {
+        dims: Dimensions::parse(side, side).unwrap(),
+        policy: Params::new(
+            Cooldown::from_secs(0),
+            AddrRate::OFF,
+            rplace_domain::Ipv6Prefix::DEFAULT,
+        ),
+        snapshot_every: every,
+        tile_cache: tiles,
+        ..cfg(dir)
+    }
+}
+
+fn put(x: u32, y: u32, color: u8, user: u64) -> NewPlacement {
+    NewPlacement {
+        coord: Coord::new_unchecked(x, y),
+        color: ColorIndex::new_unchecked(color),
+        user: UserId(user),
+        ip: Ipv4Addr::LOCALHOST.into(),
+        bypass_limits: true,
+        idempotency_key: None,
+        standing: Default::default(),
+    }
+}
+
+/// Leaves a store as `kill -9` would: its writer never hears of it again, so the dirty
+/// tiles it holds are never written (the thread idles until the test process ends).
+fn crash<S>(store: S) {
+    std::mem::forget(store);
+}
+
+/// What the placements made: each pixel's color and seqs, newest last.
+#[derive(Default)]
+struct Model {
+    pixels: BTreeMap<(u32, u32), (u8, Vec<u64>)>,
+}
+
+impl Model {
+    fn place(&mut self, p: &NewPlacement, seq: Seq) {
+        let e = self.pixels.entry((p.coord.x(), p.coord.y())).or_default();
+        e.0 = p.color.get();
+        e.1.push(seq.0);
+    }
+
+    /// Every painted tile: its version and its pixels.
+    fn tiles(&self, depth: Depth) -> BTreeMap<TileId, (u64, Tile)> {
+        let mut out: BTreeMap<TileId, (u64, Tile)> = BTreeMap::new();
+        for (&(x, y), (color, seqs)) in &self.pixels {
+            let c = Coord::new_unchecked(x, y);
+            let id = TileId::of(c);
+            let e = out.entry(id).or_insert_with(|| (0, Tile::new(depth)));
+            e.0 = e.0.max(*seqs.last().unwrap());
+            e.1.set(id.local_index(c), ColorIndex::new_unchecked(*color));
+        }
+        out
+    }
+
+    /// Checks every painted tile, a blank one, and every pixel's history.
+    async fn check(&self, store: &EmbeddedStore) {
+        let tiles = self.tiles(Depth::Four);
+        for (&id, (version, pixels)) in &tiles {
+            let read = store.tile(id).await.unwrap();
+            assert_eq!(read.version, Seq(*version), "version of {id:?}");
+            assert!(read.through >= read.version);
+            assert_eq!(read.pixels.as_ref(), Some(pixels), "pixels of {id:?}");
+        }
+        let blank = (0..)
+            .map(|k| TileId::new_unchecked(k, 1))
+            .find(|id| !tiles.contains_key(id))
+            .unwrap();
+        if blank.on(store.dims()) {
+            let read = store.tile(blank).await.unwrap();
+            assert_eq!((read.version, read.pixels), (Seq(0), None));
+        }
+        for (&(x, y), (_, seqs)) in &self.pixels {
+            let hist = store
+                .pixel_history(Coord::new_unchecked(x, y), 1000)
+                .await
+                .unwrap();
+            let want: Vec<u64> = seqs.iter().rev().copied().collect();
+            assert_eq!(super::tests::seqs(&hist), want, "history of ({x}, {y})");
+        }
+    }
+}
+
+/// Places `ps` one at a time (so each is its own batch) and records them in `model`.
+async fn place_all(store: &EmbeddedStore, model: &mut Model, ps: &[NewPlacement]) {
+    for p in ps {
+        let placed = store.place(*p).await.unwrap();
+        model.place(p, placed.seq);
+    }
+}
+
+/// Places `ps` all at once (so that the writer takes them in few batches).
+async fn place_many(store: &Arc<EmbeddedStore>, model: &mut Model, ps: &[NewPlacement]) {
+    let tasks: Vec<_> = ps
+        .iter()
+        .map(|&p| {
+            let s = store.clone();
+            tokio::spawn(async move { (p, s.place(p).await.unwrap()) })
+        })
+        .collect();
+    let mut done = Vec::new();
+    for t in tasks {
+        done.push(t.await.unwrap());
+    }
+    done.sort_by_key(|(_, placed)| placed.seq);
+    for (p, placed) in done {
+        model.place(&p, placed.seq);
+    }
+}
+
+/// A few pseudo-random placements on a `side`² canvas, some on the same pixels.
+fn scatter(n: u64, side: u32, seed: u64) -> Vec<NewPlacement> {
+    let mut r = seed | 1;
+    (0..n)
+        .map(|i| {
+            r ^= r << 13;
+            r ^= r >> 7;
+            r ^= r << 17;
+            // Every fourth placement repaints an earlier pixel's neighbourhood.
+            let (x, y) = if i % 4 == 3 {
+                ((r % 8) as u32, ((r >> 8) % 8) as u32)
+            } else {
+                ((r % side as u64) as u32, ((r >> 24) % side as u64) as u32)
+            };
+            put(x, y, (r >> 50) as u8 % 16, i % 7)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn tile_bytes_and_the_whole_board_equal_the_placements() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(EmbeddedStore::open(tiled(dir.path(), 1000, 64, 1_000_000)).unwrap());
+    let mut model = Model::default();
+    place_many(&store, &mut model, &scatter(3000, 1000, 7)).await;
+    // The last partial tiles too: their padding stays 0.
+    place_all(
+        &store,
+        &mut model,
+        &[put(999, 999, 3, 1), put(768, 999, 9, 2)],
+    )
+    .await;
+    model.check(&store).await;
+    let snap = store.snapshot().await.unwrap();
+    assert_eq!(snap.seq, Seq(3002));
+    let mut board = Board::new(snap.board.dims(), Depth::Four);
+    for (&(x, y), (color, _)) in &model.pixels {
+        board.set(
+            Coord::new_unchecked(x, y),
+            ColorIndex::new_unchecked(*color),
+        );
+    }
+    assert_eq!(snap.board, board);
+    let off = store.tile(TileId::new_unchecked(4, 0)).await.unwrap();
+    assert_eq!((off.version, off.through), (Seq(0), Seq(3002)));
+    store.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_restart_is_exact_from_the_tiles_and_the_log_after_their_watermark() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut model = Model::default();
+    {
+        // A checkpoint every 500 placements: the last ones one by one, so that at least
+        // the last 200 are only in the log.
+        let store = Arc::new(EmbeddedStore::open(tiled(dir.path(), 2048, 16, 500)).unwrap());
+        let ps = scatter(1300, 2048, 11);
+        place_many(&store, &mut model, &ps[..1000]).await;
+        place_all(&store, &mut model, &ps[1000..]).await;
+        model.check(&store).await;
+        crash(store);
+    }
+    let conn = Connection::open(dir.path().join(DB_FILE)).unwrap();
+    let watermark: i64 = conn
+        .query_row(
+            "SELECT value FROM meta WHERE key = ?1",
+            [TILES_THROUGH],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(
+        (500..=1100).contains(&watermark),
+        "a checkpoint was written and placements follow it: {watermark}"
+    );
+    drop(conn);
+    let store = Arc::new(EmbeddedStore::open(tiled(dir.path(), 2048, 16, 500)).unwrap());
+    model.check(&store).await;
+    // Placing on goes on from there, links included.
+    place_many(&store, &mut model, &scatter(400, 2048, 12)).await;
+    model.check(&store).await;
+    store.close().await.unwrap();
+    drop(store);
+    let store = EmbeddedStore::open(tiled(dir.path(), 2048, 16, 500)).unwrap();
+    model.check(&store).await;
+    store.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn memory_is_bounded_by_the_tile_cache_on_a_world_canvas() {
+    let dir = tempfile::tempdir().unwrap();
+    let side = rplace_domain::board::MAX_SIDE;
+    let cache = 4;
+    let mut model = Model::default();
+    // 40 tiles, ten times what the cache holds, across the whole 2^22² canvas, each
+    // placed on several times in turn (so tiles leave and come back).
+    let spots: Vec<(u32, u32)> = (0..40u32)
+        .map(|k| {
+            let t = (k * 104_729) % (side / TILE_SIZE);
+            (t * TILE_SIZE + k % TILE_SIZE, (side - 1) - k * 99_991)
+        })
+        .collect();
+    {
+        let store =
+            Arc::new(EmbeddedStore::open(tiled(dir.path(), side as u64, cache, 50)).unwrap());
+        assert!(store.snapshot().await.is_err(), "no whole board of 2^22²");
+        for round in 0..3u32 {
+            let ps: Vec<_> = spots
+                .iter()
+                .enumerate()
+                .map(|(i, &(x, y))| put(x, y - round % 2, (i as u8 + round as u8) % 16, i as u64))
+                .collect();
+            // Some one by one, some in batches larger than the cache.
+            if round == 1 {
+                place_all(&store, &mut model, &ps).await;
+            } else {
+                place_many(&store, &mut model, &ps).await;
+            }
+            assert!(store.cached_tiles() <= cache, "{}", store.cached_tiles());
+        }
+        assert_eq!(model.tiles(Depth::Four).len(), 40);
+        model.check(&store).await;
+        assert!(store.cached_tiles() <= cache, "reads do not fill the cache");
+        crash(store);
+    }
+    let store = EmbeddedStore::open(tiled(dir.path(), side as u64, cache, 50)).unwrap();
+    assert!(store.cached_tiles() <= cache, "replay is bounded too");
+    model.check(&store).await;
+    let corner = TileId::of(Coord::new_unchecked(side - 1, side - 1));
+    assert_eq!(store.tile(corner).await.unwrap().version, Seq(0));
+    store.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn coordinates_beyond_65535_are_placed_read_back_and_restored() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut model = Model::default();
+    let ps = [
+        put(70_000, 99_999, 5, 1),
+        put(65_536, 65_536, 6, 2),
+        put(99_999, 0, 7, 3),
+        put(70_000, 99_999, 8, 4),
+    ];
+    {
+        let store = EmbeddedStore::open(tiled(dir.path(), 100_000, 2, 1000)).unwrap();
+        place_all(&store, &mut model, &ps).await;
+        model.check(&store).await;
+        let t = store
+            .tile(TileId::of(Coord::new_unchecked(70_000, 99_999)))
+            .await
+            .unwrap();
+        let id = TileId::of(Coord::new_unchecked(70_000, 99_999));
+        assert_eq!(
+            t.pixels
+                .unwrap()
+                .get(id.local_index(Coord::new_unchecked(70_000, 99_999))),
+            ColorIndex::new_unchecked(8)
+        );
+        assert_eq!(
+            store.updates_since(Seq(0), 10).await.unwrap()[1].coord.x(),
+            65_536
+        );
+        crash(store);
+    }
+    let store = EmbeddedStore::open(tiled(dir.path(), 100_000, 2, 1000)).unwrap();
+    model.check(&store).await;
+    store.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_canvas_grows_durably_and_the_feed_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut model = Model::default();
+    {
+        let store = EmbeddedStore::open(tiled(dir.path(), 300, 8, 1000)).unwrap();
+        let mut feed = store.take_feed().unwrap();
+        place_all(&store, &mut model, &[put(299, 299, 4, 1)]).await;
+        let small = Dimensions::parse(200, 400).unwrap();
+        assert!(matches!(
+            store.grow(small).await,
+            Err(StoreError::Config(_))
+        ));
+        let big = Dimensions::parse(1000, 600).unwrap();
+        assert_eq!(store.grow(big).await.unwrap(), big);
+        assert_eq!(store.dims(), big);
+        // Growing to the same size again changes nothing.
+        assert_eq!(store.grow(big).await.unwrap(), big);
+        place_all(
+            &store,
+            &mut model,
+            &[put(999, 599, 9, 2), put(299, 299, 5, 3)],
+        )
+        .await;
+        let mut events = Vec::new();
+        while events.len() < 4 {
+            match feed.recv().await.unwrap() {
+                FeedEvent::Placements(ps) => {
+                    events.extend(ps.iter().map(|p| format!("p{}", p.seq.0)))
+                }
+                FeedEvent::Grown(d) => events.push(format!("grown {}x{}", d.width(), d.height())),
+                FeedEvent::Reset(_) => panic!("no reset expected"),
+            }
+        }
+        assert_eq!(events, ["p1", "grown 1000x600", "p2", "p3"]);
+        model.check(&store).await;
+        assert_eq!(store.snapshot().await.unwrap().board.dims(), big);
+        store.close().await.unwrap();
+    }
+    // The configured size is the old one: the grown one stays.
+    let store = EmbeddedStore::open(tiled(dir.path(), 300, 8, 1000)).unwrap();
+    assert_eq!(store.dims(), Dimensions::parse(1000, 600).unwrap());
+    model.check(&store).await;
+    store.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn pixel_history_links_hold_across_evictions_and_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut model = Model::default();
+    // One tile in memory: every placement alternates between tiles, so each evicts the
+    // other (dirty) tile and loads it back from its row.
+    let ps: Vec<_> = (0..12u64)
+        .map(|i| match i % 3 {
+            0 => put(1, 1, i as u8, i),
+            1 => put(300, 2, i as u8, i),
+            _ => put(600, 3, i as u8, i),
+        })
+        .collect();
+    {
+        let store = EmbeddedStore::open(tiled(dir.path(), 1024, 1, 1000)).unwrap();
+        place_all(&store, &mut model, &ps).await;
+        assert_eq!(store.cached_tiles(), 1);
+        model.check(&store).await;
+        crash(store);
+    }
+    let store = EmbeddedStore::open(tiled(dir.path(), 1024, 1, 1000)).unwrap();
+    model.check(&store).await;
+    place_all(&store, &mut model, &ps[..3]).await;
+    model.check(&store).await;
+    store.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_whole_board_snapshot_of_an_older_version_becomes_tiles() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = tiled(dir.path(), 300, 8, 1000);
+    let mut model = Model::default();
+    {
+        // What version 3 left: a board snapshot at seq 3 with pixel seqs, one row after it.
+        let conn = Connection::open(dir.path().join(DB_FILE)).unwrap();
+        for (i, m) in MIGRATIONS[..3].iter().enumerate() {
+            conn.execute_batch(&format!("{m}; PRAGMA user_version = {};", i + 1))
+                .unwrap();
+        }
+        for (key, value) in [("width", 300), ("height", 300), ("bits_per_pixel", 4)] {
+            conn.execute("INSERT INTO meta VALUES (?1, ?2)", params![key, value])
+                .unwrap();
+        }
+        let mut board = Board::new(c.dims, c.depth);
+        let mut pixel_seq = vec![0u64; c.dims.pixels()];
+        let rows = [
+            (1, 5, 5, 3, 0),
+            (2, 290, 5, 4, 0),
+            (3, 5, 5, 6, 1),
+            (4, 290, 299, 7, 0),
+        ];
+        for (seq, x, y, color, prev) in rows {
+            conn.execute(
+                "INSERT INTO placements (seq, x, y, color, user, ts, prev) VALUES (?1, ?2, ?3, ?4, 1, ?5, ?6)",
+                params![seq, x, y, color, now_ms() - 1000, (prev != 0).then_some(prev)],
+            )
+            .unwrap();
+            let p = put(x, y, color as u8, 1);
+            model.place(&p, Seq(seq as u64));
+            if seq <= 3 {
+                board.set(p.coord, p.color);
+                pixel_seq[p.coord.index(c.dims)] = seq as u64;
+            }
+        }
+        conn.execute(
+            "INSERT INTO snapshot (id, seq, board, pixel_seq) VALUES (1, 3, ?1, ?2)",
+            params![board.as_bytes(), encode_pixel_seq(&pixel_seq).unwrap()],
+        )
+        .unwrap();
+    }
+    let store = EmbeddedStore::open(c).unwrap();
+    model.check(&store).await;
+    place_all(&store, &mut model, &[put(5, 5, 1, 2)]).await;
+    model.check(&store).await;
+    store.close().await.unwrap();
+    let conn = Connection::open(dir.path().join(DB_FILE)).unwrap();
+    let left: i64 = conn
+        .query_row("SELECT count(*) FROM snapshot", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(left, 0);
 }

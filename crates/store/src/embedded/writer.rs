@@ -1,6 +1,12 @@
 //! The writer thread: takes waiting placements in batches, decides each by the policy,
 //! commits, then updates the shared state, feeds the hub and answers.
+//!
+//! A batch is committed in rounds that each touch at most the tile cache's capacity of
+//! tiles (almost always one round): before a round is decided its tiles are made cached
+//! ([`Writer::prepare`]), so deciding reads each pixel's last seq from memory and
+//! applying after the commit changes only memory.
 
+use super::tiles;
 use super::*;
 
 /// The writer thread's own state.
@@ -21,8 +27,8 @@ pub(super) struct Writer {
     pub(super) idempotency_window_ms: i64,
     /// When expired idempotency records were last deleted.
     pub(super) pruned_at: Instant,
-    /// Board shape, to index `State::pixel_seq`.
-    pub(super) dims: Dimensions,
+    /// Bits per pixel of every tile.
+    pub(super) depth: Depth,
     /// Snapshot cadence, in placements.
     pub(super) snapshot_every: u64,
     /// Placements committed since the last snapshot.
@@ -58,8 +64,8 @@ impl Writer {
         let mut batch = Vec::with_capacity(MAX_BATCH);
         loop {
             let Some(first) = self.next_cmd(&mut rx) else {
-                // Every handle is gone without a close: still leave a snapshot behind.
-                let _ = self.snapshot();
+                // Every handle is gone without a close: still write the dirty tiles.
+                let _ = self.checkpoint();
                 return;
             };
             let mut close = None;
@@ -95,12 +101,15 @@ impl Writer {
             match special {
                 Some(Cmd::Moderate(m)) => self.moderate(m),
                 Some(Cmd::Rewrite(c)) => self.apply_chunk(c),
+                Some(Cmd::Grow(to, tx)) => {
+                    let _ = tx.send(self.grow(to));
+                }
                 _ => {}
             }
             if self.since_snapshot >= self.snapshot_every
-                && let Err(e) = self.snapshot()
+                && let Err(e) = self.checkpoint()
             {
-                tracing::error!(error = %e, "board snapshot failed; will retry");
+                tracing::error!(error = %e, "tile checkpoint failed; will retry");
             }
             if let Some(tx) = close {
                 rx.close();
@@ -120,13 +129,19 @@ impl Writer {
                             }
                             self.apply_chunk(c);
                         }
+                        Cmd::Grow(to, tx) => {
+                            if !batch.is_empty() {
+                                self.commit_batch(&mut batch);
+                            }
+                            let _ = tx.send(self.grow(to));
+                        }
                         Cmd::Close(_) => {}
                     }
                 }
                 if !batch.is_empty() {
                     self.commit_batch(&mut batch);
                 }
-                let res = self.snapshot().and_then(|_| {
+                let res = self.checkpoint().and_then(|_| {
                     self.conn
                         .execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")
                         .map_err(backend)
@@ -169,11 +184,104 @@ impl Writer {
         .map_err(backend)
     }
 
-    /// Decides, commits and answers one batch.
+    /// Decides, commits and answers one batch, in rounds that each fit the tile cache.
     fn commit_batch(
         &mut self,
         batch: &mut Vec<(NewPlacement, oneshot::Sender<Result<Placed, PlaceError>>)>,
     ) {
+        let capacity = self.state.lock().expect("state lock").tiles.capacity();
+        while !batch.is_empty() {
+            let mut keys = HashSet::new();
+            let n = batch
+                .iter()
+                .position(|(p, _)| {
+                    keys.insert(TileId::of(p.coord).key());
+                    keys.len() > capacity
+                })
+                .unwrap_or(batch.len());
+            if n == batch.len() {
+                self.commit_round(batch, &keys);
+            } else {
+                keys.remove(&TileId::of(batch[n].0.coord).key());
+                let mut round: Vec<_> = batch.drain(..n).collect();
+                self.commit_round(&mut round, &keys);
+            }
+        }
+    }
+
+    /// Makes every tile of `keys` (at most the cache's capacity) cached: evicts the least
+    /// recently used others, writing the dirty ones among them in one transaction first,
+    /// then loads the missing ones from their rows.
+    pub(super) fn prepare(&mut self, keys: &HashSet<u64>) -> Result<(), StoreError> {
+        let (missing, victims) = {
+            let st = self.state.lock().expect("state lock");
+            let missing: Vec<u64> = keys
+                .iter()
+                .copied()
+                .filter(|&k| !st.tiles.contains(k))
+                .collect();
+            if missing.is_empty() {
+                return Ok(());
+            }
+            let victims = st.tiles.victims(missing.len(), &|k| keys.contains(&k));
+            (missing, victims)
+        };
+        self.evict(&victims)?;
+        let mut loaded = Vec::with_capacity(missing.len());
+        for &k in &missing {
+            loaded.push((k, tiles::load(&self.conn, k, self.depth)?));
+        }
+        metrics::counter!("rplace_store_tile_loads_total").increment(loaded.len() as u64);
+        let mut st = self.state.lock().expect("state lock");
+        for (k, t) in loaded {
+            st.tiles.insert(k, t);
+        }
+        Ok(())
+    }
+
+    /// Drops tiles from the cache, once the dirty ones among them are written.
+    fn evict(&mut self, victims: &[u64]) -> Result<(), StoreError> {
+        if victims.is_empty() {
+            return Ok(());
+        }
+        let mut rows = Vec::new();
+        for &k in victims {
+            // One tile's encoding per lock, so that readers never wait long.
+            let st = self.state.lock().expect("state lock");
+            if let Some(t) = st.tiles.get(k).filter(|t| t.dirty) {
+                rows.push(tiles::encode(k, t, st.seq.0)?);
+            }
+        }
+        if !rows.is_empty() {
+            let tx = self.conn.transaction().map_err(backend)?;
+            tiles::write_rows(&tx, &rows)?;
+            tx.commit().map_err(backend)?;
+        }
+        let mut st = self.state.lock().expect("state lock");
+        for k in victims {
+            st.tiles.remove(*k);
+        }
+        metrics::counter!("rplace_store_tile_evictions_total").increment(victims.len() as u64);
+        metrics::counter!("rplace_store_tile_writes_total").increment(rows.len() as u64);
+        Ok(())
+    }
+
+    /// Decides, commits and answers one round of a batch, whose tiles are `keys`.
+    fn commit_round(
+        &mut self,
+        batch: &mut Vec<(NewPlacement, oneshot::Sender<Result<Placed, PlaceError>>)>,
+        keys: &HashSet<u64>,
+    ) {
+        if let Err(e) = self.prepare(keys) {
+            tracing::error!(error = %Chain(&e), "loading tiles failed; rejecting the batch");
+            let e = Arc::new(BackendError::from(e));
+            for (_, tx) in batch.drain(..) {
+                let _ = tx.send(Err(PlaceError::Unavailable(BackendError::Shared(
+                    e.clone(),
+                ))));
+            }
+            return;
+        }
         let started = Instant::now();
         let clock_us = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -188,7 +296,7 @@ impl Writer {
         let mut addrs: HashMap<AddrKey, policy::AddrState> = HashMap::new();
         let mut keys: HashMap<(UserId, IdempotencyKey), Placed> = HashMap::new();
         // Pixels placed twice in one batch: the second links to the first.
-        let mut pixel_in_batch: HashMap<usize, Seq> = HashMap::new();
+        let mut pixel_in_batch: HashMap<Coord, Seq> = HashMap::new();
         let mut accepted = Vec::with_capacity(batch.len());
         let mut prevs = Vec::with_capacity(batch.len());
         let mut records = Vec::new();
@@ -295,10 +403,9 @@ impl Writer {
                         if let Some(k) = addr_key {
                             addrs.insert(k, a.addr());
                         }
-                        let pixel = p.coord.index(self.dims);
                         let prev = pixel_in_batch
-                            .insert(pixel, seq)
-                            .map_or(st.pixel_seq[pixel], |s| s.0);
+                            .insert(p.coord, seq)
+                            .map_or_else(|| st.tiles.seq_of(p.coord), |s| s.0);
                         prevs.push(prev);
                         accepted.push(Placement {
                             seq,
@@ -357,8 +464,7 @@ impl Writer {
                 if !accepted.is_empty() {
                     let mut st = self.state.lock().expect("state lock");
                     for a in &accepted {
-                        st.board.set(a.coord, a.color);
-                        st.pixel_seq[a.coord.index(self.dims)] = a.seq.0;
+                        st.tiles.apply(a.coord, a.color, a.seq.0);
                     }
                     for (user, state) in users {
                         if let Some(last) = state.last_ms() {
@@ -482,23 +588,72 @@ impl Writer {
         tx.commit().map_err(BackendError::from)
     }
 
-    fn snapshot(&mut self) -> Result<(), StoreError> {
-        // Only the writer changes the state, so compressing outside the lock is consistent.
-        let (seq, bytes, pixel_seq) = {
+    /// Writes every dirty tile's row, then the watermark: the log up to the head is then
+    /// in the rows, and a restart replays only what follows. One tile is encoded per lock
+    /// and one row is held at a time, so this costs no more memory than the cache.
+    pub(super) fn checkpoint(&mut self) -> Result<(), StoreError> {
+        let started = Instant::now();
+        let (dirty, head) = {
             let st = self.state.lock().expect("state lock");
-            (st.seq, st.board.as_bytes().to_vec(), st.pixel_seq.clone())
+            (st.tiles.dirty(), st.seq.0)
         };
-        let pixel_seq = encode_pixel_seq(&pixel_seq)?;
-        self.conn
-            .execute(
-                "INSERT INTO snapshot (id, seq, board, pixel_seq) VALUES (1, ?1, ?2, ?3) \
-                 ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, board = excluded.board, \
-                 pixel_seq = excluded.pixel_seq",
-                params![seq.0 as i64, bytes, pixel_seq],
-            )
-            .map_err(backend)?;
+        let mut written = Vec::with_capacity(dirty.len());
+        let tx = self.conn.transaction().map_err(backend)?;
+        for k in dirty {
+            let row = {
+                let st = self.state.lock().expect("state lock");
+                let t = st.tiles.get(k).expect("a dirty tile is cached");
+                tiles::encode(k, t, head)?
+            };
+            tiles::write_rows(&tx, std::slice::from_ref(&row))?;
+            written.push((k, row.through));
+        }
+        tx.execute(
+            "INSERT INTO meta (key, value) VALUES (?1, ?2) \
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            params![TILES_THROUGH, head as i64],
+        )
+        .map_err(backend)?;
+        tx.commit().map_err(backend)?;
+        let mut st = self.state.lock().expect("state lock");
+        for (k, through) in &written {
+            st.tiles.mark_clean(*k, *through);
+        }
+        metrics::gauge!("rplace_store_tile_cache_bytes").set(st.tiles.heap_bytes() as f64);
+        metrics::gauge!("rplace_store_tile_cache_tiles").set(st.tiles.len() as f64);
+        drop(st);
+        metrics::counter!("rplace_store_tile_writes_total").increment(written.len() as u64);
         self.since_snapshot = 0;
-        tracing::debug!(seq = seq.0, "board snapshot written");
+        tracing::debug!(
+            seq = head,
+            tiles = written.len(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "tile checkpoint written"
+        );
         Ok(())
+    }
+
+    /// Grows the canvas: `meta` first, then memory, then the feed.
+    pub(super) fn grow(&mut self, to: Dimensions) -> Result<Dimensions, StoreError> {
+        let now = self.state.lock().expect("state lock").dims;
+        if !to.covers(now) {
+            return Err(StoreError::Config(format!(
+                "the canvas is {}x{} and may only grow: {}x{} is smaller on an axis",
+                now.width(),
+                now.height(),
+                to.width(),
+                to.height()
+            )));
+        }
+        if to == now {
+            return Ok(now);
+        }
+        let tx = self.conn.transaction().map_err(backend)?;
+        write_dims(&tx, to)?;
+        tx.commit().map_err(backend)?;
+        self.state.lock().expect("state lock").dims = to;
+        self.feed.grown(to);
+        tracing::info!(width = to.width(), height = to.height(), "canvas grown");
+        Ok(to)
     }
 }

@@ -706,3 +706,76 @@ async fn a_whole_board_snapshot_of_an_older_version_becomes_tiles() {
         .unwrap();
     assert_eq!(left, 0);
 }
+
+/// Moderation changes read and write tiles too: with one tile in memory, a fill across
+/// six tiles is applied in chunks of one tile each, keeps what others placed after the
+/// plan, and a restore and a rollback read the history back through the evicted tiles.
+#[tokio::test]
+async fn moderation_changes_work_through_a_cache_of_one_tile() {
+    use crate::rewrite::{Moment, Rewrite, RollbackQuery};
+    use rplace_domain::Rect;
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(tiled(dir.path(), 768, 1, 1000)).unwrap();
+    let griefer = put(10, 10, 3, 66);
+    let before = store.place(put(10, 10, 2, 1)).await.unwrap().seq;
+    store.place(griefer).await.unwrap();
+    store.place(put(700, 500, 3, 66)).await.unwrap();
+    let area = Rect::new_unchecked(0, 0, 768, 512);
+    let color = ColorIndex::new_unchecked(6);
+    let fill: Vec<_> = area.coords().step_by(97).map(|c| (c, color)).collect();
+    let plan = store.plan_paint(fill.clone()).await.unwrap();
+    assert_eq!(plan.changes.len(), fill.len());
+    // After the plan, someone paints on two of its pixels, on different tiles.
+    let late = [fill[1].0, fill[fill.len() - 1].0];
+    for (i, &c) in late.iter().enumerate() {
+        store
+            .place(put(c.x(), c.y(), 2, 10 + i as u64))
+            .await
+            .unwrap();
+    }
+    let applied = store.apply(&plan, UserId(0)).await.unwrap();
+    let skipped: Vec<Coord> = applied
+        .skipped
+        .iter()
+        .map(|&i| plan.changes[i].coord)
+        .collect();
+    assert_eq!(skipped, late);
+    assert_eq!(store.cached_tiles(), 1);
+    let snap = store.snapshot().await.unwrap();
+    for &(c, _) in &fill {
+        let want = if late.contains(&c) { 2 } else { 6 };
+        assert_eq!(snap.board.get(c).get(), want, "{c:?}");
+    }
+    // Back to before the griefer's first placement, over the whole area.
+    let restore = store
+        .plan_restore(
+            Rect::new_unchecked(0, 0, 20, 20),
+            Moment::Seq(before),
+            10_000,
+        )
+        .await
+        .unwrap();
+    let at_griefer = restore
+        .changes
+        .iter()
+        .find(|c| c.coord == griefer.coord)
+        .expect("the griefed pixel goes back");
+    assert_eq!(at_griefer.color.get(), 2);
+    // A rollback of the griefer finds their other pixel, on a tile not in memory.
+    let rollback = store
+        .plan_rollback(
+            &RollbackQuery {
+                users: vec![UserId(66)],
+                since_ms: None,
+                until_ms: None,
+                rect: Some(Rect::new_unchecked(600, 400, 168, 112)),
+            },
+            100,
+        )
+        .await
+        .unwrap();
+    assert_eq!(rollback.changes.len(), 1);
+    assert_eq!(rollback.changes[0].coord, Coord::new_unchecked(700, 500));
+    assert_eq!(rollback.changes[0].color.get(), 0);
+    store.close().await.unwrap();
+}

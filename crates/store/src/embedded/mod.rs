@@ -294,7 +294,12 @@ impl EmbeddedStore {
                     Want::Keys(_) => HashSet::new(),
                 };
                 let last = attempt == READ_TRIES;
-                let guard = if last { Some(st) } else { None };
+                let guard = if last {
+                    Some(st)
+                } else {
+                    drop(st);
+                    None
+                };
                 let rows: Vec<(u64, Option<tiles::RawRow>)> = match want {
                     Want::Keys(_) => missing
                         .iter()
@@ -400,10 +405,14 @@ impl Store for EmbeddedStore {
         let (seq, dims, tiles) = self
             .read_tiles(Want::All, false, |k, v| v.map(|v| (k, v.pixels.clone())))
             .await?;
-        let mut board = Board::new(dims, self.depth);
-        for (k, t) in tiles.into_iter().flatten() {
-            board.put_tile(TileId::from_key(k), &t);
-        }
+        let board = tiles::compose(
+            dims,
+            self.depth,
+            tiles
+                .into_iter()
+                .flatten()
+                .map(|(k, t)| (TileId::from_key(k), t)),
+        );
         Ok(Snapshot { seq, board })
     }
 

@@ -779,3 +779,128 @@ async fn moderation_changes_work_through_a_cache_of_one_tile() {
     assert_eq!(rollback.changes[0].color.get(), 0);
     store.close().await.unwrap();
 }
+
+/// A tile read while the writer places, evicts and reloads tiles is exactly the tile at
+/// the seq it names: no placement after `through` shows, none before it is missing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tiles_read_during_evictions_are_exact_at_their_seq() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(EmbeddedStore::open(tiled(dir.path(), 1024, 1, 40)).unwrap());
+    let ids = [0u32, 1, 2].map(|k| TileId::new_unchecked(k, k));
+    let writer = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let mut placed = Vec::new();
+            for i in 0..600u32 {
+                let id = TileId::new_unchecked(i % 3, i % 3);
+                let c = id.coord_at(((i * 31) % 512) as u16);
+                let p = put(c.x(), c.y(), (i % 15 + 1) as u8, 1);
+                placed.push((store.place(p).await.unwrap().seq, p));
+            }
+            placed
+        })
+    };
+    let mut reads = Vec::new();
+    while !writer.is_finished() {
+        for id in ids {
+            reads.push((id, store.tile(id).await.unwrap()));
+        }
+    }
+    let placed = writer.await.unwrap();
+    assert!(
+        reads.len() > 30,
+        "reads overlapped the writes: {}",
+        reads.len()
+    );
+    for (id, read) in reads {
+        let mut want = Tile::new(Depth::Four);
+        let mut version = 0;
+        for (seq, p) in placed
+            .iter()
+            .filter(|(s, p)| *s <= read.through && TileId::of(p.coord) == id)
+        {
+            want.set(id.local_index(p.coord), p.color);
+            version = seq.0;
+        }
+        assert_eq!(
+            read.version,
+            Seq(version),
+            "{id:?} through {:?}",
+            read.through
+        );
+        if version == 0 {
+            assert!(read.pixels.is_none());
+        } else {
+            assert_eq!(
+                read.pixels.as_ref(),
+                Some(&want),
+                "{id:?} through {:?}",
+                read.through
+            );
+        }
+    }
+    store.close().await.unwrap();
+}
+
+/// The write path on a whole 8192² canvas (run by hand: `cargo test --release -p
+/// rplace-store --lib write_path -- --ignored --nocapture`): placements per second through
+/// `place` from many tasks, then the close (last checkpoint) and a start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn write_path_on_a_whole_8192_canvas() {
+    let dir = tempfile::tempdir_in("/work/wt10").unwrap();
+    let c = EmbeddedConfig {
+        dims: Dimensions::parse(8192, 8192).unwrap(),
+        policy: Params::new(
+            Cooldown::from_secs(0),
+            AddrRate::OFF,
+            rplace_domain::Ipv6Prefix::DEFAULT,
+        ),
+        snapshot_every: 100_000,
+        sync: SyncMode::Full,
+        ..cfg(dir.path())
+    };
+    let store = Arc::new(EmbeddedStore::open(c.clone()).unwrap());
+    let mut feed = store.take_feed().unwrap();
+    tokio::spawn(async move { while feed.recv().await.is_some() {} });
+    let (tasks, each) = (1024u64, 500u64);
+    let started = std::time::Instant::now();
+    let handles: Vec<_> = (0..tasks)
+        .map(|t| {
+            let s = store.clone();
+            tokio::spawn(async move {
+                let mut r = (t + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+                for _ in 0..each {
+                    r ^= r << 13;
+                    r ^= r >> 7;
+                    r ^= r << 17;
+                    let mut p = new(0, t);
+                    p.coord = Coord::new_unchecked((r % 8192) as u32, ((r >> 20) % 8192) as u32);
+                    p.bypass_limits = true;
+                    s.place(p).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.await.unwrap();
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let n = tasks * each;
+    println!("BENCH placed {n} in {secs:.2} s: {:.0}/s", n as f64 / secs);
+    let t = std::time::Instant::now();
+    store.close().await.unwrap();
+    println!("BENCH close {:.2} s", t.elapsed().as_secs_f64());
+    drop(store);
+    let t = std::time::Instant::now();
+    let again = EmbeddedStore::open(c).unwrap();
+    println!("BENCH open {:.2} s", t.elapsed().as_secs_f64());
+    let t = std::time::Instant::now();
+    let snap = again.snapshot().await.unwrap();
+    println!(
+        "BENCH snapshot {:.2} s at {}",
+        t.elapsed().as_secs_f64(),
+        snap.seq.0
+    );
+    again.close().await.unwrap();
+}

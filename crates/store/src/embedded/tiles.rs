@@ -538,6 +538,54 @@ pub(super) fn load(conn: &Connection, key: u64, depth: Depth) -> Result<Cached, 
     }
 }
 
+/// The whole board from its painted tiles. Rows are copied as bytes where the layouts
+/// line up (8 bits, or 4 bits on an even width: a tile's first pixel then starts a byte
+/// in both), which is what makes this fast enough for an 8192² canvas; pixel by pixel
+/// otherwise.
+pub(super) fn compose(
+    dims: rplace_domain::Dimensions,
+    depth: Depth,
+    tiles: impl IntoIterator<Item = (TileId, Tile)>,
+) -> rplace_domain::Board {
+    use rplace_domain::board::set_packed;
+    use rplace_domain::tile::TILE_SIZE;
+    let width = dims.width() as usize;
+    let aligned = depth == Depth::Eight || width.is_multiple_of(2);
+    let mut bytes = vec![0u8; depth.bytes_for(dims.pixels())];
+    let mut slow = Vec::new();
+    for (id, t) in tiles {
+        if !aligned {
+            slow.push((id, t));
+            continue;
+        }
+        let o = id.origin();
+        let w = (TILE_SIZE.min(dims.width() - o.x())) as usize;
+        for y in o.y()..(o.y() + TILE_SIZE).min(dims.height()) {
+            let dst = y as usize * width + o.x() as usize;
+            let src = (y - o.y()) as usize * TILE_SIZE as usize;
+            match depth {
+                Depth::Eight => {
+                    bytes[dst..dst + w].copy_from_slice(&t.as_bytes()[src..src + w]);
+                }
+                Depth::Four => {
+                    let n = w / 2;
+                    bytes[dst / 2..dst / 2 + n]
+                        .copy_from_slice(&t.as_bytes()[src / 2..src / 2 + n]);
+                    if w % 2 == 1 {
+                        let last = t.get((src + w - 1) as u16).get();
+                        set_packed(&mut bytes, depth, dst + w - 1, last);
+                    }
+                }
+            }
+        }
+    }
+    let mut board = rplace_domain::Board::from_bytes(dims, depth, bytes).expect("sized for dims");
+    for (id, t) in slow {
+        board.put_tile(id, &t);
+    }
+    board
+}
+
 /// What a reader sees of one tile: cached or read back, or never painted (`None`).
 pub(super) struct TileView<'a> {
     pub(super) version: u64,
@@ -590,6 +638,37 @@ mod tests {
         check(&sparse, &HashMap::from([(5, 9), (2, 10)]));
         assert!(PixelSeqs::decode(&[0, 1, 0, 0, 0]).is_err());
         assert!(PixelSeqs::decode(&[7]).is_err());
+    }
+
+    #[test]
+    fn a_board_composed_from_tiles_is_the_board_put_tile_by_tile() {
+        for (w, h, depth) in [
+            (600, 300, Depth::Four),
+            (601, 257, Depth::Four),
+            (513, 300, Depth::Eight),
+            (700, 1, Depth::Four),
+        ] {
+            let dims = rplace_domain::Dimensions::parse(w, h).unwrap();
+            let (across, down) = rplace_domain::tile::tiles_across(dims);
+            let mut tiles = Vec::new();
+            for ty in 0..down {
+                for tx in 0..across {
+                    let mut t = Tile::new(depth);
+                    for i in (0..TILE_PIXELS).step_by(7) {
+                        t.set(
+                            i as u16,
+                            ColorIndex::new_unchecked((i % 13 + tx as usize) as u8 % 16),
+                        );
+                    }
+                    tiles.push((TileId::new_unchecked(tx, ty), t));
+                }
+            }
+            let mut want = rplace_domain::Board::new(dims, depth);
+            for (id, t) in &tiles {
+                want.put_tile(*id, t);
+            }
+            assert_eq!(compose(dims, depth, tiles), want, "{w}x{h}");
+        }
     }
 
     #[test]

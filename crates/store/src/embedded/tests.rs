@@ -904,3 +904,70 @@ async fn write_path_on_a_whole_8192_canvas() {
     );
     again.close().await.unwrap();
 }
+
+/// The write path on a 2^22² canvas, placements scattered over 10,000 tiles with the
+/// default cache (run by hand like the one above): placements per second, the cache's
+/// bytes, the process's RSS and the file's size.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn write_path_on_a_world_canvas() {
+    let dir = tempfile::tempdir_in("/work/wt10").unwrap();
+    let side = rplace_domain::board::MAX_SIDE;
+    let c = EmbeddedConfig {
+        snapshot_every: 100_000,
+        sync: SyncMode::Full,
+        ..tiled(dir.path(), side as u64, DEFAULT_TILE_CACHE, 100_000)
+    };
+    let store = Arc::new(EmbeddedStore::open(c.clone()).unwrap());
+    let mut feed = store.take_feed().unwrap();
+    tokio::spawn(async move { while feed.recv().await.is_some() {} });
+    let (tasks, each) = (1000u64, 200u64);
+    let started = std::time::Instant::now();
+    let handles: Vec<_> = (0..tasks)
+        .map(|t| {
+            let s = store.clone();
+            tokio::spawn(async move {
+                let mut r = (t + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+                for _ in 0..each {
+                    r ^= r << 13;
+                    r ^= r >> 7;
+                    r ^= r << 17;
+                    let tile = (r % 10_000) as u32;
+                    let id = TileId::new_unchecked(tile % 100 * 163, tile / 100 * 163);
+                    let c = id.coord_at((r >> 32) as u16);
+                    s.place(put(c.x(), c.y(), (r >> 50) as u8 % 16, t))
+                        .await
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.await.unwrap();
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let n = tasks * each;
+    let bytes = store.state.lock().unwrap().tiles.heap_bytes();
+    let rss = std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("VmRSS"))
+        .unwrap_or_default()
+        .to_string();
+    println!(
+        "BENCH world: placed {n} in {secs:.2} s: {:.0}/s; {} tiles cached, {} MiB; {rss}",
+        n as f64 / secs,
+        store.cached_tiles(),
+        bytes >> 20
+    );
+    let t = std::time::Instant::now();
+    store.close().await.unwrap();
+    println!("BENCH world close {:.2} s", t.elapsed().as_secs_f64());
+    let size = std::fs::metadata(dir.path().join(DB_FILE)).unwrap().len();
+    println!("BENCH world file {} MiB", size >> 20);
+    drop(store);
+    let t = std::time::Instant::now();
+    let again = EmbeddedStore::open(c).unwrap();
+    println!("BENCH world open {:.2} s", t.elapsed().as_secs_f64());
+    again.close().await.unwrap();
+}

@@ -426,12 +426,13 @@ impl Live {
                 .arg(ids.iter().map(|&id| k.tile_version(id)).collect::<Vec<_>>());
         }
         let mut conn = self.conn.clone();
-        let (seq, epoch, pixels, versions): (
+        type Reply = (
             Option<u64>,
             Option<u64>,
             Vec<Option<Vec<u8>>>,
             Vec<Option<u64>>,
-        ) = if ids.is_empty() {
+        );
+        let (seq, epoch, pixels, versions): Reply = if ids.is_empty() {
             let (seq, epoch) = pipe.query_async(&mut conn).await?;
             (seq, epoch, Vec::new(), Vec::new())
         } else {

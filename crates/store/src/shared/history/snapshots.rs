@@ -4,8 +4,11 @@
 use super::*;
 use std::collections::HashMap;
 
-/// The rows of some placements, grouped by tile: seq, tile-local index, color.
-type ByTile = HashMap<TileId, Vec<(u64, u16, u8)>>;
+/// One tile's placements in seq order: seq, tile-local index, color.
+type TileRows = Vec<(u64, u16, u8)>;
+
+/// The rows of some placements, grouped by tile.
+type ByTile = HashMap<TileId, TileRows>;
 
 /// Applies a tile's rows newer than `after` (in seq order) and returns the version after.
 fn apply(tile: &mut Tile, rows: &[(u64, u16, u8)], after: u64, version: Seq) -> Seq {
@@ -64,7 +67,7 @@ impl History {
                 sink.put(page).await?;
             }
             // Tiles painted only after the snapshots.
-            let rest: Vec<(TileId, Vec<(u64, u16, u8)>)> = tail.into_iter().collect();
+            let rest: Vec<(TileId, TileRows)> = tail.into_iter().collect();
             for chunk in rest.chunks(TILE_PAGE) {
                 let page: Vec<RebuiltTile> = chunk
                     .iter()
@@ -142,7 +145,7 @@ impl History {
             let (changed, _) = self
                 .rows_by_tile(&tx, Seq(latest), Some(Seq(durable)))
                 .await?;
-            let changed: Vec<(TileId, Vec<(u64, u16, u8)>)> = changed.into_iter().collect();
+            let changed: Vec<(TileId, TileRows)> = changed.into_iter().collect();
             for chunk in changed.chunks(TILE_PAGE) {
                 let (txs, tys): (Vec<i32>, Vec<i32>) = chunk
                     .iter()

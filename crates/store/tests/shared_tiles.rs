@@ -418,3 +418,73 @@ async fn redis_holds_no_board_sized_key() {
     }
     assert!(!sizes.iter().any(|(k, _)| k == "tiles:board"));
 }
+
+/// A deployment from before tiles: smallint coordinates, a whole-board snapshot and a
+/// board key in Redis. Opening it migrates the columns to integer, rebuilds the tiles from
+/// the log and drops the board key.
+#[tokio::test]
+async fn a_store_from_before_tiles_is_migrated() {
+    let env = env();
+    let (db, conn) = tokio_postgres::connect(&env.pg_url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    db.batch_execute(
+        "CREATE TABLE schema_migrations (version int PRIMARY KEY, name text NOT NULL,
+             applied_at timestamptz NOT NULL DEFAULT now());
+         INSERT INTO schema_migrations (version, name) VALUES (1, 'placements, snapshots, state');
+         CREATE TABLE rplace_meta (key text PRIMARY KEY, value bigint NOT NULL);
+         INSERT INTO rplace_meta VALUES ('width', 16), ('height', 8), ('bits_per_pixel', 4);
+         CREATE TABLE rplace_state (id int PRIMARY KEY CHECK (id = 1), epoch bigint NOT NULL,
+             durable_seq bigint NOT NULL);
+         INSERT INTO rplace_state VALUES (1, 3, 2);
+         CREATE TABLE placements (seq bigint PRIMARY KEY, x smallint NOT NULL,
+             y smallint NOT NULL, color smallint NOT NULL, user_id bigint NOT NULL,
+             ts timestamptz NOT NULL);
+         CREATE INDEX placements_pixel ON placements (x, y, seq DESC);
+         CREATE INDEX placements_ts ON placements USING brin (ts);
+         INSERT INTO placements VALUES (1, 15, 7, 9, 1, now()), (2, 3, 1, 4, 2, now());
+         CREATE TABLE board_snapshots (seq bigint PRIMARY KEY, board bytea NOT NULL,
+             taken_at timestamptz NOT NULL DEFAULT now());
+         INSERT INTO board_snapshots (seq, board) VALUES (1, '\\x00');",
+    )
+    .await
+    .unwrap();
+    env.redis.cli(&["SET", "tiles:board", "0123456789abcdef"]);
+    env.redis.cli(&["SET", "tiles:seq", "2"]);
+    env.redis.cli(&["SET", "tiles:epoch", "3"]);
+
+    let store = SharedStore::open(config(&env, 16, 8)).await.unwrap();
+    let types: Vec<String> = db
+        .query(
+            "SELECT data_type FROM information_schema.columns
+             WHERE table_name = 'placements' AND column_name IN ('x', 'y')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(types, ["integer", "integer"]);
+    let read = store.tile(TileId::new_unchecked(0, 0)).await.unwrap();
+    assert_eq!((read.version, read.through), (Seq(2), Seq(2)));
+    let tile = read.pixels.unwrap();
+    let id = TileId::new_unchecked(0, 0);
+    assert_eq!(
+        tile.get(id.local_index(Coord::new_unchecked(15, 7))).get(),
+        9
+    );
+    assert_eq!(
+        tile.get(id.local_index(Coord::new_unchecked(3, 1))).get(),
+        4
+    );
+    let hist = store
+        .pixel_history(Coord::new_unchecked(15, 7), 5)
+        .await
+        .unwrap();
+    assert_eq!(hist.len(), 1);
+    assert_eq!(store.place(at(1, 1, 2, 3)).await.unwrap().seq, Seq(3));
+    let keys: Vec<String> = key_sizes(&env).await.into_iter().map(|(k, _)| k).collect();
+    assert!(!keys.iter().any(|k| k == "tiles:board"), "{keys:?}");
+}

@@ -18,6 +18,8 @@ pub(crate) struct Keys {
     prefix: String,
     /// The canvas's size, `"<width> <height>"`; it only grows (`grow.lua`).
     pub dims: String,
+    /// The whole board of the layout before tiles, deleted by a rebuild (upgrades).
+    pub legacy_board: String,
     /// The seq of the newest placement (an integer string).
     pub seq: String,
     /// Which generation of the Redis state this is. Bumped (in PostgreSQL first) by every
@@ -58,6 +60,7 @@ impl Keys {
         Self {
             prefix: prefix.to_string(),
             dims: format!("{prefix}dims"),
+            legacy_board: format!("{prefix}board"),
             seq: format!("{prefix}seq"),
             epoch: format!("{prefix}epoch"),
             clock: format!("{prefix}clock"),

@@ -483,9 +483,15 @@ impl Live {
     }
 
     /// Deletes every tile key of this prefix (`SCAN` + `UNLINK`): before a rebuild writes
-    /// the history's tiles, so that none of a replaced state is left. Returns how many.
+    /// the history's tiles, so that none of a replaced state is left. Also the whole-board
+    /// key of the layout before tiles (`<prefix>board`), so that an upgraded Redis does not
+    /// keep it. Returns how many tile keys it deleted.
     pub async fn clear_tiles(&self) -> RedisResult<u64> {
         let mut conn = self.conn.clone();
+        let _: i64 = redis::cmd("UNLINK")
+            .arg(&self.keys.legacy_board)
+            .query_async(&mut conn)
+            .await?;
         let pattern = self.keys.tile_pattern();
         let mut cursor: u64 = 0;
         let mut n = 0;

@@ -162,6 +162,7 @@ end
 local reply = {tonumber(epoch), now}
 local recs = {}
 local first = nil
+local versions = {}
 for i = 0, n - 1 do
   local a = 13 + 11 * i
   local cooldown_key = KEYS[8 + 7 * i]
@@ -246,7 +247,9 @@ for i = 0, n - 1 do
       -- past the history's watermark (backlog.rs).
       redis.call('XADD', KEYS[5], string.format('%d-0', seq), 'p', rec)
       redis.call('BITFIELD', tile_key, 'SET', bitfield, '#' .. ARGV[a], ARGV[a + 1])
-      redis.call('SET', version_key, string.format('%d', seq))
+      -- Written once per tile the batch touches, after the loop (a hot spot puts many
+      -- placements of a batch on one tile).
+      versions[version_key] = seq
       if tat then
         redis.call('SET', rate_key, string.format('%.0f', tat), 'PX', math.ceil((tat - now_us) / 1000) + 1)
       end
@@ -275,6 +278,9 @@ for i = 0, n - 1 do
   end
 end
 
+for key, v in pairs(versions) do
+  redis.call('SET', key, string.format('%d', v))
+end
 if first then
   redis.call('SET', KEYS[2], string.format('%d', seq))
   redis.call('SET', KEYS[4], now_s)

@@ -83,6 +83,7 @@ local user = ARGV[6]
 local n = (#ARGV - 6) / 4
 local first = nil
 local recs = {}
+local versions = {}
 for i = 0, n - 1 do
   local a = 7 + 4 * i
   local idx = tonumber(ARGV[a + 3]) * width + tonumber(ARGV[a + 2])
@@ -91,7 +92,8 @@ for i = 0, n - 1 do
     local rec = ARGV[a + 2] .. ' ' .. ARGV[a + 3] .. ' ' .. ARGV[a + 1] .. ' ' .. user .. ' ' .. now_s
     redis.call('XADD', KEYS[5], string.format('%d-0', seq), 'p', rec)
     redis.call('BITFIELD', KEYS[6 + 2 * i], 'SET', bitfield, '#' .. ARGV[a], ARGV[a + 1])
-    redis.call('SET', KEYS[7 + 2 * i], string.format('%d', seq))
+    -- A chunk mostly paints a few tiles: each tile's version is written once, below.
+    versions[KEYS[7 + 2 * i]] = seq
     first = first or seq
     recs[#recs + 1] = rec
     -- A pixel twice in one chunk: the second is skipped like any pixel placed on since.
@@ -99,6 +101,9 @@ for i = 0, n - 1 do
   end
 end
 
+for key, v in pairs(versions) do
+  redis.call('SET', key, string.format('%d', v))
+end
 if first then
   redis.call('SET', KEYS[2], string.format('%d', seq))
   redis.call('SET', KEYS[4], now_s)

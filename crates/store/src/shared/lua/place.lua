@@ -35,7 +35,7 @@
 -- nothing else of the canvas, so a batch costs one tile key per placement and no key is
 -- board-sized.
 --
--- KEYS[1] unused (was the board)   KEYS[2] seq   KEYS[3] epoch   KEYS[4] clock
+-- KEYS[1] the size (unused; was the board)   KEYS[2] seq   KEYS[3] epoch   KEYS[4] clock
 -- KEYS[5] stream   KEYS[6] ban lengths   KEYS[7] protected areas by tile
 -- then per placement i (from 0): KEYS[8 + 7i] the user's cooldown key,
 --                                KEYS[9 + 7i] the address key's rate key,

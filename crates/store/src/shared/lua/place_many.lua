@@ -17,7 +17,7 @@
 -- A pixel is named by `y * 2^22 + x` (the largest canvas's width, so the name does not
 -- change when the canvas grows; exact in Lua's doubles).
 --
--- KEYS[1] unused (was the board)   KEYS[2] seq   KEYS[3] epoch   KEYS[4] clock
+-- KEYS[1] the size (unused; was the board)   KEYS[2] seq   KEYS[3] epoch   KEYS[4] clock
 -- KEYS[5] stream   then per pixel i: KEYS[6 + 2i] its tile's pixels, KEYS[7 + 2i] its
 -- tile's version
 -- ARGV[1] bitfield type (u4 or u8)   ARGV[2] channel   ARGV[3] the epoch the change was

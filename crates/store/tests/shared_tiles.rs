@@ -488,3 +488,18 @@ async fn a_store_from_before_tiles_is_migrated() {
     let keys: Vec<String> = key_sizes(&env).await.into_iter().map(|(k, _)| k).collect();
     assert!(!keys.iter().any(|k| k == "tiles:board"), "{keys:?}");
 }
+
+/// A grow between opening and taking the feed is still told: the consumer may have read
+/// the size before it.
+#[tokio::test]
+async fn a_grow_before_the_feed_is_taken_is_told() {
+    let env = env();
+    let store = SharedStore::open(config(&env, 300, 200)).await.unwrap();
+    let grown = Dimensions::parse(600, 200).unwrap();
+    store.grow(grown).await.unwrap();
+    let mut feed = store.take_feed().unwrap();
+    match next_event(&mut feed, Duration::from_secs(5)).await {
+        FeedEvent::Grown(d) => assert_eq!(d, grown),
+        other => panic!("expected Grown, got {other:?}"),
+    }
+}

@@ -29,7 +29,8 @@
 //!
 //! The feed starts where the latest `snapshot()` before `take_feed()` left off (the server
 //! loads a snapshot first, then consumes the feed), or at the current seq if there was
-//! none; the first catch-up delivers everything placed since.
+//! none; the first catch-up delivers everything placed since, and a grow since the store
+//! opened.
 
 use super::Inner;
 use super::live::parse_record;
@@ -131,7 +132,9 @@ pub(crate) async fn run(inner: Arc<Inner>, start: oneshot::Receiver<Start>) {
             }
         },
     };
-    let dims = inner.dims();
+    // A grow since open is told again by the first catch-up (a repeat is harmless, a
+    // miss is not: the consumer may have read the size before the grow).
+    let dims = inner.opened_dims;
     let mut feed = Feed {
         inner,
         tx,

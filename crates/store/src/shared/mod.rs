@@ -193,6 +193,9 @@ pub(crate) struct Inner {
     /// The canvas's size as this instance knows it, `width << 32 | height`: only grows
     /// (its own `grow`, or its feed hearing another instance's).
     dims: AtomicU64,
+    /// The size at open, where the feed starts: a grow before the feed is taken is then
+    /// still told (the consumer may have read `dims` before it).
+    opened_dims: Dimensions,
     /// The history.
     history: History,
     /// Readiness flags.
@@ -345,6 +348,11 @@ impl SharedStore {
         let stored = history.dims().await?;
         let dims = max_dims(max_dims(cfg.dims, stored), status.dims.unwrap_or(stored));
         if dims != stored {
+            tracing::info!(
+                width = dims.width(),
+                height = dims.height(),
+                "growing the canvas to the configured size"
+            );
             history.grow(dims).await?;
         }
         if let Some(have) = status.dims
@@ -393,6 +401,7 @@ impl SharedStore {
             cfg,
             live,
             dims: AtomicU64::new(pack_dims(dims)),
+            opened_dims: dims,
             history,
             health,
             placer: placer_tx,

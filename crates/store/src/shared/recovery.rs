@@ -111,7 +111,8 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// Writes the tiles a rebuild hands out to Redis, if the rebuild still holds the lock.
+/// Writes the tiles a rebuild hands out to Redis (the seq and epoch are missing meanwhile,
+/// so no placement mixes with them).
 struct RedisTiles<'a> {
     live: &'a Live,
 }

@@ -100,6 +100,12 @@ impl FeedSender {
         let _ = self.tx.send(FeedEvent::Reset(seq)).await;
     }
 
+    /// Sends that the canvas grew, waiting for room: a size change is never dropped (an
+    /// owed reset still follows it).
+    pub async fn grown(&mut self, dims: rplace_domain::Dimensions) {
+        let _ = self.tx.send(FeedEvent::Grown(dims)).await;
+    }
+
     /// Resolves once the queue has room for one event (or is closed).
     pub async fn room(&self) {
         let _ = self.tx.reserve().await;

@@ -34,12 +34,10 @@ async fn the_script_decides_every_vector_as_the_domain_does() {
         let prior = v.prior();
         let now_ms = v.now().millis();
         assert_eq!(v.now().micros(), now_ms * 1000, "vectors use whole ms");
-        // A fresh state at seq 10, and the clock floor at the vector's moment (Redis's
+        // A fresh state at seq 10 (no tile painted yet), and the clock floor at the vector's moment (Redis's
         // own clock is earlier, so the script decides at exactly `now`).
         let () = redis::cmd("FLUSHALL").query_async(&mut conn).await.unwrap();
         let () = redis::pipe()
-            .set(format!("{PREFIX}board"), vec![0u8; 4])
-            .ignore()
             .set(format!("{PREFIX}seq"), 10)
             .ignore()
             .set(format!("{PREFIX}epoch"), 1)
@@ -178,8 +176,6 @@ async fn the_script_finds_network_bans_by_the_domains_names() {
         let () = redis::cmd("FLUSHALL").query_async(&mut conn).await.unwrap();
         let family = if ip.to_canonical().is_ipv4() { 4 } else { 6 };
         let () = redis::pipe()
-            .set(format!("{PREFIX}board"), vec![0u8; 4])
-            .ignore()
             .set(format!("{PREFIX}seq"), 10)
             .ignore()
             .set(format!("{PREFIX}epoch"), 1)

@@ -6,7 +6,9 @@ mod common;
 use common::{Env, env};
 use rplace_domain::board::Depth;
 use rplace_domain::policy::{AddrRate, Params};
-use rplace_domain::{ColorIndex, Cooldown, Coord, Dimensions, Ipv6Prefix, Placement, Seq, UserId};
+use rplace_domain::{
+    ColorIndex, Cooldown, Coord, Dimensions, Ipv6Prefix, Placement, Seq, TileId, UserId,
+};
 use rplace_store::{
     FeedEvent, NewPlacement, PlaceError, Placed, SharedConfig, SharedStore, Store, StoreError,
 };
@@ -122,23 +124,32 @@ async fn placement_round_trip() {
     assert_eq!(snap.board.get(Coord::new_unchecked(3, 2)).get(), 7);
     assert_eq!(snap.board.get(Coord::new_unchecked(4, 2)).get(), 9);
 
-    // The Redis key is the board's bytes, readable with BITFIELD u4 at y*width+x.
+    // The tile's Redis key is the tile's bytes, readable with BITFIELD u4 at the
+    // tile-local y*256+x, and its version is the seq of its last placement.
     let mut r = redis_conn(&env).await;
     let raw: Vec<u8> = redis::cmd("GET")
-        .arg("test:board")
+        .arg("test:tile:{0,0}")
         .query_async(&mut r)
         .await
         .unwrap();
-    assert_eq!(raw, snap.board.as_bytes());
+    let tile = snap.board.tile(TileId::new_unchecked(0, 0));
+    assert_eq!(raw[..], tile.as_bytes()[..raw.len()]);
+    assert!(tile.as_bytes()[raw.len()..].iter().all(|&b| b == 0));
     let px: Vec<u8> = redis::cmd("BITFIELD")
-        .arg("test:board")
+        .arg("test:tile:{0,0}")
         .arg("GET")
         .arg("u4")
-        .arg(format!("#{}", 2 * W + 3))
+        .arg(format!("#{}", 2 * 256 + 3))
         .query_async(&mut r)
         .await
         .unwrap();
     assert_eq!(px, vec![7]);
+    let version: u64 = redis::cmd("GET")
+        .arg("test:tile:{0,0}:v")
+        .query_async(&mut r)
+        .await
+        .unwrap();
+    assert_eq!(version, 2);
 
     let got = placements(&feed_until(&mut feed, 2, Duration::from_secs(5)).await);
     assert_eq!(got.iter().map(|p| p.seq.0).collect::<Vec<_>>(), vec![1, 2]);
@@ -191,8 +202,8 @@ async fn acknowledged_placements_are_in_postgres() {
             )
             .await
             .unwrap();
-        assert_eq!(row.get::<_, i16>(0) as u32, p.coord.x());
-        assert_eq!(row.get::<_, i16>(1) as u32, p.coord.y());
+        assert_eq!(row.get::<_, i32>(0) as u32, p.coord.x());
+        assert_eq!(row.get::<_, i32>(1) as u32, p.coord.y());
         assert_eq!(row.get::<_, i16>(2) as u8, p.color.get());
         assert_eq!(row.get::<_, i64>(3) as u64, p.user.0);
         assert_eq!(row.get::<_, i64>(4), placed.at_ms);
@@ -523,11 +534,11 @@ async fn flushall_rebuilds_board_and_seq_from_postgres() {
     let b = SharedStore::open(cfg).await.unwrap();
     let before = fill(&a, 50).await;
     assert_eq!(before.seq, Seq(50));
-    // Let the maintenance task write a board snapshot, so the rebuild uses snapshot + tail.
+    // Let the maintenance task write tile snapshots, so the rebuild uses them + the tail.
     let db = pg(&env.pg_url).await;
-    eventually(Duration::from_secs(10), "a board snapshot", || async {
+    eventually(Duration::from_secs(10), "tile snapshots", || async {
         let n: i64 = db
-            .query_one("SELECT count(*) FROM board_snapshots", &[])
+            .query_one("SELECT count(*) FROM tile_snapshots", &[])
             .await
             .unwrap()
             .get(0);
@@ -672,8 +683,8 @@ async fn reconciler_saves_what_a_dead_instance_left_in_redis() {
         .unwrap();
     assert_eq!(
         (
-            row.get::<_, i16>(0),
-            row.get::<_, i16>(1),
+            row.get::<_, i32>(0),
+            row.get::<_, i32>(1),
             row.get::<_, i16>(2),
             row.get::<_, i64>(3)
         ),
@@ -712,7 +723,7 @@ async fn unreachable_services_are_named_at_start() {
 }
 
 #[tokio::test]
-async fn refuses_a_board_of_another_shape() {
+async fn refuses_another_depth_and_only_grows_the_size() {
     let env = env();
     SharedStore::open(config(&env))
         .await
@@ -721,23 +732,30 @@ async fn refuses_a_board_of_another_shape() {
         .await
         .unwrap();
     let mut other = config(&env);
-    other.dims = Dimensions::parse(W + 1, H).unwrap();
-    let err = SharedStore::open(other.clone()).await.err().unwrap();
+    other.depth = Depth::Eight;
+    let err = SharedStore::open(other).await.err().unwrap();
     assert!(matches!(err, StoreError::Config(_)), "{err}");
-    assert!(err.to_string().contains("width = 16"), "{err}");
-    // Same database shape but another Redis board length under the same prefix.
+    assert!(err.to_string().contains("bits_per_pixel = 4"), "{err}");
+    // A larger size grows the canvas; a smaller one keeps the stored (larger) size.
+    let mut larger = config(&env);
+    larger.dims = Dimensions::parse(W + 1, H).unwrap();
+    let store = SharedStore::open(larger.clone()).await.unwrap();
+    assert_eq!(store.dims(), larger.dims);
+    store.close().await.unwrap();
+    let store = SharedStore::open(config(&env)).await.unwrap();
+    assert_eq!(store.dims(), larger.dims);
+    assert_eq!(store.snapshot().await.unwrap().board.dims(), larger.dims);
+    assert!(matches!(
+        store.grow(Dimensions::parse(W, H).unwrap()).await,
+        Err(StoreError::Config(_))
+    ));
     let mut r = redis_conn(&env).await;
-    let _: () = redis::cmd("SET")
-        .arg("test:board")
-        .arg(vec![0u8; 3])
+    let dims: String = redis::cmd("GET")
+        .arg("test:dims")
         .query_async(&mut r)
         .await
         .unwrap();
-    let err = SharedStore::open(config(&env)).await.err().unwrap();
-    assert!(
-        err.to_string().contains("test:board holds 3 bytes"),
-        "{err}"
-    );
+    assert_eq!(dims, format!("{} {H}", W + 1));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -815,14 +833,16 @@ async fn rebuild_speed() {
     println!("rebuilt {rows} rows in {took:?}");
     assert_eq!(snap.seq, Seq(rows as u64));
     // Pixel (x, y) was last set by the largest g with that position.
+    // (Never set: color 0.)
     let last: i64 = db
-        .query_one(
+        .query_opt(
             "SELECT color FROM placements WHERE x = 0 AND y = 0 ORDER BY seq DESC LIMIT 1",
             &[],
         )
         .await
         .unwrap()
-        .get::<_, i16>(0) as i64;
+        .map(|r| r.get::<_, i16>(0) as i64)
+        .unwrap_or(0);
     assert_eq!(
         snap.board.get(Coord::new_unchecked(0, 0)).get() as i64,
         last

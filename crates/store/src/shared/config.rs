@@ -17,9 +17,10 @@ pub struct SharedConfig {
     pub redis_url: String,
     /// `postgres://user[:password]@host:port/database`.
     pub postgres_url: String,
-    /// Board size; must match what Redis and PostgreSQL already hold.
+    /// The canvas's size, at least: a larger one than PostgreSQL and Redis hold grows the
+    /// canvas at open, a smaller one keeps theirs ([`Store::dims`] says what is in force).
     pub dims: Dimensions,
-    /// Bits per pixel; must match what Redis and PostgreSQL already hold.
+    /// Bits per pixel; must match what PostgreSQL already holds.
     pub depth: Depth,
     /// The placement policy's parameters (cooldown, per-address rate, IPv6 prefix),
     /// enforced across all instances by the placement script.
@@ -53,7 +54,8 @@ pub struct SharedConfig {
     /// Stream entries younger than this are left to the writer of the instance that made
     /// them. Default 5 s.
     pub reconcile_grace: Duration,
-    /// Write a board snapshot to PostgreSQL after this many placements. Default 100,000.
+    /// Write a tile snapshot round (the tiles placed on since the last one) to PostgreSQL
+    /// after this many placements. Default 100,000.
     pub snapshot_every: u64,
     /// How often Redis (and a failing PostgreSQL) is probed and missing state noticed.
     /// Default 250 ms, so that readiness fails within it plus `redis_timeout`.

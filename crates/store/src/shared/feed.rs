@@ -8,10 +8,17 @@
 //! - seq = last + 1: delivered;
 //! - seq beyond that: the gap is filled from the stream first (`XRANGE`), which holds
 //!   every placement by seq; if the stream no longer reaches back that far, the feed
-//!   emits [`FeedEvent::Reset`] with the board and seq read at one moment;
+//!   emits [`FeedEvent::Reset`] with the seq read then (only the seq: the consumer reads
+//!   the tiles it needs again, however large the canvas);
 //! - another epoch: the state was rebuilt; `Reset`.
 //!
-//! A message that does not parse, or names a pixel off the board or a color the depth
+//! A grow (`G <epoch> <width> <height>`, published by whichever instance grew the canvas)
+//! becomes [`FeedEvent::Grown`], in its place among the placements: Redis publishes it
+//! before any placement on the new area can be made. The feed also reads the size with
+//! every catch-up page, so a lost message is made up for before placements on the new
+//! area are delivered.
+//!
+//! A message that does not parse, or names a pixel off the canvas or a color the depth
 //! cannot hold, is skipped and counted (`rplace_store_feed_malformed_total`); the gap it
 //! leaves is filled like a lost message's. The queue to the hub is bounded (`feed_queue`):
 //! when the hub is a whole queue behind, it gets a reset once it has room again.
@@ -22,14 +29,15 @@
 //!
 //! The feed starts where the latest `snapshot()` before `take_feed()` left off (the server
 //! loads a snapshot first, then consumes the feed), or at the current seq if there was
-//! none; the first catch-up delivers everything placed since.
+//! none; the first catch-up delivers everything placed since, and a grow since the store
+//! opened.
 
 use super::Inner;
 use super::live::parse_record;
 use crate::feed_queue::FeedSender;
 use crate::{BackendError, Chain};
 use futures_util::{FutureExt, StreamExt};
-use rplace_domain::{Placement, Seq};
+use rplace_domain::{Dimensions, Placement, Seq};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::oneshot;
@@ -57,6 +65,8 @@ enum Message {
     },
     /// `R <epoch> <seq>`: the state was rebuilt.
     Rebuilt { epoch: u64 },
+    /// `G <epoch> <width> <height>`: the canvas grew to this size.
+    Grown { dims: Dimensions },
 }
 
 fn parse_message(payload: &str) -> Option<Message> {
@@ -75,6 +85,9 @@ fn parse_message(payload: &str) -> Option<Message> {
             Some(Message::Placements { epoch, placements })
         }
         "R" => Some(Message::Rebuilt { epoch }),
+        "G" => Some(Message::Grown {
+            dims: super::live::parse_dims(rest)?,
+        }),
         _ => None,
     }
 }
@@ -99,6 +112,8 @@ struct Feed {
     epoch: u64,
     /// The last seq delivered (or the seq of the last reset).
     last: Seq,
+    /// The canvas's size as last told to the consumer.
+    dims: Dimensions,
 }
 
 pub(crate) async fn run(inner: Arc<Inner>, start: oneshot::Receiver<Start>) {
@@ -108,7 +123,7 @@ pub(crate) async fn run(inner: Arc<Inner>, start: oneshot::Receiver<Start>) {
     let (epoch, last) = match from {
         Some(from) => from,
         None => loop {
-            match inner.live_snapshot().await {
+            match inner.live_head().await {
                 Ok(s) => break (s.epoch, s.seq),
                 Err(e) => {
                     tracing::warn!(error = %Chain(&e), "feed cannot read its starting point; retrying");
@@ -117,11 +132,15 @@ pub(crate) async fn run(inner: Arc<Inner>, start: oneshot::Receiver<Start>) {
             }
         },
     };
+    // A grow since open is told again by the first catch-up (a repeat is harmless, a
+    // miss is not: the consumer may have read the size before the grow).
+    let dims = inner.opened_dims;
     let mut feed = Feed {
         inner,
         tx,
         epoch,
         last,
+        dims,
     };
     feed.run().await;
 }
@@ -186,12 +205,13 @@ impl Feed {
         let mut run: Vec<Placement> = Vec::new();
         for msg in batch {
             let payload = String::from_utf8_lossy(msg.get_payload_bytes());
-            let cfg = &self.inner.cfg;
+            let depth = self.inner.cfg.depth;
+            let dims = self.dims;
             let parsed = parse_message(&payload).filter(|m| match m {
                 Message::Placements { placements, .. } => placements
                     .iter()
-                    .all(|p| cfg.dims.contains(p.coord) && cfg.depth.holds(p.color)),
-                Message::Rebuilt { .. } => true,
+                    .all(|p| dims.contains(p.coord) && depth.holds(p.color)),
+                Message::Rebuilt { .. } | Message::Grown { .. } => true,
             });
             let Some(parsed) = parsed else {
                 // Skipped, not fatal: if it stood for real placements, the gap it leaves is
@@ -201,6 +221,10 @@ impl Feed {
                 continue;
             };
             match parsed {
+                Message::Grown { dims } => {
+                    self.deliver(std::mem::take(&mut run));
+                    self.grow_to(dims).await;
+                }
                 Message::Placements { epoch, placements } if epoch == self.epoch => {
                     for placement in placements {
                         let expected = Seq(self.last.0 + run.len() as u64 + 1);
@@ -253,6 +277,9 @@ impl Feed {
             if epoch != self.epoch {
                 return self.reset().await;
             }
+            if let Some(dims) = page.dims {
+                self.grow_to(dims).await;
+            }
             if page.seq <= self.last {
                 return Ok(());
             }
@@ -278,9 +305,25 @@ impl Feed {
         }
     }
 
-    /// Emits a reset at the seq read now, and goes on from there.
+    /// Tells the consumer the canvas grew, if `dims` is larger than what it knows (each
+    /// axis only grows), and lets the store know too.
+    async fn grow_to(&mut self, dims: Dimensions) {
+        let grown = super::max_dims(self.dims, dims);
+        if grown != self.dims {
+            self.dims = grown;
+            self.inner.learn_dims(grown);
+            tracing::info!(
+                width = grown.width(),
+                height = grown.height(),
+                "the canvas grew"
+            );
+            self.tx.grown(grown).await;
+        }
+    }
+
+    /// Emits a reset at the seq read now, and goes on from there. Reads the seq only.
     async fn reset(&mut self) -> Result<(), Interrupted> {
-        let s = self.inner.live_snapshot().await?;
+        let s = self.inner.live_head().await?;
         metrics::counter!("rplace_store_feed_resets_total").increment(1);
         tracing::warn!(epoch = s.epoch, seq = s.seq.0, "feed reset");
         self.epoch = s.epoch;
@@ -320,6 +363,14 @@ mod tests {
         );
         assert_eq!(parse_message("P 3 17 1 2 5 42 1000;4 2"), None);
         assert_eq!(parse_message("R 4 99"), Some(Message::Rebuilt { epoch: 4 }));
+        assert_eq!(
+            parse_message("G 4 100000 3"),
+            Some(Message::Grown {
+                dims: Dimensions::parse(100_000, 3).unwrap()
+            })
+        );
+        assert_eq!(parse_message("G 4 0 3"), None);
+        assert_eq!(parse_message("G 4 5"), None);
         assert_eq!(parse_message("X 1 2"), None);
         assert_eq!(parse_message("P x 1 1 1 1 1 1"), None);
         // A seq past u64::MAX is malformed, not an overflow panic.

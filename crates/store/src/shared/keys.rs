@@ -1,19 +1,25 @@
 //! The names of everything the shared backend keeps in Redis, under one configurable
 //! prefix so that several deployments (or parallel tests) can share a server.
 //!
-//! For Redis Cluster, give the prefix a hash tag (e.g. `{rplace}:`): the placement script
-//! touches the board, the seq, the stream and the per-user, per-address and idempotency keys
-//! at once, and a script may only touch keys of one slot.
+//! Each painted tile has two keys, its pixels and its version, named with one hash tag per
+//! tile (`<prefix>tile:{<tx>,<ty>}` and `<prefix>tile:{<tx>,<ty>}:v`), so that a Redis
+//! Cluster would hash both to one slot and spread the tiles over all slots. Nothing is
+//! board-sized: an unpainted tile has no key. (This round runs on one Redis, where the
+//! placement script touches the global keys, the user's keys and the tiles at once; on a
+//! cluster those are in different slots, see `shared/mod.rs`, "Redis Cluster".) A prefix
+//! that holds a hash tag itself (`{rplace}:`) puts every key, tiles included, in its slot.
 
-use rplace_domain::{AddrKey, IdempotencyKey, OnceToken, UserId};
+use rplace_domain::{AddrKey, IdempotencyKey, OnceToken, TileId, UserId};
 
 /// Every key name, built once from the prefix.
 #[derive(Debug, Clone)]
 pub(crate) struct Keys {
     /// The prefix itself, for the per-user and per-address keys built on demand.
     prefix: String,
-    /// The packed board: exactly the bytes of [`rplace_domain::Board`].
-    pub board: String,
+    /// The canvas's size, `"<width> <height>"`; it only grows (`grow.lua`).
+    pub dims: String,
+    /// The whole board of the layout before tiles, deleted by a rebuild (upgrades).
+    pub legacy_board: String,
     /// The seq of the newest placement (an integer string).
     pub seq: String,
     /// Which generation of the Redis state this is. Bumped (in PostgreSQL first) by every
@@ -53,7 +59,8 @@ impl Keys {
     pub fn new(prefix: &str) -> Self {
         Self {
             prefix: prefix.to_string(),
-            board: format!("{prefix}board"),
+            dims: format!("{prefix}dims"),
+            legacy_board: format!("{prefix}board"),
             seq: format!("{prefix}seq"),
             epoch: format!("{prefix}epoch"),
             clock: format!("{prefix}clock"),
@@ -67,6 +74,32 @@ impl Keys {
             protected_tiles: format!("{prefix}protected:tiles"),
             ban_index: format!("{prefix}ban:keys"),
         }
+    }
+
+    /// The pixels of one tile, in the [`rplace_domain::Tile`] layout (`BITFIELD u4 #i` at
+    /// the tile-local index). `BITFIELD` grows a string only as far as it writes, so the
+    /// key may be shorter than a tile: the rest is color 0.
+    pub fn tile(&self, id: TileId) -> String {
+        format!("{}tile:{{{},{}}}", self.prefix, id.tx(), id.ty())
+    }
+
+    /// The version of one tile: the seq of the last placement on it (an integer string),
+    /// written by the same script call as its pixels. Same hash tag as [`Keys::tile`].
+    pub fn tile_version(&self, id: TileId) -> String {
+        format!("{}tile:{{{},{}}}:v", self.prefix, id.tx(), id.ty())
+    }
+
+    /// A `SCAN MATCH` pattern for every tile key (pixels and versions) of this prefix.
+    pub fn tile_pattern(&self) -> String {
+        let mut escaped = String::with_capacity(self.prefix.len() + 8);
+        for ch in self.prefix.chars() {
+            if matches!(ch, '*' | '?' | '[' | ']' | '\\') {
+                escaped.push('\\');
+            }
+            escaped.push(ch);
+        }
+        escaped.push_str("tile:{*");
+        escaped
     }
 
     /// The bans of one user: a hash ban id -> end (unix ms, 0: never).

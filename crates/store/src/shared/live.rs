@@ -1,4 +1,4 @@
-//! The live state in Redis: the board, the seq, the epoch, the recent-updates stream, the
+//! The live state in Redis: the tiles, the canvas's size, the seq, the epoch, the recent-updates stream, the
 //! cooldowns, the per-address limits and the idempotency records, and the scripts that
 //! change them. The placement script executes the domain's policy with the parameters of
 //! [`Params`], passed as arguments.
@@ -14,7 +14,9 @@ use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Client, Msg, RedisResult, Script};
 use rplace_domain::board::Depth;
 use rplace_domain::policy::{self, Params};
-use rplace_domain::{ColorIndex, Coord, Dimensions, IdempotencyKey, Placement, Seq, UserId};
+use rplace_domain::{
+    ColorIndex, Coord, Dimensions, IdempotencyKey, Placement, Seq, Tile, TileId, UserId,
+};
 use std::time::Duration;
 
 /// What the placement script decided.
@@ -50,7 +52,7 @@ pub(crate) enum PlaceOutcome {
     Protected,
     /// The one-time proof was spent already.
     OnceSpent,
-    /// The board, seq or epoch key is missing: the state must be rebuilt first.
+    /// The seq or epoch key is missing: the state must be rebuilt first.
     Missing,
 }
 
@@ -96,12 +98,45 @@ impl PlaceOutcome {
     }
 }
 
-/// The board, its seq and its generation, read at one moment.
-#[derive(Debug, Clone)]
-pub(crate) struct LiveSnapshot {
+/// The seq and its generation, read at one moment.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Head {
     pub epoch: u64,
     pub seq: Seq,
-    pub board: Vec<u8>,
+}
+
+/// One tile as Redis holds it.
+#[derive(Debug, Clone)]
+pub(crate) struct LiveTile {
+    /// The seq of the last placement on it; 0 if never painted.
+    pub version: Seq,
+    /// Its pixels, padded to a whole tile; `None` if it has no key.
+    pub pixels: Option<Tile>,
+}
+
+/// Some tiles and the head they are consistent with, read at one moment.
+#[derive(Debug, Clone)]
+pub(crate) struct TilesRead {
+    pub head: Head,
+    /// In the order asked for.
+    pub tiles: Vec<LiveTile>,
+}
+
+/// `"<width> <height>"` as Redis keeps the canvas's size.
+pub(crate) fn parse_dims(s: &str) -> Option<Dimensions> {
+    let (w, h) = s.split_once(' ')?;
+    Dimensions::parse(w.parse().ok()?, h.parse().ok()?).ok()
+}
+
+/// A tile key's bytes as a whole tile: `BITFIELD` leaves a key only as long as its
+/// highest write, so the rest is color 0. `None` if longer than a tile (not ours).
+pub(crate) fn tile_from_key(depth: Depth, mut bytes: Vec<u8>) -> Option<Tile> {
+    let len = Tile::len(depth);
+    if bytes.len() > len {
+        return None;
+    }
+    bytes.resize(len, 0);
+    Tile::from_bytes(depth, bytes).ok()
 }
 
 /// A page of the stream, read together with the state it belongs to.
@@ -111,6 +146,8 @@ pub(crate) struct StreamPage {
     pub epoch: Option<u64>,
     /// The newest seq at the moment of the read.
     pub seq: Seq,
+    /// The canvas's size at the moment of the read, if Redis holds it.
+    pub dims: Option<Dimensions>,
     /// Entries after the requested seq, oldest first.
     pub entries: Vec<Placement>,
     /// Redis's clock at the moment of the read, unix ms.
@@ -120,10 +157,11 @@ pub(crate) struct StreamPage {
 /// Which of the state keys exist, and whether a rebuild holds the lock.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Status {
+    /// The seq, epoch and size keys all exist.
     pub complete: bool,
     pub rebuild_locked: bool,
-    /// Length of the board key in bytes (0 when missing).
-    pub board_len: usize,
+    /// The canvas's size in Redis, if it is there.
+    pub dims: Option<Dimensions>,
 }
 
 /// A handle to the live state. Cheap to clone.
@@ -140,8 +178,8 @@ pub(crate) struct Live {
     pub keys: Keys,
     /// `u4` or `u8`, the BITFIELD type of one pixel.
     bitfield_type: &'static str,
-    /// Board shape, to turn a coordinate into a BITFIELD index.
-    dims: Dimensions,
+    /// Bits per pixel, to read tiles back.
+    depth: Depth,
     /// The policy's parameters, passed to the placement script.
     policy: Params,
     /// How long an idempotency key's outcome is kept, ms.
@@ -154,6 +192,10 @@ pub(crate) struct Live {
     install: Script,
     /// Extends or releases the rebuild lock.
     lock: Script,
+    /// Grows the canvas's size and announces it.
+    grow: Script,
+    /// Removes the seq and epoch (so nothing places) while the rebuild holds the lock.
+    unset: Script,
 }
 
 pub(crate) fn parse_record(seq: Seq, rec: &str) -> Option<Placement> {
@@ -223,7 +265,6 @@ impl Live {
         url: &str,
         timeout: Duration,
         prefix: &str,
-        dims: Dimensions,
         depth: Depth,
         policy: Params,
         idempotency_window: Duration,
@@ -261,13 +302,18 @@ impl Live {
                 Depth::Four => "u4",
                 Depth::Eight => "u8",
             },
-            dims,
+            depth,
             policy,
             idempotency_window_ms: (idempotency_window.as_millis() as u64).max(1),
             stream_capacity: stream_capacity.max(1),
             place: Script::new(include_str!("lua/place.lua")),
             install: Script::new(include_str!("lua/install.lua")),
             lock: Script::new(include_str!("lua/lock.lua")),
+            grow: Script::new(include_str!("lua/grow.lua")),
+            unset: Script::new(
+                "if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end \
+                 redis.call('DEL', KEYS[2], KEYS[3]) return 1",
+            ),
         })
     }
 
@@ -292,7 +338,7 @@ impl Live {
     pub async fn place_batch(&self, batch: &[NewPlacement]) -> RedisResult<Vec<PlaceOutcome>> {
         let k = &self.keys;
         let mut inv = self.place.prepare_invoke();
-        inv.key(&k.board)
+        inv.key(&k.dims)
             .key(&k.seq)
             .key(&k.epoch)
             .key(&k.clock)
@@ -313,12 +359,15 @@ impl Live {
             .arg(super::moderation::TILE);
         let flag = |b: bool| if b { "1" } else { "0" };
         for p in batch {
+            let tile = TileId::of(p.coord);
             inv.key(k.cooldown(p.user))
                 .key(k.ip(self.policy.addr_key(p.ip)))
                 .key(k.idempotency(p.user, p.idempotency_key.as_ref()))
                 .key(k.once(p.standing.once.as_ref()))
                 .key(k.user_ban(p.user))
-                .arg(p.coord.index(self.dims))
+                .key(k.tile(tile))
+                .key(k.tile_version(tile))
+                .arg(tile.local_index(p.coord))
                 .arg(p.color.get())
                 .arg(p.coord.x())
                 .arg(p.coord.y())
@@ -345,23 +394,164 @@ impl Live {
         self.conn.clone().hget(&self.keys.ban_reasons, id).await
     }
 
-    /// Board, seq and epoch at one moment; `None` if any of them is missing.
-    pub async fn snapshot(&self) -> RedisResult<Option<LiveSnapshot>> {
+    /// Seq and epoch at one moment; `None` if either is missing. Reads nothing of the
+    /// canvas, however large.
+    pub async fn head(&self) -> RedisResult<Option<Head>> {
         let k = &self.keys;
-        let (board, seq, epoch): (Option<Vec<u8>>, Option<u64>, Option<u64>) = redis::pipe()
+        let (seq, epoch): (Option<u64>, Option<u64>) = redis::pipe()
             .atomic()
-            .get(&k.board)
             .get(&k.seq)
             .get(&k.epoch)
             .query_async(&mut self.conn.clone())
             .await?;
-        Ok(match (board, seq, epoch) {
-            (Some(board), Some(seq), Some(epoch)) => Some(LiveSnapshot {
+        Ok(match (seq, epoch) {
+            (Some(seq), Some(epoch)) => Some(Head {
                 epoch,
                 seq: Seq(seq),
-                board,
             }),
             _ => None,
+        })
+    }
+
+    /// The tiles `ids` (pixels and versions) with the seq and epoch, at one moment (one
+    /// `MULTI` with two `MGET`s); `None` if the state is missing.
+    pub async fn tiles(&self, ids: &[TileId]) -> RedisResult<Option<TilesRead>> {
+        let k = &self.keys;
+        let mut pipe = redis::pipe();
+        pipe.atomic().get(&k.seq).get(&k.epoch);
+        if !ids.is_empty() {
+            pipe.cmd("MGET")
+                .arg(ids.iter().map(|&id| k.tile(id)).collect::<Vec<_>>());
+            pipe.cmd("MGET")
+                .arg(ids.iter().map(|&id| k.tile_version(id)).collect::<Vec<_>>());
+        }
+        let mut conn = self.conn.clone();
+        type Reply = (
+            Option<u64>,
+            Option<u64>,
+            Vec<Option<Vec<u8>>>,
+            Vec<Option<u64>>,
+        );
+        let (seq, epoch, pixels, versions): Reply = if ids.is_empty() {
+            let (seq, epoch) = pipe.query_async(&mut conn).await?;
+            (seq, epoch, Vec::new(), Vec::new())
+        } else {
+            pipe.query_async(&mut conn).await?
+        };
+        let (Some(seq), Some(epoch)) = (seq, epoch) else {
+            return Ok(None);
+        };
+        let mut tiles = Vec::with_capacity(ids.len());
+        for (i, (bytes, version)) in pixels.into_iter().zip(versions).enumerate() {
+            let pixels = match bytes {
+                Some(b) => Some(tile_from_key(self.depth, b).ok_or_else(|| {
+                    redis::RedisError::from((
+                        redis::ErrorKind::UnexpectedReturnType,
+                        "a tile key longer than a tile",
+                        k.tile(ids[i]),
+                    ))
+                })?),
+                None => None,
+            };
+            tiles.push(LiveTile {
+                version: Seq(version.unwrap_or(0)),
+                pixels,
+            });
+        }
+        Ok(Some(TilesRead {
+            head: Head {
+                epoch,
+                seq: Seq(seq),
+            },
+            tiles,
+        }))
+    }
+
+    /// Writes rebuilt tiles (whole pixels and version), one pipeline.
+    pub async fn write_tiles(&self, tiles: &[(TileId, Seq, Tile)]) -> RedisResult<()> {
+        if tiles.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        for (id, version, tile) in tiles {
+            pipe.set(self.keys.tile(*id), tile.as_bytes())
+                .ignore()
+                .set(self.keys.tile_version(*id), version.0)
+                .ignore();
+        }
+        pipe.query_async(&mut self.conn.clone()).await
+    }
+
+    /// Deletes every tile key of this prefix (`SCAN` + `UNLINK`): before a rebuild writes
+    /// the history's tiles, so that none of a replaced state is left. Also the whole-board
+    /// key of the layout before tiles (`<prefix>board`), so that an upgraded Redis does not
+    /// keep it. Returns how many tile keys it deleted.
+    pub async fn clear_tiles(&self) -> RedisResult<u64> {
+        let mut conn = self.conn.clone();
+        let _: i64 = redis::cmd("UNLINK")
+            .arg(&self.keys.legacy_board)
+            .query_async(&mut conn)
+            .await?;
+        let pattern = self.keys.tile_pattern();
+        let mut cursor: u64 = 0;
+        let mut n = 0;
+        loop {
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut conn)
+                .await?;
+            if !keys.is_empty() {
+                n += keys.len() as u64;
+                let () = redis::cmd("UNLINK")
+                    .arg(&keys)
+                    .query_async(&mut conn)
+                    .await?;
+            }
+            if next == 0 {
+                return Ok(n);
+            }
+            cursor = next;
+        }
+    }
+
+    /// Removes the seq and epoch if `token` holds the rebuild lock, so that no placement
+    /// is decided on the state being rebuilt.
+    pub async fn unset_state(&self, token: &str) -> RedisResult<bool> {
+        let k = &self.keys;
+        let done: i64 = self
+            .unset
+            .key(&k.rebuild_lock)
+            .key(&k.seq)
+            .key(&k.epoch)
+            .arg(token)
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok(done == 1)
+    }
+
+    /// Grows the size Redis holds to at least `to` on each axis and announces a change on
+    /// the channel; answers the size in force.
+    pub async fn grow(&self, to: Dimensions) -> RedisResult<Dimensions> {
+        let k = &self.keys;
+        let (w, h): (u64, u64) = self
+            .grow
+            .key(&k.dims)
+            .key(&k.epoch)
+            .arg(to.width())
+            .arg(to.height())
+            .arg(&k.channel)
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Dimensions::parse(w, h).map_err(|e| {
+            redis::RedisError::from((
+                redis::ErrorKind::UnexpectedReturnType,
+                "the canvas size in Redis",
+                e.to_string(),
+            ))
         })
     }
 
@@ -370,20 +560,27 @@ impl Live {
     pub async fn read_after(&self, after: Seq, count: usize) -> RedisResult<StreamPage> {
         let k = &self.keys;
         type Entry = (String, Vec<String>);
-        let (epoch, seq, entries, time): (Option<u64>, Option<u64>, Vec<Entry>, (u64, u64)) =
-            redis::pipe()
-                .atomic()
-                .get(&k.epoch)
-                .get(&k.seq)
-                .cmd("XRANGE")
-                .arg(&k.stream)
-                .arg(format!("{}-0", after.0 + 1))
-                .arg("+")
-                .arg("COUNT")
-                .arg(count.max(1))
-                .cmd("TIME")
-                .query_async(&mut self.conn.clone())
-                .await?;
+        #[allow(clippy::type_complexity)]
+        let (epoch, seq, dims, entries, time): (
+            Option<u64>,
+            Option<u64>,
+            Option<String>,
+            Vec<Entry>,
+            (u64, u64),
+        ) = redis::pipe()
+            .atomic()
+            .get(&k.epoch)
+            .get(&k.seq)
+            .get(&k.dims)
+            .cmd("XRANGE")
+            .arg(&k.stream)
+            .arg(format!("{}-0", after.0 + 1))
+            .arg("+")
+            .arg("COUNT")
+            .arg(count.max(1))
+            .cmd("TIME")
+            .query_async(&mut self.conn.clone())
+            .await?;
         let mut out = Vec::with_capacity(entries.len());
         for (id, fields) in entries {
             let rec = fields
@@ -405,6 +602,7 @@ impl Live {
         Ok(StreamPage {
             epoch: if seq.is_some() { epoch } else { None },
             seq: Seq(seq.unwrap_or(0)),
+            dims: dims.as_deref().and_then(parse_dims),
             entries: out,
             now_ms: (time.0 * 1000 + time.1 / 1000) as i64,
         })
@@ -413,16 +611,16 @@ impl Live {
     /// Which state keys exist; one round trip, also the health probe.
     pub async fn status(&self) -> RedisResult<Status> {
         let k = &self.keys;
-        let (present, locked, board_len): (usize, bool, usize) = redis::pipe()
-            .exists(&[&k.board, &k.seq, &k.epoch])
+        let (present, locked, dims): (usize, bool, Option<String>) = redis::pipe()
+            .exists(&[&k.seq, &k.epoch, &k.dims])
             .exists(&k.rebuild_lock)
-            .strlen(&k.board)
+            .get(&k.dims)
             .query_async(&mut self.conn.clone())
             .await?;
         Ok(Status {
             complete: present == 3,
             rebuild_locked: locked,
-            board_len,
+            dims: dims.as_deref().and_then(parse_dims),
         })
     }
 
@@ -471,31 +669,33 @@ impl Live {
         Ok(held == 1)
     }
 
-    /// Replaces the state with a rebuilt one, if `token` still holds the lock; releases
-    /// the lock and announces the new epoch on the channel.
+    /// Completes a rebuild whose tiles are written, if `token` still holds the lock: the
+    /// seq, epoch, clock and size (never below what Redis holds); releases the lock and
+    /// announces the new epoch on the channel.
     pub async fn install(
         &self,
         token: &str,
         epoch: u64,
         seq: Seq,
-        board: &[u8],
+        dims: Dimensions,
         clock_ms: i64,
     ) -> RedisResult<bool> {
         let k = &self.keys;
         let done: i64 = self
             .install
             .key(&k.rebuild_lock)
-            .key(&k.board)
             .key(&k.seq)
             .key(&k.epoch)
             .key(&k.clock)
             .key(&k.stream)
+            .key(&k.dims)
             .arg(token)
-            .arg(board)
             .arg(seq.0)
             .arg(epoch)
             .arg(clock_ms)
             .arg(&k.channel)
+            .arg(dims.width())
+            .arg(dims.height())
             .invoke_async(&mut self.conn.clone())
             .await?;
         Ok(done == 1)
@@ -613,12 +813,10 @@ mod tests {
         use futures_util::StreamExt;
         use std::net::{IpAddr, Ipv4Addr};
         let redis = rplace_testsupport::RedisServer::start();
-        let dims = Dimensions::parse(4, 2).unwrap();
         let live = Live::connect(
             &redis.url(),
             Duration::from_secs(5),
             "t:",
-            dims,
             Depth::Four,
             Params::new(
                 rplace_domain::Cooldown::from_secs(60),
@@ -654,8 +852,6 @@ mod tests {
                 .all(|o| *o == PlaceOutcome::Missing)
         );
         let () = redis::pipe()
-            .set("t:board", vec![0u8; 4])
-            .ignore()
             .set("t:seq", 10)
             .ignore()
             .set("t:epoch", 4)
@@ -694,9 +890,22 @@ mod tests {
                 .collect::<Vec<_>>(),
             [(11, 0), (12, 2), (13, 3)]
         );
-        // Row 1 of a 4-wide u4 board is byte 2 and 3: pixels 0..3 = colors 1, 0, 3, 4.
-        let board = live.snapshot().await.unwrap().unwrap().board;
-        assert_eq!(board, [0x00, 0x00, 0x10, 0x34]);
+        // Row 1 of tile (0, 0) starts at tile-local pixel 256, byte 128 at u4: pixels 0..3
+        // = colors 1, 0, 3, 4. The tile's key is as long as its highest write, and its
+        // version is the seq of its last placement.
+        let raw: Vec<u8> = live.conn.clone().get("t:tile:{0,0}").await.unwrap();
+        assert_eq!(raw.len(), 130);
+        assert_eq!(raw[128..], [0x10, 0x34]);
+        let read = live
+            .tiles(&[TileId::new_unchecked(0, 0)])
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(read.head.seq, Seq(13));
+        assert_eq!(read.tiles[0].version, Seq(13));
+        let tile = read.tiles[0].pixels.as_ref().unwrap();
+        assert_eq!(tile.as_bytes().len(), Tile::len(Depth::Four));
+        assert_eq!(tile.get(258).get(), 3);
         let msg = messages.next().await.unwrap();
         let payload = String::from_utf8(msg.get_payload_bytes().to_vec()).unwrap();
         assert_eq!(

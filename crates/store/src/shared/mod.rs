@@ -10,7 +10,7 @@
 //! - `batcher`: the per-instance task that sends all placements waiting for Redis as one
 //!   script call.
 //! - `history`: the history in PostgreSQL: migrations, batched idempotent writes, pixel
-//!   history, board snapshots and the rebuild read (`copy_rows` parses its `COPY`).
+//!   history, tile snapshots and the per-tile rebuild read (`copy_rows` parses its `COPY`).
 //! - `writer`: the per-instance group-commit task that makes accepted placements durable.
 //! - `feed`: the per-instance Pub/Sub subscriber that turns the channel into a gap-free,
 //!   duplicate-free feed in seq order.
@@ -22,22 +22,56 @@
 //!   backlog, within the Redis timeout.
 //!
 //! # Where things live
-//! Redis holds the board as one string key in exactly the [`Board`] byte layout (so
-//! reading it is a `GET`, and a placement is `BITFIELD SET u4 #i`), the global seq, the
+//! Redis holds the canvas in tiles ([`rplace_domain::tile`], 256² pixels): one string key
+//! per painted tile in exactly the [`rplace_domain::Tile`] byte layout (so reading it is
+//! a `GET`, and a placement is `BITFIELD SET u4 #i` at the tile-local index), and beside
+//! it the tile's version (the seq of its last placement, a string key under the same hash
+//! tag: `<prefix>tile:{tx,ty}` and `<prefix>tile:{tx,ty}:v`, see `keys`). An unpainted
+//! tile has no key, and no key is board-sized, so a 2^22² canvas costs Redis what is
+//! painted (32 KiB a painted tile at 4 bits), and a placement touches one tile key and its
+//! version in the same script call as everything else. Why tiles and not one board key:
+//! a board key of a 65,536² canvas would be 2 GiB (past Redis's 512 MiB string limit) and
+//! live in one slot; tiles are read one at a time (`tile`: one `MULTI` with the seq) or,
+//! for a whole canvas (at most 32² tiles), all at once (`snapshot`: `MGET` of every tile
+//! key). Redis also holds the canvas's size (`<prefix>dims`, which only grows), the global
+//! seq, the
 //! cooldown of each user (a key per user that expires with the cooldown), the per-address
 //! limit (GCRA, a key per address key: an IPv6 address by its prefix), the first outcome
 //! of each idempotency key (a key per user and key, expiring with the window), and a
 //! stream of the recent placements with IDs `<seq>-0`, trimmed to
 //! [`SharedConfig::stream_capacity`] but never past the history's watermark. One Lua
 //! script decides and
-//! applies a batch of placements, each as if alone: checks, `BITFIELD`, seq, `XADD`; then
-//! one `PUBLISH` for the batch. Redis serializes scripts, so the seq is global and
+//! applies a batch of placements, each as if alone: checks, `BITFIELD` on the tile, the
+//! tile's version, seq, `XADD`; then one `PUBLISH` for the batch. Redis serializes scripts, so the seq is global and
 //! gap-free, two instances racing for one user's cooldown get exactly one acceptance, and
 //! the per-address limit holds across instances. Times come from Redis's clock (`TIME`),
 //! so every instance agrees, and never go backwards along the seq.
 //!
-//! PostgreSQL holds every accepted placement and, every [`SharedConfig::snapshot_every`]
-//! placements, a board snapshot, so a rebuild replays only what follows the latest one.
+//! PostgreSQL holds every accepted placement (u32 coordinates) and, every
+//! [`SharedConfig::snapshot_every`] placements, a snapshot round of the tiles placed on
+//! since the previous one (`history`), so a rebuild replays only what follows the latest
+//! round, tile by tile, and writes Redis a page of tiles at a time.
+//!
+//! # Growing the canvas
+//! [`Store::grow`] records the larger size in PostgreSQL (`rplace_meta`, each axis only
+//! grows), then in Redis with `grow.lua`, which publishes `G <epoch> <width> <height>` on
+//! the placement channel: every instance's feed turns it into [`FeedEvent::Grown`] and
+//! its store's [`Store::dims`] follows. Redis runs it between two placement scripts, so
+//! every feed sees the grow before any placement on the new area. Opening with a larger
+//! configured size grows the same way; a smaller one keeps the stored (larger) size.
+//!
+//! # Redis Cluster (not in this round)
+//! The tile keys are cluster-ready: each tile's pixels and version share a hash tag of
+//! their own, so tiles spread over all slots. What a cluster would still need: the
+//! placement script also touches the global keys (seq, epoch, clock, stream, ban lengths,
+//! protected areas) and the user's keys (cooldown, rate, idempotency, proof, ban), which
+//! hash to other slots, and a script may only touch keys of one slot. The placement would
+//! have to be split: reserve the user's cooldown and rate in the user's slot, take the seq
+//! in the global slot, write the tile in its slot, and release the reservation if a later
+//! step fails; the feed's gap-free order would then come from the seq slot's stream, and
+//! `snapshot`'s one-moment `MGET` would become per-slot reads reconciled by the tiles'
+//! versions against the seq. Until then, a prefix with a hash tag (`{rplace}:`) puts every
+//! key in one slot, which a cluster accepts.
 //!
 //! # Durability: when `place` returns `Ok`
 //! `place` runs the script, then hands the placement to this instance's writer, which
@@ -69,11 +103,11 @@
 //! change something.
 //!
 //! When Redis loses its state (restart without persistence, `FLUSHALL`), the script finds
-//! the board, seq or epoch key missing and refuses, rather than counting again from 0.
+//! the seq or epoch key missing and refuses, rather than counting again from 0.
 //! One instance takes a lock key and rebuilds: it bumps the epoch in PostgreSQL (which
-//! fences out writes of placements made on the lost state: those answer `503`), replays
-//! the latest snapshot plus the rows after it, and installs the board, the seq (the
-//! history's newest) and the new epoch in one script. Placements meanwhile wait up to
+//! fences out writes of placements made on the lost state: those answer `503`), writes
+//! every tile from the latest tile snapshots plus the rows after them, and installs the
+//! seq (the history's newest), the size and the new epoch in one script. Placements meanwhile wait up to
 //! [`SharedConfig::rebuild_wait`] and then answer `503`. Every feed then emits
 //! [`FeedEvent::Reset`], because the lost state may have held broadcast placements that
 //! never reached the history. A Redis restored from an older copy (its seq behind the
@@ -103,10 +137,10 @@ use crate::{
 };
 use history::History;
 use live::{Live, PlaceOutcome};
-use rplace_domain::TileId;
 use rplace_domain::board::Depth;
 use rplace_domain::policy::Params;
-use rplace_domain::{Board, Coord, Dimensions, Placement, Seq, UserId};
+use rplace_domain::tile::tiles_across;
+use rplace_domain::{Board, Coord, Dimensions, Placement, Seq, TileId, UserId};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -156,6 +190,12 @@ pub(crate) struct Inner {
     cfg: SharedConfig,
     /// The live state.
     live: Live,
+    /// The canvas's size as this instance knows it, `width << 32 | height`: only grows
+    /// (its own `grow`, or its feed hearing another instance's).
+    dims: AtomicU64,
+    /// The size at open, where the feed starts: a grow before the feed is taken is then
+    /// still told (the consumer may have read `dims` before it).
+    opened_dims: Dimensions,
     /// The history.
     history: History,
     /// Readiness flags.
@@ -172,12 +212,75 @@ pub(crate) struct Inner {
     in_flight: AtomicUsize,
 }
 
+/// The larger of two sizes on each axis.
+pub(crate) fn max_dims(a: Dimensions, b: Dimensions) -> Dimensions {
+    Dimensions::parse(
+        u64::from(a.width().max(b.width())),
+        u64::from(a.height().max(b.height())),
+    )
+    .expect("both were in range")
+}
+
+fn pack_dims(d: Dimensions) -> u64 {
+    u64::from(d.width()) << 32 | u64::from(d.height())
+}
+
 impl Inner {
-    /// The live board, seq and epoch; waits for a rebuild if the state is missing.
-    async fn live_snapshot(&self) -> Result<live::LiveSnapshot, StoreError> {
+    /// The canvas's size as this instance knows it.
+    pub(crate) fn dims(&self) -> Dimensions {
+        let v = self.dims.load(Ordering::Acquire);
+        Dimensions::parse(v >> 32, v & 0xffff_ffff).expect("stored from a Dimensions")
+    }
+
+    /// Takes a size learned from Redis or a grow: each axis only grows.
+    pub(crate) fn learn_dims(&self, d: Dimensions) -> Dimensions {
+        let mut now = self.dims();
+        loop {
+            let next = max_dims(now, d);
+            if next == now {
+                return now;
+            }
+            match self.dims.compare_exchange(
+                pack_dims(now),
+                pack_dims(next),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return next,
+                Err(v) => {
+                    now = Dimensions::parse(v >> 32, v & 0xffff_ffff).expect("stored");
+                }
+            }
+        }
+    }
+
+    /// The tiles `ids` with the head they are consistent with; waits for a rebuild if
+    /// the state is missing.
+    async fn live_tiles(&self, ids: &[TileId]) -> Result<live::TilesRead, StoreError> {
         let deadline = Instant::now() + self.cfg.rebuild_wait;
         loop {
-            match self.live.snapshot().await {
+            match self.live.tiles(ids).await {
+                Ok(Some(s)) => {
+                    self.health.redis_ok.store(true, Ordering::Relaxed);
+                    return Ok(s);
+                }
+                Ok(None) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    recovery::ensure_state(self, left).await?;
+                }
+                Err(e) => {
+                    self.health.redis_ok.store(false, Ordering::Relaxed);
+                    return Err(e.into());
+                }
+            }
+        }
+    }
+
+    /// The live seq and epoch; waits for a rebuild if the state is missing.
+    async fn live_head(&self) -> Result<live::Head, StoreError> {
+        let deadline = Instant::now() + self.cfg.rebuild_wait;
+        loop {
+            match self.live.head().await {
                 Ok(Some(s)) => {
                     self.health.redis_ok.store(true, Ordering::Relaxed);
                     return Ok(s);
@@ -212,8 +315,9 @@ impl SharedStore {
     /// the history if it is missing, reconciles once and starts this instance's tasks.
     ///
     /// Fails with [`StoreError::Connect`], naming the service and its URL, if either is
-    /// unreachable; fails with [`StoreError::Config`] if either holds a board of another
-    /// shape.
+    /// unreachable; fails with [`StoreError::Config`] if PostgreSQL holds a canvas of
+    /// another bit depth. A larger configured size than the stored one grows the canvas;
+    /// a smaller one keeps the stored size ([`Store::dims`] says which).
     pub async fn open(cfg: SharedConfig) -> Result<Self, StoreError> {
         if cfg.key_prefix.is_empty() {
             return Err(StoreError::Config(
@@ -224,7 +328,6 @@ impl SharedStore {
             &cfg.redis_url,
             cfg.redis_timeout,
             &cfg.key_prefix,
-            cfg.dims,
             cfg.depth,
             cfg.policy,
             cfg.idempotency_window,
@@ -239,19 +342,30 @@ impl SharedStore {
             cfg.database_timeout,
         )
         .await?;
-        let expected = cfg.depth.bytes_for(cfg.dims.pixels());
         let status = live.status().await?;
         let durable = backlog::durable(&live).await?;
-        if status.board_len != 0 && status.board_len != expected {
-            return Err(StoreError::Config(format!(
-                "the Redis key {} holds {} bytes, but a {}x{} board at {} bits per pixel needs \
-                 {expected}; start with the same size and palette depth, or use another key prefix",
-                live.keys.board,
-                status.board_len,
-                cfg.dims.width(),
-                cfg.dims.height(),
-                cfg.depth.bits()
-            )));
+        // The size only grows: the largest of the configured, the recorded and Redis's.
+        let stored = history.dims().await?;
+        let dims = max_dims(max_dims(cfg.dims, stored), status.dims.unwrap_or(stored));
+        if dims != stored {
+            tracing::info!(
+                width = dims.width(),
+                height = dims.height(),
+                "growing the canvas to the configured size"
+            );
+            history.grow(dims).await?;
+        }
+        if let Some(have) = status.dims
+            && have != dims
+        {
+            live.grow(dims).await?;
+        }
+        if dims != cfg.dims {
+            tracing::info!(
+                width = dims.width(),
+                height = dims.height(),
+                "the canvas is larger than configured; keeping the stored size"
+            );
         }
         let health = Arc::new(Health {
             redis_ok: AtomicBool::new(true),
@@ -286,6 +400,8 @@ impl SharedStore {
         let inner = Arc::new(Inner {
             cfg,
             live,
+            dims: AtomicU64::new(pack_dims(dims)),
+            opened_dims: dims,
             history,
             health,
             placer: placer_tx,
@@ -327,36 +443,79 @@ impl SharedStore {
 }
 
 impl Store for SharedStore {
+    /// Every tile of the canvas in one `MULTI` (`MGET` of the tile keys and versions, with
+    /// the seq): at most 32² tiles, as only whole canvases have a snapshot.
     async fn snapshot(&self) -> Result<Snapshot, StoreError> {
-        let s = self.inner.live_snapshot().await?;
-        let cfg = &self.inner.cfg;
-        let board = Board::from_bytes(cfg.dims, cfg.depth, s.board)
-            .map_err(|e| BackendError::Corrupt(format!("the Redis board key: {e}")))?;
-        *self.inner.snapshot_mark.lock().expect("snapshot mark") = Some((s.epoch, s.seq));
-        Ok(Snapshot { seq: s.seq, board })
-    }
-
-    fn dims(&self) -> Dimensions {
-        self.inner.cfg.dims
-    }
-
-    async fn tile(&self, id: TileId) -> Result<TileRead, StoreError> {
-        let s = self.snapshot().await?;
-        let painted = s.board.tile(id);
-        let blank = painted == rplace_domain::Tile::new(self.inner.cfg.depth);
-        Ok(TileRead {
-            through: s.seq,
-            // Every placement up to `through` is on the tile, so it is a version a client
-            // may continue from, if not the tile's own.
-            version: if blank { Seq(0) } else { s.seq },
-            pixels: (!blank).then_some(painted),
+        let inner = &self.inner;
+        let dims = inner.dims();
+        if !dims.whole() {
+            return Err(StoreError::Config(format!(
+                "a {}x{} canvas is read in tiles, not whole (at most {} pixels a side)",
+                dims.width(),
+                dims.height(),
+                rplace_domain::board::MAX_BOARD_SIDE
+            )));
+        }
+        let (across, down) = tiles_across(dims);
+        let ids: Vec<TileId> = (0..down)
+            .flat_map(|ty| (0..across).map(move |tx| TileId::new_unchecked(tx, ty)))
+            .collect();
+        let read = inner.live_tiles(&ids).await?;
+        let mut board = Board::new(dims, inner.cfg.depth);
+        for (id, t) in ids.iter().zip(&read.tiles) {
+            if let Some(pixels) = &t.pixels {
+                board.put_tile(*id, pixels);
+            }
+        }
+        *inner.snapshot_mark.lock().expect("snapshot mark") =
+            Some((read.head.epoch, read.head.seq));
+        Ok(Snapshot {
+            seq: read.head.seq,
+            board,
         })
     }
 
-    async fn grow(&self, _to: Dimensions) -> Result<Dimensions, StoreError> {
-        Err(StoreError::Config(
-            "this store cannot grow the canvas yet".into(),
-        ))
+    fn dims(&self) -> Dimensions {
+        self.inner.dims()
+    }
+
+    /// The tile's pixels and version with the seq, one `MULTI`; a tile off the canvas
+    /// reads as never painted.
+    async fn tile(&self, id: TileId) -> Result<TileRead, StoreError> {
+        let inner = &self.inner;
+        if !id.on(inner.dims()) {
+            let head = inner.live_head().await?;
+            return Ok(TileRead {
+                through: head.seq,
+                version: Seq(0),
+                pixels: None,
+            });
+        }
+        let read = inner.live_tiles(&[id]).await?;
+        let t = read.tiles.into_iter().next().expect("one tile asked for");
+        Ok(TileRead {
+            through: read.head.seq,
+            version: t.version,
+            pixels: t.pixels,
+        })
+    }
+
+    /// PostgreSQL first (durable), then Redis, which tells every instance's feed.
+    async fn grow(&self, to: Dimensions) -> Result<Dimensions, StoreError> {
+        let inner = &self.inner;
+        let now = inner.dims();
+        if !to.covers(now) {
+            return Err(StoreError::Config(format!(
+                "the canvas can only grow: it is {}x{}, asked for {}x{}",
+                now.width(),
+                now.height(),
+                to.width(),
+                to.height()
+            )));
+        }
+        let recorded = inner.history.grow(to).await?;
+        let live = inner.live.grow(recorded).await.map_err(StoreError::from)?;
+        Ok(inner.learn_dims(live))
     }
 
     async fn place(&self, p: NewPlacement) -> Result<Placed, PlaceError> {

@@ -7,7 +7,7 @@
 //! only once every instance's placements see it, a Redis failure leaves nothing in
 //! PostgreSQL, and changes and the rebuild's [`reload`] never interleave.
 //!
-//! After a loss of Redis, the rebuild calls [`reload`] before it installs the board:
+//! After a loss of Redis, the rebuild calls [`reload`] before it installs the seq:
 //! until then the script refuses every placement (the state is missing), so none is
 //! decided without the bans.
 
@@ -116,7 +116,7 @@ fn row_to_protected(r: &tokio_postgres::Row) -> Protected {
 }
 
 /// Replaces the moderation state in Redis with PostgreSQL's: every ban in force and
-/// every protected area. Called by the rebuild before it installs the board.
+/// every protected area. Called by the rebuild before it installs the seq.
 pub(crate) async fn reload(inner: &Inner) -> Result<(usize, usize), StoreError> {
     let history = &inner.history;
     history

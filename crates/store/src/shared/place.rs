@@ -15,7 +15,8 @@ impl SharedStore {
     /// Runs the placement script once for `p` against the Redis at `redis_url`, with no
     /// PostgreSQL and no history write, and returns what it decided (a repeat of an
     /// idempotency key as `Placed { replayed: true, .. }`). For the policy vector tests,
-    /// which set the Redis keys to a prior state first.
+    /// which set the Redis keys to a prior state first. `dims` is the canvas's size the
+    /// placement is checked against by the caller (the script needs none: it writes tiles).
     #[doc(hidden)]
     pub async fn run_place_script(
         redis_url: &str,
@@ -25,11 +26,11 @@ impl SharedStore {
         policy: Params,
         p: NewPlacement,
     ) -> Result<Placed, PlaceError> {
+        debug_assert!(dims.contains(p.coord));
         let live = Live::connect(
             redis_url,
             Duration::from_secs(5),
             key_prefix,
-            dims,
             depth,
             policy,
             Duration::from_secs(600),

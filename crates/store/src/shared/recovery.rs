@@ -2,13 +2,16 @@
 //! reconciling the stream into the history, and the maintenance task that runs both.
 //!
 //! # Rebuild
-//! Triggered when the board, seq or epoch key is missing (by `place`, `snapshot`, the feed
+//! Triggered when the seq, epoch or size key is missing (by `place`, `snapshot`, the feed
 //! or the maintenance probe) or when Redis is found behind the history. One instance
 //! takes `{prefix}rebuild-lock` (SET NX PX, renewed while it works); the others wait and
 //! look again. The winner first copies whatever the stream still holds into the history,
-//! then reads the history in one PostgreSQL transaction that also bumps the epoch, and
-//! installs board, seq, epoch and clock with one script that checks it still holds the
-//! lock. The install drops the stream and publishes the new epoch, which makes every
+//! then removes the seq and epoch (so that nothing places on the state being replaced),
+//! deletes every tile key, and reads the history in one PostgreSQL transaction that also
+//! bumps the epoch, writing the tiles it rebuilds to Redis a page at a time (tile
+//! snapshots plus the rows after them: memory stays bounded however much is painted).
+//! Then it installs seq, epoch, clock and size with one script that checks it still holds
+//! the lock. The install drops the stream and publishes the new epoch, which makes every
 //! feed emit a `Reset`.
 //!
 //! # Reconcile
@@ -18,7 +21,8 @@
 //! (advisory lock); idempotent anyway.
 
 use super::Inner;
-use super::history::Written;
+use super::history::{RebuiltTile, TileSink, Written};
+use super::live::Live;
 use rplace_domain::{Placement, Seq};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -107,6 +111,18 @@ impl Drop for AbortOnDrop {
     }
 }
 
+/// Writes the tiles a rebuild hands out to Redis (the seq and epoch are missing meanwhile,
+/// so no placement mixes with them).
+struct RedisTiles<'a> {
+    live: &'a Live,
+}
+
+impl TileSink for RedisTiles<'_> {
+    async fn put(&mut self, tiles: Vec<RebuiltTile>) -> Result<(), StoreError> {
+        self.live.write_tiles(&tiles).await.map_err(redis_err)
+    }
+}
+
 /// Rebuilds the Redis state from the history if this instance gets the lock. With
 /// `force`, even if the state exists (it is behind or diverged). Returns whether it did.
 pub(crate) async fn rebuild(inner: &Inner, force: bool) -> Result<bool, StoreError> {
@@ -152,7 +168,16 @@ pub(crate) async fn rebuild(inner: &Inner, force: bool) -> Result<bool, StoreErr
                 tracing::warn!(error = %Chain(&e), "could not save the stream before rebuilding")
             }
         }
-        let r = inner.history.rebuild().await?;
+        // From here on nothing places on the old state (the script finds it missing) and
+        // none of its tiles is left to mix with the history's.
+        if !live.unset_state(&token).await.map_err(redis_err)? {
+            return Err(BackendError::Rebuilding.into());
+        }
+        let cleared = live.clear_tiles().await.map_err(redis_err)?;
+        if cleared > 0 {
+            tracing::info!(cleared, "deleted the tile keys of the replaced state");
+        }
+        let r = inner.history.rebuild(&mut RedisTiles { live }).await?;
         // Cooldowns went with the lost state; bring back the ones still running before
         // anyone can place again.
         let cooldown = inner.cfg.policy.cooldown().as_millis();
@@ -165,16 +190,18 @@ pub(crate) async fn rebuild(inner: &Inner, force: bool) -> Result<bool, StoreErr
                 tracing::warn!(error = %Chain(&e), "could not read recent placements for cooldowns")
             }
         }
-        // Bans and protected areas went with it too; they must be back before the board,
-        // since the board is what lets the script place again.
+        // Bans and protected areas went with it too; they must be back before the seq,
+        // since the seq is what lets the script place again.
         let (bans, areas) = super::moderation::reload(inner).await?;
         tracing::info!(
             bans,
             areas,
             "reloaded bans and protected areas from the history"
         );
+        // Never smaller than this instance knows (a grow whose Redis write was lost).
+        let dims = super::max_dims(r.dims, inner.dims());
         let installed = live
-            .install(&token, r.epoch, r.seq, &r.board, r.last_ms)
+            .install(&token, r.epoch, r.seq, dims, r.last_ms)
             .await
             .map_err(redis_err)?;
         if !installed {
@@ -193,6 +220,7 @@ pub(crate) async fn rebuild(inner: &Inner, force: bool) -> Result<bool, StoreErr
                 epoch = r.epoch,
                 seq = r.seq.0,
                 replayed = r.replayed,
+                tiles = r.tiles,
                 elapsed_ms = started.elapsed().as_millis() as u64,
                 force,
                 "rebuilt the Redis state from PostgreSQL"
@@ -379,9 +407,9 @@ pub(crate) async fn maintain(inner: Arc<Inner>) {
             tracing::warn!(error = %Chain(&e), "checking Redis against PostgreSQL failed");
         }
         match inner.history.maybe_snapshot(cfg.snapshot_every).await {
-            Ok(Some(seq)) => tracing::info!(seq = seq.0, "board snapshot written to PostgreSQL"),
+            Ok(Some(seq)) => tracing::info!(seq = seq.0, "tile snapshots written to PostgreSQL"),
             Ok(None) => {}
-            Err(e) => tracing::warn!(error = %Chain(&e), "writing a board snapshot failed"),
+            Err(e) => tracing::warn!(error = %Chain(&e), "writing tile snapshots failed"),
         }
     }
 }

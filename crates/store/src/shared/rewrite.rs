@@ -6,11 +6,12 @@
 //! Redis by a commit; a dead instance's placements arrive with the reconciler). A user's
 //! placements are found through the index on `(user_id, seq)` (migration 300), a pixel's
 //! through `(x, y, seq DESC)`, many pixels per query (`unnest` + `LATERAL`). Fills and
-//! stamps are planned from the live board and its seq.
+//! stamps are planned from the live tiles they touch and the seq.
 //!
 //! # Applying
 //! Chunk by chunk through one script, `lua/place_many.lua`, which writes ordinary
-//! placements (stream, board, seq, one `PUBLISH` per chunk) so that every instance's feed
+//! placements (stream, tiles and their versions, seq, one `PUBLISH` per chunk) so that
+//! every instance's feed
 //! delivers them in order. Redis keeps no seq per pixel, so the compare-and-set works on
 //! the stream instead: starting from the plan's seq, every script call reads the stream
 //! entries since the previous call (other placements, a few per chunk), leaves their
@@ -62,7 +63,7 @@ const SQL_ROLLBACK: &str = "SELECT q.x, q.y, t.seq, t.color,
                                       AND ($4::timestamptz IS NULL OR t.ts >= $4)
                                       AND ($5::timestamptz IS NULL OR t.ts <= $5),
                                     coalesce(k.color, 0::smallint)
-                             FROM unnest($1::smallint[], $2::smallint[]) AS q(x, y)
+                             FROM unnest($1::integer[], $2::integer[]) AS q(x, y)
                              CROSS JOIN LATERAL (
                                  SELECT seq, color, user_id, ts FROM placements p
                                  WHERE p.x = q.x AND p.y = q.y AND p.seq <= $6
@@ -77,7 +78,7 @@ const SQL_ROLLBACK: &str = "SELECT q.x, q.y, t.seq, t.color,
 
 /// Per pixel of `unnest($1, $2)`, in order: its color after seq $3 (0: none).
 const SQL_COLOR_AT: &str = "SELECT coalesce(k.color, 0::smallint)
-                             FROM unnest($1::smallint[], $2::smallint[]) WITH ORDINALITY AS q(x, y, i)
+                             FROM unnest($1::integer[], $2::integer[]) WITH ORDINALITY AS q(x, y, i)
                              LEFT JOIN LATERAL (
                                  SELECT color FROM placements p
                                  WHERE p.x = q.x AND p.y = q.y AND p.seq <= $3
@@ -89,18 +90,26 @@ fn redis_err(e: redis::RedisError) -> StoreError {
 }
 
 /// The rectangle's bounds as SQL parameters: x from, x to, y from, y to.
-fn bounds(r: Rect) -> [i16; 4] {
+fn bounds(r: Rect) -> [i32; 4] {
     [
-        r.x() as i16,
-        (r.x() + r.w() - 1) as i16,
-        r.y() as i16,
-        (r.y() + r.h() - 1) as i16,
+        r.x() as i32,
+        (r.x() + r.w() - 1) as i32,
+        r.y() as i32,
+        (r.y() + r.h() - 1) as i32,
     ]
 }
 
+/// A pixel's name in `place_many.lua`: `y * 2^22 + x`, the same whatever the width.
+fn pixel_name(c: Coord) -> u64 {
+    u64::from(c.y()) << 22 | u64::from(c.x())
+}
+
+/// Tiles read per `MULTI` while planning a paint.
+const PAINT_TILES: usize = 256;
+
 /// `(x, y)` pairs as the two columns of each history query of a plan.
-fn columns(pixels: impl Iterator<Item = (i16, i16)>) -> Vec<(Vec<i16>, Vec<i16>)> {
-    let mut out: Vec<(Vec<i16>, Vec<i16>)> = Vec::new();
+fn columns(pixels: impl Iterator<Item = (i32, i32)>) -> Vec<(Vec<i32>, Vec<i32>)> {
+    let mut out: Vec<(Vec<i32>, Vec<i32>)> = Vec::new();
     for (i, (x, y)) in pixels.enumerate() {
         if i % QUERY_PIXELS == 0 {
             out.push((
@@ -120,7 +129,7 @@ impl SharedStore {
     /// long as the reconciler takes to copy a dead instance's placements.
     async fn settled_seq(&self) -> Result<Seq, StoreError> {
         let inner = &self.inner;
-        let seq = inner.live_snapshot().await?.seq;
+        let seq = inner.live_head().await?.seq;
         let deadline = Instant::now()
             + inner.cfg.reconcile_grace
             + inner.cfg.reconcile_interval
@@ -192,12 +201,12 @@ impl Rewrite for SharedStore {
     async fn plan_rollback(&self, q: &RollbackQuery, limit: u64) -> Result<Plan, RewriteError> {
         let at = self.settled_seq().await?;
         let h = &self.inner.history;
-        let dims = self.inner.cfg.dims;
+        let dims = self.inner.dims();
         let users: Vec<i64> = q.users.iter().map(|u| u.0 as i64).collect();
         let since: Option<SystemTime> = q.since_ms.map(to_time);
         let until: Option<SystemTime> = q.until_ms.map(to_time);
         let [x0, x1, y0, y1] = bounds(q.rect.unwrap_or(Rect::board(dims)));
-        let pixels: Vec<(i16, i16)> = h
+        let pixels: Vec<(i32, i32)> = h
             .bounded_long(async {
                 let rows = h
                     .client()
@@ -243,8 +252,8 @@ impl Rewrite for SharedStore {
             if undone && current != target {
                 changes.push(Change {
                     coord: Coord::new_unchecked(
-                        u32::from(r.get::<_, i16>(0) as u16),
-                        u32::from(r.get::<_, i16>(1) as u16),
+                        r.get::<_, i32>(0) as u32,
+                        r.get::<_, i32>(1) as u32,
                     ),
                     color: ColorIndex::new_unchecked(target as u8),
                     expected: Seq(r.get::<_, i64>(2) as u64),
@@ -269,7 +278,7 @@ impl Rewrite for SharedStore {
         let h = &self.inner.history;
         let [x0, x1, y0, y1] = bounds(rect);
         // The pixels placed on after the moment, each with its newest placement.
-        let moved: Vec<(i16, i16, i16, i64)> = h
+        let moved: Vec<(i32, i32, i16, i64)> = h
             .bounded_long(async {
                 let rows = h
                     .client()
@@ -324,45 +333,67 @@ impl Rewrite for SharedStore {
         Ok(Plan { changes, at })
     }
 
+    /// Reads only the tiles the paint touches, a few hundred per `MULTI`. The plan's seq
+    /// is the first read's: a pixel someone placed on after it is left alone by `apply`
+    /// (it finds the placement in the stream), whatever a later read saw of it.
     async fn plan_paint(&self, paint: Vec<(Coord, ColorIndex)>) -> Result<Plan, RewriteError> {
-        let snap = self.inner.live_snapshot().await?;
-        let cfg = &self.inner.cfg;
-        let board = Board::from_bytes(cfg.dims, cfg.depth, snap.board).map_err(|e| {
-            StoreError::from(BackendError::Corrupt(format!("the Redis board key: {e}")))
-        })?;
+        let inner = &self.inner;
+        let dims = inner.dims();
+        let paint: Vec<(Coord, ColorIndex)> = paint
+            .into_iter()
+            .filter(|&(c, _)| dims.contains(c))
+            .collect();
+        let mut ids: Vec<TileId> = paint.iter().map(|&(c, _)| TileId::of(c)).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let mut tiles = std::collections::HashMap::with_capacity(ids.len());
+        let mut at = None;
+        for chunk in ids.chunks(PAINT_TILES) {
+            let read = inner.live_tiles(chunk).await?;
+            at.get_or_insert(read.head.seq);
+            tiles.extend(chunk.iter().copied().zip(read.tiles));
+        }
+        let at = match at {
+            Some(at) => at,
+            None => inner.live_head().await?.seq,
+        };
         let changes = paint
             .into_iter()
-            .filter(|&(c, color)| cfg.dims.contains(c) && board.get(c) != color)
+            .filter(|&(c, color)| {
+                let id = TileId::of(c);
+                let now = tiles[&id]
+                    .pixels
+                    .as_ref()
+                    .map(|t| t.get(id.local_index(c)).get())
+                    .unwrap_or(0);
+                now != color.get()
+            })
             .map(|(coord, color)| Change {
                 coord,
                 color,
                 expected: Seq(0),
             })
             .collect();
-        Ok(Plan {
-            changes,
-            at: snap.seq,
-        })
+        Ok(Plan { changes, at })
     }
 
     async fn apply(&self, plan: &Plan, by: UserId) -> Result<Applied, RewriteError> {
         let inner = &self.inner;
-        let dims = inner.cfg.dims;
         let keys = &inner.live.keys;
         let bitfield = match inner.cfg.depth {
             Depth::Four => "u4",
             Depth::Eight => "u8",
         };
-        let epoch = inner.live_snapshot().await?.epoch;
+        let epoch = inner.live_head().await?.epoch;
         let mut cursor = plan.at;
-        // Pixels placed on by others since the plan.
-        let mut touched: HashSet<usize> = HashSet::new();
+        // Pixels placed on by others since the plan, by `pixel_name`.
+        let mut touched: HashSet<u64> = HashSet::new();
         let mut out = Applied::default();
         let mut done = 0u64;
         let mut in_flight = None;
         for (n, part) in plan.changes.chunks(CHUNK).enumerate() {
             let mut inv = PLACE_MANY.prepare_invoke();
-            inv.key(&keys.board)
+            inv.key(&keys.dims)
                 .key(&keys.seq)
                 .key(&keys.epoch)
                 .key(&keys.clock)
@@ -371,16 +402,18 @@ impl Rewrite for SharedStore {
                 .arg(&keys.channel)
                 .arg(epoch)
                 .arg(cursor.0)
-                .arg(dims.width())
+                .arg(0)
                 .arg(by.0 as i64);
             let mut sent = Vec::with_capacity(part.len());
             for (i, c) in part.iter().enumerate() {
-                let pixel = c.coord.index(dims);
-                if touched.contains(&pixel) {
+                if touched.contains(&pixel_name(c.coord)) {
                     out.skipped.push(n * CHUNK + i);
                     continue;
                 }
-                inv.arg(pixel)
+                let tile = TileId::of(c.coord);
+                inv.key(keys.tile(tile))
+                    .key(keys.tile_version(tile))
+                    .arg(tile.local_index(c.coord))
                     .arg(c.color.get())
                     .arg(c.coord.x())
                     .arg(c.coord.y());
@@ -401,7 +434,7 @@ impl Rewrite for SharedStore {
                 }
                 _ => return Err(RewriteError::Interrupted { applied: done }),
             };
-            touched.extend(others.iter().map(|&i| i as usize));
+            touched.extend(others.iter().map(|&i| i as u64));
             cursor = Seq(now_seq);
             inner.health.seq_seen.fetch_max(now_seq, Ordering::Relaxed);
             // Which of the sent pixels the script applied, as it decided: those nobody
@@ -409,8 +442,7 @@ impl Rewrite for SharedStore {
             let mut rows = Vec::with_capacity(sent.len());
             let mut seq = first;
             for (i, c) in sent {
-                let pixel = c.coord.index(dims);
-                if !touched.insert(pixel) {
+                if !touched.insert(pixel_name(c.coord)) {
                     out.skipped.push(n * CHUNK + i);
                     continue;
                 }

@@ -1,22 +1,29 @@
-//! The history in PostgreSQL: every accepted placement, the board snapshots that make a
+//! The history in PostgreSQL: every accepted placement, the tile snapshots that make a
 //! rebuild fast, and the one-row state that fences writers across rebuilds.
 //!
 //! # Tables
-//! - `placements (seq PK, x, y, color, user_id, ts)`: the log. Written idempotently
+//! - `placements (seq PK, x, y, color, user_id, ts)`: the log, `x` and `y` `integer`
+//!   (u32 coordinates up to 2^22; migration 2). Written idempotently
 //!   (`ON CONFLICT (seq) DO NOTHING`), because the writer of the placing instance and the
 //!   reconciler of any instance may both write one placement. `(x, y, seq DESC)` serves
 //!   pixel history; a BRIN index on `ts` serves time ranges at a fraction of a B-tree's
 //!   size and write cost, as `ts` grows with `seq` and rows arrive in that order.
-//! - `board_snapshots (seq PK, board)`: the packed board after every placement up to
-//!   `seq`, derived from this table alone; a rebuild replays only the rows after it.
-//! - `rplace_state (epoch, durable_seq)`: `epoch` is the generation of the Redis state.
+//! - `tile_snapshots ((tx, ty) PK, seq, version, pixels)`: one row per painted tile, its
+//!   packed [`rplace_domain::Tile`] after every placement up to `seq` (and `version`, the
+//!   seq of its last placement), derived from `placements` alone. A snapshot round at the
+//!   watermark rewrites only the tiles placed on since the previous round, and then sets
+//!   `rplace_state.snapshot_seq`; so every tile is exact at `snapshot_seq`, and a rebuild
+//!   replays only the rows after it, each onto its tile if newer than the tile's `seq`.
+//!   Nothing is board-sized, so a 2^22² canvas costs what is painted.
+//! - `rplace_state (epoch, durable_seq, snapshot_seq)`: `epoch` is the generation of the
+//!   Redis state.
 //!   A rebuild bumps it under `FOR UPDATE`; every write checks it under `FOR SHARE` in the
 //!   same transaction. So a placement made on a Redis state that a rebuild has replaced
 //!   can never land here after the rebuild read the log, and one that landed before is
 //!   in the rebuilt board. `durable_seq` is the reconciler's watermark: every placement
 //!   up to it that will ever be in this table is in it.
-//! - `rplace_meta`: the board's shape, so that a database made for another shape is
-//!   refused at start.
+//! - `rplace_meta`: the canvas's size (it only grows: [`History::grow`], and a start with
+//!   a larger size) and bit depth (a database made for another depth is refused).
 //! - `schema_migrations`: applied migration versions. Migrations run under a session
 //!   advisory lock, so instances starting together apply each one exactly once.
 
@@ -27,8 +34,8 @@ use super::copy_rows::CopyRows;
 use crate::{BackendError, Service, StoreError};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use futures_util::{StreamExt, pin_mut};
-use rplace_domain::board::{Depth, set_packed};
-use rplace_domain::{ColorIndex, Coord, Dimensions, Placement, Seq, UserId};
+use rplace_domain::board::Depth;
+use rplace_domain::{ColorIndex, Coord, Dimensions, Placement, Seq, Tile, TileId, UserId};
 use schema::{check_shape, migrate};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio_postgres::NoTls;
@@ -42,8 +49,9 @@ const RECONCILE_LOCK: i64 = 0x72_70_6c_61_63_65_00_03;
 /// Bound of the long operations (a rebuild's replay of the whole history, a snapshot),
 /// which the short per-call timeout would cut off on a large board.
 const LONG_TIMEOUT: Duration = Duration::from_secs(600);
-/// Board snapshots kept; older ones are deleted.
-const SNAPSHOTS_KEPT: i64 = 2;
+/// Tiles read, rebuilt or written at once by a rebuild or a snapshot round, bounding its
+/// memory (256 tiles of 64 KiB at most) however much of the canvas is painted.
+const TILE_PAGE: usize = 256;
 
 pub(super) fn pg(e: tokio_postgres::Error) -> StoreError {
     StoreError::from(e)
@@ -78,19 +86,32 @@ pub(crate) enum Written {
     Stale,
 }
 
-/// The state a rebuild read from the history.
+/// The state a rebuild read from the history (its tiles went to the sink).
 #[derive(Debug, Clone)]
 pub(crate) struct Rebuilt {
     /// The new generation, already committed.
     pub epoch: u64,
     /// The newest seq in the history (0 when empty).
     pub seq: Seq,
-    /// The packed board after every placement in the history.
-    pub board: Vec<u8>,
+    /// The canvas's size the history records.
+    pub dims: Dimensions,
     /// Time of the newest placement, unix ms (0 when empty).
     pub last_ms: i64,
-    /// Rows replayed on top of the snapshot.
+    /// Rows replayed on top of the tile snapshots.
     pub replayed: u64,
+    /// Painted tiles handed to the sink.
+    pub tiles: u64,
+}
+
+/// One tile rebuilt from the history: where, its version, its pixels.
+pub(crate) type RebuiltTile = (TileId, Seq, Tile);
+
+/// Where a rebuild puts the tiles it rebuilt, a page at a time.
+pub(crate) trait TileSink {
+    fn put(
+        &mut self,
+        tiles: Vec<RebuiltTile>,
+    ) -> impl std::future::Future<Output = Result<(), StoreError>> + Send;
 }
 
 /// Handle to the history. Cheap to clone.
@@ -98,9 +119,7 @@ pub(crate) struct Rebuilt {
 pub(crate) struct History {
     /// Connections for the writer, the reconciler and the reads.
     pool: Pool,
-    /// Board shape, to replay placements into packed bytes.
-    dims: Dimensions,
-    /// Bits per pixel of the packed board.
+    /// Bits per pixel of the packed tiles.
     depth: Depth,
     /// Longest one call may take (pool checkout included) before it counts as failed, so
     /// a stalled PostgreSQL holds nobody for longer.
@@ -108,8 +127,9 @@ pub(crate) struct History {
 }
 
 impl History {
-    /// Connects, applies migrations and checks the board's shape. The error names the URL
-    /// when PostgreSQL cannot be reached.
+    /// Connects, applies migrations and checks the canvas's shape (recording `dims` if
+    /// larger than the recorded size: [`History::dims`] tells the size in force). The
+    /// error names the URL when PostgreSQL cannot be reached.
     pub async fn connect(
         url: &str,
         pool_size: usize,
@@ -165,10 +185,35 @@ impl History {
             .map_err(|e| StoreError::Config(format!("PostgreSQL pool: {e}")))?;
         Ok(Self {
             pool,
-            dims,
             depth,
             timeout,
         })
+    }
+
+    /// The canvas's size the history records.
+    pub async fn dims(&self) -> Result<Dimensions, StoreError> {
+        self.bounded(async { read_dims(&self.client().await?).await })
+            .await
+    }
+
+    /// Records a larger size (each axis only grows) and answers the size now recorded.
+    pub async fn grow(&self, to: Dimensions) -> Result<Dimensions, StoreError> {
+        self.bounded(async {
+            let mut client = self.client().await?;
+            let tx = client.transaction().await.map_err(pg)?;
+            for (key, value) in [("width", to.width()), ("height", to.height())] {
+                tx.execute(
+                    "UPDATE rplace_meta SET value = GREATEST(value, $2) WHERE key = $1",
+                    &[&key, &i64::from(value)],
+                )
+                .await
+                .map_err(pg)?;
+            }
+            let dims = read_dims(&tx).await?;
+            tx.commit().await.map_err(pg)?;
+            Ok(dims)
+        })
+        .await
     }
 
     /// `f`, failed with a timeout if it takes longer than the per-call timeout.
@@ -233,8 +278,8 @@ impl History {
             );
             for p in rows {
                 seq.push(p.seq.0 as i64);
-                x.push(p.coord.x() as i16);
-                y.push(p.coord.y() as i16);
+                x.push(p.coord.x() as i32);
+                y.push(p.coord.y() as i32);
                 color.push(p.color.get() as i16);
                 user.push(p.user.0 as i64);
                 ts.push(to_time(p.at_ms));
@@ -242,7 +287,7 @@ impl History {
             let insert = tx
                 .prepare_cached(
                     "INSERT INTO placements (seq, x, y, color, user_id, ts)
-                     SELECT * FROM unnest($1::bigint[], $2::smallint[], $3::smallint[],
+                     SELECT * FROM unnest($1::bigint[], $2::integer[], $3::integer[],
                                           $4::smallint[], $5::bigint[], $6::timestamptz[])
                      ON CONFLICT (seq) DO NOTHING
                      RETURNING seq",
@@ -308,7 +353,7 @@ impl History {
             let rows = client
                 .query(
                     &stmt,
-                    &[&(coord.x() as i16), &(coord.y() as i16), &(limit as i64)],
+                    &[&(coord.x() as i32), &(coord.y() as i32), &(limit as i64)],
                 )
                 .await
                 .map_err(pg)?;
@@ -457,14 +502,30 @@ impl History {
     }
 }
 
+/// The size `rplace_meta` records.
+async fn read_dims(c: &impl deadpool_postgres::GenericClient) -> Result<Dimensions, StoreError> {
+    let rows = c
+        .query(
+            "SELECT key, value FROM rplace_meta WHERE key IN ('width', 'height')",
+            &[],
+        )
+        .await
+        .map_err(pg)?;
+    let get = |k: &str| {
+        rows.iter()
+            .find(|r| r.get::<_, &str>(0) == k)
+            .map(|r| r.get::<_, i64>(1).max(0) as u64)
+            .unwrap_or(0)
+    };
+    Dimensions::parse(get("width"), get("height"))
+        .map_err(|e| corrupt(format!("the canvas size in rplace_meta: {e}")))
+}
+
 pub(super) fn row_to_placement(r: &tokio_postgres::Row) -> Placement {
     Placement {
         seq: Seq(r.get::<_, i64>(0) as u64),
         // Rows come from placements that went through `Dimensions::coord`.
-        coord: Coord::new_unchecked(
-            u32::from(r.get::<_, i16>(1) as u16),
-            u32::from(r.get::<_, i16>(2) as u16),
-        ),
+        coord: Coord::new_unchecked(r.get::<_, i32>(1) as u32, r.get::<_, i32>(2) as u32),
         color: ColorIndex::new_unchecked(r.get::<_, i16>(3) as u8),
         user: UserId(r.get::<_, i64>(4) as u64),
         at_ms: from_time(r.get(5)),

@@ -4,10 +4,11 @@
 use super::*;
 
 /// Schema versions, applied in order, each in its own transaction.
-pub(super) const MIGRATIONS: &[(i32, &str, &str)] = &[(
-    1,
-    "placements, snapshots, state",
-    "CREATE TABLE rplace_meta (
+pub(super) const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (
+        1,
+        "placements, snapshots, state",
+        "CREATE TABLE rplace_meta (
          key text PRIMARY KEY,
          value bigint NOT NULL
      );
@@ -34,7 +35,29 @@ pub(super) const MIGRATIONS: &[(i32, &str, &str)] = &[(
      );
      -- The board compresses well but is rewritten whole; skip pglz on every snapshot.
      ALTER TABLE board_snapshots ALTER COLUMN board SET STORAGE EXTERNAL;",
-)];
+    ),
+    (
+        2,
+        "u32 coordinates, tile snapshots",
+        // Coordinates up to 2^22 do not fit a smallint. Rewrites the table and its pixel
+        // index once (minutes for hundreds of millions of rows; instances wait on the
+        // migration lock meanwhile). Whole-board snapshots give way to one row per painted
+        // tile; the old ones are dropped (the next rebuild replays the log, and the next
+        // snapshot writes tiles), since cutting them into tiles needs the old width.
+        "ALTER TABLE placements ALTER COLUMN x TYPE integer, ALTER COLUMN y TYPE integer;
+         DROP TABLE board_snapshots;
+         CREATE TABLE tile_snapshots (
+             tx integer NOT NULL,
+             ty integer NOT NULL,
+             seq bigint NOT NULL,
+             version bigint NOT NULL,
+             pixels bytea NOT NULL,
+             taken_at timestamptz NOT NULL DEFAULT now(),
+             PRIMARY KEY (tx, ty)
+         );
+         ALTER TABLE rplace_state ADD COLUMN snapshot_seq bigint NOT NULL DEFAULT 0;",
+    ),
+];
 
 /// The history's own migrations, then every area's, each version in its area's range
 /// (accounts 100s, moderation 200s, rewrite 300s, records 400s), so that areas evolve
@@ -99,7 +122,9 @@ pub(super) async fn migrate(client: &mut tokio_postgres::Client) -> Result<(), S
     res
 }
 
-/// Records the board's shape on first use and refuses a database made for another one.
+/// Records the canvas's shape on first use and refuses a database made for another bit
+/// depth. The size only grows: a larger one than recorded is recorded, a smaller one
+/// keeps the recorded size (read it with [`History::dims`]).
 pub(super) async fn check_shape(
     client: &tokio_postgres::Client,
     dims: Dimensions,
@@ -114,23 +139,29 @@ pub(super) async fn check_shape(
     for (key, value) in want {
         client
             .execute(
-                "INSERT INTO rplace_meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+                "INSERT INTO rplace_meta (key, value) VALUES ($1, $2)
+                 ON CONFLICT (key) DO UPDATE SET value = GREATEST(rplace_meta.value, excluded.value)
+                 WHERE rplace_meta.key <> 'bits_per_pixel'",
                 &[&key, &value],
             )
             .await
             .map_err(pg)?;
-        let have: i64 = client
-            .query_one("SELECT value FROM rplace_meta WHERE key = $1", &[&key])
-            .await
-            .map_err(pg)?
-            .get(0);
-        if have != value {
-            return Err(StoreError::Config(format!(
-                "the PostgreSQL database {shown} holds a board with {key} = {have}, but this \
-                 start asks for {value}; start with the same size and palette depth, or use \
-                 another database"
-            )));
-        }
+    }
+    let have: i64 = client
+        .query_one(
+            "SELECT value FROM rplace_meta WHERE key = 'bits_per_pixel'",
+            &[],
+        )
+        .await
+        .map_err(pg)?
+        .get(0);
+    if have != depth.bits() as i64 {
+        return Err(StoreError::Config(format!(
+            "the PostgreSQL database {shown} holds a board with bits_per_pixel = {have}, but \
+             this start asks for {}; start with the same palette depth, or use another \
+             database",
+            depth.bits()
+        )));
     }
     Ok(())
 }

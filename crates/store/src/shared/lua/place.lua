@@ -30,15 +30,22 @@
 -- however many areas there are. Network keys are built here from the address, so they
 -- are not in KEYS: with Redis Cluster, the prefix's hash tag keeps them in the slot.
 --
--- KEYS[1] board   KEYS[2] seq   KEYS[3] epoch   KEYS[4] clock   KEYS[5] stream
--- KEYS[6] ban lengths   KEYS[7] protected areas by tile
--- then per placement i (from 0): KEYS[8 + 5i] the user's cooldown key,
---                                KEYS[9 + 5i] the address key's rate key,
---                                KEYS[10 + 5i] the idempotency key's key (used only if
+-- The canvas lives in tiles (shared/keys.rs): a placement writes its tile's pixels
+-- (BITFIELD at the tile-local index) and its tile's version (the placement's seq), and
+-- nothing else of the canvas, so a batch costs one tile key per placement and no key is
+-- board-sized.
+--
+-- KEYS[1] the size (unused; was the board)   KEYS[2] seq   KEYS[3] epoch   KEYS[4] clock
+-- KEYS[5] stream   KEYS[6] ban lengths   KEYS[7] protected areas by tile
+-- then per placement i (from 0): KEYS[8 + 7i] the user's cooldown key,
+--                                KEYS[9 + 7i] the address key's rate key,
+--                                KEYS[10 + 7i] the idempotency key's key (used only if
 --                                             ARGV says so)
---                                KEYS[11 + 5i] the one-time proof's key (used only if
+--                                KEYS[11 + 7i] the one-time proof's key (used only if
 --                                             ARGV says so)
---                                KEYS[12 + 5i] the user's ban key
+--                                KEYS[12 + 7i] the user's ban key
+--                                KEYS[13 + 7i] the pixels of the placement's tile
+--                                KEYS[14 + 7i] the version of the placement's tile
 -- ARGV[1] bitfield type (u4 or u8)   ARGV[2] cooldown ms   ARGV[3] rate period us (0: no
 -- limit)   ARGV[4] rate burst tolerance us   ARGV[5] unused (was the stream cap, see the XADD below)
 -- ARGV[6] channel
@@ -46,7 +53,8 @@
 -- ARGV[8] account rate period us   ARGV[9] account rate tolerance us
 -- ARGV[10] how long a spent proof is remembered, ms (the domain's ONCE_TTL_MS)
 -- ARGV[11] the prefix of network ban keys   ARGV[12] the protected areas' tile size
--- then per placement i: ARGV[13 + 11i ..] pixel index, color, x, y, user (signed decimal),
+-- then per placement i: ARGV[13 + 11i ..] tile-local pixel index, color, x, y, user
+--                       (signed decimal),
 --                       "1" to bypass every rule (the exempt path),
 --                       "1" if it carries an idempotency key,
 --                       "1" if it carries a one-time proof,
@@ -65,7 +73,7 @@
 
 local epoch = redis.call('GET', KEYS[3])
 local seq = redis.call('GET', KEYS[2])
-if not epoch or not seq or redis.call('EXISTS', KEYS[1]) == 0 then
+if not epoch or not seq then
   return {3}
 end
 seq = tonumber(seq)
@@ -154,13 +162,16 @@ end
 local reply = {tonumber(epoch), now}
 local recs = {}
 local first = nil
+local versions = {}
 for i = 0, n - 1 do
   local a = 13 + 11 * i
-  local cooldown_key = KEYS[8 + 5 * i]
-  local rate_key = KEYS[9 + 5 * i]
-  local idem_key = KEYS[10 + 5 * i]
-  local once_key = KEYS[11 + 5 * i]
-  local ban_key = KEYS[12 + 5 * i]
+  local cooldown_key = KEYS[8 + 7 * i]
+  local rate_key = KEYS[9 + 7 * i]
+  local idem_key = KEYS[10 + 7 * i]
+  local once_key = KEYS[11 + 7 * i]
+  local ban_key = KEYS[12 + 7 * i]
+  local tile_key = KEYS[13 + 7 * i]
+  local version_key = KEYS[14 + 7 * i]
   local keyed = ARGV[a + 6] == '1'
   local exempt = ARGV[a + 5] == '1'
   local once = ARGV[a + 7] == '1' and not exempt
@@ -235,7 +246,10 @@ for i = 0, n - 1 do
       -- durable Redis holds while PostgreSQL is away. The reconciler trims instead, never
       -- past the history's watermark (backlog.rs).
       redis.call('XADD', KEYS[5], string.format('%d-0', seq), 'p', rec)
-      redis.call('BITFIELD', KEYS[1], 'SET', bitfield, '#' .. ARGV[a], ARGV[a + 1])
+      redis.call('BITFIELD', tile_key, 'SET', bitfield, '#' .. ARGV[a], ARGV[a + 1])
+      -- Written once per tile the batch touches, after the loop (a hot spot puts many
+      -- placements of a batch on one tile).
+      versions[version_key] = seq
       if tat then
         redis.call('SET', rate_key, string.format('%.0f', tat), 'PX', math.ceil((tat - now_us) / 1000) + 1)
       end
@@ -264,6 +278,9 @@ for i = 0, n - 1 do
   end
 end
 
+for key, v in pairs(versions) do
+  redis.call('SET', key, string.format('%d', v))
+end
 if first then
   redis.call('SET', KEYS[2], string.format('%d', seq))
   redis.call('SET', KEYS[4], now_s)

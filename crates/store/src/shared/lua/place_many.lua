@@ -10,23 +10,30 @@
 -- that the caller leaves them out of later chunks too.
 --
 -- Placements are written like place.lua writes them (XADD `<seq>-0` with the same record,
--- BITFIELD, the seq and clock keys) and published as one message in the same format, so the
--- feed of every instance and the history writer need no special case.
+-- BITFIELD on the pixel's tile, the tile's version, the seq and clock keys) and published
+-- as one message in the same format, so the feed of every instance and the history writer
+-- need no special case.
 --
--- KEYS[1] board   KEYS[2] seq   KEYS[3] epoch   KEYS[4] clock   KEYS[5] stream
+-- A pixel is named by `y * 2^22 + x` (the largest canvas's width, so the name does not
+-- change when the canvas grows; exact in Lua's doubles).
+--
+-- KEYS[1] the size (unused; was the board)   KEYS[2] seq   KEYS[3] epoch   KEYS[4] clock
+-- KEYS[5] stream   then per pixel i: KEYS[6 + 2i] its tile's pixels, KEYS[7 + 2i] its
+-- tile's version
 -- ARGV[1] bitfield type (u4 or u8)   ARGV[2] channel   ARGV[3] the epoch the change was
--- planned in   ARGV[4] cursor seq   ARGV[5] board width   ARGV[6] user (signed decimal)
--- then per pixel i: ARGV[7 + 4i ..] pixel index, color, x, y
+-- planned in   ARGV[4] cursor seq   ARGV[5] unused (was the board width)
+-- ARGV[6] user (signed decimal)
+-- then per pixel i: ARGV[7 + 4i ..] tile-local pixel index, color, x, y
 --
 -- Returns {3} when the state is missing, {5} when the epoch is not ARGV[3] (a rebuild
 -- replaced the state), {6} when the stream no longer holds every entry after the cursor
 -- (nothing can be checked then). Otherwise {epoch, now_ms, first seq (0: none), seq now,
--- then the pixel index of every stream entry after the cursor}. Nothing is written in the
+-- then the pixel name of every stream entry after the cursor}. Nothing is written in the
 -- three refusals.
 
 local epoch = redis.call('GET', KEYS[3])
 local seq = redis.call('GET', KEYS[2])
-if not epoch or not seq or redis.call('EXISTS', KEYS[1]) == 0 then
+if not epoch or not seq then
   return {3}
 end
 if epoch ~= ARGV[3] then
@@ -34,7 +41,7 @@ if epoch ~= ARGV[3] then
 end
 seq = tonumber(seq)
 local cursor = tonumber(ARGV[4])
-local width = tonumber(ARGV[5])
+local width = 4194304
 
 -- Placements of others after the cursor.
 local touched = {}
@@ -76,14 +83,17 @@ local user = ARGV[6]
 local n = (#ARGV - 6) / 4
 local first = nil
 local recs = {}
+local versions = {}
 for i = 0, n - 1 do
   local a = 7 + 4 * i
-  local idx = tonumber(ARGV[a])
+  local idx = tonumber(ARGV[a + 3]) * width + tonumber(ARGV[a + 2])
   if not touched[idx] then
     seq = seq + 1
     local rec = ARGV[a + 2] .. ' ' .. ARGV[a + 3] .. ' ' .. ARGV[a + 1] .. ' ' .. user .. ' ' .. now_s
     redis.call('XADD', KEYS[5], string.format('%d-0', seq), 'p', rec)
-    redis.call('BITFIELD', KEYS[1], 'SET', bitfield, '#' .. ARGV[a], ARGV[a + 1])
+    redis.call('BITFIELD', KEYS[6 + 2 * i], 'SET', bitfield, '#' .. ARGV[a], ARGV[a + 1])
+    -- A chunk mostly paints a few tiles: each tile's version is written once, below.
+    versions[KEYS[7 + 2 * i]] = seq
     first = first or seq
     recs[#recs + 1] = rec
     -- A pixel twice in one chunk: the second is skipped like any pixel placed on since.
@@ -91,6 +101,9 @@ for i = 0, n - 1 do
   end
 end
 
+for key, v in pairs(versions) do
+  redis.call('SET', key, string.format('%d', v))
+end
 if first then
   redis.call('SET', KEYS[2], string.format('%d', seq))
   redis.call('SET', KEYS[4], now_s)

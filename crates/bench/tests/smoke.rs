@@ -54,6 +54,8 @@ async fn live_twenty_clients_see_every_placement() {
         sync_timeout: 30.0,
         server_pids: vec![std::process::id()],
         per_client: true,
+        view: None,
+        hot_spot: None,
     };
     let r = live(&args).await.unwrap();
     println!("{}", r.line());

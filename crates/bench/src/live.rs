@@ -77,8 +77,11 @@ pub struct LiveArgs {
     pub view: Option<(u32, u32)>,
     /// Put this fraction of placements (e.g. 0.9) in a block of 1% of the tiles at the
     /// canvas's centre; unset: uniform.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "tiles")]
     pub hot_spot: Option<f64>,
+    /// Scatter placements uniformly over this many tiles spread over the canvas.
+    #[arg(long)]
+    pub tiles: Option<u64>,
 }
 
 fn parse_view(s: &str) -> Result<(u32, u32), String> {
@@ -97,9 +100,10 @@ fn parse_view(s: &str) -> Result<(u32, u32), String> {
 impl LiveArgs {
     /// Where the placer puts placements.
     pub fn spread(&self) -> crate::placer::Spread {
-        match self.hot_spot {
-            Some(f) => crate::placer::Spread::HotSpot(f.clamp(0.0, 1.0)),
-            None => crate::placer::Spread::Uniform,
+        match (self.hot_spot, self.tiles) {
+            (Some(f), _) => crate::placer::Spread::HotSpot(f.clamp(0.0, 1.0)),
+            (None, Some(n)) => crate::placer::Spread::Tiles(n),
+            (None, None) => crate::placer::Spread::Uniform,
         }
     }
 }

@@ -43,20 +43,35 @@ pub enum Spread {
     /// This fraction of placements in a square block of 1% of the tiles at the canvas's
     /// centre (as real events concentrate on a few pictures), the rest uniformly.
     HotSpot(f64),
+    /// Uniformly over this many tiles scattered over the canvas (a world canvas painted
+    /// here and there).
+    Tiles(u64),
 }
 
 impl Spread {
     /// A pixel for random bits `r`.
     fn pick(self, r: u64, width: u64, height: u64) -> (u64, u64) {
         let uniform = (r % width, (r >> 16) % height);
-        let Spread::HotSpot(fraction) = self else {
-            return uniform;
+        let tile = u64::from(rplace_domain::tile::TILE_SIZE);
+        let fraction = match self {
+            Spread::Uniform => return uniform,
+            Spread::HotSpot(f) => f,
+            Spread::Tiles(n) => {
+                let (across, down) = (width.div_ceil(tile), height.div_ceil(tile));
+                // Tile j of the n is a fixed pseudo-random tile of the canvas.
+                let j = (r >> 32) % n.max(1);
+                let h = (j + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 11;
+                let k = h % (across * down);
+                let (x0, y0) = ((k % across) * tile, (k / across) * tile);
+                let x = (x0 + r % tile).min(width - 1);
+                let y = (y0 + (r >> 8) % tile).min(height - 1);
+                return (x, y);
+            }
         };
         // Bits 48..64 decide hot or not; bits 0..48 place the pixel.
         if ((r >> 48) as f64 / 65_536.0) >= fraction {
             return uniform;
         }
-        let tile = u64::from(rplace_domain::tile::TILE_SIZE);
         let (across, down) = (width.div_ceil(tile), height.div_ceil(tile));
         let side = ((across * down) as f64 * 0.01).sqrt().ceil().max(1.0) as u64;
         let (bw, bh) = ((side * tile).min(width), (side * tile).min(height));
@@ -349,5 +364,34 @@ mod tests {
     fn seq_is_read_from_the_answer() {
         assert_eq!(parse_seq(br#"{"seq":1235,"at":1,"next_at":2}"#), Some(1235));
         assert_eq!(parse_seq(br#"{"at":1}"#), None);
+    }
+
+    #[test]
+    fn spreads_stay_on_the_canvas_and_where_they_say() {
+        let mut rng = XorShift(7);
+        let (w, h) = (65_536, 65_536);
+        let mut hot = 0;
+        let mut tiles = std::collections::HashSet::new();
+        for _ in 0..20_000 {
+            let r = rng.next();
+            let (x, y) = Spread::HotSpot(0.9).pick(r, w, h);
+            assert!(x < w && y < h);
+            // 1% of 256² tiles is a 26-tile square at the centre.
+            let c = 13 * 256;
+            if (32_768 - c..32_768 + c).contains(&x) && (32_768 - c..32_768 + c).contains(&y) {
+                hot += 1;
+            }
+            let (x, y) = Spread::Tiles(50).pick(r, w, h);
+            assert!(x < w && y < h);
+            tiles.insert((x / 256, y / 256));
+            let (x, y) = Spread::Uniform.pick(r, 1000, 3);
+            assert!(x < 1000 && y < 3);
+        }
+        assert!(hot > 17_000, "{hot} of 20,000 in the hot spot");
+        assert!(
+            tiles.len() <= 50 && tiles.len() > 40,
+            "{} tiles",
+            tiles.len()
+        );
     }
 }

@@ -56,6 +56,7 @@ async fn live_twenty_clients_see_every_placement() {
         per_client: true,
         view: None,
         hot_spot: None,
+        tiles: None,
     };
     let r = live(&args).await.unwrap();
     println!("{}", r.line());

@@ -71,6 +71,41 @@ pub struct LiveArgs {
     /// Keep every client's numbers in the JSON.
     #[arg(long)]
     pub per_client: bool,
+    /// Each client views a random rectangle of WxH tiles (e.g. 4x3) and receives only
+    /// their placements; unset: whole-canvas clients.
+    #[arg(long, value_parser = parse_view)]
+    pub view: Option<(u32, u32)>,
+    /// Put this fraction of placements (e.g. 0.9) in a block of 1% of the tiles at the
+    /// canvas's centre; unset: uniform.
+    #[arg(long, conflicts_with = "tiles")]
+    pub hot_spot: Option<f64>,
+    /// Scatter placements uniformly over this many tiles spread over the canvas.
+    #[arg(long)]
+    pub tiles: Option<u64>,
+}
+
+fn parse_view(s: &str) -> Result<(u32, u32), String> {
+    let (w, h) = s
+        .split_once('x')
+        .ok_or_else(|| format!("expected WxH tiles, e.g. 4x3, got {s:?}"))?;
+    let n = |v: &str| {
+        v.parse::<u32>()
+            .ok()
+            .filter(|&n| (1..=256).contains(&n))
+            .ok_or_else(|| format!("tile counts must be 1..=256, got {v:?}"))
+    };
+    Ok((n(w)?, n(h)?))
+}
+
+impl LiveArgs {
+    /// Where the placer puts placements.
+    pub fn spread(&self) -> crate::placer::Spread {
+        match (self.hot_spot, self.tiles) {
+            (Some(f), _) => crate::placer::Spread::HotSpot(f.clamp(0.0, 1.0)),
+            (None, Some(n)) => crate::placer::Spread::Tiles(n),
+            (None, None) => crate::placer::Spread::Uniform,
+        }
+    }
 }
 
 /// Board shape and palette size, from `GET /api/config`.
@@ -174,7 +209,7 @@ impl Group {
     }
 }
 
-fn group_configs(a: &LiveArgs) -> Vec<GroupConfig> {
+fn group_configs(a: &LiveArgs, shape: &ServerShape) -> Vec<GroupConfig> {
     let workers = if a.workers > 0 {
         a.workers
     } else {
@@ -190,13 +225,17 @@ fn group_configs(a: &LiveArgs) -> Vec<GroupConfig> {
             board: a.board,
             connect_concurrency: a.connect_concurrency.div_ceil(workers),
             http_concurrency: a.http_concurrency,
+            width: shape.width,
+            height: shape.height,
+            view: a.view,
         })
         .filter(|g| g.clients > 0)
         .collect()
 }
 
 pub async fn start_groups(a: &LiveArgs) -> anyhow::Result<Vec<Group>> {
-    let cfgs = group_configs(a);
+    let shape = server_shape(a.addr).await?;
+    let cfgs = group_configs(a, &shape);
     if cfgs.len() == 1 {
         return Ok(vec![Group::Local(Box::new(ClientGroup::start(
             cfgs[0].clone(),
@@ -257,6 +296,7 @@ pub async fn live(a: &LiveArgs) -> anyhow::Result<LiveReport> {
         height: shape.height,
         colors: shape.colors,
         users: a.users,
+        spread: a.spread(),
     };
     // On a thread of its own: on the runtime that also reads the clients' frames, the
     // placer's reads of its answers would wait behind them and inflate the PUT latency.
@@ -267,7 +307,9 @@ pub async fn live(a: &LiveArgs) -> anyhow::Result<LiveReport> {
             .block_on(placer::run(placer_cfg))
     })
     .await??;
-    let acks = Acks::from_pairs(&placed.acks).with_sent(&placed.sent);
+    let acks = Acks::from_pairs(&placed.acks)
+        .with_sent(&placed.sent)
+        .with_tiles(&placed.tiles);
     for g in &mut groups {
         g.wait_seq(acks.last_seq(), Duration::from_secs_f64(a.drain))
             .await?;
@@ -287,7 +329,7 @@ pub async fn live(a: &LiveArgs) -> anyhow::Result<LiveReport> {
     for g in groups {
         reports.push(g.finish(&acks, acks_file.path()).await?);
     }
-    let mut r = merge(a, placed.report, &acks, reports, server, bench_self, sync_s);
+    let mut r = merge(a, placed.report, reports, server, bench_self, sync_s);
     let own_cpu: f64 = r.server.iter().chain(&r.bench).map(|u| u.cpu_s).sum();
     r.other_cpu_s = (busy - own_cpu).max(0.0);
     r.window_s = window_s;
@@ -299,7 +341,6 @@ pub async fn live(a: &LiveArgs) -> anyhow::Result<LiveReport> {
 pub fn merge(
     a: &LiveArgs,
     placer: crate::report::PlacerReport,
-    acks: &Acks,
     groups: Vec<GroupReport>,
     server: Vec<ProcUsage>,
     bench_self: ProcUsage,
@@ -318,8 +359,7 @@ pub fn merge(
         }
         clients.extend(g.clients);
     }
-    let acked = acks.count();
-    let expected = acked * clients.len() as u64;
+    let expected: u64 = clients.iter().map(|c| c.expected).sum();
     let delivered: u64 = clients.iter().map(|c| c.delivered).sum();
     let sum = |f: fn(&crate::report::ClientReport) -> u64| clients.iter().map(f).sum::<u64>();
     let bytes = sum(|c| c.bytes);

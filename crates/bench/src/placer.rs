@@ -31,6 +31,53 @@ pub struct PlacerConfig {
     pub colors: u64,
     /// Distinct identities placements are spread over.
     pub users: u64,
+    /// Where placements land; uniform over the canvas by default.
+    pub spread: Spread,
+}
+
+/// Where placements land on the canvas.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Spread {
+    /// Uniformly over every pixel.
+    Uniform,
+    /// This fraction of placements in a square block of 1% of the tiles at the canvas's
+    /// centre (as real events concentrate on a few pictures), the rest uniformly.
+    HotSpot(f64),
+    /// Uniformly over this many tiles scattered over the canvas (a world canvas painted
+    /// here and there).
+    Tiles(u64),
+}
+
+impl Spread {
+    /// A pixel for random bits `r`.
+    fn pick(self, r: u64, width: u64, height: u64) -> (u64, u64) {
+        let uniform = (r % width, (r >> 16) % height);
+        let tile = u64::from(rplace_domain::tile::TILE_SIZE);
+        let fraction = match self {
+            Spread::Uniform => return uniform,
+            Spread::HotSpot(f) => f,
+            Spread::Tiles(n) => {
+                let (across, down) = (width.div_ceil(tile), height.div_ceil(tile));
+                // Tile j of the n is a fixed pseudo-random tile of the canvas.
+                let j = (r >> 32) % n.max(1);
+                let h = (j + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 11;
+                let k = h % (across * down);
+                let (x0, y0) = ((k % across) * tile, (k / across) * tile);
+                let x = (x0 + r % tile).min(width - 1);
+                let y = (y0 + (r >> 8) % tile).min(height - 1);
+                return (x, y);
+            }
+        };
+        // Bits 48..64 decide hot or not; bits 0..48 place the pixel.
+        if ((r >> 48) as f64 / 65_536.0) >= fraction {
+            return uniform;
+        }
+        let (across, down) = (width.div_ceil(tile), height.div_ceil(tile));
+        let side = ((across * down) as f64 * 0.01).sqrt().ceil().max(1.0) as u64;
+        let (bw, bh) = ((side * tile).min(width), (side * tile).min(height));
+        let (x0, y0) = ((width - bw) / 2, (height - bh) / 2);
+        (x0 + r % bw, y0 + (r >> 20) % bh)
+    }
 }
 
 /// The placer's result: the report and every ack as (seq, ns since the epoch).
@@ -40,12 +87,17 @@ pub struct Placed {
     /// When each acked placement's request was written, as (seq, ns since the epoch):
     /// where send-to-receipt latency starts.
     pub sent: Vec<(u64, u64)>,
+    /// The tile of each acked placement, as (seq, `TileId::key`): what a client viewing
+    /// only some tiles should receive.
+    pub tiles: Vec<(u64, u64)>,
 }
 
 struct ConnResult {
     acks: Vec<(u64, u64)>,
     /// (seq, instant its request was written) of every ack.
     sent: Vec<(u64, u64)>,
+    /// (seq, tile key) of every ack.
+    tiles: Vec<(u64, u64)>,
     /// From writing a request to reading its whole answer.
     answer: HistogramData,
     errors: u64,
@@ -74,6 +126,7 @@ pub async fn run(cfg: PlacerConfig) -> anyhow::Result<Placed> {
         .collect();
     let mut acks = Vec::with_capacity(total as usize);
     let mut sent = Vec::with_capacity(total as usize);
+    let mut tiles = Vec::with_capacity(total as usize);
     let mut errors = 0;
     let mut error_samples = Vec::new();
     let mut late = new_histogram();
@@ -82,6 +135,7 @@ pub async fn run(cfg: PlacerConfig) -> anyhow::Result<Placed> {
         let r = t.await?;
         acks.extend(r.acks);
         sent.extend(r.sent);
+        tiles.extend(r.tiles);
         errors += r.errors;
         error_samples.extend(r.samples);
         r.lateness.add_to(&mut late);
@@ -110,7 +164,12 @@ pub async fn run(cfg: PlacerConfig) -> anyhow::Result<Placed> {
         first_seq: acks.first().map_or(0, |a| a.0),
         last_seq: acks.last().map_or(0, |a| a.0),
     };
-    Ok(Placed { report, acks, sent })
+    Ok(Placed {
+        report,
+        acks,
+        sent,
+        tiles,
+    })
 }
 
 async fn open(addr: SocketAddr) -> anyhow::Result<TcpStream> {
@@ -146,6 +205,7 @@ async fn conn_loop(
     let mut out = ConnResult {
         acks: Vec::with_capacity((total / conns + 1) as usize),
         sent: Vec::with_capacity((total / conns + 1) as usize),
+        tiles: Vec::with_capacity((total / conns + 1) as usize),
         answer: HistogramData::default(),
         errors: 0,
         samples: Vec::new(),
@@ -165,8 +225,9 @@ async fn conn_loop(
         }
         let user = (j % cfg.users.max(1)).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
         let r = rng.next();
-        let x = r % cfg.width;
-        let y = (r >> 16) % cfg.height;
+        let (x, y) = cfg.spread.pick(r, cfg.width, cfg.height);
+        let tile =
+            rplace_domain::TileId::of(rplace_domain::Coord::new_unchecked(x as u32, y as u32));
         let color = (r >> 40) % cfg.colors;
         let body = format!("{{\"x\":{x},\"y\":{y},\"color\":{color}}}");
         req.clear();
@@ -188,6 +249,7 @@ async fn conn_loop(
                     let at = now_ns();
                     out.acks.push((seq, at));
                     out.sent.push((seq, sent_ns));
+                    out.tiles.push((seq, tile.key()));
                     answer.saturating_record((at.saturating_sub(sent_ns) / 1000).max(1));
                     late.saturating_record((at.saturating_sub(start_ns + due_ns) / 1000).max(1));
                 }
@@ -302,5 +364,34 @@ mod tests {
     fn seq_is_read_from_the_answer() {
         assert_eq!(parse_seq(br#"{"seq":1235,"at":1,"next_at":2}"#), Some(1235));
         assert_eq!(parse_seq(br#"{"at":1}"#), None);
+    }
+
+    #[test]
+    fn spreads_stay_on_the_canvas_and_where_they_say() {
+        let mut rng = XorShift(7);
+        let (w, h) = (65_536, 65_536);
+        let mut hot = 0;
+        let mut tiles = std::collections::HashSet::new();
+        for _ in 0..20_000 {
+            let r = rng.next();
+            let (x, y) = Spread::HotSpot(0.9).pick(r, w, h);
+            assert!(x < w && y < h);
+            // 1% of 256² tiles is a 26-tile square at the centre.
+            let c = 13 * 256;
+            if (32_768 - c..32_768 + c).contains(&x) && (32_768 - c..32_768 + c).contains(&y) {
+                hot += 1;
+            }
+            let (x, y) = Spread::Tiles(50).pick(r, w, h);
+            assert!(x < w && y < h);
+            tiles.insert((x / 256, y / 256));
+            let (x, y) = Spread::Uniform.pick(r, 1000, 3);
+            assert!(x < 1000 && y < 3);
+        }
+        assert!(hot > 17_000, "{hot} of 20,000 in the hot spot");
+        assert!(
+            tiles.len() <= 50 && tiles.len() > 40,
+            "{} tiles",
+            tiles.len()
+        );
     }
 }

@@ -83,6 +83,10 @@ pub struct ClientReport {
     pub p50_ms: f64,
     pub p99_ms: f64,
     pub max_ms: f64,
+    /// Acknowledged placements it should have seen: all of them for a whole-canvas
+    /// client, those on its tiles for a view client.
+    #[serde(default)]
+    pub expected: u64,
 }
 
 /// What one group of clients (one process) measured.

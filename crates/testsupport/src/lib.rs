@@ -6,6 +6,9 @@
 //!   per test binary ([`RedisServer::shared`]) for tests that keep apart by key prefix; or with
 //!   extra arguments ([`RedisServer::start_with`], e.g. an AOF), and [`RedisServer::pause`]
 //!   to stall it as an overloaded or partitioned server would.
+//! - [`RedisCluster`]: a real three-master Redis Cluster (`--cluster-enabled yes`, joined by
+//!   `redis-cli --cluster create`) on free ports, for the code that spreads tiles over
+//!   hash slots.
 //! - [`OidcProvider`]: a real OpenID Connect provider (npm `oidc-provider` under node,
 //!   `tests/oidc/provider.mjs`) with one static client, for login round trips.
 //! - [`Postgres`]: one PostgreSQL cluster per test binary ([`Postgres::shared`]), because
@@ -26,6 +29,7 @@
 mod oidc;
 mod postgres;
 mod redis;
+mod redis_cluster;
 pub mod siteverify;
 pub mod topology;
 mod wait;
@@ -33,6 +37,7 @@ mod wait;
 pub use oidc::OidcProvider;
 pub use postgres::Postgres;
 pub use redis::RedisServer;
+pub use redis_cluster::RedisCluster;
 pub use wait::eventually;
 
 use std::io::{BufRead, BufReader};

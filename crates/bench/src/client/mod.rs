@@ -27,6 +27,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_util::sync::CancellationToken;
 
 mod session;
+mod tiles;
 
 use session::*;
 
@@ -58,6 +59,15 @@ pub struct GroupConfig {
     pub connect_concurrency: usize,
     /// HTTP requests (board, catch-up) in flight at once.
     pub http_concurrency: usize,
+    /// The canvas's size (for choosing views).
+    #[serde(default)]
+    pub width: u64,
+    #[serde(default)]
+    pub height: u64,
+    /// Each client views a random rectangle of this many tiles (w, h) and receives only
+    /// their frames; `None`: the whole canvas, as before.
+    #[serde(default)]
+    pub view: Option<(u32, u32)>,
 }
 
 /// What the clients share.
@@ -77,6 +87,9 @@ struct Shared {
     measuring: AtomicBool,
     /// The shared board's seq, once fetched.
     shared_board: watch::Receiver<Option<u64>>,
+    /// When any view client last received a frame (ns since the epoch): view clients
+    /// cannot say which seq they are current to, so the end waits for quiet instead.
+    last_arrival: AtomicU64,
     started: Instant,
 }
 
@@ -123,6 +136,8 @@ struct ClientState {
     frames: u64,
     /// Time from the group's start to this client's first sync.
     sync_ms: u64,
+    /// A view client's record (then `sync` is unused).
+    view: Option<tiles::ViewState>,
 }
 
 impl ClientState {
@@ -171,6 +186,7 @@ impl ClientGroup {
             seqs: (0..cfg.clients).map(|_| AtomicU64::new(0)).collect(),
             measuring: AtomicBool::new(false),
             shared_board: board_rx,
+            last_arrival: AtomicU64::new(0),
             started: Instant::now(),
             http,
             cfg,
@@ -199,7 +215,10 @@ impl ClientGroup {
             })
         });
         let tasks = (0..shared.cfg.clients)
-            .map(|i| tokio::spawn(run_client(shared.clone(), i)))
+            .map(|i| match shared.cfg.view {
+                Some(view) => tokio::spawn(tiles::run_view_client(shared.clone(), i, view)),
+                None => tokio::spawn(run_client(shared.clone(), i)),
+            })
             .collect();
         Ok(ClientGroup {
             shared,
@@ -240,8 +259,22 @@ impl ClientGroup {
     }
 
     /// Waits until every client has applied `seq`; `false` if `within` ran out first.
+    /// View clients cannot tell: for them it waits until no frame came for 500 ms.
     pub async fn wait_seq(&self, seq: u64, within: Duration) -> bool {
         let deadline = Instant::now() + within;
+        if self.shared.cfg.view.is_some() {
+            let quiet = Duration::from_millis(500).as_nanos() as u64;
+            loop {
+                let last = self.shared.last_arrival.load(Ordering::Relaxed);
+                if now_ns().saturating_sub(last) > quiet {
+                    return true;
+                }
+                if Instant::now() > deadline {
+                    return false;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
         loop {
             if self
                 .shared
@@ -280,6 +313,17 @@ impl ClientGroup {
             .iter()
             .map(|st| {
                 one.reset();
+                if let Some(vs) = &st.view {
+                    return tiles::view_report(
+                        st,
+                        vs,
+                        acks,
+                        &mut one,
+                        &mut all,
+                        &mut sent_all,
+                        &mut sync,
+                    );
+                }
                 let mut delivered = 0;
                 let stats = st.sync.stats();
                 for &(first, n, at) in &st.sync.target().runs {
@@ -307,6 +351,7 @@ impl ClientGroup {
                 ClientReport {
                     id: st.id,
                     delivered,
+                    expected: acked,
                     missing: acked.saturating_sub(delivered),
                     duplicates: stats.duplicates,
                     via_catch_up: stats.caught_up,
@@ -348,6 +393,8 @@ pub struct Acks {
     pub at: Vec<u64>,
     /// Instant the request of seq `first_seq + i` was written; 0 when unknown.
     pub sent_at: Vec<u64>,
+    /// The tile (`TileId::key`) of seq `first_seq + i`; `u64::MAX` when unknown.
+    pub tile: Vec<u64>,
 }
 
 impl Acks {
@@ -363,8 +410,27 @@ impl Acks {
         Acks {
             first_seq: first,
             sent_at: vec![0; at.len()],
+            tile: vec![u64::MAX; at.len()],
             at,
         }
+    }
+
+    /// Adds the tile of each placement, as (seq, tile key).
+    pub fn with_tiles(mut self, pairs: &[(u64, u64)]) -> Self {
+        for &(seq, key) in pairs {
+            if let Some(i) = seq.checked_sub(self.first_seq)
+                && let Some(slot) = self.tile.get_mut(i as usize)
+            {
+                *slot = key;
+            }
+        }
+        self
+    }
+
+    /// The tile key of an acked placement.
+    pub fn tile(&self, seq: u64) -> Option<u64> {
+        let i = seq.checked_sub(self.first_seq)? as usize;
+        self.tile.get(i).copied().filter(|&t| t != u64::MAX)
     }
 
     /// Adds when each placement was sent, as (seq, ns since the epoch).
@@ -398,19 +464,19 @@ impl Acks {
         self.first_seq + self.at.len().saturating_sub(1) as u64
     }
 
-    /// Little-endian: first seq, then one ack instant per seq, then one send instant per
-    /// seq.
+    /// Little-endian: first seq, then one ack instant per seq, one send instant per seq,
+    /// and one tile key per seq.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(8 * (2 * self.at.len() + 1));
+        let mut out = Vec::with_capacity(8 * (3 * self.at.len() + 1));
         out.extend_from_slice(&self.first_seq.to_le_bytes());
-        for t in self.at.iter().chain(&self.sent_at) {
+        for t in self.at.iter().chain(&self.sent_at).chain(&self.tile) {
             out.extend_from_slice(&t.to_le_bytes());
         }
         out
     }
 
     pub fn from_bytes(b: &[u8]) -> anyhow::Result<Self> {
-        if b.len() < 8 || !b.len().is_multiple_of(8) || !(b.len() / 8 - 1).is_multiple_of(2) {
+        if b.len() < 8 || !b.len().is_multiple_of(8) || !(b.len() / 8 - 1).is_multiple_of(3) {
             bail!("acks file of {} bytes is not a list of u64", b.len());
         }
         let mut words = b
@@ -418,11 +484,14 @@ impl Acks {
             .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")));
         let first_seq = words.next().unwrap_or(0);
         let mut at: Vec<u64> = words.collect();
-        let sent_at = at.split_off(at.len() / 2);
+        let n = at.len() / 3;
+        let tile = at.split_off(2 * n);
+        let sent_at = at.split_off(n);
         Ok(Acks {
             first_seq,
             at,
             sent_at,
+            tile,
         })
     }
 }

@@ -141,6 +141,7 @@ pub(super) async fn run_client(sh: Arc<Shared>, idx: u32) -> ClientState {
         bytes: 0,
         frames: 0,
         sync_ms: 0,
+        view: None,
     };
     let mut synced = false;
     let mut said_hello = false;

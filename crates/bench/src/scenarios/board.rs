@@ -1,4 +1,5 @@
-//! `board`: `GET /api/board` with wrk, beside nginx serving the same bytes.
+//! `board`: `GET /api/board` (or any other path, e.g. one tile) with wrk, beside nginx
+//! serving the same bytes.
 
 use super::*;
 
@@ -21,6 +22,9 @@ pub struct BoardArgs {
     /// medians of the rounds, so that a noisy machine drifting during a run cancels out.
     #[arg(long, default_value_t = 3)]
     pub rounds: u32,
+    /// What to fetch: the board, or e.g. `/api/tiles/8192/8192` for one tile.
+    #[arg(long, default_value = "/api/board")]
+    pub path: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -50,6 +54,7 @@ pub struct BoardReport {
 
 pub(super) async fn fetch(
     addr: SocketAddr,
+    path: &str,
     gzip: bool,
 ) -> anyhow::Result<(Vec<u8>, Option<String>)> {
     let mut req = reqwest::Client::builder()
@@ -58,7 +63,7 @@ pub(super) async fn fetch(
         .no_zstd()
         .no_proxy()
         .build()?
-        .get(format!("http://{addr}/api/board"));
+        .get(format!("http://{addr}{path}"));
     if gzip {
         req = req.header("accept-encoding", "gzip");
     }
@@ -113,22 +118,29 @@ pub(super) fn free_port() -> anyhow::Result<u16> {
 /// `GET /api/board` with wrk against the server and against nginx serving the same bytes.
 pub async fn board(a: &BoardArgs) -> anyhow::Result<BoardReport> {
     use std::os::unix::fs::PermissionsExt;
-    let (raw, _) = fetch(a.addr, false).await?;
-    let (gz, enc) = fetch(a.addr, true).await?;
+    if !a.path.starts_with("/api/") || a.path.contains("..") {
+        bail!("--path must be a path under /api/, got {:?}", a.path);
+    }
+    let (raw, _) = fetch(a.addr, &a.path, false).await?;
+    let (gz, enc) = fetch(a.addr, &a.path, true).await?;
     if enc.as_deref() != Some("gzip") {
         bail!("the server answered Accept-Encoding: gzip with {enc:?}");
     }
     let dir = tempfile::tempdir()?;
-    let www = dir.path().join("www/api");
-    std::fs::create_dir_all(&www)?;
-    std::fs::write(www.join("board"), &raw)?;
-    std::fs::write(www.join("board.gz"), &gz)?;
-    for p in [
-        dir.path().to_path_buf(),
-        dir.path().join("www"),
-        www.clone(),
-    ] {
+    let file = dir.path().join("www").join(a.path.trim_start_matches('/'));
+    let parent = file.parent().context("a path with a folder")?;
+    std::fs::create_dir_all(parent)?;
+    std::fs::write(&file, &raw)?;
+    let mut gz_file = file.clone().into_os_string();
+    gz_file.push(".gz");
+    std::fs::write(&gz_file, &gz)?;
+    // nginx runs as nobody: every folder on the way must be readable.
+    let mut p = parent.to_path_buf();
+    while p.starts_with(dir.path()) {
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755))?;
+        if !p.pop() {
+            break;
+        }
     }
     let port = free_port()?;
     let conf = dir.path().join("nginx.conf");
@@ -169,8 +181,8 @@ pub async fn board(a: &BoardArgs) -> anyhow::Result<BoardReport> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let result = async {
-        let (n_raw, _) = fetch(nginx_addr, false).await?;
-        let (n_gz, n_enc) = fetch(nginx_addr, true).await?;
+        let (n_raw, _) = fetch(nginx_addr, &a.path, false).await?;
+        let (n_gz, n_enc) = fetch(nginx_addr, &a.path, true).await?;
         if n_raw != raw || n_gz != gz || n_enc.as_deref() != Some("gzip") {
             bail!("nginx does not serve the same bytes as the server");
         }
@@ -184,7 +196,7 @@ pub async fn board(a: &BoardArgs) -> anyhow::Result<BoardReport> {
                 }
                 for (target, addr, rps_out) in &mut pair {
                     let (rps, transfer, p99, non2xx) =
-                        wrk(a, &format!("http://{addr}/api/board"), gzip)?;
+                        wrk(a, &format!("http://{addr}{}", a.path), gzip)?;
                     println!(
                         "board round {round} {target} {}: {rps:.0} req/s, {transfer}/s, p99 {p99}",
                         if gzip { "gzip" } else { "raw" }

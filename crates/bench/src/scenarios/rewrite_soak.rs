@@ -162,6 +162,7 @@ pub async fn rewrite_soak(a: &RewriteSoakArgs) -> anyhow::Result<RewriteSoakRepo
         height: shape.height,
         colors: shape.colors,
         users: a.live.users,
+        spread: a.live.spread(),
     };
     // As in `live`: the placer on a thread of its own.
     let placer = tokio::task::spawn_blocking(move || {
@@ -186,7 +187,9 @@ pub async fn rewrite_soak(a: &RewriteSoakArgs) -> anyhow::Result<RewriteSoakRepo
     let reach_clients_s = started.elapsed().as_secs_f64();
     let reached_ns = crate::clock::now_ns();
     let placed = placer.await??;
-    let acks = Acks::from_pairs(&placed.acks).with_sent(&placed.sent);
+    let acks = Acks::from_pairs(&placed.acks)
+        .with_sent(&placed.sent)
+        .with_tiles(&placed.tiles);
     for g in &mut groups {
         g.wait_seq(acks.last_seq(), Duration::from_secs_f64(a.live.drain))
             .await?;
@@ -219,15 +222,7 @@ pub async fn rewrite_soak(a: &RewriteSoakArgs) -> anyhow::Result<RewriteSoakRepo
         };
         hist[phase].saturating_record((acked.saturating_sub(s) / 1000).max(1));
     }
-    let live = live::merge(
-        &a.live,
-        placed.report,
-        &acks,
-        reports,
-        server,
-        bench_self,
-        sync_s,
-    );
+    let live = live::merge(&a.live, placed.report, reports, server, bench_self, sync_s);
     Ok(RewriteSoakReport {
         change: a.change,
         pixels: answer["pixels"].as_u64().unwrap_or(0),

@@ -289,3 +289,53 @@ describe(`tiles on a ${SIDE}² canvas`, () => {
     assert.deepEqual(A.errors, []);
   });
 });
+
+// Off unless RPLACE_WORLD_TEST=1: the server's overview levels above ~8 are rendered from
+// every tile below them, painted or not, which on this canvas never finishes.
+const WORLD_SKIP = process.env.RPLACE_WORLD_TEST === '1' ? false
+  : 'set RPLACE_WORLD_TEST=1 once overview tiles cost what is painted, not the canvas';
+
+describe('a phone on the 4,194,304² canvas', { skip: WORLD_SKIP }, () => {
+  const WORLD = 4194304;
+  let server, browser, P;
+
+  before(async () => {
+    server = await startServer({ args: ['--width', String(WORLD), '--height', String(WORLD), '--bench-token', BENCH] });
+    await bench(server.url, WORLD - 1, WORLD - 1, 5);
+    browser = await launchBrowser();
+  });
+
+  after(async () => {
+    await browser?.close();
+    await server?.dispose();
+  });
+
+  test('the whole canvas in a handful of images; a pixel at the far corner reached and exact', async () => {
+    P = await open(browser, server.url, '', { viewport: { width: 390, height: 844 }, deviceScaleFactor: 3, isMobile: true, hasTouch: true });
+    const { page, traffic } = P;
+    const v = await viewSettled(page);
+    const t = await until(async () => {
+      const t2 = await tiles(page);
+      return t2.overviews.some(([z]) => z === t2.level) && t2;
+    }, { timeout: 10_000, what: 'the top overview' });
+    assert.ok(t.level >= 12, JSON.stringify({ v, t }));
+    const images = traffic.requests.filter((r) => /^\/api\/tiles\/\d+\/\d+\/\d+\.png$/.test(r));
+    assert.ok(images.length >= 1 && images.length <= 6, images.join(' '));
+    assert.deepEqual(tileFetches(traffic.requests), []);
+    await page.screenshot({ path: screenshotPath('tiles-phone-world.png') });
+
+    // The jump box brings the last pixel of the last tile, at full resolution.
+    await page.locator('#jump-input').fill(`${WORLD - 1}, ${WORLD - 1}`);
+    await page.locator('#jump-input').press('Enter');
+    await page.waitForFunction((w) => window.rplace.pixel(w - 1, w - 1) === 5, WORLD, { timeout: 5000 });
+    await tilesOnScreen(page);
+    const [s] = await sampleCanvas(page, [[WORLD - 1, WORLD - 1]]);
+    const palette = (await (await fetch(`${server.url}/api/config`)).json()).palette.map((c) => c.toUpperCase());
+    assert.equal(s.color, palette[5]);
+    const fetched = tileFetches(traffic.requests);
+    assert.ok(fetched.length >= 1 && fetched.length <= 4, fetched.join(' '));
+    assert.ok(fetched.includes(`${WORLD / TILE - 1},${WORLD / TILE - 1}`));
+    assert.ok((await tiles(page)).cached <= 160);
+    assert.deepEqual(P.errors, []);
+  });
+});

@@ -119,8 +119,11 @@ export class Minimap {
     if (x1 - x0 < min) { const c = (x0 + x1) / 2; x0 = c - min / 2; x1 = c + min / 2; }
     if (y1 - y0 < min) { const c = (y0 + y1) / 2; y0 = c - min / 2; y1 = c + min / 2; }
     x0 = Math.max(-2, x0); y0 = Math.max(-2, y0); x1 = Math.min(W + 2, x1); y1 = Math.min(H + 2, y1);
-    ctx.fillStyle = 'rgba(255, 69, 0, 0.12)';
-    ctx.fillRect(x0, y0, x1 - x0, y1 - y0);
+    // Tinted only while it is a part: a tint over all of it would just wash it out.
+    if ((x1 - x0) * (y1 - y0) < 0.5 * W * H) {
+      ctx.fillStyle = 'rgba(255, 69, 0, 0.12)';
+      ctx.fillRect(x0, y0, x1 - x0, y1 - y0);
+    }
     ctx.strokeStyle = '#ff4500';
     ctx.lineWidth = 2 * this.dpr;
     ctx.strokeRect(x0, y0, x1 - x0, y1 - y0);

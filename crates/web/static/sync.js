@@ -155,7 +155,7 @@ export class Live {
     }
     for (const f of frames) {
       this.received.frames++;
-      this.received.tiles.add(`${f.tx},${f.ty}`);
+      if (this.received.tiles.size < 4096) this.received.tiles.add(`${f.tx},${f.ty}`);
       this.onFrame(f);
     }
   }

@@ -381,8 +381,10 @@ export class TileStore {
   async pump(e) {
     if (e.busy || e.timer || e.evicted || this.stopped) return;
     e.busy = true;
+    let worked = false;
     try {
-      while (!e.evicted && !this.stopped) {
+      for (;; worked = true) {
+        if (e.evicted || this.stopped) break;
         if (e.needFetch) {
           // Only tiles on screen (or near it) are downloaded, and while connected only
           // once subscribed; frames meanwhile stay queued.
@@ -428,7 +430,8 @@ export class TileStore {
     } finally {
       e.busy = false;
     }
-    if (!e.evicted && !e.timer && !this.stopped) this.onChange(e, null, null);
+    // Done for now: whoever waits for the tile to be ready hears of it.
+    if (worked && !e.evicted && !e.timer && !this.stopped) this.onChange(e, null, null);
   }
 
   /** Applies the entries of a frame newer than the tile; the caller made sure the frame

@@ -620,6 +620,9 @@ describe('tile sync', () => {
     c.ws().accept();
     c.ws().text({ type: 'canvas', width: 2048, height: 1024 });
     c.ws().text({ type: 'mystery' });
+    // A whole-canvas frame (0x01, before the view is answered) is no error, and no tile's.
+    c.ws().deliver(new Uint8Array([1, 1, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 1, 0, 1, 0, 3]).buffer);
+    assert.equal(c.live.received.frames, 0);
     assert.equal(c.live.sendView({ tx: 0, ty: 0, w: 17, h: 16 }), true);
     await flush();
     assert.deepEqual(grown, [{ width: 2048, height: 1024 }]);

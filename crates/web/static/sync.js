@@ -144,12 +144,15 @@ export class Live {
       }
       return;
     }
+    // Whole-canvas frames (0x01) reach a socket that has not named its tiles yet (on a
+    // canvas small enough for them): the tiles do not need them.
+    if (data.byteLength > 0 && new Uint8Array(data, 0, 1)[0] === 0x01) return;
     let frames;
     try {
       frames = decodeTileFrames(data);
     } catch (err) {
-      // Whole-canvas frames (0x01) or a broken frame: nothing a tile can trust. The
-      // tiles' own rule notices any placement this hides (the next frame's prev).
+      // A broken frame: nothing a tile can trust. The tiles' own rule notices any
+      // placement this hides (the next frame's prev).
       this.onError(err);
       return;
     }

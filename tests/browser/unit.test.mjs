@@ -582,6 +582,20 @@ describe('tile sync', () => {
     assert.equal(tileRequests(s, 0, 0), 1);
   });
 
+  test('a tile wanted inside the current subscription loads at once and is live', async () => {
+    const s = new FakeTileServer(2048, 256);
+    const c = await connectedTileClient(s, { tx: 0, ty: 0, w: 4, h: 1 });
+    c.store.want({ tx: 0, ty: 0, w: 1, h: 1 }); // the others leave the cache's wanted set
+    for (const k of [1, 2, 3]) c.store.evict(c.store.peek(k, 0));
+    c.store.want({ tx: 2, ty: 0, w: 1, h: 1 }); // no new view: the server still sends it
+    await flush();
+    assert.equal(tileRequests(s, 2, 0), 2);
+    s.tick([520, 3, 6]);
+    await flush();
+    c.exact(2, 0);
+    assert.ok(c.store.peek(2, 0).live);
+  });
+
   test('the cache stays bounded however far the view travels', async () => {
     const s = new FakeTileServer(4194304, 4194304);
     const c = await connectedTileClient(s, { tx: 0, ty: 0, w: 4, h: 3 }, { capacity: 40 });

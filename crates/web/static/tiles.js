@@ -279,8 +279,14 @@ export class TileStore {
     forEachTile(rect, (tx, ty) => {
       const key = tileKey(tx, ty);
       let e = this.tiles.get(key);
-      if (e) this.tiles.delete(key);
-      else e = new TileEntry(tx, ty);
+      if (e) {
+        this.tiles.delete(key);
+      } else {
+        e = new TileEntry(tx, ty);
+        // Inside the subscription its frames already come: it is live from the start,
+        // and any frame before it was dropped is older than the copy it fetches now.
+        e.live = inRect(this.subscription, tx, ty);
+      }
       this.tiles.set(key, e); // most recently wanted last
       this.wanted.add(key);
       this.pump(e);

@@ -345,6 +345,15 @@ export class TileStore {
     }
   }
 
+  /** Runs the wanted tiles that wait for permission to fetch (not those waiting out a
+   * retry delay). */
+  poke() {
+    for (const k of this.wanted) {
+      const e = this.tiles.get(k);
+      if (e) this.pump(e);
+    }
+  }
+
   /** A decoded tile frame from the websocket. Frames for tiles not in the cache are
    * dropped: such a tile is fetched fresh when it is wanted again. */
   onFrame(f) {

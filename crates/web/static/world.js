@@ -58,8 +58,10 @@ export class World {
     this.viewSentAt = 0;
     this.viewTimer = 0;
     this.answerTimer = 0;
-    /** Set once the server answered the view sent on the current socket. */
+    /** Set once the server answered a view on the current socket. */
     this.answered = false;
+    /** The last view sent is not answered yet. */
+    this.viewPending = false;
     this.helloTimer = 0;
     this.started = false;
 
@@ -86,15 +88,16 @@ export class World {
       onResync: () => { this.tiles.resync(); this.overviews.clear(); this.viewChanged(); },
       onDisconnect: () => {
         this.answered = false;
+        this.viewPending = false;
         this.viewSent = null;
         this.tiles.disconnected();
         // Cached tiles are shown meanwhile; any that are wanted and missing load now.
-        this.tiles.kick();
+        this.tiles.poke();
       },
       onSocket: ({ state }) => {
         if (state === 'connecting' || state === 'reconnecting') {
           clearTimeout(this.helloTimer);
-          this.helloTimer = setTimeout(() => this.tiles.kick(), HELLO_WAIT_MS + 10);
+          this.helloTimer = setTimeout(() => this.tiles.poke(), HELLO_WAIT_MS + 10);
         }
         this.updateState();
       },
@@ -104,7 +107,7 @@ export class World {
 
   start() {
     this.started = true;
-    this.helloTimer = setTimeout(() => this.tiles.kick(), HELLO_WAIT_MS + 10);
+    this.helloTimer = setTimeout(() => this.tiles.poke(), HELLO_WAIT_MS + 10);
     this.live.start();
     this.viewChanged();
   }
@@ -153,7 +156,11 @@ export class World {
       if (!this.viewTimer) {
         // The first view of a socket goes at once; later ones after the moves settle.
         const delay = this.viewSent ? VIEW_DEBOUNCE_MS : 0;
-        this.viewTimer = setTimeout(() => { this.viewTimer = 0; this.sendView(); }, delay);
+        this.viewTimer = setTimeout(() => {
+          this.viewTimer = 0;
+          this.sendView();
+          this.tiles.poke(); // those that waited for a view that needed no sending
+        }, delay);
       }
     }
     this.renderer.request();
@@ -165,9 +172,10 @@ export class World {
     if (!r || sameRect(r, this.viewSent) || !this.live.sendView(r)) return;
     this.viewSent = r;
     this.viewSentAt = Date.now();
+    this.viewPending = true;
     clearTimeout(this.answerTimer);
     // If no answer comes (an old server), tiles load anyway and follow the frames.
-    this.answerTimer = setTimeout(() => this.tiles.kick(), VIEW_ANSWER_WAIT_MS + 10);
+    this.answerTimer = setTimeout(() => this.tiles.poke(), VIEW_ANSWER_WAIT_MS + 10);
   }
 
   /** Tiles not subscribed may be fetched while there is no socket, or when the server
@@ -177,7 +185,11 @@ export class World {
     // A socket being opened is given a moment: tiles fetched before their subscription
     // would each need a catch-up request after it.
     if (!this.live.connected) return !this.live.ws || Date.now() - this.live.connectStartedAt > HELLO_WAIT_MS;
-    return this.viewSent !== null && !this.answered && Date.now() - this.viewSentAt > VIEW_ANSWER_WAIT_MS;
+    // Connected: a tile not watched waits for the view that names it (about to go, or
+    // sent and not answered yet, for a while). With none coming (the server answered a
+    // smaller rectangle than asked) it loads anyway, and follows no frames.
+    if (this.viewTimer || !this.viewSent) return false;
+    return !this.viewPending || Date.now() - this.viewSentAt > VIEW_ANSWER_WAIT_MS;
   }
 
   /** A tile answer older than a couple of seconds came from a cache. */
@@ -189,6 +201,7 @@ export class World {
 
   hello(msg) {
     this.answered = false;
+    this.viewPending = false;
     this.viewSent = null;
     if (Number.isInteger(msg.width) && Number.isInteger(msg.height)) this.grow(msg.width, msg.height);
     clearTimeout(this.viewTimer);
@@ -200,8 +213,12 @@ export class World {
   /** The server's answer to a view (maybe an older one: the next answer follows). */
   subscribed(rect) {
     this.answered = true;
-    clearTimeout(this.answerTimer);
+    if (sameRect(rect, this.viewSent)) {
+      this.viewPending = false;
+      clearTimeout(this.answerTimer);
+    }
     this.tiles.subscribed(rect);
+    this.tiles.poke(); // wanted tiles the answer left out load unwatched
     this.updateState();
   }
 

@@ -298,10 +298,9 @@ async fn start_live_path(
     let stop = CancellationToken::new();
     // On the websocket runtime: the hub's broadcast then wakes the websocket tasks on
     // their own threads' queues instead of pushing 15k wake-ups across runtimes.
-    let hub_task =
-        ws_runtime
-            .handle()
-            .spawn(hub.clone().run(feed, stop.child_token()));
+    let hub_task = ws_runtime
+        .handle()
+        .spawn(hub.clone().run(feed, stop.child_token()));
     let health = Arc::new(LivePath::default());
     let watcher = health.watch(hub_task);
     Ok(LiveTasks {

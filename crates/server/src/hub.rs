@@ -94,8 +94,9 @@ pub struct ViewRect {
 impl ViewRect {
     /// The tiles in it.
     pub fn tiles(self) -> impl Iterator<Item = TileId> {
-        (self.ty..self.ty + self.h)
-            .flat_map(move |y| (self.tx..self.tx + self.w).map(move |x| TileId::new_unchecked(x, y)))
+        (self.ty..self.ty + self.h).flat_map(move |y| {
+            (self.tx..self.tx + self.w).map(move |x| TileId::new_unchecked(x, y))
+        })
     }
 
     /// The part of it on a canvas of `dims`.
@@ -235,9 +236,9 @@ fn put_tile(raw: &mut [u8], dims: Dimensions, depth: Depth, id: TileId, tile: &T
         let from = ly * TILE_SIZE as usize;
         match depth {
             Depth::Eight => raw[at..at + n].copy_from_slice(&src[from..from + n]),
-            Depth::Four if at % 2 == 0 => {
+            Depth::Four if at.is_multiple_of(2) => {
                 raw[at / 2..at / 2 + n / 2].copy_from_slice(&src[from / 2..from / 2 + n / 2]);
-                if n % 2 == 1 {
+                if !n.is_multiple_of(2) {
                     set_packed(raw, depth, at + n - 1, get_packed(src, depth, from + n - 1));
                 }
             }
@@ -397,9 +398,7 @@ impl Hub {
     /// The tile's pixels and version now.
     pub async fn tile_now(&self, id: TileId) -> Result<(Seq, Option<Tile>), LoadError> {
         self.with_tile(id, |live| {
-            live.tiles
-                .get(id)
-                .map(|c| (c.version, c.pixels.clone()))
+            live.tiles.get(id).map(|c| (c.version, c.pixels.clone()))
         })
         .await
     }
@@ -757,7 +756,9 @@ impl Hub {
             } = &mut *live;
             let (mut frames, mut deliveries, mut bytes) = (0u64, 0u64, 0u64);
             for key in touched.drain(..) {
-                let Some(c) = tiles.get_mut(key) else { continue };
+                let Some(c) = tiles.get_mut(key) else {
+                    continue;
+                };
                 let ups = std::mem::take(&mut c.pending);
                 let Some(ids) = subs.get(&key).filter(|_| !ups.is_empty()) else {
                     continue;
@@ -849,11 +850,20 @@ mod tests {
         ] {
             let dims = Dimensions::parse(w, h).unwrap();
             let mut board = rplace_domain::Board::new(dims, depth);
-            for (i, (x, y)) in [(0u32, 0u32), (255, 1), (256, 2), (299, 4), (w as u32 - 1, 3)]
-                .into_iter()
-                .enumerate()
+            for (i, (x, y)) in [
+                (0u32, 0u32),
+                (255, 1),
+                (256, 2),
+                (299, 4),
+                (w as u32 - 1, 3),
+            ]
+            .into_iter()
+            .enumerate()
             {
-                board.set(Coord::new_unchecked(x, y), ColorIndex::new_unchecked(i as u8 + 1));
+                board.set(
+                    Coord::new_unchecked(x, y),
+                    ColorIndex::new_unchecked(i as u8 + 1),
+                );
             }
             let mut raw = vec![0u8; depth.bytes_for(dims.pixels())];
             for tx in 0..2 {
@@ -867,9 +877,29 @@ mod tests {
     #[test]
     fn views_are_clamped_to_the_canvas() {
         let dims = Dimensions::parse(1000, 300).unwrap(); // 4 x 2 tiles
-        let r = ViewRect { tx: 2, ty: 1, w: 5, h: 5 }.clamp(dims);
-        assert_eq!(r, ViewRect { tx: 2, ty: 1, w: 2, h: 1 });
-        let off = ViewRect { tx: 9, ty: 0, w: 2, h: 2 }.clamp(dims);
+        let r = ViewRect {
+            tx: 2,
+            ty: 1,
+            w: 5,
+            h: 5,
+        }
+        .clamp(dims);
+        assert_eq!(
+            r,
+            ViewRect {
+                tx: 2,
+                ty: 1,
+                w: 2,
+                h: 1
+            }
+        );
+        let off = ViewRect {
+            tx: 9,
+            ty: 0,
+            w: 2,
+            h: 2,
+        }
+        .clamp(dims);
         assert_eq!((off.w, off.tiles().count()), (0, 0));
     }
 }

@@ -113,7 +113,9 @@ impl Overviews {
                 .filter(|(k, _)| **k != id)
                 .map(|(k, e)| (e.used, *k))
                 .collect();
-            let n = (st.map.len() - self.cap).max(self.cap / 8).min(by_age.len());
+            let n = (st.map.len() - self.cap)
+                .max(self.cap / 8)
+                .min(by_age.len());
             if n > 0 {
                 by_age.select_nth_unstable(n - 1);
                 for (_, k) in &by_age[..n] {

@@ -175,9 +175,7 @@ impl TileCache {
             .filter(|(k, _)| **k != id.key() && !pinned(**k))
             .map(|(k, c)| (c.used, *k))
             .collect();
-        let n = (self.map.len() - cap)
-            .max(cap / 8)
-            .min(candidates.len());
+        let n = (self.map.len() - cap).max(cap / 8).min(candidates.len());
         if n == 0 {
             return;
         }
@@ -247,7 +245,10 @@ mod tests {
         let (a, b) = (TileId::new_unchecked(1, 0), TileId::new_unchecked(2, 0));
         c.insert(a, Seq(0), None, 0, |_| false);
         c.insert(b, Seq(0), None, 0, |_| false);
-        let (ba, bb) = (c.body(a, Duration::ZERO).unwrap(), c.body(b, Duration::ZERO).unwrap());
+        let (ba, bb) = (
+            c.body(a, Duration::ZERO).unwrap(),
+            c.body(b, Duration::ZERO).unwrap(),
+        );
         assert!(Arc::ptr_eq(&ba, &bb));
         assert_eq!(c.apply(a, up(5, 3, 7), true), Some(true));
         assert_eq!(c.apply(a, up(5, 3, 7), true), Some(false), "applied once");

@@ -55,12 +55,8 @@ fn parse_tile(dims: Dimensions, tx: &str, ty: &str) -> Result<(TileId, bool), Ap
         Some(t) => (t, true),
         None => (ty, false),
     };
-    let id = TileId::parse(
-        dims,
-        number(tx, "tx", allowed)?,
-        number(ty, "ty", allowed)?,
-    )
-    .map_err(|e| off_canvas(e, allowed()))?;
+    let id = TileId::parse(dims, number(tx, "tx", allowed)?, number(ty, "ty", allowed)?)
+        .map_err(|e| off_canvas(e, allowed()))?;
     Ok((id, png))
 }
 
@@ -82,7 +78,11 @@ fn tile_headers(h: &mut HeaderMap, version: Seq, ttl: u64) {
 }
 
 /// The packed body of `v`, negotiated and compressed once per version.
-async fn raw_answer(app: &AppState, v: &Version, headers: &HeaderMap) -> Result<Response, ApiError> {
+async fn raw_answer(
+    app: &AppState,
+    v: &Version,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
     let enc = Encoding::negotiate(
         headers
             .get(header::ACCEPT_ENCODING)
@@ -111,7 +111,11 @@ async fn raw_answer(app: &AppState, v: &Version, headers: &HeaderMap) -> Result<
 }
 
 /// `v` as an indexed PNG of 256² pixels, rendered once per version.
-async fn png_answer(app: &AppState, v: &Version, headers: &HeaderMap) -> Result<Response, ApiError> {
+async fn png_answer(
+    app: &AppState,
+    v: &Version,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
     let mut resp = if not_modified(headers, v.seq) {
         StatusCode::NOT_MODIFIED.into_response()
     } else {
@@ -196,8 +200,7 @@ pub async fn updates(
     let q = query_map(q)?;
     let raw = q.get("since").ok_or(ApiError::InvalidQuery {
         field: "since",
-        message: "query parameter since is missing: the tile version you have (0 for none)"
-            .into(),
+        message: "query parameter since is missing: the tile version you have (0 for none)".into(),
     })?;
     let since = raw
         .trim()

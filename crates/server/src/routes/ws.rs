@@ -19,8 +19,8 @@ use crate::hub::{Hub, Outgoing, VIEW_MAX_TILES, ViewFeed, ViewRect};
 use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::response::{IntoResponse, Response};
-use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use bytes::Bytes;
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Duration;
@@ -203,7 +203,9 @@ pub fn parse_view(t: &str) -> Result<ViewRect, String> {
         .as_object()
         .ok_or_else(|| format!("not a JSON object; {SHAPE}"))?;
     if obj.get("type").and_then(Value::as_str) != Some("view") {
-        return Err(format!("the only message a client may send is a view; {SHAPE}"));
+        return Err(format!(
+            "the only message a client may send is a view; {SHAPE}"
+        ));
     }
     if let Some(k) = obj
         .keys()

@@ -335,7 +335,10 @@ impl Hub {
                 .await
                 .is_err()
             {
-                return Err(LoadError::Behind);
+                // The feed did not bring what the store already has (a quiet canvas whose
+                // feed started after the hub's first read): go on from the store's head.
+                self.fast_forward(read.through);
+                continue;
             }
             let mut live = self.live();
             if live.tiles.contains(id) {
@@ -636,11 +639,53 @@ impl Hub {
         tick
     }
 
+    /// Forgets every cached tile and the log, and goes on from `seq`: what a reset does,
+    /// for the hub's own reasons. Returns whether it did (only ever forward).
+    fn forget(&self, live: &mut Live, seq: Seq) -> bool {
+        if seq <= live.seq {
+            return false;
+        }
+        tracing::warn!(
+            from = live.seq.0,
+            to = seq.0,
+            "the feed skipped placements the store has; tiles are read again"
+        );
+        live.tiles.clear();
+        live.log.clear();
+        live.touched.clear();
+        live.dirty.clear();
+        live.dirty_all = true;
+        live.seq = seq;
+        self.last_sent.store(seq.0, Ordering::Release);
+        self.seq_watch.send_replace(seq);
+        true
+    }
+
+    /// The store is ahead of the feed by more than [`CATCH_UP_WAIT`]: continue from `seq`
+    /// as after a reset, telling clients to resync.
+    fn fast_forward(&self, seq: Seq) {
+        let moved = {
+            let mut live = self.live();
+            self.forget(&mut live, seq)
+        };
+        if moved {
+            let _ = self.tx.send(Outgoing::Resync);
+            let _ = self.control.send(Outgoing::Resync);
+        }
+    }
+
     fn apply(&self, placements: &[Placement], pending: &mut Vec<Update>) {
         let mut live = self.live();
+        let mut skipped = false;
         for p in placements {
             if p.seq <= live.seq {
                 continue; // already applied (a feed may overlap the starting seq)
+            }
+            if p.seq.0 > live.seq.0 + 1 {
+                // The feed has no gaps but where it says Reset: this is the start, when
+                // the feed began after the hub's first read. Cached tiles may lack what
+                // is in between.
+                skipped |= self.forget(&mut live, Seq(p.seq.0 - 1));
             }
             if !live.dims.contains(p.coord) || !self.depth.holds(p.color) {
                 // Skipping leaves a gap in the log and the frames, which clients fill from
@@ -698,6 +743,11 @@ impl Hub {
             }
         }
         self.seq_watch.send_replace(live.seq);
+        drop(live);
+        if skipped {
+            let _ = self.tx.send(Outgoing::Resync);
+            let _ = self.control.send(Outgoing::Resync);
+        }
     }
 
     /// The store reset: every cached tile may be wrong, the log has a gap. Tiles are read

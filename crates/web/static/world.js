@@ -31,8 +31,8 @@ export class World {
    * @param {import('./view.js').View} o.view
    * @param {number} [o.skew]        server clock minus ours, ms
    * @param {(status: {state: string, retryAt?: number}) => void} [o.onStatus]
-   * @param {(x: number, y: number, color: number|null) => void} [o.onPixel]  a pixel
-   *   changed (color null: a whole tile loaded)
+   * @param {(x: number|null, y: number|null, color: number|null, tile: object) => void} [o.onPixel]
+   *   a pixel changed live (x null: the whole tile loaded or caught up)
    * @param {(width: number, height: number) => void} [o.onResize]  the canvas grew
    */
   constructor(o) {

@@ -360,17 +360,21 @@ impl Viewer {
         ws.send(Message::Text(msg.to_string().into()))
             .await
             .unwrap();
-        // Frames of the view may come before the answer only if sent after it: the answer
-        // comes first.
-        match next_msg(&mut ws, Duration::from_secs(5)).await {
-            Some(Message::Text(t)) => {
-                let v: Value = serde_json::from_str(&t).unwrap();
-                assert_eq!(
-                    v,
-                    json!({"type": "view", "tx": tx, "ty": ty, "w": w, "h": h})
-                );
+        // Until the view is answered the connection is a whole-canvas one: its frames
+        // (0x01) may come first. Tile frames come only after the answer.
+        loop {
+            match next_msg(&mut ws, Duration::from_secs(5)).await {
+                Some(Message::Binary(b)) if b[0] == 0x01 => continue,
+                Some(Message::Text(t)) => {
+                    let v: Value = serde_json::from_str(&t).unwrap();
+                    assert_eq!(
+                        v,
+                        json!({"type": "view", "tx": tx, "ty": ty, "w": w, "h": h})
+                    );
+                    break;
+                }
+                other => panic!("expected the view's answer, got {other:?}"),
             }
-            other => panic!("expected the view's answer, got {other:?}"),
         }
         let mut tiles = HashMap::new();
         for y in ty..ty + h {

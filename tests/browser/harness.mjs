@@ -198,3 +198,46 @@ export function hashParams(page) {
 export function screenshotPath(name) {
   return path.join(ARTIFACTS, name);
 }
+
+/** For each board pixel [x, y], the canvas color ('#RRGGBB') at the given fractions of
+ * it ([fx, fy] in 0..1); points off the canvas are left out. */
+export function sampleCanvas(page, pixels, fractions = [[0.5, 0.5]]) {
+  return page.evaluate(([pixels, fractions]) => {
+    const c = document.getElementById('board');
+    const r = c.getBoundingClientRect();
+    const k = c.width / r.width;
+    const ctx = c.getContext('2d');
+    const v = window.rplace.view;
+    const out = [];
+    for (const [x, y] of pixels) {
+      for (const [fx, fy] of fractions) {
+        const sx = r.width / 2 + (x + fx - v.x) * v.zoom;
+        const sy = r.height / 2 + (y + fy - v.y) * v.zoom;
+        if (sx < 0 || sy < 0 || sx >= r.width || sy >= r.height) continue;
+        const d = ctx.getImageData(Math.floor(sx * k), Math.floor(sy * k), 1, 1).data;
+        out.push({ x, y, fx, fy, color: '#' + [d[0], d[1], d[2]].map((n) => n.toString(16).padStart(2, '0')).join('').toUpperCase() });
+      }
+    }
+    return out;
+  }, [pixels, fractions]);
+}
+
+/** Records what a page fetches (paths with query) and the tile frames (0x02) its
+ * websockets receive, as "tx,ty" strings. Call before `page.goto`. */
+export function recordTraffic(page) {
+  const t = { requests: [], frames: [], sent: [] };
+  page.on('request', (r) => { const u = new URL(r.url()); t.requests.push(u.pathname + u.search); });
+  page.on('websocket', (ws) => {
+    ws.on('framereceived', ({ payload }) => {
+      if (typeof payload === 'string') return;
+      const b = Buffer.from(payload);
+      for (let off = 0; off + 29 <= b.length;) {
+        if (b[off] !== 2) { t.frames.push(`kind ${b[off]}`); break; }
+        t.frames.push(`${b.readUInt32LE(off + 1)},${b.readUInt32LE(off + 5)}`);
+        off += 29 + 7 * b.readUInt32LE(off + 25);
+      }
+    });
+    ws.on('framesent', ({ payload }) => { if (typeof payload === 'string') t.sent.push(JSON.parse(payload)); });
+  });
+  return t;
+}

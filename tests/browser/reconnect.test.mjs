@@ -1,6 +1,7 @@
 // The live feed survives the server going away: the page shows that it is reconnecting,
-// comes back by itself, and catches up from its last seq with /api/updates (no second
-// board download), so placements made while it was away appear exactly once.
+// comes back by itself, sends its view again and catches up each tile from its version
+// with /api/tiles/{tx}/{ty}/updates (no second tile download), so placements made while
+// it was away appear exactly once.
 
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -54,7 +55,7 @@ describe('reconnecting', () => {
     assert.equal(await page.evaluate(() => window.rplace.seq), r.seq);
   });
 
-  test('a server restart: reconnecting, then caught up without a board reload', async () => {
+  test('a server restart: reconnecting, then caught up without a tile reload', async () => {
     const seqBefore = await page.evaluate(() => window.rplace.seq);
     blockSocket = true;
     await server.stop(); // SIGTERM: the server closes websockets with 1001
@@ -79,8 +80,10 @@ describe('reconnecting', () => {
     );
     assert.equal(await page.evaluate(() => window.rplace.seq), b.seq);
     assert.equal(await page.evaluate(() => window.rplace.pixel(1, 1)), 3, 'the board from before the restart');
-    assert.equal(requests.filter((r) => r === '/api/board').length, 1, `requests: ${requests.join(' ')}`);
-    assert.ok(requests.includes(`/api/updates?since=${seqBefore}`), `requests: ${requests.join(' ')}`);
+    // The 64² canvas is one tile: fetched once, caught up from its version.
+    assert.equal(requests.filter((r) => r === '/api/tiles/0/0').length, 1, `requests: ${requests.join(' ')}`);
+    assert.ok(requests.includes(`/api/tiles/0/0/updates?since=${seqBefore}`), `requests: ${requests.join(' ')}`);
+    assert.equal(requests.filter((r) => r === '/api/board').length, 0);
     assert.equal(await page.locator('#status-text').textContent(), 'live');
 
     // And the feed is live again.

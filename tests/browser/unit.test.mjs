@@ -1,15 +1,19 @@
-// Unit tests of the page's pure logic (no browser, no server): board and frame decoding,
-// view math and the sync algorithm of docs/API.md against a fake server.
+// Unit tests of the page's pure logic (no browser, no server): pixel and tile frame
+// decoding, view and tile math, and the per-tile client rule of docs/API.md against a
+// fake server.
 // Run: node --test tests/browser/unit.test.mjs
 
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
+import { decodeBoard, paletteToRgba } from '../../crates/web/static/board.js';
 import {
-  Board, decodeBoard, decodeFrames, encodeFrame, forEachEntry, paletteToRgba,
-} from '../../crates/web/static/board.js';
-import { Sync, backoffDelay, BACKOFF_MAX_MS, BACKOFF_MIN_MS } from '../../crates/web/static/sync.js';
+  MAX_VIEW_TILES, OverviewStore, TILE, TileStore, backoffDelay, BACKOFF_MAX_MS, BACKOFF_MIN_MS,
+  decodeTileFrames, encodeTileFrame, forEachTileEntry, levelCount, levelFor, tileRect,
+} from '../../crates/web/static/tiles.js';
+import { Live } from '../../crates/web/static/sync.js';
 import { View, formatHash, parseHash } from '../../crates/web/static/view.js';
+import { parseJump } from '../../crates/web/static/minimap.js';
 import { shortId, relativeTime, formatCountdown } from '../../crates/web/static/format.js';
 import { newIdempotencyKey, placePixel } from '../../crates/web/static/api.js';
 import { solve, workHex } from '../../crates/web/static/pow-worker.js';
@@ -25,11 +29,6 @@ describe('board decoding', () => {
     const bytes = new Uint8Array([0x01, 0x23, 0x45, 0x67]); // 4x2
     const px = decodeBoard(bytes, 4, 2, 4);
     assert.deepEqual([...px], [0, 1, 2, 3, 4, 5, 6, 7]);
-    const b = new Board(4, 2, paletteToRgba(Array(16).fill('#000000')));
-    b.load(px);
-    assert.equal(b.get(1, 1), 5);
-    assert.equal(b.get(3, 0), 3);
-    assert.equal(b.get(4, 0), undefined);
   });
 
   test('8 bits per pixel', () => {
@@ -47,51 +46,109 @@ describe('board decoding', () => {
     const bytes = new Uint8Array(rgba.buffer);
     assert.deepEqual([...bytes], [0xff, 0x80, 0x00, 0xff, 0x00, 0xff, 0x7f, 0xff]);
   });
-
-  test('set tracks dirty pixels, load marks everything dirty', () => {
-    const b = new Board(8, 8, paletteToRgba(['#FFFFFF', '#000000']));
-    assert.deepEqual(b.takeDirty(), { full: true });
-    assert.equal(b.takeDirty(), null);
-    b.set(2, 3, 1);
-    const d = b.takeDirty();
-    assert.deepEqual([...d.pixels], [3 * 8 + 2]);
-    assert.equal(b.rgba[26], paletteToRgba(['#000000'])[0]);
-    assert.equal(b.set(8, 0, 1), false);
-  });
 });
 
-describe('update frames', () => {
-  test('exact byte layout of docs/API.md', () => {
-    const f = encodeFrame(258, [[1, 2, 3], [0x0304, 7, 15]]);
-    assert.deepEqual([...f], [
-      0x01, 0x02, 0x01, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0,
-      1, 0, 2, 0, 3,
-      4, 3, 7, 0, 15,
-    ]);
-  });
+describe('tile frames (0x02)', () => {
+  // The bytes of crates/domain/src/wire/tile.rs's doc, worked out by hand (and equal to
+  // its round_trip_and_byte_layout test): tile (16383, 2), prev 7, entries
+  // (version 300, index 0x0102, color 3) and (302, 0xffff, 15).
+  const DOC_BYTES = [
+    0x02, // kind
+    0xff, 0x3f, 0, 0, // tx = 16383
+    2, 0, 0, 0, // ty = 2
+    7, 0, 0, 0, 0, 0, 0, 0, // prev = 7
+    44, 1, 0, 0, 0, 0, 0, 0, // first = 300
+    2, 0, 0, 0, // count = 2
+    0, 0, 0, 0, 0x02, 0x01, 3, // delta 0, i 0x0102, color 3
+    2, 0, 0, 0, 0xff, 0xff, 15, // delta 2, i 0xffff, color 15
+  ];
 
-  test('several frames back to back', () => {
-    const a = encodeFrame(10, [[1, 1, 1], [2, 2, 2]]);
-    const b = encodeFrame(12, [[3, 3, 3]]);
-    const body = new Uint8Array([...a, ...b]);
-    const frames = decodeFrames(body.buffer);
-    assert.equal(frames.length, 2);
+  test('exact byte layout of the doc', () => {
+    const [f] = decodeTileFrames(new Uint8Array(DOC_BYTES).buffer);
+    assert.deepEqual([f.tx, f.ty, f.prev, f.first, f.count, f.last], [16383, 2, 7, 300, 2, 302]);
     const seen = [];
-    for (const f of frames) forEachEntry(f, (...e) => seen.push(e));
-    assert.deepEqual(seen, [[10, 1, 1, 1], [11, 2, 2, 2], [12, 3, 3, 3]]);
+    forEachTileEntry(f, (...e) => seen.push(e));
+    assert.deepEqual(seen, [[300, 0x0102, 3], [302, 0xffff, 15]]);
+    assert.deepEqual([...encodeTileFrame(16383, 2, 7, [[300, 0x0102, 3], [302, 0xffff, 15]])], DOC_BYTES);
   });
 
-  test('large seqs and coordinates', () => {
-    const [f] = decodeFrames(encodeFrame(2 ** 40 + 5, [[4095, 65535, 255]]));
-    forEachEntry(f, (s, x, y, c) => assert.deepEqual([s, x, y, c], [2 ** 40 + 5, 4095, 65535, 255]));
+  test('several frames back to back, large versions, empty frames', () => {
+    const a = encodeTileFrame(1, 1, 0, [[1, 5, 1]]);
+    const b = encodeTileFrame(2, 1, 0, [[2 ** 40, 6, 2], [2 ** 40 + 2 ** 31 + 5, 7, 3]]);
+    const c = encodeTileFrame(3, 3, 9, []);
+    const frames = decodeTileFrames(new Uint8Array([...a, ...b, ...c]));
+    assert.equal(frames.length, 3);
+    const seen = [];
+    forEachTileEntry(frames[1], (...e) => seen.push(e));
+    assert.deepEqual(seen, [[2 ** 40, 6, 2], [2 ** 40 + 2 ** 31 + 5, 7, 3]]);
+    assert.equal(frames[1].last, 2 ** 40 + 2 ** 31 + 5);
+    assert.equal(frames[2].last, 9, 'an empty frame leaves the tile at prev');
   });
 
   test('malformed frames are rejected', () => {
-    assert.throws(() => decodeFrames(new Uint8Array([1, 0, 0])));
-    assert.throws(() => decodeFrames(new Uint8Array(13).fill(0)));
-    const f = encodeFrame(1, [[1, 1, 1]]);
-    assert.throws(() => decodeFrames(f.subarray(0, f.length - 1)));
-    assert.deepEqual(decodeFrames(new Uint8Array(0)), []);
+    assert.throws(() => decodeTileFrames(new Uint8Array([2, 0, 0])));
+    assert.throws(() => decodeTileFrames(new Uint8Array(29).fill(1)), /kind/);
+    const f = encodeTileFrame(0, 0, 0, [[1, 1, 1]]);
+    assert.throws(() => decodeTileFrames(f.subarray(0, f.length - 1)));
+    // Versions must increase and follow prev.
+    assert.throws(() => decodeTileFrames(encodeTileFrame(0, 0, 5, [[5, 1, 1]])), /version/);
+    assert.throws(() => decodeTileFrames(encodeTileFrame(0, 0, 0, [[4, 1, 1], [4, 2, 1]])), /version/);
+    assert.deepEqual(decodeTileFrames(new Uint8Array(0)), []);
+  });
+});
+
+describe('tile math', () => {
+  test('levels as crates/domain/src/tile.rs counts them', () => {
+    assert.equal(levelCount(64, 64), 1);
+    assert.equal(levelCount(256, 256), 1);
+    assert.equal(levelCount(257, 10), 2);
+    assert.equal(levelCount(65536, 65536), 9);
+    assert.equal(levelCount(4194304, 4194304), 15);
+  });
+
+  test('the level shown: full resolution from zoom 1/2 up, coarser beyond', () => {
+    assert.equal(levelFor(4, 9), 0);
+    assert.equal(levelFor(0.51, 9), 0);
+    assert.equal(levelFor(0.5, 9), 1);
+    assert.equal(levelFor(0.26, 9), 1);
+    assert.equal(levelFor(0.25, 9), 2);
+    assert.equal(levelFor(1e-6, 9), 8, 'never beyond the top level');
+  });
+
+  test('the tiles in view, the margin, and the canvas edges', () => {
+    const v = { x: 1000, y: 300, zoom: 2, width: 1280, height: 800 }; // 640x400 px of canvas
+    assert.deepEqual(tileRect(v, 65536, 65536, 0, 0), { tx: 2, ty: 0, w: 4, h: 2 });
+    assert.deepEqual(tileRect(v, 65536, 65536, 0, 1), { tx: 1, ty: 0, w: 6, h: 3 });
+    // The last partial tile is a tile; nothing beyond the canvas.
+    assert.deepEqual(tileRect({ ...v, x: 1100 }, 1100, 1100, 0, 1), { tx: 2, ty: 0, w: 3, h: 3 });
+    assert.deepEqual(tileRect({ ...v, x: 32, y: 32 }, 64, 64, 0, 1), { tx: 0, ty: 0, w: 1, h: 1 });
+    // Level 2 tiles cover 1024 px.
+    assert.deepEqual(tileRect(v, 65536, 65536, 2, 0), { tx: 0, ty: 0, w: 2, h: 1 });
+  });
+
+  test('a phone showing the whole 2^22 canvas needs a handful of images', () => {
+    const side = 4194304;
+    const view = new View(side, side);
+    view.resize(390, 844, 56, 200);
+    for (const zoom of [view.fitZoom(), view.minZoom]) {
+      view.centerOn(side / 2, side / 2, zoom);
+      const z = levelFor(view.zoom, levelCount(side, side));
+      const r = tileRect(view, side, side, z, 0);
+      assert.ok(z > 10 && r.w * r.h <= 8, JSON.stringify({ zoom, z, r }));
+    }
+  });
+});
+
+describe('jump box', () => {
+  test('reads x, y and an optional zoom; refuses what is off the canvas', () => {
+    assert.deepEqual(parseJump('12, 34', 100, 100), { x: 12, y: 34 });
+    assert.deepEqual(parseJump('(70000 65000)', 100000, 100000), { x: 70000, y: 65000 });
+    assert.deepEqual(parseJump('1,2,8x', 100, 100), { x: 1, y: 2, zoom: 8 });
+    assert.equal(parseJump('100, 0', 100, 100), null);
+    assert.equal(parseJump('-1, 0', 100, 100), null);
+    assert.equal(parseJump('1.5, 2', 100, 100), null);
+    assert.equal(parseJump('hello', 100, 100), null);
+    assert.equal(parseJump('1 2 3 4', 100, 100), null);
   });
 });
 
@@ -176,95 +233,126 @@ describe('backoff', () => {
   });
 });
 
-// ---- the sync algorithm against a fake server ------------------------------------------
+// ---- the per-tile client rule against a fake server --------------------------------------
 
-/** A server keeping a board, a log of placements and one websocket per client. */
-class FakeServer {
+const flush = async () => { for (let i = 0; i < 20; i++) await new Promise((r) => setImmediate(r)); };
+
+const key = (tx, ty) => `${tx},${ty}`;
+
+/** A server keeping tiles (palette indices), each with its version and its log, and
+ * websockets each subscribed to a rectangle of tiles. */
+class FakeTileServer {
   constructor(width, height) {
     this.width = width;
     this.height = height;
-    this.board = new Uint8Array(width * height);
     this.seq = 0;
-    this.log = []; // {seq, x, y, color}
-    this.logStart = 0; // the smallest `since` answered; older gets 410
-    this.pageLimit = 1000;
-    this.staleBoard = null; // {seq, indices}: served instead of the current board
+    this.tiles = new Map(); // key -> {pixels, version, log: [{version, index, color}], logStart}
+    this.stale = new Map(); // key -> {pixels, version}: served instead (a cache in the way)
     this.requests = [];
     this.sockets = [];
     this.broadcastEnabled = true;
   }
 
-  place(x, y, color) {
-    this.seq++;
-    this.board[y * this.width + x] = color;
-    const u = { seq: this.seq, x, y, color };
-    this.log.push(u);
-    return u;
+  tile(tx, ty) {
+    let t = this.tiles.get(key(tx, ty));
+    if (!t) this.tiles.set(key(tx, ty), (t = { pixels: new Uint8Array(TILE * TILE), version: 0, log: [], logStart: 0 }));
+    return t;
   }
 
-  /** Places and sends one frame of these placements to every open socket. */
+  /** Places these [x, y, color] in one tick: one frame per tile to its subscribers. */
   tick(...placements) {
-    const ups = placements.map(([x, y, c]) => this.place(x, y, c));
-    const frame = encodeFrame(ups[0].seq, ups.map((u) => [u.x, u.y, u.color]));
-    if (this.broadcastEnabled) for (const ws of this.sockets) if (ws.readyState === 1) ws.deliver(frame.slice().buffer);
-    return ups;
+    const byTile = new Map();
+    for (const [x, y, color] of placements) {
+      const tx = Math.floor(x / TILE), ty = Math.floor(y / TILE);
+      const t = this.tile(tx, ty);
+      if (!byTile.has(key(tx, ty))) byTile.set(key(tx, ty), { tx, ty, prev: t.version, entries: [] });
+      const version = ++this.seq;
+      const index = (y % TILE) * TILE + (x % TILE);
+      t.pixels[index] = color;
+      t.version = version;
+      t.log.push({ version, index, color });
+      byTile.get(key(tx, ty)).entries.push([version, index, color]);
+    }
+    if (!this.broadcastEnabled) return;
+    for (const f of byTile.values()) {
+      const bytes = encodeTileFrame(f.tx, f.ty, f.prev, f.entries);
+      for (const ws of this.sockets) {
+        const r = ws.subscribed;
+        if (ws.readyState === 1 && r && f.tx >= r.tx && f.ty >= r.ty && f.tx < r.tx + r.w && f.ty < r.ty + r.h) ws.deliver(bytes.slice().buffer);
+      }
+    }
   }
 
-  snapshot() {
-    return { seq: this.seq, indices: this.board.slice() };
-  }
-
-  encodeBoard(indices) {
-    const out = new Uint8Array((indices.length + 1) >> 1);
-    for (let i = 0; i < indices.length; i++) out[i >> 1] |= i & 1 ? indices[i] : indices[i] << 4;
-    return out;
-  }
-
-  fetch = async (url) => {
+  fetch = async (url, init = {}) => {
     this.requests.push(url);
     const u = new URL(url, 'http://x');
     const res = (status, body, headers = {}) => ({
       status,
       ok: status >= 200 && status < 300,
-      headers: { get: (k) => headers[k] ?? headers[k.toLowerCase()] ?? null },
+      headers: { get: (k) => headers[k] ?? null },
       arrayBuffer: async () => body.buffer.slice(body.byteOffset, body.byteOffset + body.byteLength),
     });
-    if (u.pathname === '/api/board') {
-      const b = this.staleBoard ?? this.snapshot();
-      return res(200, this.encodeBoard(b.indices), { 'X-Board-Seq': String(b.seq) });
+    let m = /^\/api\/tiles\/(\d+)\/(\d+)$/.exec(u.pathname);
+    if (m) {
+      const t = this.tile(Number(m[1]), Number(m[2]));
+      const s = init.cache === 'no-cache' ? null : this.stale.get(key(m[1], m[2]));
+      const { pixels, version } = s ?? t;
+      const out = new Uint8Array(TILE * TILE / 2);
+      for (let i = 0; i < pixels.length; i++) out[i >> 1] |= i & 1 ? pixels[i] : pixels[i] << 4;
+      return res(200, out, { 'X-Tile-Version': String(version), ...(s ? { Age: '3' } : {}) });
     }
-    if (u.pathname === '/api/updates') {
+    m = /^\/api\/tiles\/(\d+)\/(\d+)\/updates$/.exec(u.pathname);
+    if (m) {
+      const t = this.tile(Number(m[1]), Number(m[2]));
       const since = Number(u.searchParams.get('since'));
-      if (since < this.logStart) return res(410, new Uint8Array(0));
-      const ups = this.log.filter((e) => e.seq > since).slice(0, this.pageLimit);
-      const parts = [];
-      // Two frames per page when possible, to exercise back-to-back decoding.
+      if (since < t.logStart) return res(410, new Uint8Array(0));
+      const ups = t.log.filter((e) => e.version > since);
+      // Two frames when possible, to exercise back-to-back decoding.
       const half = Math.ceil(ups.length / 2);
+      const parts = [];
       for (const chunk of [ups.slice(0, half), ups.slice(half)]) {
-        if (chunk.length) parts.push(...encodeFrame(chunk[0].seq, chunk.map((e) => [e.x, e.y, e.color])));
+        if (!chunk.length) continue;
+        // prev: the tile's version before the chunk's first entry.
+        const prev = t.log[t.log.indexOf(chunk[0]) - 1]?.version ?? 0;
+        parts.push(...encodeTileFrame(Number(m[1]), Number(m[2]), prev, chunk.map((e) => [e.version, e.index, e.color])));
       }
-      const last = ups.length ? ups[ups.length - 1].seq : since;
-      return res(200, new Uint8Array(parts), {
-        'X-Board-Seq': String(this.seq),
-        ...(last < this.seq ? { 'X-Updates-More': 'true' } : {}),
-      });
+      return res(200, new Uint8Array(parts), { 'X-Tile-Version': String(t.version) });
     }
     return res(404, new Uint8Array(0));
   };
+
+  pixelsOf(tx, ty) {
+    return this.tile(tx, ty).pixels;
+  }
 }
 
-function makeWebSocketClass(server) {
+function makeTileSocketClass(server) {
   return class FakeWebSocket {
     constructor(url) {
       this.url = url;
       this.readyState = 0;
+      this.subscribed = null;
+      this.sent = [];
       server.sockets.push(this);
     }
-    /** The server accepts: subscribes, then says hello with the newest seq sent. */
-    accept(helloSeq = server.seq) {
+    accept() {
       this.readyState = 1;
-      this.onopen?.({});
-      this.onmessage?.({ data: JSON.stringify({ type: 'hello', seq: helloSeq, tick_ms: 50 }) });
+      this.onmessage?.({ data: JSON.stringify({ type: 'hello', seq: server.seq, tick_ms: 50, width: server.width, height: server.height, tile_size: 256, whole: false }) });
+    }
+    send(text) {
+      const msg = JSON.parse(text);
+      this.sent.push(msg);
+      if (msg.type !== 'view') return;
+      if (!(msg.w * msg.h <= MAX_VIEW_TILES)) {
+        this.text({ type: 'error', code: 'view', message: 'too many tiles' });
+        return;
+      }
+      if (server.holdViews) { (server.heldViews ??= []).push(() => this.answerView(msg)); return; }
+      this.answerView(msg);
+    }
+    answerView(msg) {
+      this.subscribed = { tx: msg.tx, ty: msg.ty, w: msg.w, h: msg.h };
+      this.text({ type: 'view', ...this.subscribed });
     }
     deliver(data) { this.onmessage?.({ data }); }
     text(obj) { this.onmessage?.({ data: JSON.stringify(obj) }); }
@@ -276,89 +364,126 @@ function makeWebSocketClass(server) {
   };
 }
 
-const flush = async () => { for (let i = 0; i < 20; i++) await new Promise((r) => setImmediate(r)); };
-
-function makeClient(server, opts = {}) {
+/** The page's wiring of world.js without the DOM: a TileStore, a Live socket, and the
+ * rectangle the view wants (sent as the view message on each hello and each change). */
+function makeTileClient(server, { capacity } = {}) {
   const timers = [];
-  const local = new Uint8Array(server.width * server.height);
-  const applied = [];
-  const states = [];
   const errors = [];
-  const sync = new Sync({
-    httpBase: '',
+  const setTimeout = (fn, ms) => { const t = { fn, ms }; timers.push(t); return t; };
+  const clearTimeout = (t) => { const i = timers.indexOf(t); if (i >= 0) timers.splice(i, 1); };
+  let rect = null;
+  let answered = false;
+  const live = new Live({
     wsUrl: 'ws://test/ws',
-    fetch: (url, init) => server.fetch(url, init),
-    WebSocket: makeWebSocketClass(server),
-    setTimeout: (fn, ms) => { const t = { fn, ms }; timers.push(t); return t; },
-    clearTimeout: (t) => { const i = timers.indexOf(t); if (i >= 0) timers.splice(i, 1); },
+    WebSocket: makeTileSocketClass(server),
+    setTimeout, clearTimeout,
     random: () => 0.5,
-    onBoard: (bytes, seq) => { local.set(decodeBoard(bytes, server.width, server.height, 4)); applied.push(['board', seq]); },
-    onUpdate: (seq, x, y, color) => { local[y * server.width + x] = color; applied.push(seq); },
-    onStatus: (s) => states.push(s.state),
+    onHello: () => { answered = false; if (rect) live.sendView(rect); },
+    onView: (r) => { answered = true; store.subscribed(r); },
+    onFrame: (f) => store.onFrame(f),
+    onDisconnect: () => { answered = false; store.disconnected(); store.kick(); },
     onError: (e) => errors.push(e),
-    ...opts,
   });
-  /** Runs the pending timers (not ones they schedule), e.g. a reconnect. */
-  const runTimers = async (filter = () => true) => {
-    const due = timers.filter(filter);
-    for (const t of due) { timers.splice(timers.indexOf(t), 1); t.fn(); }
-    await flush();
+  const store = new TileStore({
+    bitsPerPixel: 4,
+    capacity,
+    fetch: (url, init) => server.fetch(url, init),
+    setTimeout, clearTimeout,
+    random: () => 0.5,
+    mayFetch: () => !live.ws,
+    onError: (e) => errors.push(e),
+  });
+  const c = {
+    live, store, errors, timers,
+    get answered() { return answered; },
+    ws: () => server.sockets.at(-1),
+    /** The view moves: these tiles are wanted, and the server told. */
+    show(r) {
+      rect = r;
+      store.want(r);
+      live.sendView(r);
+    },
+    async runTimers(filter = () => true) {
+      const due = timers.filter(filter);
+      for (const t of due) { timers.splice(timers.indexOf(t), 1); t.fn(); }
+      await flush();
+    },
+    /** The client's pixels of a tile equal the server's. */
+    exact(tx, ty) {
+      const e = store.peek(tx, ty);
+      assert.ok(e?.pixels, `tile ${tx},${ty} loaded`);
+      assert.deepEqual(e.pixels, server.pixelsOf(tx, ty), `tile ${tx},${ty}`);
+      assert.equal(e.version, server.tile(tx, ty).version, `tile ${tx},${ty} version`);
+    },
   };
-  return { sync, local, applied, states, errors, timers, runTimers, ws: () => server.sockets.at(-1) };
+  return c;
 }
 
-/** A client that has started and whose first socket the server accepted. */
-async function connectedClient(server, opts) {
-  const c = makeClient(server, opts);
-  c.sync.start();
+async function connectedTileClient(server, rect, opts) {
+  const c = makeTileClient(server, opts);
+  c.live.start();
+  c.show(rect);
   c.ws().accept();
   await flush();
   return c;
 }
 
-/** Checks updates were applied each exactly once, in order, after each board. */
-function assertContiguous(applied) {
-  let cur = null;
-  for (const a of applied) {
-    if (Array.isArray(a)) { cur = a[1]; continue; }
-    assert.notEqual(cur, null, 'update before any board');
-    assert.equal(a, cur + 1, `applied ${a} after ${cur}: ${JSON.stringify(applied)}`);
-    cur = a;
-  }
-}
+const tileRequests = (s, tx, ty) => s.requests.filter((r) => r === `/api/tiles/${tx}/${ty}`).length;
 
-describe('sync', () => {
-  test('opens the socket before fetching the board, then goes live', async () => {
-    const s = new FakeServer(8, 8);
-    s.place(1, 1, 3);
-    const c = makeClient(s);
-    c.sync.start();
+describe('tile sync', () => {
+  test('tiles load once subscribed, then follow their frames', async () => {
+    const s = new FakeTileServer(65536, 65536);
+    s.tick([300, 10, 3]); // tile 1,0
+    const c = makeTileClient(s);
+    c.live.start();
+    c.show({ tx: 1, ty: 0, w: 2, h: 1 });
     await flush();
-    assert.equal(s.sockets.length, 1);
-    assert.equal(s.requests.length, 0, 'board waits for the socket');
+    assert.deepEqual(s.requests, [], 'nothing fetched before the subscription');
     c.ws().accept();
     await flush();
-    assert.deepEqual(s.requests, ['/api/board']);
-    assert.equal(c.sync.seq, 1);
-    assert.equal(c.sync.state, 'live');
-    assert.deepEqual(c.local, s.board);
+    assert.deepEqual(c.ws().sent, [{ type: 'view', tx: 1, ty: 0, w: 2, h: 1 }]);
+    assert.deepEqual(s.requests.sort(), ['/api/tiles/1/0', '/api/tiles/2/0']);
+    assert.ok(c.store.ready);
+    assert.equal(c.store.get(300, 10), 3);
+    s.tick([301, 11, 4], [600, 5, 7]); // tiles 1,0 and 2,0
+    await flush();
+    c.exact(1, 0);
+    c.exact(2, 0);
+    assert.equal(c.store.get(600, 5), 7);
+    assert.equal(s.requests.length, 2, 'frames need no requests');
   });
 
-  test('frames buffered during the board fetch are applied, skipping seqs on the board', async () => {
-    const s = new FakeServer(8, 8);
-    const c = makeClient(s);
-    // The board fetch answers only after more frames arrived.
+  test('a page far away fetches nothing of a tile and drops frames for it', async () => {
+    const s = new FakeTileServer(65536, 65536);
+    const near = await connectedTileClient(s, { tx: 0, ty: 0, w: 2, h: 2 });
+    const far = await connectedTileClient(s, { tx: 200, ty: 200, w: 2, h: 2 });
+    s.tick([10, 10, 5]);
+    await flush();
+    assert.equal(near.store.get(10, 10), 5);
+    assert.equal(far.store.get(10, 10), undefined);
+    assert.ok(!s.requests.some((r) => r.includes('/tiles/0/0') && far.store.peek(0, 0)));
+    assert.equal(far.store.peek(0, 0), undefined);
+    assert.equal(far.live.received.frames, 0, 'the far page got no frame');
+    // Even a stray frame for a tile the page does not hold changes nothing.
+    far.store.onFrame(decodeTileFrames(encodeTileFrame(0, 0, 0, [[1, 0, 1]]))[0]);
+    assert.equal(far.store.peek(0, 0), undefined);
+  });
+
+  test('frames buffered while the tile loads are applied, skipping versions in it', async () => {
+    const s = new FakeTileServer(1024, 1024);
+    const c = makeTileClient(s);
     const realFetch = s.fetch;
     let release;
-    s.fetch = async (url) => {
-      const snap = s.snapshot();
+    s.fetch = async (url, init) => {
+      const snap = { pixels: s.tile(0, 0).pixels.slice(), version: s.tile(0, 0).version };
       await new Promise((r) => { release = r; });
-      s.staleBoard = snap;
-      const r = await realFetch(url);
-      s.staleBoard = null;
+      s.stale.set('0,0', snap);
+      const r = await realFetch(url, init);
+      s.stale.delete('0,0');
       return r;
     };
-    c.sync.start();
+    c.live.start();
+    c.show({ tx: 0, ty: 0, w: 1, h: 1 });
     c.ws().accept();
     await flush();
     s.tick([1, 0, 1]);
@@ -366,123 +491,167 @@ describe('sync', () => {
     s.fetch = realFetch;
     release();
     await flush();
-    assert.equal(c.sync.seq, 3);
-    assert.deepEqual(c.local, s.board);
-    assertContiguous(c.applied);
-    assert.deepEqual(c.applied, [['board', 0], 1, 2, 3]);
+    c.exact(0, 0);
   });
 
-  test('a stale board (cached) is caught up with /api/updates', async () => {
-    const s = new FakeServer(8, 8);
-    s.tick([0, 0, 1]);
-    s.staleBoard = s.snapshot(); // seq 1
-    s.tick([1, 0, 2]);
-    s.tick([2, 0, 3]); // seq 3
-    const c = makeClient(s);
-    c.sync.start();
-    c.ws().accept(); // hello seq 3
-    await flush();
-    assert.equal(c.sync.seq, 3, 'hello says 3 exist: caught up without waiting for a frame');
-    assert.ok(s.requests.includes('/api/updates?since=1'));
-    s.staleBoard = null;
-    s.tick([3, 0, 4]);
-    await flush();
-    assert.equal(c.sync.seq, 4);
-    assert.deepEqual(c.local, s.board);
-    assertContiguous(c.applied);
-  });
-
-  test('a gap before a frame fetches the missing updates first', async () => {
-    const s = new FakeServer(8, 8);
-    const c = await connectedClient(s);
+  test('a gap before a frame (prev > k) fetches /updates?since=k first', async () => {
+    const s = new FakeTileServer(1024, 1024);
+    const c = await connectedTileClient(s, { tx: 0, ty: 0, w: 2, h: 1 });
     s.broadcastEnabled = false;
     s.tick([1, 1, 1]);
-    s.tick([2, 2, 2]);
+    s.tick([2, 2, 2], [300, 2, 9]);
     s.broadcastEnabled = true;
     s.tick([3, 3, 3], [1, 1, 5]);
     await flush();
-    assert.ok(s.requests.includes('/api/updates?since=0'));
-    assert.equal(c.sync.seq, 4);
-    assert.deepEqual(c.local, s.board);
-    assertContiguous(c.applied);
-  });
-
-  test('catch-up pages while X-Updates-More is true', async () => {
-    const s = new FakeServer(16, 16);
-    s.pageLimit = 7;
-    const c = await connectedClient(s);
-    s.broadcastEnabled = false;
-    for (let i = 0; i < 30; i++) s.tick([i % 16, i >> 4, (i % 15) + 1]);
-    s.broadcastEnabled = true;
-    s.tick([5, 5, 5]);
+    assert.ok(s.requests.includes('/api/tiles/0/0/updates?since=0'), s.requests.join(' '));
+    c.exact(0, 0);
+    // Tile 1,0 missed a placement too but has no frame to tell: it stays at 0 until one.
+    assert.equal(c.store.peek(1, 0).version, 0);
+    s.tick([301, 0, 4]);
     await flush();
-    assert.equal(c.sync.seq, 31);
-    assert.equal(s.requests.filter((r) => r.startsWith('/api/updates')).length, 5);
-    assert.deepEqual(c.local, s.board);
-    assertContiguous(c.applied);
+    c.exact(1, 0);
   });
 
-  test('410 Gone refetches the whole board', async () => {
-    const s = new FakeServer(8, 8);
-    const c = await connectedClient(s);
+  test('410 Gone refetches the tile bypassing the cache', async () => {
+    const s = new FakeTileServer(1024, 1024);
+    const c = await connectedTileClient(s, { tx: 0, ty: 0, w: 1, h: 1 });
     s.broadcastEnabled = false;
     s.tick([1, 1, 1]);
     s.tick([2, 2, 2]);
-    s.logStart = 2; // since=0 and 1 are gone
+    s.tile(0, 0).logStart = 2;
+    s.stale.set('0,0', { pixels: new Uint8Array(TILE * TILE), version: 0 }); // a cache would give this
     s.broadcastEnabled = true;
     s.tick([3, 3, 3]);
     await flush();
-    assert.ok(s.requests.includes('/api/updates?since=0'));
-    assert.equal(s.requests.filter((r) => r === '/api/board').length, 2);
-    assert.equal(c.sync.seq, 3);
-    assert.deepEqual(c.local, s.board);
-    assertContiguous(c.applied);
+    assert.ok(s.requests.includes('/api/tiles/0/0/updates?since=0'));
+    assert.equal(tileRequests(s, 0, 0), 2);
+    c.exact(0, 0);
   });
 
-  test('resync refetches the board', async () => {
-    const s = new FakeServer(8, 8);
-    const c = await connectedClient(s);
-    s.board[9] = 7; // the server lost continuity: its board changed behind our back
-    c.ws().text({ type: 'resync' });
-    await flush();
-    assert.equal(s.requests.filter((r) => r === '/api/board').length, 2);
-    assert.deepEqual(c.local, s.board);
+  test('a stale copy (from a cache) of a watched tile catches up at once', async () => {
+    const s = new FakeTileServer(1024, 1024);
+    s.tick([5, 5, 5]);
+    s.stale.set('0,0', { pixels: new Uint8Array(TILE * TILE), version: 0 });
+    s.tick([6, 6, 6]);
+    const c = await connectedTileClient(s, { tx: 0, ty: 0, w: 1, h: 1 });
+    assert.ok(s.requests.includes('/api/tiles/0/0/updates?since=0'), s.requests.join(' '));
+    c.exact(0, 0);
   });
 
-  test('reconnect after 1001/4000 catches up from the last seq, without a board', async () => {
+  test('reconnect: the view is sent again and each tile catches up from its version', async () => {
     for (const code of [1001, 4000, 1006]) {
-      const s = new FakeServer(8, 8);
-      const c = await connectedClient(s);
-      s.tick([1, 1, 1]);
+      const s = new FakeTileServer(1024, 1024);
+      const c = await connectedTileClient(s, { tx: 0, ty: 0, w: 2, h: 1 });
+      s.tick([1, 1, 1], [257, 1, 2]);
       await flush();
       c.ws().serverClose(code);
       await flush();
-      assert.equal(c.sync.state, 'reconnecting');
+      assert.equal(c.live.state, 'reconnecting');
       const reconnect = c.timers.find((t) => t.ms >= 250 && t.ms <= 500);
-      assert.ok(reconnect, `a backoff timer of 0.25..0.5 s: ${JSON.stringify(c.timers.map((t) => t.ms))}`);
+      assert.ok(reconnect, JSON.stringify(c.timers.map((t) => t.ms)));
       s.tick([2, 2, 2]); // missed while away
-      s.tick([3, 3, 3]);
+      s.tick([258, 3, 3]);
       await c.runTimers((t) => t === reconnect);
-      assert.equal(s.sockets.length, 2);
-      c.ws().accept(); // hello seq 3
+      c.ws().accept();
       await flush();
-      assert.equal(c.sync.state, 'live');
-      assert.equal(c.sync.seq, 3);
-      assert.deepEqual(s.requests.filter((r) => r === '/api/board').length, 1, 'no board reload');
-      assert.ok(s.requests.includes('/api/updates?since=1'));
-      assert.deepEqual(c.local, s.board);
-      assertContiguous(c.applied);
+      assert.deepEqual(c.ws().sent, [{ type: 'view', tx: 0, ty: 0, w: 2, h: 1 }]);
+      assert.equal(tileRequests(s, 0, 0), 1, 'no tile reload');
+      assert.equal(tileRequests(s, 1, 0), 1, 'no tile reload');
+      assert.ok(s.requests.includes('/api/tiles/0/0/updates?since=1'), s.requests.join(' '));
+      assert.ok(s.requests.includes('/api/tiles/1/0/updates?since=2'), s.requests.join(' '));
+      c.exact(0, 0);
+      c.exact(1, 0);
+      assert.ok(c.store.ready);
     }
   });
 
+  test('a tile that comes back into view catches up; one that left gets nothing', async () => {
+    const s = new FakeTileServer(4096, 4096);
+    const c = await connectedTileClient(s, { tx: 0, ty: 0, w: 1, h: 1 });
+    s.tick([1, 1, 1]);
+    await flush();
+    c.show({ tx: 1, ty: 0, w: 1, h: 1 });
+    await flush();
+    s.tick([2, 2, 2]); // tile 0,0, no longer watched
+    await flush();
+    assert.equal(c.store.get(2, 2), 0);
+    c.show({ tx: 0, ty: 0, w: 2, h: 1 });
+    await flush();
+    assert.ok(s.requests.includes('/api/tiles/0/0/updates?since=1'));
+    c.exact(0, 0);
+    assert.equal(tileRequests(s, 0, 0), 1);
+  });
+
+  test('a tile wanted inside the current subscription loads at once and is live', async () => {
+    const s = new FakeTileServer(2048, 256);
+    const c = await connectedTileClient(s, { tx: 0, ty: 0, w: 4, h: 1 });
+    c.store.want({ tx: 0, ty: 0, w: 1, h: 1 }); // the others leave the cache's wanted set
+    for (const k of [1, 2, 3]) c.store.evict(c.store.peek(k, 0));
+    c.store.want({ tx: 2, ty: 0, w: 1, h: 1 }); // no new view: the server still sends it
+    await flush();
+    assert.equal(tileRequests(s, 2, 0), 2);
+    s.tick([520, 3, 6]);
+    await flush();
+    c.exact(2, 0);
+    assert.ok(c.store.peek(2, 0).live);
+  });
+
+  test('the cache stays bounded however far the view travels', async () => {
+    const s = new FakeTileServer(4194304, 4194304);
+    const c = await connectedTileClient(s, { tx: 0, ty: 0, w: 4, h: 3 }, { capacity: 40 });
+    for (let i = 1; i < 200; i++) {
+      c.show({ tx: i * 3, ty: i, w: 4, h: 3 });
+      await flush();
+      assert.ok(c.store.tiles.size <= 40, `${c.store.tiles.size} tiles cached`);
+    }
+    const last = c.store.peek(199 * 3, 199);
+    assert.ok(last?.pixels, 'the tiles in view are there');
+    assert.equal(c.store.peek(0, 0), undefined, 'the first ones are gone');
+    // A view needing more than the capacity still gets all its tiles.
+    c.show({ tx: 5000, ty: 5000, w: 16, h: 16 });
+    await flush();
+    assert.ok(c.store.ready);
+    assert.ok(c.store.tiles.size <= 256 + 16);
+  });
+
+  test('a resync refetches every tile, bypassing caches', async () => {
+    const s = new FakeTileServer(1024, 1024);
+    const c = await connectedTileClient(s, { tx: 0, ty: 0, w: 1, h: 1 });
+    s.tile(0, 0).pixels[9] = 7; // the server lost continuity
+    c.ws().text({ type: 'resync' });
+    c.store.resync();
+    await flush();
+    assert.equal(tileRequests(s, 0, 0), 2);
+    assert.equal(c.store.get(9, 0), 7);
+  });
+
+  test('canvas, view errors and unknown messages', async () => {
+    const s = new FakeTileServer(1024, 1024);
+    const grown = [];
+    const c = makeTileClient(s);
+    c.live.onCanvas = (d) => grown.push(d);
+    c.live.start();
+    c.ws().accept();
+    c.ws().text({ type: 'canvas', width: 2048, height: 1024 });
+    c.ws().text({ type: 'mystery' });
+    // A whole-canvas frame (0x01, before the view is answered) is no error, and no tile's.
+    c.ws().deliver(new Uint8Array([1, 1, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 1, 0, 1, 0, 3]).buffer);
+    assert.equal(c.live.received.frames, 0);
+    assert.equal(c.live.sendView({ tx: 0, ty: 0, w: 17, h: 16 }), true);
+    await flush();
+    assert.deepEqual(grown, [{ width: 2048, height: 1024 }]);
+    assert.match(String(c.errors[0]), /view/);
+    assert.equal(c.live.state, 'open', 'the connection stays');
+  });
+
   test('backoff grows while the server stays down and resets once connected', async () => {
-    const s = new FakeServer(8, 8);
-    const c = await connectedClient(s);
+    const s = new FakeTileServer(256, 256);
+    const c = await connectedTileClient(s, { tx: 0, ty: 0, w: 1, h: 1 });
     const delays = [];
     for (let i = 0; i < 7; i++) {
       c.ws().serverClose(1006);
       await flush();
-      const t = c.timers.find((x) => x.ms >= 250 && x.ms !== 2000);
+      const t = c.timers.find((x) => x.ms >= 250);
       delays.push(t.ms);
       await c.runTimers((x) => x === t);
     }
@@ -494,126 +663,94 @@ describe('sync', () => {
     assert.ok(c.timers.some((x) => x.ms === 375));
   });
 
-  test('random interleavings never apply an update twice or skip one', async () => {
+  test('random interleavings leave every watched tile exact', async () => {
     let rnd = 12345;
     const rand = () => ((rnd = (rnd * 1103515245 + 12345) & 0x7fffffff) / 0x80000000);
+    const side = 1024; // 4x4 tiles
     for (let round = 0; round < 40; round++) {
-      const s = new FakeServer(8, 8);
-      s.pageLimit = 1 + Math.floor(rand() * 5);
-      const c = makeClient(s);
-      c.sync.start();
+      const s = new FakeTileServer(side, side);
+      const c = makeTileClient(s);
+      c.live.start();
+      let view = { tx: 0, ty: 0, w: 2, h: 2 };
+      c.show(view);
       c.ws().accept();
-      for (let step = 0; step < 60; step++) {
+      for (let step = 0; step < 80; step++) {
         const r = rand();
-        if (r < 0.5) {
-          const n = 1 + Math.floor(rand() * 3);
-          s.broadcastEnabled = rand() > 0.2; // sometimes a frame is lost
-          s.tick(...Array.from({ length: n }, () => [Math.floor(rand() * 8), Math.floor(rand() * 8), Math.floor(rand() * 16)]));
+        if (r < 0.45) {
+          const n = 1 + Math.floor(rand() * 4);
+          s.broadcastEnabled = rand() > 0.15; // sometimes a frame is lost
+          s.tick(...Array.from({ length: n }, () => [Math.floor(rand() * side), Math.floor(rand() * side), Math.floor(rand() * 16)]));
           s.broadcastEnabled = true;
-        } else if (r < 0.55) {
-          s.staleBoard = rand() < 0.5 ? s.snapshot() : null;
-        } else if (r < 0.6 && c.ws()?.readyState === 1) {
+        } else if (r < 0.5) {
+          const tx = Math.floor(rand() * 4), ty = Math.floor(rand() * 4);
+          const t = s.tile(tx, ty);
+          if (rand() < 0.5) s.stale.set(key(tx, ty), { pixels: t.pixels.slice(), version: t.version });
+          else s.stale.delete(key(tx, ty));
+        } else if (r < 0.55 && c.ws()?.readyState === 1) {
           c.ws().serverClose(rand() < 0.5 ? 1001 : 4000);
-        } else if (r < 0.65) {
+        } else if (r < 0.6) {
           await c.runTimers();
           const ws = c.ws();
           if (ws && ws.readyState === 0) ws.accept();
-        } else if (r < 0.67) {
-          c.ws()?.text({ type: 'resync' });
-        } else if (r < 0.7) {
-          s.logStart = Math.max(s.logStart, s.seq - 3);
+        } else if (r < 0.65) {
+          const tx = Math.floor(rand() * 3), ty = Math.floor(rand() * 3);
+          view = { tx, ty, w: 1 + Math.floor(rand() * (4 - tx)), h: 1 + Math.floor(rand() * (4 - ty)) };
+          c.show(view);
+        } else if (r < 0.68) {
+          const t = s.tile(Math.floor(rand() * 4), Math.floor(rand() * 4));
+          t.logStart = Math.max(t.logStart, t.version - 1);
         } else if (r < 0.85) {
           await flush();
         }
       }
-      // Settle: reconnect if needed and let one more frame arrive.
-      s.staleBoard = null;
+      // Settle: reconnect if needed, then one more placement on every watched tile.
+      s.stale.clear();
       await c.runTimers();
       if (c.ws()?.readyState === 0) c.ws().accept();
       await flush();
-      s.tick([0, 0, 9]);
+      await c.runTimers();
+      await flush();
+      const spots = [];
+      for (let ty = view.ty; ty < view.ty + view.h; ty++) for (let tx = view.tx; tx < view.tx + view.w; tx++) spots.push([tx * TILE + 7, ty * TILE + 7, 9]);
+      s.tick(...spots);
       await flush();
       await c.runTimers();
       await flush();
-      assert.equal(c.sync.seq, s.seq, `round ${round}`);
-      assert.deepEqual(c.local, s.board, `round ${round}`);
-      assertContiguous(c.applied);
-      c.sync.stop();
+      for (let ty = view.ty; ty < view.ty + view.h; ty++) for (let tx = view.tx; tx < view.tx + view.w; tx++) c.exact(tx, ty);
+      c.live.stop();
+      c.store.stop();
     }
   });
 });
 
-// ---- golden fixtures shared with the Rust sync (crates/domain/tests/golden.rs) -----------
-
-describe('golden fixtures', () => {
-  const dir = new URL('../../crates/domain/tests/fixtures/', import.meta.url);
-  const read = (name) => new Uint8Array(readFileSync(new URL(name, dir)));
-  const manifest = JSON.parse(readFileSync(new URL('manifest.json', dir), 'utf8'));
-  const { width, height } = manifest;
-
-  test('every frame decodes to the entries the Rust encoder put in it', () => {
-    for (const [name, entries] of Object.entries(manifest.frames)) {
-      const bytes = read(name);
-      const frames = decodeFrames(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength));
-      assert.equal(frames.length, 1, name);
-      const seen = [];
-      forEachEntry(frames[0], (...e) => seen.push(e));
-      assert.deepEqual(seen, entries, name);
-      // And the page's encoder makes the same bytes.
-      assert.deepEqual([...encodeFrame(entries[0][0], entries.map((e) => e.slice(1)))], [...bytes], name);
-    }
-  });
-
-  for (const sc of manifest.scenarios) {
-    test(`scenario ${sc.name} ends on the expected board`, async () => {
-      const board = read(sc.board);
-      const log = read(manifest.log);
-      const res = (body, headers) => ({
-        status: 200,
-        ok: true,
-        headers: { get: (k) => headers[k.toLowerCase()] ?? null },
-        arrayBuffer: async () => body.buffer.slice(body.byteOffset, body.byteOffset + body.byteLength),
-      });
-      // The whole log answers any `since`, as in the Rust test: applied entries are skipped.
-      const fetch = async (url) => (url.startsWith('/api/board')
-        ? res(board, { 'x-board-seq': String(sc.board_seq) })
-        : res(log, {}));
-      const sockets = [];
-      class FakeWebSocket {
-        constructor() { sockets.push(this); }
-        close() {}
-      }
-      const local = new Uint8Array(width * height);
-      const errors = [];
-      const sync = new Sync({
-        httpBase: '',
-        wsUrl: 'ws://test/ws',
-        fetch,
-        WebSocket: FakeWebSocket,
-        setTimeout: () => null,
-        clearTimeout: () => {},
-        random: () => 0.5,
-        onBoard: (bytes) => local.set(decodeBoard(bytes, width, height, 4)),
-        onUpdate: (seq, x, y, color) => { local[y * width + x] = color; },
-        onError: (e) => errors.push(e),
-      });
-      sync.start();
-      const ws = sockets[0];
-      const deliver = (name) => { const b = read(name); ws.onmessage({ data: b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength) }); };
-      ws.onmessage({ data: JSON.stringify({ type: 'hello', seq: sc.hello, tick_ms: 50 }) });
-      // Frames before `board_after` arrive while the board fetch is in flight.
-      sc.frames.slice(0, sc.board_after).forEach(deliver);
-      await flush();
-      for (const name of sc.frames.slice(sc.board_after)) {
-        deliver(name);
-        await flush();
-      }
-      assert.deepEqual(errors, []);
-      assert.equal(sync.seq, sc.expect_seq);
-      assert.deepEqual(local, decodeBoard(read(sc.expect), width, height, 4));
-      sync.stop();
+describe('overview images', () => {
+  test('fetched per level and position, kept bounded, refreshed when old', async () => {
+    const requests = [];
+    let now = 1000;
+    const store = new OverviewStore({
+      capacity: 10,
+      now: () => now,
+      fetch: async (url) => {
+        requests.push(url);
+        return { ok: true, status: 200, headers: { get: () => '5' }, blob: async () => url };
+      },
+      decode: async (blob) => ({ src: blob, close() {} }),
     });
-  }
+    store.want(3, { tx: 0, ty: 0, w: 2, h: 2 });
+    await flush();
+    assert.deepEqual(requests.sort(), ['/api/tiles/3/0/0.png', '/api/tiles/3/0/1.png', '/api/tiles/3/1/0.png', '/api/tiles/3/1/1.png']);
+    assert.equal(store.peek(3, 1, 1).img.src, '/api/tiles/3/1/1.png');
+    store.want(3, { tx: 0, ty: 0, w: 2, h: 2 });
+    await flush();
+    assert.equal(requests.length, 4, 'cached');
+    now += 31_000;
+    store.want(3, { tx: 0, ty: 0, w: 1, h: 1 });
+    await flush();
+    assert.equal(requests.length, 5, 'refreshed after a while on screen');
+    for (let i = 0; i < 20; i++) store.want(5, { tx: i, ty: 0, w: 1, h: 1 });
+    await flush();
+    assert.ok(store.images.size <= 10);
+  });
 });
 
 describe('placing', () => {

@@ -15,6 +15,8 @@
 //!   page), and its checks.
 //! - [`tile`]: how a canvas is cut into tiles ([`TileId`], [`Tile`]) and overview levels
 //!   ([`OverviewId`]), and the downsampling that makes an overview.
+//! - [`tile_sync`]: how a client keeps one tile exact from the tile, its frames and its
+//!   catch-ups (the per-tile client rule), as a state machine without I/O.
 //! - [`rect`]: a rectangle on the board ([`Rect`]), what moderators act on.
 //! - [`idempotency`]: the key that makes a resent placement answer the first outcome.
 //! - [`once`]: the id of a one-time proof (a solved anti-bot challenge).
@@ -36,6 +38,7 @@ pub mod pow;
 pub mod rect;
 pub mod sync;
 pub mod tile;
+pub mod tile_sync;
 pub mod wire;
 
 pub use board::{Board, Coord, Dimensions, DimensionsError};

@@ -45,16 +45,19 @@ pub enum RunError {
 pub struct AppState(Arc<Inner>);
 
 pub struct Inner {
-    /// Parsed configuration.
+    /// Parsed configuration. The canvas's size here is the configured one: the current
+    /// size (it may grow) is [`crate::hub::Hub::dims`].
     pub settings: Settings,
     /// Raw configuration, for settings used as they are (limits, tokens).
     pub config: Config,
     /// The storage backend chosen at start.
     pub store: Arc<Backend>,
-    /// Live board, recent log and fan-out.
+    /// Tile cache, recent log, current canvas size and fan-out.
     pub hub: Arc<Hub>,
     /// Board versions for `GET /api/board`.
     pub boards: BoardCache,
+    /// The overview pyramid, `GET /api/tiles/{z}/{tx}/{ty}.png`.
+    pub overviews: crate::overview::Overviews,
     /// Signs identity cookies.
     pub key: Key,
     /// Set when shutdown begins: readiness fails; everything else works until the drain
@@ -163,7 +166,8 @@ pub async fn run(
     let live = start_live_path(&store, &config, &settings, &ws_runtime).await?;
     let hub = live.hub.clone();
     let state = AppState(Arc::new(Inner {
-        boards: BoardCache::new(&hub, settings.board_ttl),
+        boards: BoardCache::new(settings.board_ttl),
+        overviews: crate::overview::Overviews::new(config.tile_cache, settings.board_ttl),
         settings,
         config: config.clone(),
         store: store.clone(),
@@ -183,8 +187,8 @@ pub async fn run(
     let addr = listener.local_addr()?;
     tracing::info!(
         addr = %format!("http://{addr}"),
-        width = state.settings.dims.width(),
-        height = state.settings.dims.height(),
+        width = state.hub.dims().width(),
+        height = state.hub.dims().height(),
         seq = state.hub.seq().0,
         "rplace listening"
     );
@@ -261,32 +265,43 @@ struct LiveTasks {
     watcher: tokio::task::JoinHandle<()>,
 }
 
-/// Loads the starting board, takes the store's feed and starts the hub on it, watched by
-/// `crate::supervise`.
+/// Learns the store's head and size, takes the store's feed and starts the hub on it,
+/// watched by `crate::supervise`. Tiles are read as they are asked for.
 async fn start_live_path(
     store: &Arc<Backend>,
     config: &Config,
     settings: &Settings,
     ws_runtime: &WsRuntime,
 ) -> Result<LiveTasks, RunError> {
-    let start = store.snapshot().await?;
+    // A tile read says the head it is consistent with: the hub starts there, and the
+    // feed's placements after it follow.
+    let head = store
+        .tile(rplace_domain::TileId::new_unchecked(0, 0))
+        .await?
+        .through;
     let feed = store
         .take_feed()
         .ok_or(StoreError::Backend(BackendError::Stopped("feed")))?;
     let hub = Hub::new(
-        start,
-        config.updates_log,
-        config.client_queue,
-        settings.tick,
-        config.max_frame_rate,
+        store.clone(),
+        head,
+        store.dims(),
+        settings.palette.depth(),
+        crate::hub::HubOptions {
+            log_cap: config.updates_log,
+            client_queue: config.client_queue,
+            min_tick: settings.tick,
+            max_frame_rate: config.max_frame_rate,
+            tile_cache: config.tile_cache,
+            ttl: settings.board_ttl,
+        },
     );
     let stop = CancellationToken::new();
     // On the websocket runtime: the hub's broadcast then wakes the websocket tasks on
     // their own threads' queues instead of pushing 15k wake-ups across runtimes.
-    let hub_task =
-        ws_runtime
-            .handle()
-            .spawn(hub.clone().run(feed, store.clone(), stop.child_token()));
+    let hub_task = ws_runtime
+        .handle()
+        .spawn(hub.clone().run(feed, stop.child_token()));
     let health = Arc::new(LivePath::default());
     let watcher = health.watch(hub_task);
     Ok(LiveTasks {

@@ -94,6 +94,24 @@ async fn blocking<F: FnOnce() -> Result<Vec<u8>, EncodeError> + Send + 'static>(
 }
 
 impl Version {
+    /// A version of `raw` (a board's or a tile's packed bytes) at `seq`, taken now.
+    pub fn new(seq: Seq, raw: Bytes) -> Self {
+        Self {
+            seq,
+            raw,
+            taken: Instant::now(),
+            zstd: OnceCell::new(),
+            brotli: OnceCell::new(),
+            gzip: OnceCell::new(),
+            png: OnceCell::new(),
+        }
+    }
+
+    /// How long ago it was taken.
+    pub fn age(&self) -> Duration {
+        self.taken.elapsed()
+    }
+
     /// The body in `enc`, computing it on first use.
     pub async fn body(&self, enc: Encoding) -> Result<Bytes, EncodeError> {
         let raw = self.raw.clone();
@@ -195,8 +213,8 @@ fn encode_png(
 
 /// The current version, refreshed lazily.
 pub struct BoardCache {
-    /// The version being served.
-    current: Mutex<Arc<Version>>,
+    /// The version being served; `None` until the first request.
+    current: Mutex<Option<Arc<Version>>>,
     /// Serialises refreshes so concurrent requests take one copy, not one each.
     refresh: tokio::sync::Mutex<()>,
     /// How long a version is served before a newer one is taken.
@@ -204,42 +222,35 @@ pub struct BoardCache {
 }
 
 impl BoardCache {
-    pub fn new(hub: &Hub, ttl: Duration) -> Self {
+    pub fn new(ttl: Duration) -> Self {
         Self {
-            current: Mutex::new(Arc::new(take(hub))),
+            current: Mutex::new(None),
             refresh: tokio::sync::Mutex::new(()),
             ttl,
         }
     }
 
-    /// The version to serve now.
-    pub async fn get(&self, hub: &Hub) -> Arc<Version> {
-        let cur = self.current.lock().expect("board cache lock").clone();
-        if cur.taken.elapsed() < self.ttl || cur.seq == hub.seq() {
-            return cur;
+    fn fresh(&self, hub: &Hub) -> Option<Arc<Version>> {
+        let cur = self.current.lock().expect("board cache lock").clone()?;
+        let same_canvas = cur.raw.len() == hub.depth().bytes_for(hub.dims().pixels());
+        (same_canvas && (cur.taken.elapsed() < self.ttl || cur.seq == hub.seq())).then_some(cur)
+    }
+
+    /// The version to serve now: composed from the hub's tiles at most once per TTL.
+    /// Only for whole canvases (the caller checks).
+    pub async fn get(&self, hub: &Hub) -> Result<Arc<Version>, crate::hub::LoadError> {
+        if let Some(cur) = self.fresh(hub) {
+            return Ok(cur);
         }
         let _guard = self.refresh.lock().await;
-        let cur = self.current.lock().expect("board cache lock").clone();
-        if cur.taken.elapsed() < self.ttl || cur.seq == hub.seq() {
-            return cur;
+        if let Some(cur) = self.fresh(hub) {
+            return Ok(cur);
         }
-        let fresh = Arc::new(take(hub));
-        *self.current.lock().expect("board cache lock") = fresh.clone();
+        let (seq, raw) = hub.compose_board().await?;
+        let fresh = Arc::new(Version::new(seq, Bytes::from(raw)));
+        *self.current.lock().expect("board cache lock") = Some(fresh.clone());
         metrics::counter!("rplace_board_versions_total").increment(1);
-        fresh
-    }
-}
-
-fn take(hub: &Hub) -> Version {
-    let (seq, raw) = hub.board_copy();
-    Version {
-        seq,
-        raw,
-        taken: Instant::now(),
-        zstd: OnceCell::new(),
-        brotli: OnceCell::new(),
-        gzip: OnceCell::new(),
-        png: OnceCell::new(),
+        Ok(fresh)
     }
 }
 
@@ -280,15 +291,7 @@ mod tests {
 
     #[tokio::test]
     async fn each_encoding_is_computed_once_per_version() {
-        let v = Version {
-            seq: Seq(1),
-            raw: Bytes::from(vec![7u8; 4096]),
-            taken: Instant::now(),
-            zstd: OnceCell::new(),
-            brotli: OnceCell::new(),
-            gzip: OnceCell::new(),
-            png: OnceCell::new(),
-        };
+        let v = Version::new(Seq(1), Bytes::from(vec![7u8; 4096]));
         for enc in [Encoding::Zstd, Encoding::Brotli, Encoding::Gzip] {
             let (a, b) = tokio::join!(v.body(enc), v.body(enc));
             let (a, b, c) = (a.unwrap(), b.unwrap(), v.body(enc).await.unwrap());

@@ -128,6 +128,29 @@ pub enum ApiError {
     /// provider); the details are logged.
     #[error("{0}; start the login again")]
     LoginFailed(&'static str),
+    /// A tile or overview tile off the canvas (or a path that names none).
+    #[error("{message}")]
+    TileNotFound { message: String, allowed: String },
+    /// A whole-canvas endpoint on a canvas too large to be served whole.
+    #[error(
+        "this canvas ({width} x {height}) is too large to be served whole (at most 8192 on both sides); use GET /api/tiles/{{tx}}/{{ty}} (tile_size in GET /api/config), /api/tiles/{{tx}}/{{ty}}/updates and a websocket view"
+    )]
+    NotWhole { width: u32, height: u32 },
+    /// The tile's placements after `since` are no longer in the recent log.
+    #[error(
+        "placements on this tile after version {since} are no longer kept; fetch the tile again with Cache-Control: no-cache"
+    )]
+    TileGone { since: u64 },
+    /// `POST /api/admin/canvas` asked for a smaller canvas.
+    #[error("{0}")]
+    CannotShrink(String),
+    /// A canvas size out of range.
+    #[error("{message}")]
+    InvalidSize {
+        field: &'static str,
+        message: String,
+        allowed: String,
+    },
 }
 
 fn unavailable_message(placing: bool) -> &'static str {
@@ -221,6 +244,11 @@ impl ApiError {
             ApiError::NotLoggedIn => (StatusCode::UNAUTHORIZED, "not_logged_in"),
             ApiError::NameTaken(_) => (StatusCode::CONFLICT, "name_taken"),
             ApiError::LoginFailed(_) => (StatusCode::BAD_REQUEST, "login_failed"),
+            ApiError::TileNotFound { .. } => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::NotWhole { .. } => (StatusCode::NOT_FOUND, "not_whole"),
+            ApiError::TileGone { .. } => (StatusCode::GONE, "gone"),
+            ApiError::CannotShrink(_) => (StatusCode::BAD_REQUEST, "cannot_shrink"),
+            ApiError::InvalidSize { .. } => (StatusCode::BAD_REQUEST, "invalid_size"),
         }
     }
 
@@ -247,9 +275,19 @@ impl IntoResponse for ApiError {
                 body["field"] = json!(field);
                 body["allowed"] = json!(allowed);
             }
-            ApiError::InvalidField { field, allowed, .. } => {
+            ApiError::InvalidField { field, allowed, .. }
+            | ApiError::InvalidSize { field, allowed, .. } => {
                 body["field"] = json!(field);
                 body["allowed"] = json!(allowed);
+            }
+            ApiError::TileNotFound { allowed, .. } => body["allowed"] = json!(allowed),
+            ApiError::NotWhole { .. } => {
+                body["allowed"] = json!([
+                    "/api/tiles/{tx}/{ty}",
+                    "/api/tiles/{tx}/{ty}.png",
+                    "/api/tiles/{z}/{tx}/{ty}.png",
+                    "/api/tiles/{tx}/{ty}/updates?since=V"
+                ])
             }
             ApiError::Cooldown {
                 next_at,
@@ -355,6 +393,15 @@ impl From<rplace_store::StoreError> for ApiError {
                 retry_after_ms: other.backend().and_then(|b| b.retry_after_ms()),
                 source: Box::new(other),
             },
+        }
+    }
+}
+
+impl From<crate::hub::LoadError> for ApiError {
+    fn from(e: crate::hub::LoadError) -> Self {
+        match e {
+            crate::hub::LoadError::Store(e) => e.into(),
+            e @ crate::hub::LoadError::Behind => ApiError::unavailable(e),
         }
     }
 }

@@ -4,12 +4,16 @@
 //! - [`config`]: flags and environment variables, parsed once into [`config::Settings`].
 //! - [`app`]: [`run`], which wires a store, the hub and the routes together and serves
 //!   until the shutdown future resolves, then drains.
-//! - [`hub`]: consumes the store's ordered feed; keeps the live board and the recent log;
-//!   batches each tick's placements into one frame for every websocket client.
+//! - [`hub`]: consumes the store's ordered feed; keeps the tile cache, the recent log and
+//!   the canvas's current size; batches each tick's placements into one frame for every
+//!   whole-canvas websocket client and one frame per watched tile for its subscribers.
+//! - [`tile_cache`]: the hub's bounded cache of tiles, each exact at the hub's seq.
+//! - [`overview`]: the pyramid of zoomed-out tiles, re-rendered from changed tiles.
 //! - [`supervise`]: watches the hub (and so the feed); its death fails readiness and ends
 //!   [`run`] with an error.
 //! - [`ws_runtime`]: the threads websocket tasks run on, apart from request handling.
-//! - [`board_cache`]: board versions served by `GET /api/board`, each compressed once.
+//! - [`board_cache`]: board versions served by `GET /api/board` (composed from tiles)
+//!   and tile bodies, each encoding made once.
 //! - [`routes`]: the HTTP API, the websocket, operations endpoints and the embedded page.
 //! - [`identity`]: anonymous identities in a signed cookie.
 //! - [`error`]: the JSON error every handler returns.
@@ -37,11 +41,13 @@ pub mod hub;
 pub mod identity;
 pub mod json;
 pub mod origin;
+pub mod overview;
 pub mod routes;
 pub mod secret;
 pub mod serve;
 pub mod supervise;
 pub mod telemetry;
+pub mod tile_cache;
 pub mod ws_runtime;
 pub mod zerocopy;
 

@@ -1,12 +1,10 @@
-// The moderators' canvas: the main page's board, renderer, view, input and live sync
-// (imported, not copied), plus what moderators see on top of it: a user's placements,
+// The moderators' canvas: the main page's tiles, renderer, view, input and live updates
+// (world.js, imported, not copied), plus what moderators see on top of it: a user's placements,
 // protected areas, a rewrite's preview, and the area selected by dragging.
 
-import { Board, decodeBoard, paletteToRgba } from './board.js';
 import { attachInput } from './input.js';
-import { Renderer } from './render.js';
-import { Sync } from './sync.js';
 import { View } from './view.js';
+import { World } from './world.js';
 
 /** Most of a user's placements drawn (the server already bounds the list). */
 const MAX_MARKS = 100_000;
@@ -21,13 +19,14 @@ export class AdminCanvas {
     const { width, height, palette } = config;
     this.canvas = canvas;
     this.cb = cb;
-    this.width = width;
-    this.height = height;
-    this.bpp = config.bits_per_pixel ?? (palette.length <= 16 ? 4 : 8);
     this.palette = palette.map((c) => c.toUpperCase());
-    this.board = new Board(width, height, paletteToRgba(palette));
     this.view = new View(width, height);
-    this.renderer = new Renderer(canvas, this.board, this.view, this.palette);
+    this.world = new World({
+      canvas, config, view: this.view,
+      onStatus: (s) => cb.onStatus?.(s.state),
+      onError: (err) => console.warn('rplace admin:', err),
+    });
+    this.renderer = this.world.renderer;
     this.renderer.afterDraw = () => this.drawOverlay();
     /** What is drawn over the board. */
     this.marks = []; // [[x, y], ...] of the looked-up user
@@ -39,35 +38,36 @@ export class AdminCanvas {
 
     this.attachSelection();
     this.input = attachInput(canvas, this.view, {
-      onViewChange: () => this.renderer.request(),
+      onViewChange: () => this.world.viewChanged(),
       onTap: (p) => { this.select(p); if (p) cb.onPixel(p); },
       onHover: (p) => { this.renderer.hover = p; this.renderer.request(); },
       onPlace: () => {},
       onEscape: () => { this.select(null); this.setRect(null); },
-      onReset: () => { this.view.reset(); this.renderer.request(); },
+      onReset: () => { this.view.reset(); this.world.viewChanged(); },
     });
     new ResizeObserver(() => this.layout()).observe(canvas);
     this.layout();
     this.view.reset();
+    this.world.start();
+  }
 
-    this.sync = new Sync({
-      httpBase: '',
-      wsUrl: `${location.protocol === 'https:' ? 'wss:' : 'ws:'}//${location.host}/ws`,
-      onBoard: (bytes) => {
-        this.board.load(decodeBoard(bytes, width, height, this.bpp, this.board.indices));
-        this.renderer.request();
-      },
-      onUpdate: (seq, x, y, color) => { this.board.set(x, y, color); this.renderer.request(); },
-      onStatus: (s) => cb.onStatus?.(s.state),
-      onError: (err) => console.warn('rplace admin sync:', err),
-    });
-    this.sync.start();
+  get width() {
+    return this.world.width;
+  }
+
+  get height() {
+    return this.world.height;
+  }
+
+  pixel(x, y) {
+    return this.world.pixel(x, y);
   }
 
   layout() {
     const r = this.canvas.getBoundingClientRect();
     this.view.resize(r.width, r.height, 8, 8);
     this.renderer.resize(r.width, r.height, window.devicePixelRatio || 1);
+    this.world.viewChanged();
   }
 
   select(p) {
@@ -78,6 +78,7 @@ export class AdminCanvas {
   /** Centers on a pixel, close enough to see it, and selects it. */
   jumpTo(x, y) {
     this.view.centerOn(x + 0.5, y + 0.5, Math.max(this.view.zoom, Math.min(24, this.view.maxZoom)));
+    this.world.viewChanged();
     this.select({ x, y });
   }
 
@@ -152,12 +153,10 @@ export class AdminCanvas {
     c.addEventListener('pointercancel', end, { capture: true });
   }
 
-  /** Board-to-device transform of the renderer's last draw. */
+  /** Board-to-device transform of the renderer's draw. */
   transform() {
-    const { canvas, view: v } = this;
-    const dpr = this.renderer.dpr;
-    const s = v.zoom * dpr;
-    return { s, tx: Math.round(canvas.width / 2 - v.x * s), ty: Math.round(canvas.height / 2 - v.y * s), dpr };
+    const { s, ox, oy, dpr } = this.renderer.transform();
+    return { s, tx: ox, ty: oy, dpr };
   }
 
   drawOverlay() {

@@ -110,15 +110,15 @@ async function main() {
 
   // A small handle for the browser tests and the curious.
   window.rplaceAdmin = Object.freeze({
-    get seq() { return canvas.sync.seq; },
-    pixel: (x, y) => canvas.board.get(x, y),
+    get seq() { return canvas.world.seq; },
+    pixel: (x, y) => canvas.pixel(x, y),
     get preview() { return canvas.preview ? { bbox: canvas.preview.bbox } : null; },
     get marks() { return canvas.marks.length; },
     get rect() { return canvas.rect; },
     get view() { return canvas.view.snapshot(); },
     setRect: (r) => canvas.setRect(r),
-    fit: () => { canvas.view.reset(); canvas.renderer.request(); },
-    get status() { return canvas.sync.state; },
+    fit: () => { canvas.view.reset(); canvas.world.viewChanged(); },
+    get status() { return canvas.world.state; },
   });
 }
 

@@ -1,14 +1,15 @@
-// The page: loads the config, then wires the board, the live sync, the view and the UI.
+// The page: loads the config, then wires the tiles (world.js), the view, the minimap
+// and the UI.
 
 import { initAccount } from './account.js';
 import { ApiError, getConfig, getPixel, placePixel } from './api.js';
-import { Board, decodeBoard, paletteToRgba } from './board.js';
 import { attachInput } from './input.js';
-import { Renderer } from './render.js';
+import { Minimap, parseJump } from './minimap.js';
 import { attachReport } from './report.js';
-import { Sync, backoffDelay } from './sync.js';
+import { backoffDelay } from './tiles.js';
 import { UI } from './ui.js';
 import { View, formatHash, parseHash } from './view.js';
+import { World } from './world.js';
 
 const HASH_THROTTLE_MS = 250;
 const COLOR_KEY = 'rplace.color';
@@ -50,14 +51,12 @@ async function main() {
     document.getElementById('status').dataset.state = 'offline';
     statusText.textContent = `can't reach the server, retrying in ${Math.ceil(delay / 1000)}s`;
   });
-  const { width, height, palette } = config;
-  const bpp = config.bits_per_pixel ?? (palette.length <= 16 ? 4 : 8);
+  const { palette } = config;
   // A logged-in account places as its own identity (docs/API.md, Accounts and roles).
   const myId = config.account?.user ?? config.user?.id ?? null;
   const skew = clockSkew(serverDate);
 
-  const board = new Board(width, height, paletteToRgba(palette));
-  const view = new View(width, height);
+  const view = new View(config.width, config.height);
 
   // The last color used is remembered: most people keep placing the same one.
   const savedText = storage('get', COLOR_KEY);
@@ -71,7 +70,13 @@ async function main() {
     infoToken: 0,
   };
 
-  const renderer = new Renderer(canvas, board, view, palette.map((c) => c.toUpperCase()));
+  const world = new World({
+    canvas, config, view, skew,
+    onStatus: (s) => ui.setStatus(s),
+    onPixel: (x, y, color, tile) => pixelChanged(x, y, color, tile),
+    onResize: () => { minimap.refresh(); viewChanged(false); },
+  });
+  const renderer = world.renderer;
   const ui = new UI(palette, {
     onPickColor: (i) => {
       state.color = i;
@@ -107,7 +112,9 @@ async function main() {
     const insetBottom = Math.max(0, rect.bottom - dockTop) + 8;
     view.resize(rect.width, rect.height, 56, insetBottom);
     renderer.resize(rect.width, rect.height, window.devicePixelRatio || 1);
+    minimap?.layout();
   }
+  let minimap = null;
   layout();
   new ResizeObserver(() => { layout(); viewChanged(); }).observe(dock);
   window.addEventListener('resize', () => { layout(); viewChanged(); });
@@ -115,7 +122,7 @@ async function main() {
   function applyHash() {
     const h = parseHash(location.hash);
     if (!h) return false;
-    view.centerOn(h.x ?? width / 2, h.y ?? height / 2, h.zoom ?? view.fitZoom());
+    view.centerOn(h.x ?? world.width / 2, h.y ?? world.height / 2, h.zoom ?? view.fitZoom());
     return true;
   }
   if (!applyHash()) view.reset();
@@ -123,7 +130,8 @@ async function main() {
 
   let hashTimer = 0;
   function viewChanged(writeHash = true) {
-    renderer.request();
+    world.viewChanged();
+    minimap?.draw();
     showCoords();
     if (writeHash && !hashTimer) {
       // replaceState: moving around should not fill the back button's history.
@@ -136,7 +144,7 @@ async function main() {
 
   function showCoords() {
     const center = view.pixelAt(view.width / 2, view.height / 2)
-      ?? { x: Math.min(width - 1, Math.floor(view.x)), y: Math.min(height - 1, Math.floor(view.y)) };
+      ?? { x: Math.min(world.width - 1, Math.floor(view.x)), y: Math.min(world.height - 1, Math.floor(view.y)) };
     ui.setCoords(state.hover ?? state.selected ?? center, view.zoom);
   }
 
@@ -146,7 +154,7 @@ async function main() {
   function select(pixel) {
     state.selected = pixel;
     renderer.selected = pixel;
-    ui.showSelection(pixel, pixel ? board.get(pixel.x, pixel.y) : undefined);
+    ui.showSelection(pixel, pixel ? world.pixel(pixel.x, pixel.y) : undefined);
     report.setPixel(pixel);
     renderer.request();
     showCoords();
@@ -195,12 +203,10 @@ async function main() {
       const r = await placePixel(p.x, p.y, color);
       // next_at - at is the cooldown as the server measures it: immune to clock skew.
       state.cooldownEnd = Date.now() + Math.max(0, r.next_at - r.at);
-      // Show it now if the live feed has not brought it yet; the feed applies seqs in
-      // order, so anything placed there after ours still wins.
-      if (sync.seq !== null && sync.seq < r.seq) {
-        board.set(p.x, p.y, color);
-        renderer.request();
-      }
+      // Show it now if the live feed has not brought it yet; the tile applies versions
+      // in order, so anything placed there after ours still wins.
+      world.tiles.placedLocally(p.x, p.y, color, r.seq);
+      renderer.request();
       refreshInfo(0);
     } catch (err) {
       if (err instanceof ApiError && err.status === 429) {
@@ -233,37 +239,54 @@ async function main() {
     onReset: () => { view.reset(); viewChanged(); },
   });
 
-  // ---- live sync ------------------------------------------------------------------
+  // ---- live tiles, minimap, jumping ---------------------------------------------
 
-  const sync = new Sync({
-    httpBase: '',
-    wsUrl: `${location.protocol === 'https:' ? 'wss:' : 'ws:'}//${location.host}/ws`,
-    isOnline: () => navigator.onLine !== false,
-    onBoard: (bytes, seq) => {
-      board.load(decodeBoard(bytes, width, height, bpp, board.indices));
-      renderer.request();
-      if (state.selected) ui.showSelection(state.selected, board.get(state.selected.x, state.selected.y));
-    },
-    onUpdate: (seq, x, y, color) => {
-      board.set(x, y, color);
-      renderer.request();
-      if (state.selected && state.selected.x === x && state.selected.y === y) {
-        ui.showSelection(state.selected, color);
-        refreshInfo(250); // several in a burst make one request
-      }
-    },
-    onStatus: (s) => ui.setStatus(s),
-    onError: (err) => console.warn('rplace sync:', err),
+  /** A pixel changed live (or a whole tile loaded: x null): the info card follows. */
+  function pixelChanged(x, y, color, tile) {
+    const p = state.selected;
+    if (!p) return;
+    if (x === null) {
+      if (Math.floor(p.x / 256) === tile.tx && Math.floor(p.y / 256) === tile.ty) ui.showSelection(p, world.pixel(p.x, p.y));
+      return;
+    }
+    if (p.x === x && p.y === y) {
+      ui.showSelection(p, color);
+      refreshInfo(250); // several in a burst make one request
+    }
+  }
+
+  /** Centers on a pixel close enough to see it, and selects it. */
+  function jumpTo(x, y, zoom) {
+    view.centerOn(x + 0.5, y + 0.5, zoom ?? Math.max(view.zoom, Math.min(16, view.maxZoom)));
+    viewChanged();
+    select({ x, y });
+  }
+
+  minimap = new Minimap(document.getElementById('minimap'), world, view, () => viewChanged());
+  minimap.layout();
+  const jumpForm = document.getElementById('jump');
+  const jumpInput = document.getElementById('jump-input');
+  jumpForm.addEventListener('submit', (e) => {
+    e.preventDefault();
+    const j = parseJump(jumpInput.value, world.width, world.height);
+    if (!j) {
+      ui.toast(`Type x, y: whole numbers from 0 to ${world.width - 1} and ${world.height - 1}`, 'error');
+      return;
+    }
+    jumpTo(j.x, j.y, j.zoom);
+    jumpInput.blur();
+    canvas.focus({ preventScroll: true });
   });
+
   window.addEventListener('online', () => {
-    ui.setStatus({ state: sync.state, retryAt: sync.retryAt });
-    sync.kick();
+    ui.setStatus({ state: world.state, retryAt: world.retryAt });
+    world.kick();
   });
   window.addEventListener('offline', () => ui.setStatus({ state: 'offline' }));
   document.addEventListener('visibilitychange', () => {
-    if (document.visibilityState === 'visible') sync.kick();
+    if (document.visibilityState === 'visible') world.kick();
   });
-  sync.start();
+  world.start();
 
   // ---- clocks ---------------------------------------------------------------------
 
@@ -276,15 +299,35 @@ async function main() {
   }, 250);
 
   renderPlace();
-  ui.setStatus({ state: sync.state });
+  ui.setStatus({ state: world.state });
   viewChanged(false);
 
   // A small read-only handle for the browser tests and the curious.
   window.rplace = Object.freeze({
-    get seq() { return sync.seq; },
-    pixel: (x, y) => board.get(x, y),
+    /** The highest tile version the page has seen. */
+    get seq() { return world.seq; },
+    pixel: (x, y) => world.pixel(x, y),
     get view() { return view.snapshot(); },
-    get status() { return sync.state; },
+    get status() { return world.state; },
+    get size() { return { width: world.width, height: world.height }; },
+    /** What the page holds and watches: the level shown, the level-0 tiles wanted,
+     * cached and subscribed, and what the socket brought. */
+    get tiles() {
+      const t = world.tiles;
+      return {
+        level: world.level,
+        levels: world.levels,
+        wanted: world.rect,
+        subscribed: t.subscription,
+        cached: t.tiles.size,
+        loaded: [...t.tiles.values()].filter((e) => e.pixels).map((e) => [e.tx, e.ty, e.version]),
+        overviews: [...world.overviews.images.values()].filter((e) => e.img).map((e) => [e.z, e.tx, e.ty]),
+        surfaces: renderer.surfaces.size,
+        frames: world.live.received.frames,
+        framesFrom: [...world.live.received.tiles],
+      };
+    },
+    tileVersion: (tx, ty) => world.tiles.peek(tx, ty)?.version ?? null,
   });
 }
 

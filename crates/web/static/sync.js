@@ -1,61 +1,38 @@
-// Keeps the local board exactly equal to the server's: the algorithm of docs/API.md,
-// "How a client stays exact".
+// The websocket (`/ws`): connects, reconnects with backoff, says which tiles the page
+// shows (the `view` message) and hands on what the server sends: tile frames (0x02),
+// the `view` answer (what it subscribed), `canvas` (the canvas grew) and `resync`.
+// Keeping each tile exact is tiles.js's job; this only moves messages.
 //
-//   1. open /ws and buffer its frames;
-//   2. GET /api/board: the board at seq S (header X-Board-Seq);
-//   3. apply buffered and new frames in order, skipping entries with seq <= current;
-//      if a frame starts after current + 1, GET /api/updates?since=current first
-//      (410: back to 2);
-//   4. after a reconnect, do 3 from the last seq applied.
-//
-// Every seq is applied exactly once and in order because there is one place that
-// applies them (`applyFrame`), it only ever takes the entry `current + 1`, and all the
-// work runs in one serialized loop (`pump`). The network and timers are injected so
-// tests/browser/unit.test.mjs can drive this with fakes: no DOM here.
+// The network and timers are injected so tests/browser/unit.test.mjs can drive it with
+// fakes: no DOM here.
 
-import { decodeFrames, forEachEntry } from './board.js';
+import { backoffDelay, decodeTileFrames } from './tiles.js';
 
-/** Reconnect delays: exponential from BACKOFF_MIN_MS to BACKOFF_MAX_MS, with jitter. */
-export const BACKOFF_MIN_MS = 500;
-export const BACKOFF_MAX_MS = 10_000;
-/** How long the first board fetch waits for the socket's hello before going ahead. */
-const HELLO_WAIT_MS = 2_000;
-/** A frame still ahead of the log after this many catch-ups triggers a board refetch. */
-const MAX_GAP_RETRIES = 3;
+export { backoffDelay, BACKOFF_MAX_MS, BACKOFF_MIN_MS } from './tiles.js';
 
-/** Delay before reconnect attempt `attempt` (0-based): 0.5 s, 1 s, 2 s ... 10 s, each
- * scaled by a random factor in [0.5, 1) so that clients a restart dropped together
- * do not all come back in the same instant. */
-export function backoffDelay(attempt, random = Math.random) {
-  const base = Math.min(BACKOFF_MAX_MS, BACKOFF_MIN_MS * 2 ** Math.min(attempt, 16));
-  return Math.max(BACKOFF_MIN_MS / 2, Math.round(base * (0.5 + 0.5 * random())));
-}
-
-class HttpError extends Error {
-  constructor(what, status) {
-    super(`${what}: HTTP ${status}`);
-    this.status = status;
-  }
-}
-
-export class Sync {
+export class Live {
   /**
    * @param {object} o
-   * @param {string} o.httpBase   prefix for API URLs ('' on the page: same origin)
-   * @param {string} o.wsUrl      the websocket URL (ws:// or wss://, same host)
-   * @param {(bytes: Uint8Array, seq: number) => void} o.onBoard   a whole new board
-   * @param {(seq: number, x: number, y: number, color: number) => void} o.onUpdate
-   * @param {(status: {state: string, retryAt?: number}) => void} [o.onStatus]
-   * @param {(err: Error) => void} [o.onError]
+   * @param {string} o.wsUrl   the websocket URL (ws:// or wss://, same host)
+   * @param {(msg: object) => void} [o.onHello]      a socket is open (msg: its hello)
+   * @param {(rect: {tx,ty,w,h}) => void} [o.onView] the server subscribed these tiles
+   * @param {(frame: object) => void} [o.onFrame]    a decoded tile frame
+   * @param {(dims: {width, height}) => void} [o.onCanvas] the canvas grew
+   * @param {() => void} [o.onResync]                the server lost continuity
+   * @param {() => void} [o.onDisconnect]            the socket closed
+   * @param {(status: {state: string, retryAt?: number}) => void} [o.onSocket]
    */
   constructor(o) {
-    this.httpBase = o.httpBase ?? '';
     this.wsUrl = o.wsUrl;
-    this.onBoard = o.onBoard;
-    this.onUpdate = o.onUpdate;
-    this.onStatus = o.onStatus ?? (() => {});
-    this.onError = o.onError ?? (() => {});
-    this.fetch = o.fetch ?? ((...a) => globalThis.fetch(...a));
+    const nop = () => {};
+    this.onHello = o.onHello ?? nop;
+    this.onView = o.onView ?? nop;
+    this.onFrame = o.onFrame ?? nop;
+    this.onCanvas = o.onCanvas ?? nop;
+    this.onResync = o.onResync ?? nop;
+    this.onDisconnect = o.onDisconnect ?? nop;
+    this.onSocket = o.onSocket ?? nop;
+    this.onError = o.onError ?? nop;
     this.WebSocket = o.WebSocket ?? globalThis.WebSocket;
     this.setTimeout = o.setTimeout ?? ((f, ms) => globalThis.setTimeout(f, ms));
     this.clearTimeout = o.clearTimeout ?? ((t) => globalThis.clearTimeout(t));
@@ -63,43 +40,28 @@ export class Sync {
     this.now = o.now ?? (() => Date.now());
     this.isOnline = o.isOnline ?? (() => true);
 
-    /** Newest seq applied to the local board; null until the first board arrives. */
-    this.seq = null;
-    /** Newest seq the server told us exists (hello); we catch up to it without waiting
-     * for the next frame, which on a quiet board could be a long time coming. */
-    this.knownSeq = 0;
-    /** Decoded frames waiting to be applied, in arrival order. */
-    this.queue = [];
-    this.needBoard = true;
-    /** Refetch bypassing the HTTP cache (after resync or 410, the cached one is too old). */
-    this.freshBoard = false;
-    /** The first board fetch waits for the socket's hello (or for it to fail). */
-    this.gateOpen = false;
-    this.busy = false;
-    this.gapRetries = 0;
-    /** 410s in a row, each answered with a new board. */
-    this.goneStreak = 0;
     this.ws = null;
-    this.connected = false; // hello received on the current socket
+    /** Hello received on the current socket. */
+    this.connected = false;
     this.attempt = 0;
     this.reconnectTimer = null;
-    this.pumpTimer = null;
-    this.pumpFailures = 0;
     this.stopped = false;
+    /** 'connecting' (never connected yet), 'open', 'reconnecting', 'offline'. */
     this.state = 'connecting';
     this.retryAt = undefined;
+    this.everConnected = false;
+    this.connectStartedAt = 0;
+    /** Frames and messages counted, for the browser tests (what reached this page). */
+    this.received = { frames: 0, tiles: new Set() };
   }
 
   start() {
     this.connect();
-    this.setTimeout(() => this.openGate(), HELLO_WAIT_MS);
   }
 
   stop() {
     this.stopped = true;
     this.clearTimeout(this.reconnectTimer);
-    this.clearTimeout(this.pumpTimer);
-    this.pumpTimer = null;
     if (this.ws) {
       const ws = this.ws;
       this.ws = null;
@@ -110,24 +72,30 @@ export class Sync {
 
   /** Reconnects now if waiting to (the browser came back online, the tab came back). */
   kick() {
-    if (this.stopped) return;
-    if (this.pumpTimer) {
-      this.clearTimeout(this.pumpTimer);
-      this.pumpTimer = null;
-      this.pump();
-    }
-    if (this.ws) return;
+    if (this.stopped || this.ws) return;
     this.clearTimeout(this.reconnectTimer);
     this.reconnectTimer = null;
     this.connect();
   }
 
-  // ---- websocket ---------------------------------------------------------------
+  /** Sends `{"type":"view",tx,ty,w,h}`; false if there is no open socket to send it on
+   * (the page sends it again on the next hello). */
+  sendView(rect) {
+    if (!this.ws || !this.connected) return false;
+    try {
+      this.ws.send(JSON.stringify({ type: 'view', tx: rect.tx, ty: rect.ty, w: rect.w, h: rect.h }));
+      return true;
+    } catch (err) {
+      this.onError(err);
+      return false;
+    }
+  }
 
   connect() {
     if (this.stopped) return;
     this.connected = false;
-    this.setState(this.seq === null ? 'connecting' : 'reconnecting');
+    this.connectStartedAt = this.now();
+    this.setState(this.everConnected ? 'reconnecting' : 'connecting');
     let ws;
     try {
       ws = new this.WebSocket(this.wsUrl);
@@ -149,30 +117,50 @@ export class Sync {
     if (typeof data === 'string') {
       let msg;
       try { msg = JSON.parse(data); } catch { return; }
-      if (msg?.type === 'hello') {
-        this.connected = true;
-        this.attempt = 0;
-        if (Number.isFinite(msg.seq)) this.knownSeq = Math.max(this.knownSeq, msg.seq);
-        this.openGate();
-        this.updateState();
-      } else if (msg?.type === 'resync') {
-        this.needBoard = true;
-        this.freshBoard = true;
-        this.updateState();
+      switch (msg?.type) {
+        case 'hello':
+          this.connected = true;
+          this.everConnected = true;
+          this.attempt = 0;
+          this.setState('open');
+          this.onHello(msg);
+          break;
+        case 'view':
+          if ([msg.tx, msg.ty, msg.w, msg.h].every(Number.isInteger)) {
+            this.onView({ tx: msg.tx, ty: msg.ty, w: msg.w, h: msg.h });
+          }
+          break;
+        case 'canvas':
+          if (Number.isInteger(msg.width) && Number.isInteger(msg.height)) this.onCanvas({ width: msg.width, height: msg.height });
+          break;
+        case 'resync':
+          this.onResync();
+          break;
+        case 'error':
+          this.onError(new Error(`server: ${msg.code}: ${msg.message}`));
+          break;
+        default:
+          break;
       }
-      this.pump();
       return;
     }
+    // Whole-canvas frames (0x01) reach a socket that has not named its tiles yet (on a
+    // canvas small enough for them): the tiles do not need them.
+    if (data.byteLength > 0 && new Uint8Array(data, 0, 1)[0] === 0x01) return;
+    let frames;
     try {
-      for (const f of decodeFrames(data)) this.queue.push(f);
+      frames = decodeTileFrames(data);
     } catch (err) {
-      // A broken frame means we can no longer trust our position: start over.
+      // A broken frame: nothing a tile can trust. The tiles' own rule notices any
+      // placement this hides (the next frame's prev).
       this.onError(err);
-      this.queue.length = 0;
-      this.needBoard = true;
-      this.freshBoard = true;
+      return;
     }
-    this.pump();
+    for (const f of frames) {
+      this.received.frames++;
+      if (this.received.tiles.size < 4096) this.received.tiles.add(`${f.tx},${f.ty}`);
+      this.onFrame(f);
+    }
   }
 
   onClose(ws) {
@@ -180,11 +168,10 @@ export class Sync {
     this.ws = null;
     this.connected = false;
     if (this.stopped) return;
-    // Whatever the code (1001 going away, 4000 too slow, 1006 network): come back and
-    // catch up from this.seq. Frames already buffered stay valid.
-    this.openGate();
+    // Whatever the code (1001 going away, 4000 too slow, 1006 network): come back, send
+    // the view again, and every tile catches up from its version.
+    this.onDisconnect();
     this.scheduleReconnect();
-    this.pump();
   }
 
   scheduleReconnect() {
@@ -204,165 +191,11 @@ export class Sync {
     }, delay);
   }
 
-  // ---- applying --------------------------------------------------------------------
-
-  openGate() {
-    if (this.gateOpen) return;
-    this.gateOpen = true;
-    this.pump();
-  }
-
-  /** The one loop that changes the board. Reentrant calls return at once: the running
-   * loop looks at the queue again before it exits, with no await in between. */
-  async pump() {
-    // While a failed fetch waits for its retry timer, frames just queue up.
-    if (this.busy || this.stopped || this.pumpTimer) return;
-    this.busy = true;
-    try {
-      while (!this.stopped) {
-        if (this.needBoard) {
-          if (!this.gateOpen) break;
-          await this.fetchBoard();
-          continue;
-        }
-        const f = this.queue[0];
-        if (f) {
-          if (f.firstSeq + f.count - 1 <= this.seq) {
-            this.queue.shift(); // all of it is on the board already
-            continue;
-          }
-          if (f.firstSeq > this.seq + 1) {
-            // Placements between our board and this frame: get them from the log.
-            const before = this.seq;
-            await this.catchUp();
-            if (!this.needBoard && this.seq === before && this.queue[0] === f) {
-              if (++this.gapRetries > MAX_GAP_RETRIES) {
-                this.gapRetries = 0;
-                this.needBoard = true;
-                this.freshBoard = true;
-              } else {
-                await this.sleep(100 * this.gapRetries);
-              }
-            }
-            continue;
-          }
-          this.queue.shift();
-          this.gapRetries = 0;
-          this.applyFrame(f);
-          continue;
-        }
-        if (this.knownSeq > this.seq) {
-          await this.catchUp();
-          // Never loop on a hello the log cannot satisfy; frames will show any gap.
-          if (this.knownSeq > this.seq && !this.needBoard) this.knownSeq = this.seq;
-          continue;
-        }
-        break;
-      }
-      this.pumpFailures = 0;
-    } catch (err) {
-      this.onError(err);
-      // The board or the log could not be fetched: try again later, same state.
-      const delay = backoffDelay(this.pumpFailures++, this.random);
-      this.clearTimeout(this.pumpTimer);
-      this.pumpTimer = this.setTimeout(() => {
-        this.pumpTimer = null;
-        this.pump();
-      }, delay);
-    } finally {
-      this.busy = false;
-      this.updateState();
-    }
-  }
-
-  /** Applies the entries of a frame that are newer than the board; the caller made sure
-   * the frame starts at or before seq + 1, so nothing is skipped. */
-  applyFrame(f) {
-    forEachEntry(f, (s, x, y, color) => {
-      if (s <= this.seq) return;
-      if (s !== this.seq + 1) throw new Error(`internal: applying seq ${s} after ${this.seq}`);
-      this.onUpdate(s, x, y, color);
-      this.seq = s;
-    });
-    if (this.seq > this.knownSeq) this.knownSeq = this.seq;
-  }
-
-  async fetchBoard() {
-    // A board older than the log (a cache in the way) would bring 410 again at once:
-    // wait a little more each time rather than spin.
-    if (this.goneStreak > 1) await this.sleep(backoffDelay(this.goneStreak - 2, this.random));
-    if (this.stopped) return;
-    const res = await this.fetch(`${this.httpBase}/api/board`, {
-      credentials: 'same-origin',
-      cache: this.freshBoard ? 'no-cache' : 'default',
-    });
-    if (!res.ok) throw new HttpError('GET /api/board', res.status);
-    const seq = Number(res.headers.get('X-Board-Seq'));
-    if (!Number.isSafeInteger(seq) || seq < 0) throw new Error('GET /api/board: no X-Board-Seq header');
-    const bytes = new Uint8Array(await res.arrayBuffer());
-    if (this.stopped) return;
-    this.onBoard(bytes, seq);
-    this.seq = seq;
-    this.needBoard = false;
-    this.freshBoard = false;
-    if (seq > this.knownSeq) this.knownSeq = seq;
-  }
-
-  /** Applies every placement after this.seq from `/api/updates`, page by page. */
-  async catchUp() {
-    for (;;) {
-      const since = this.seq;
-      const res = await this.fetch(`${this.httpBase}/api/updates?since=${since}`, {
-        credentials: 'same-origin',
-        cache: 'no-store',
-      });
-      if (res.status === 410) {
-        // The log no longer reaches back to our board: start from a new board.
-        this.goneStreak++;
-        this.needBoard = true;
-        this.freshBoard = true;
-        return;
-      }
-      if (!res.ok) throw new HttpError('GET /api/updates', res.status);
-      this.goneStreak = 0;
-      const more = (res.headers.get('X-Updates-More') ?? '').toLowerCase() === 'true';
-      const frames = decodeFrames(await res.arrayBuffer());
-      if (this.stopped) return;
-      for (const f of frames) {
-        if (f.firstSeq > this.seq + 1) {
-          // The log itself has a hole: only a new board can be trusted.
-          this.onError(new Error(`/api/updates skipped from ${this.seq} to ${f.firstSeq}`));
-          this.needBoard = true;
-          this.freshBoard = true;
-          return;
-        }
-        this.applyFrame(f);
-      }
-      if (!more || this.seq === since) return;
-    }
-  }
-
-  sleep(ms) {
-    return new Promise((resolve) => this.setTimeout(resolve, ms));
-  }
-
-  // ---- status ----------------------------------------------------------------------
-
-  updateState() {
-    if (this.stopped) return;
-    if (this.ws && this.connected) {
-      this.setState(this.seq === null || this.needBoard ? 'connecting' : 'live');
-    } else if (this.ws) {
-      this.setState(this.seq === null ? 'connecting' : 'reconnecting');
-    }
-    // Without a socket the state was set by scheduleReconnect (reconnecting/offline).
-  }
-
   setState(state, retryAt) {
     if (state !== 'reconnecting') retryAt = undefined;
     if (state === this.state && retryAt === this.retryAt) return;
     this.state = state;
     this.retryAt = retryAt;
-    this.onStatus({ state, retryAt });
+    this.onSocket({ state, retryAt });
   }
 }

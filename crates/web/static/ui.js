@@ -214,7 +214,8 @@ export class UI {
   setCoords(pixel, zoom) {
     const xy = pixel ? `(${pixel.x}, ${pixel.y})` : '(–, –)';
     if (this.el.coordsXY.textContent !== xy) this.el.coordsXY.textContent = xy;
-    const z = `${zoom >= 10 ? Math.round(zoom) : zoom.toFixed(1).replace(/\.0$/, '')}×`;
+    // Zoomed far out (a 2^22 canvas on a phone is at 1/20000×) two significant digits.
+    const z = `${zoom >= 10 ? Math.round(zoom) : zoom >= 1 ? zoom.toFixed(1).replace(/\.0$/, '') : Number(zoom.toPrecision(2))}×`;
     if (this.el.coordsZoom.textContent !== z) this.el.coordsZoom.textContent = z;
   }
 

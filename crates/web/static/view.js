@@ -49,6 +49,13 @@ export class View {
     this.clamp();
   }
 
+  /** The board's size changed (it grew): the view stays where it is. */
+  setBoard(boardWidth, boardHeight) {
+    this.bw = boardWidth;
+    this.bh = boardHeight;
+    this.clamp();
+  }
+
   /** The default view: the whole board, centered. */
   reset() {
     this.x = this.bw / 2;

@@ -32,11 +32,12 @@ pub struct Config {
     #[arg(long, env = "RPLACE_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
 
-    /// Board width in pixels (1 to 8192).
+    /// Canvas width in pixels (1 to 4194304); a canvas of at most 8192 on both sides is
+    /// also served whole (`GET /api/board`). It may grow at run time (admin), never shrink.
     #[arg(long, env = "RPLACE_WIDTH", default_value_t = 1000)]
     pub width: u64,
 
-    /// Board height in pixels (1 to 8192).
+    /// Canvas height in pixels (1 to 4194304).
     #[arg(long, env = "RPLACE_HEIGHT", default_value_t = 1000)]
     pub height: u64,
 
@@ -162,6 +163,11 @@ pub struct Config {
     /// Update frames a websocket client may fall behind before it is told to reconnect.
     #[arg(long, env = "RPLACE_CLIENT_QUEUE", default_value_t = 256)]
     pub client_queue: usize,
+
+    /// Tiles (256² pixels) kept in memory by the server and by the embedded store; tiles
+    /// not in memory are read from the store. 4096 is at most 128 MiB of 4-bit pixels.
+    #[arg(long, env = "RPLACE_TILE_CACHE", default_value_t = crate::tile_cache::DEFAULT_TILE_CACHE)]
+    pub tile_cache: usize,
 
     /// Most open websocket connections; more get 503.
     #[arg(long, env = "RPLACE_MAX_CONNECTIONS", default_value_t = 100_000)]

@@ -131,6 +131,9 @@ impl Config {
                 "must be at least 1",
             ));
         }
+        if self.tile_cache == 0 {
+            return Err(bad("tile-cache", "RPLACE_TILE_CACHE", "must be at least 1"));
+        }
         if self.client_queue == 0 {
             return Err(bad(
                 "client-queue",

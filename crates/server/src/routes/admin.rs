@@ -23,7 +23,10 @@ pub const PREFIX: &str = "/api/admin";
 
 /// The admin endpoints, relative to [`PREFIX`].
 pub fn table() -> Vec<(&'static str, MethodRouter<AppState>)> {
-    let mut t = vec![("/status", get(status))];
+    let mut t = vec![
+        ("/status", get(status)),
+        ("/canvas", axum::routing::post(grow_canvas)),
+    ];
     t.extend(super::moderation::table());
     t.extend(super::rewrite::table());
     t.extend(super::records::admin_table());
@@ -87,18 +90,89 @@ async fn status(
         Backend::Embedded(_) => "embedded",
         Backend::Shared(_) => "shared",
     };
-    let s = &app.settings;
+    let dims = app.hub.dims();
     Ok((
         [(axum::http::header::CACHE_CONTROL, "no-store")],
         Json(json!({
-            "width": s.dims.width(),
-            "height": s.dims.height(),
+            "width": dims.width(),
+            "height": dims.height(),
             "seq": app.hub.seq().0,
             "ws_clients": app.hub.clients(),
             "backend": backend,
             "draining": app.is_draining(),
             "uptime_s": started.0.elapsed().as_secs_f64(),
         })),
+    )
+        .into_response())
+}
+
+/// `POST /api/admin/canvas` `{"width":..,"height":..}`: grows the canvas at run time
+/// (admins only). Nothing painted moves; every websocket client gets a `canvas` message
+/// (on every instance: the store's feed says `Grown`).
+async fn grow_canvas(
+    State(app): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    use rplace_domain::board::MAX_SIDE;
+    use rplace_store::{Store, StoreError};
+    actor.require(Role::Admin)?;
+    let obj = crate::routes::body::json_object(&body, r#"{"width":2000,"height":2000}"#)?;
+    let now = app.hub.dims();
+    let allowed = |n: u32| format!("integer {n}..={MAX_SIDE} (the canvas may only grow)");
+    let w = crate::routes::body::int_field(&obj, "width", allowed(now.width()))?;
+    let h = crate::routes::body::int_field(&obj, "height", allowed(now.height()))?;
+    for (field, v, cur) in [("width", w, now.width()), ("height", h, now.height())] {
+        if v > i64::from(MAX_SIDE) {
+            return Err(ApiError::InvalidSize {
+                field,
+                message: format!("{field} may be at most {MAX_SIDE}, got {v}"),
+                allowed: allowed(cur),
+            });
+        }
+        if v < i64::from(cur) {
+            return Err(ApiError::CannotShrink(format!(
+                "{field} is {cur} now and a canvas cannot shrink, got {v}; send {}",
+                allowed(cur)
+            )));
+        }
+    }
+    let to = rplace_domain::Dimensions::parse(w as u64, h as u64).map_err(|e| {
+        ApiError::InvalidSize {
+            field: "width",
+            message: e.to_string(),
+            allowed: allowed(now.width()),
+        }
+    })?;
+    let got = match app.store.grow(to).await {
+        Ok(d) => d,
+        // Another instance grew it further meanwhile, or this store cannot grow.
+        Err(StoreError::Config(m)) => {
+            return Err(ApiError::Status {
+                status: axum::http::StatusCode::CONFLICT,
+                message: m,
+            });
+        }
+        Err(e) => return Err(e.into()),
+    };
+    app.hub.grown(got);
+    crate::audit::record(
+        &app,
+        &actor,
+        crate::audit::Action {
+            kind: "canvas.grow",
+            reason: None,
+            pixels: 0,
+            detail: json!({
+                "from": {"width": now.width(), "height": now.height()},
+                "to": {"width": got.width(), "height": got.height()},
+            }),
+        },
+    )
+    .await?;
+    Ok((
+        [(axum::http::header::CACHE_CONTROL, "no-store")],
+        Json(json!({ "width": got.width(), "height": got.height() })),
     )
         .into_response())
 }

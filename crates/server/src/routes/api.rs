@@ -43,10 +43,14 @@ pub async fn config(
     let (jar, user) = crate::identity::ensure(jar, app.settings.access.secure_cookies);
     let next_at = app.store.next_allowed(user).await?;
     let s = &app.settings;
+    let dims = app.hub.dims();
     let (pow, captcha) = app.antibot.public_config();
     let body = json!({
-        "width": s.dims.width(),
-        "height": s.dims.height(),
+        "width": dims.width(),
+        "height": dims.height(),
+        "tile_size": rplace_domain::tile::TILE_SIZE,
+        "levels": rplace_domain::tile::levels(dims),
+        "whole": dims.whole(),
         "palette": s.palette.colors().iter().map(|c| c.to_hex()).collect::<Vec<_>>(),
         "bits_per_pixel": s.palette.depth().bits(),
         "cooldown_ms": s.cooldown.as_millis(),
@@ -82,7 +86,7 @@ fn etag(seq: Seq) -> HeaderValue {
 
 /// `If-None-Match` uses the weak comparison (RFC 9110 13.1.2): a cache that gzipped the
 /// body (Varnish) turns the ETag weak, and the board is still the same version.
-fn not_modified(headers: &HeaderMap, seq: Seq) -> bool {
+pub(crate) fn not_modified(headers: &HeaderMap, seq: Seq) -> bool {
     let tag = format!("\"{}\"", seq.0);
     headers.get(header::IF_NONE_MATCH).is_some_and(|v| {
         v.to_str()
@@ -95,13 +99,26 @@ fn not_modified(headers: &HeaderMap, seq: Seq) -> bool {
     })
 }
 
-fn ttl_secs(app: &AppState) -> u64 {
+pub(crate) fn ttl_secs(app: &AppState) -> u64 {
     app.settings.board_ttl.as_secs_f64().round() as u64
 }
 
+/// Whole-canvas endpoints exist only on canvases small enough to be served whole.
+pub(crate) fn require_whole(app: &AppState) -> Result<rplace_domain::Dimensions, ApiError> {
+    let dims = app.hub.dims();
+    if !dims.whole() {
+        return Err(ApiError::NotWhole {
+            width: dims.width(),
+            height: dims.height(),
+        });
+    }
+    Ok(dims)
+}
+
 pub async fn board(State(app): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    require_whole(&app)?;
     metrics::counter!("rplace_board_requests_total", "format" => "raw").increment(1);
-    let version = app.boards.get(&app.hub).await;
+    let version = app.boards.get(&app.hub).await.map_err(ApiError::from)?;
     let enc = Encoding::negotiate(
         headers
             .get(header::ACCEPT_ENCODING)
@@ -134,13 +151,14 @@ pub async fn board_png(
     State(app): State<AppState>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    let dims = require_whole(&app)?;
     metrics::counter!("rplace_board_requests_total", "format" => "png").increment(1);
-    let version = app.boards.get(&app.hub).await;
+    let version = app.boards.get(&app.hub).await.map_err(ApiError::from)?;
     let mut resp = if not_modified(&headers, version.seq) {
         StatusCode::NOT_MODIFIED.into_response()
     } else {
         let png = version
-            .png(app.settings.dims, &app.settings.palette)
+            .png(dims, &app.settings.palette)
             .await
             .map_err(ApiError::unavailable)?;
         app.bodies.offer(&png).await;
@@ -211,7 +229,7 @@ fn parse_placement(
     body: &[u8],
 ) -> Result<(Coord, rplace_domain::ColorIndex), ApiError> {
     let obj = json_object(body, r#"{"x":0,"y":0,"color":0}"#)?;
-    let dims = app.settings.dims;
+    let dims = app.hub.dims();
     let x_allowed = format!("integer 0..={}", dims.width() - 1);
     let y_allowed = format!("integer 0..={}", dims.height() - 1);
     let c_allowed = format!("palette index 0..={}", app.settings.palette.len() - 1);
@@ -350,7 +368,7 @@ fn query_int(q: &HashMap<String, String>, field: &'static str) -> Result<i64, Ap
 
 pub async fn pixel_info(State(app): State<AppState>, q: QueryMap) -> Result<Response, ApiError> {
     let q = query_map(q)?;
-    let dims = app.settings.dims;
+    let dims = app.hub.dims();
     let (x, y) = (query_int(&q, "x")?, query_int(&q, "y")?);
     let coord = dims.coord(x, y).map_err(|e| ApiError::InvalidField {
         field: e.axis,
@@ -359,10 +377,11 @@ pub async fn pixel_info(State(app): State<AppState>, q: QueryMap) -> Result<Resp
     })?;
     let history = app.store.pixel_history(coord, HISTORY_LEN).await?;
     let latest = history.first();
+    let color = app.hub.pixel(coord).await?;
     let body = json!({
         "x": x,
         "y": y,
-        "color": app.hub.pixel(coord).get(),
+        "color": color.get(),
         "seq": latest.map(|p| p.seq.0),
         "user": latest.map(|p| p.user.to_string()),
         "at": latest.map(|p| p.at_ms),
@@ -374,6 +393,8 @@ pub async fn pixel_info(State(app): State<AppState>, q: QueryMap) -> Result<Resp
 }
 
 pub async fn updates(State(app): State<AppState>, q: QueryMap) -> Result<Response, ApiError> {
+    // Whole-canvas frames carry 16-bit coordinates: larger canvases catch up per tile.
+    require_whole(&app)?;
     let q = query_map(q)?;
     let since = query_int(&q, "since")?;
     if since < 0 {

@@ -1,5 +1,6 @@
 //! The HTTP surface. One file per area:
 //! - [`api`]: config, board, pixels, updates (JSON and binary).
+//! - [`tiles`]: tiles, their PNGs, the overview pyramid and per-tile catch-up.
 //! - [`ws`]: the live update websocket.
 //! - [`ops`]: health, readiness, metrics, OpenAPI.
 //! - [`admin`]: operator and moderator endpoints under `/api/admin/`, which join those of
@@ -18,6 +19,7 @@ pub mod ops;
 pub mod records;
 pub mod rewrite;
 pub mod strict;
+pub mod tiles;
 pub mod ws;
 
 use crate::app::AppState;
@@ -33,6 +35,9 @@ pub fn table() -> Vec<(&'static str, MethodRouter<AppState>)> {
         ("/api/board.png", get(api::board_png)),
         ("/api/pixel", get(api::pixel_info).put(api::place)),
         ("/api/updates", get(api::updates)),
+        ("/api/tiles/{tx}/{ty}", get(tiles::tile)),
+        ("/api/tiles/{tx}/{ty}/updates", get(tiles::updates)),
+        ("/api/tiles/{z}/{tx}/{ty}", get(tiles::overview)),
         ("/api/openapi.json", get(ops::openapi)),
         ("/ws", get(ws::upgrade).head(only_get)),
         ("/healthz", get(ops::healthz)),

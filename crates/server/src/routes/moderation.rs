@@ -274,7 +274,7 @@ async fn protect(
 ) -> Result<Response, ApiError> {
     actor.require(Role::Moderator)?;
     let b: ProtectBody = parse_body(&body, r#"{"rect":{"x":0,"y":0,"w":10,"h":10}}"#)?;
-    let dims = app.settings.dims;
+    let dims = app.hub.dims();
     let rect = Rect::parse(dims, b.rect.x, b.rect.y, b.rect.w, b.rect.h).map_err(|e| {
         ApiError::InvalidField {
             field: match e.field {

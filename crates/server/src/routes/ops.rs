@@ -55,7 +55,8 @@ const OPENAPI: &str = include_str!("../../../../docs/openapi.json");
 pub fn openapi_document(app: &AppState) -> Value {
     let mut doc: Value = serde_json::from_str(OPENAPI).expect("docs/openapi.json is JSON");
     let s = &app.settings;
-    let (x_max, y_max) = (s.dims.width() - 1, s.dims.height() - 1);
+    let dims = app.hub.dims();
+    let (x_max, y_max) = (dims.width() - 1, dims.height() - 1);
     let c_max = s.palette.len() - 1;
     let place = &mut doc["components"]["schemas"]["PlaceRequest"]["properties"];
     place["x"]["maximum"] = json!(x_max);

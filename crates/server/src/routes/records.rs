@@ -102,7 +102,7 @@ fn text_field(
 
 /// An optional `rect` field: `{"x","y","w","h"}` wholly on the board.
 fn rect_field(app: &AppState, obj: &Map<String, Value>) -> Result<Option<Rect>, ApiError> {
-    let dims = app.settings.dims;
+    let dims = app.hub.dims();
     let allowed = format!(
         "{{\"x\",\"y\",\"w\",\"h\"}} inside the {}x{} board",
         dims.width(),
@@ -235,7 +235,7 @@ async fn file_report(
         r#"{"x":0,"y":0,"reason":"griefing"}"#,
     )
     .await?;
-    let dims = app.settings.dims;
+    let dims = app.hub.dims();
     let x_allowed = format!("integer 0..={}", dims.width() - 1);
     let y_allowed = format!("integer 0..={}", dims.height() - 1);
     let x = int_field(&obj, "x", x_allowed.clone())?;
@@ -258,9 +258,10 @@ async fn file_report(
         reason,
         // The color of the last placement, so color and last placement always agree (the
         // hub's board may trail the store by a moment); never placed: the hub's blank.
-        color: last
-            .first()
-            .map_or_else(|| app.hub.pixel(coord), |p| p.color),
+        color: match last.first() {
+            Some(p) => p.color,
+            None => app.hub.pixel(coord).await?,
+        },
         last: last.first().map(|p| (p.seq, p.user)),
     };
     match app.store.add_report(report, REPORT_LIMIT).await? {
@@ -322,9 +323,10 @@ async fn inspect_report(
     })?;
     let coord = report.filed.coord;
     let history = app.store.pixel_history(coord, INSPECT_HISTORY).await?;
+    let color = app.hub.pixel(coord).await?;
     Ok(no_store(json!({
         "report": report_json(&report),
-        "color": app.hub.pixel(coord).get(),
+        "color": color.get(),
         "history": history.iter().map(|p| json!({
             "seq": p.seq.0, "color": p.color.get(), "user": p.user.to_string(), "at": p.at_ms,
         })).collect::<Vec<_>>(),

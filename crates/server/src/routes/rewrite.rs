@@ -90,7 +90,7 @@ fn rect(
     o: &Map<String, Value>,
     field: &'static str,
 ) -> Result<Option<Rect>, ApiError> {
-    let dims = app.settings.dims;
+    let dims = app.hub.dims();
     let allowed = format!(
         "{{\"x\",\"y\",\"w\",\"h\"}} within the {}x{} board",
         dims.width(),
@@ -433,7 +433,7 @@ async fn stamp(
     body: Body,
 ) -> Result<Response, ApiError> {
     actor.require(Role::Moderator)?;
-    let dims = app.settings.dims;
+    let dims = app.hub.dims();
     let int = |field: &'static str, max: u32| -> Result<u32, ApiError> {
         let raw = q.get(field).ok_or_else(|| ApiError::InvalidQuery {
             field,

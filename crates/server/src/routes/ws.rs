@@ -1,6 +1,7 @@
 //! `GET /ws`: live update frames. The server only writes frames; what the client sends is
-//! read for control: a close ends the connection, and any message (a pong, normally)
-//! answers the last ping. Every `--ws-ping-interval` the server pings; a client that sends
+//! read for control: a close ends the connection, a `view` text message names the tiles it
+//! shows (from then on it gets only their tile frames, see `crate::hub`), and any message
+//! (a pong, normally) answers the last ping. Every `--ws-ping-interval` the server pings; a client that sends
 //! nothing within `--ws-pong-timeout` after a ping is closed with 4001, so a dead peer
 //! does not hold a connection (and a queue position) forever.
 //!
@@ -14,12 +15,14 @@
 
 use crate::app::AppState;
 use crate::error::ApiError;
-use crate::hub::Outgoing;
+use crate::hub::{Hub, Outgoing, VIEW_MAX_TILES, ViewFeed, ViewRect};
 use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
-use serde_json::json;
+use serde_json::{Value, json};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::broadcast::{self, error::RecvError};
 use tokio_util::sync::CancellationToken;
@@ -90,13 +93,23 @@ async fn session(app: AppState, socket: WebSocket, permit: crate::serve::per_ip:
     let _permit = permit;
     let (frames, seq) = app.hub.subscribe();
     app.hub.client_connected();
-    let hello = json!({ "type": "hello", "seq": seq.0, "tick_ms": app.hub.tick_ms() });
+    let dims = app.hub.dims();
+    let hello = json!({
+        "type": "hello",
+        "seq": seq.0,
+        "tick_ms": app.hub.tick_ms(),
+        "width": dims.width(),
+        "height": dims.height(),
+        "tile_size": rplace_domain::tile::TILE_SIZE,
+        "whole": dims.whole(),
+    });
     let end = pump(
         socket,
         frames,
         Message::Text(hello.to_string().into()),
         app.stop.clone(),
         Liveness::from_settings(&app.settings.ws),
+        Some(app.hub.clone()),
     )
     .await;
     match end {
@@ -141,7 +154,126 @@ async fn close<S: Sink<Message> + Unpin>(tx: &mut S, code: u16, reason: &'static
         tokio::time::timeout(Duration::from_secs(1), tx.send(Message::Close(Some(frame)))).await;
 }
 
-/// Sends `hello`, then every broadcast message, until the client leaves, lags, stops
+/// A connection's subscription to tiles; leaves the hub's views when dropped.
+struct Viewing {
+    feed: ViewFeed,
+    hub: Arc<Hub>,
+}
+
+impl Drop for Viewing {
+    fn drop(&mut self) {
+        self.hub.leave_views(self.feed.id);
+    }
+}
+
+/// What a viewer's queue yields.
+enum ViewEvent {
+    Frame(Bytes),
+    Lagged,
+}
+
+/// The next tile frame of a viewer, or its overflow; never for a connection without view.
+async fn view_event(v: &mut Option<Viewing>) -> ViewEvent {
+    let Some(v) = v else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        biased;
+        _ = v.feed.lagged.cancelled() => ViewEvent::Lagged,
+        f = v.feed.frames.recv() => match f {
+            Some(f) => ViewEvent::Frame(f),
+            None => ViewEvent::Lagged,
+        },
+    }
+}
+
+fn text(v: Value) -> Message {
+    Message::Text(v.to_string().into())
+}
+
+fn view_error(message: String) -> Message {
+    text(json!({ "type": "error", "code": "view", "message": message }))
+}
+
+/// Parses a client's text message: only `{"type":"view","tx":..,"ty":..,"w":..,"h":..}`.
+pub fn parse_view(t: &str) -> Result<ViewRect, String> {
+    const SHAPE: &str = r#"send {"type":"view","tx":0,"ty":0,"w":4,"h":3}"#;
+    let v: Value = serde_json::from_str(t).map_err(|e| format!("not JSON ({e}); {SHAPE}"))?;
+    let obj = v
+        .as_object()
+        .ok_or_else(|| format!("not a JSON object; {SHAPE}"))?;
+    if obj.get("type").and_then(Value::as_str) != Some("view") {
+        return Err(format!(
+            "the only message a client may send is a view; {SHAPE}"
+        ));
+    }
+    if let Some(k) = obj
+        .keys()
+        .find(|k| !["type", "tx", "ty", "w", "h"].contains(&k.as_str()))
+    {
+        return Err(format!("unknown field {k:?}; {SHAPE}"));
+    }
+    let field = |name: &str, min: u64| -> Result<u32, String> {
+        obj.get(name)
+            .and_then(Value::as_u64)
+            .filter(|n| *n >= min && *n <= u64::from(u32::MAX))
+            .map(|n| n as u32)
+            .ok_or_else(|| format!("{name} must be an integer from {min} to {}", u32::MAX))
+    };
+    let rect = ViewRect {
+        tx: field("tx", 0)?,
+        ty: field("ty", 0)?,
+        w: field("w", 1)?,
+        h: field("h", 1)?,
+    };
+    if u64::from(rect.w) * u64::from(rect.h) > u64::from(VIEW_MAX_TILES) {
+        return Err(format!(
+            "a view may hold at most {VIEW_MAX_TILES} tiles (w * h), got {} x {}",
+            rect.w, rect.h
+        ));
+    }
+    Ok(rect)
+}
+
+/// Answers a client's text message: subscribes to its view (switching the connection
+/// from whole-canvas frames to tile frames the first time), or says what is wrong.
+fn on_text(
+    t: &str,
+    hub: &Option<Arc<Hub>>,
+    viewer: &mut Option<Viewing>,
+    frames: &mut broadcast::Receiver<Outgoing>,
+) -> Message {
+    let rect = match parse_view(t) {
+        Ok(r) => r,
+        Err(e) => return view_error(e),
+    };
+    let Some(hub) = hub else {
+        return view_error("views are not served here".into());
+    };
+    let v = viewer.get_or_insert_with(|| {
+        let (feed, control) = hub.join_views();
+        *frames = control;
+        Viewing {
+            feed,
+            hub: hub.clone(),
+        }
+    });
+    let (rect, missing) = hub.set_view(v.feed.id, rect);
+    if !missing.is_empty() {
+        // Their frames start once they are cached; the client fetches them anyway.
+        let hub = hub.clone();
+        tokio::spawn(async move {
+            if let Err(e) = hub.ensure_all(missing).await {
+                tracing::debug!(error = %e, "loading a view's tiles failed");
+            }
+        });
+    }
+    metrics::counter!("rplace_ws_views_total").increment(1);
+    text(json!({ "type": "view", "tx": rect.tx, "ty": rect.ty, "w": rect.w, "h": rect.h }))
+}
+
+/// Sends `hello`, then every broadcast message (or, once the client sent a view, its
+/// tiles' frames and the control messages), until the client leaves, lags, stops
 /// answering pings or the server stops.
 pub async fn pump<S, E>(
     mut socket: S,
@@ -149,10 +281,12 @@ pub async fn pump<S, E>(
     hello: Message,
     stop: CancellationToken,
     liveness: Liveness,
+    hub: Option<Arc<Hub>>,
 ) -> End
 where
     S: Sink<Message> + Stream<Item = Result<Message, E>> + Unpin,
 {
+    let mut viewer: Option<Viewing> = None;
     let tx = &mut socket;
     if !send(tx, hello).await {
         return End::Client;
@@ -171,8 +305,10 @@ where
             }
             msg = frames.recv() => match msg {
                 Ok(Outgoing::Frame(frame)) => send(tx, Message::Binary(frame)).await,
-                Ok(Outgoing::Resync) => {
-                    send(tx, Message::Text(json!({ "type": "resync" }).to_string().into())).await
+                Ok(Outgoing::Resync) => send(tx, text(json!({ "type": "resync" }))).await,
+                Ok(Outgoing::Canvas(d)) => {
+                    let m = json!({ "type": "canvas", "width": d.width(), "height": d.height() });
+                    send(tx, text(m)).await
                 }
                 Err(RecvError::Lagged(_)) => {
                     close(tx, CLOSE_LAGGING, "too slow: reconnect and catch up").await;
@@ -183,15 +319,28 @@ where
                     return End::Shutdown;
                 }
             },
+            ev = view_event(&mut viewer) => match ev {
+                ViewEvent::Frame(frame) => send(tx, Message::Binary(frame)).await,
+                ViewEvent::Lagged => {
+                    close(tx, CLOSE_LAGGING, "too slow: reconnect and catch up").await;
+                    return End::Lagged;
+                }
+            },
             incoming = tx.next() => match incoming {
                 None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return End::Client,
-                Some(Ok(_)) => {
+                Some(Ok(m)) => {
                     // Any message proves the client is there; the next ping is due one
                     // interval after the last.
                     if let Some(at) = ping_sent.take() {
                         timer.as_mut().reset(at + every);
                     }
-                    true
+                    match m {
+                        Message::Text(t) => {
+                            let answer = on_text(&t, &hub, &mut viewer, &mut frames);
+                            send(tx, answer).await
+                        }
+                        _ => true,
+                    }
                 }
             },
             _ = &mut timer, if liveness.ping_every.is_some() => {
@@ -280,6 +429,7 @@ mod tests {
                 ping_every: Some(Duration::from_secs(3600)),
                 pong_within: Duration::from_secs(3600),
             },
+            None,
         ))
     }
 
@@ -353,6 +503,7 @@ mod tests {
             Message::Text("hi".into()),
             CancellationToken::new(),
             liveness,
+            None,
         ))
     }
 

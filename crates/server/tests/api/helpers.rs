@@ -16,7 +16,8 @@
 //! `cargo test -p rplace --test api placement_round_trip`). Options after the name, in
 //! this order: `tokio(flavor = "multi_thread", worker_threads = 2)` for the runtime,
 //! `ignore_shared = "why"` / `ignore_embedded = "why"` for a known difference between the
-//! backends (a bug to fix: say which in the test's comment).
+//! backends (a bug to fix: say which in the test's comment); `ignore = "why"` alone for
+//! both.
 //!
 //! - [`Backend::Embedded`]: the SQLite store in a fresh data dir.
 //! - [`Backend::Shared`]: Redis + PostgreSQL. One `redis-server` and one PostgreSQL cluster
@@ -575,6 +576,22 @@ macro_rules! contract_test {
 
             #[tokio::test $(($($rt)*))?]
             $(#[ignore = $why_shared])?
+            async fn shared() {
+                super::$name($crate::helpers::Backend::Shared).await
+            }
+        }
+    };
+    // Both ignored: a test of what another branch provides (say which).
+    ($name:ident, ignore = $why:literal $(,)?) => {
+        mod $name {
+            #[tokio::test]
+            #[ignore = $why]
+            async fn embedded() {
+                super::$name($crate::helpers::Backend::Embedded).await
+            }
+
+            #[tokio::test]
+            #[ignore = $why]
             async fn shared() {
                 super::$name($crate::helpers::Backend::Shared).await
             }

@@ -24,3 +24,4 @@ mod rewrite;
 mod roles;
 mod store_errors;
 mod strict;
+mod tiles;

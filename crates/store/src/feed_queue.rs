@@ -102,7 +102,7 @@ impl FeedSender {
 
     /// Sends that the canvas grew, waiting for room: a size change is never dropped (an
     /// owed reset still follows it).
-    pub async fn grown(&mut self, dims: rplace_domain::Dimensions) {
+    pub async fn grown_waiting(&mut self, dims: Dimensions) {
         let _ = self.tx.send(FeedEvent::Grown(dims)).await;
     }
 

@@ -317,7 +317,7 @@ impl Feed {
                 height = grown.height(),
                 "the canvas grew"
             );
-            self.tx.grown(grown).await;
+            self.tx.grown_waiting(grown).await;
         }
     }
 

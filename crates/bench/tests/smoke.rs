@@ -135,7 +135,12 @@ async fn view_clients_see_exactly_their_tiles() {
     assert_eq!(r.placer.acked, 600, "{:?}", r.placer.error_samples);
     assert_eq!(r.completeness, 1.0, "{}", r.line());
     // `duplicates` counts frames for tiles a client did not ask for.
-    assert_eq!(r.missing + r.duplicates + r.client_errors, 0, "{}", r.line());
+    assert_eq!(
+        r.missing + r.duplicates + r.client_errors,
+        0,
+        "{}",
+        r.line()
+    );
     let expected: u64 = r.per_client.iter().map(|c| c.expected).sum();
     // Each client sees a quarter of the canvas, or more of the placements where it
     // covers the hot middle: never all of them, never none.

@@ -133,7 +133,7 @@ async fn open_store(config: &Config, settings: &Settings) -> Result<Backend, Run
         sync: settings.sync,
         snapshot_every: config.snapshot_every,
         max_catchup: config.updates_log as u64,
-        tile_cache: rplace_store::DEFAULT_TILE_CACHE,
+        tile_cache: config.tile_cache,
     };
     let store = tokio::task::spawn_blocking(move || EmbeddedStore::open(cfg))
         .await

@@ -25,7 +25,7 @@ use std::time::Duration;
 
 /// Tiles the server keeps in memory by default (`--tile-cache`): at most 128 MiB of
 /// 4-bit pixels.
-pub const DEFAULT_TILE_CACHE: usize = 4096;
+pub const DEFAULT_TILE_CACHE: usize = rplace_store::DEFAULT_TILE_CACHE;
 
 /// One cached tile.
 pub struct Cached {

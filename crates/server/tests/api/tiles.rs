@@ -611,10 +611,7 @@ async fn large_canvases_are_served_in_tiles_only(backend: Backend) {
     app.stop().await;
 }
 
-contract_test!(
-    a_100000_square_canvas_has_exact_tiles_far_out,
-    ignore = "needs the stores' per-tile tile() (i10-embedded, i10-shared): the interim ones hold the whole board"
-);
+contract_test!(a_100000_square_canvas_has_exact_tiles_far_out);
 async fn a_100000_square_canvas_has_exact_tiles_far_out(backend: Backend) {
     let app = spawn_app_on(backend, &["--width", "100000", "--height", "100000"]).await;
     let spots = [
@@ -701,10 +698,7 @@ async fn growing_the_canvas_is_checked(backend: Backend) {
     app.stop().await;
 }
 
-contract_test!(
-    the_canvas_grows_live,
-    ignore = "needs the stores' grow() (i10-embedded, i10-shared): the interim ones refuse"
-);
+contract_test!(the_canvas_grows_live);
 async fn the_canvas_grows_live(backend: Backend) {
     let app = spawn_app_on(
         backend,

@@ -117,7 +117,10 @@ impl TileSync {
 
     /// Applies waiting frames in order until one starts after a gap.
     fn drain(&mut self) -> Option<TileFetch> {
-        let (k, _) = self.have.as_ref()?;
+        // Without the tile, frames wait and the tile is what to fetch.
+        let Some((k, _)) = self.have.as_ref() else {
+            return self.next_fetch();
+        };
         let mut k = *k;
         let mut waiting = std::mem::take(&mut self.waiting).into_iter();
         for f in waiting.by_ref() {

@@ -436,9 +436,11 @@ impl Store for EmbeddedStore {
                 v.map(|v| (v.version, v.pixels.clone()))
             })
             .await?;
+        // A tile the writer holds but no committed placement touched yet (version 0) is
+        // still unpainted, however it came into the cache.
         let (version, pixels) = match found.pop().flatten() {
-            Some((version, pixels)) => (Seq(version), Some(pixels)),
-            None => (Seq(0), None),
+            Some((version, pixels)) if version != 0 => (Seq(version), Some(pixels)),
+            _ => (Seq(0), None),
         };
         Ok(TileRead {
             through,

@@ -39,6 +39,8 @@ enum Cmd {
     ColdStart(ColdStartArgs),
     /// `GET /api/board` throughput with wrk, beside nginx serving the same bytes.
     Board(BoardArgs),
+    /// `GET /api/export/placements.csv.gz`: rows per second, decompressed and counted.
+    Export(scenarios::ExportArgs),
     /// Writes a placements log with no snapshot, for recovery timing.
     MakeHistory(MakeHistoryArgs),
     /// `live` with a large rollback or fill in the middle: its reach and its cost.
@@ -119,6 +121,17 @@ fn main() -> anyhow::Result<()> {
                     list(&r.rounds_raw),
                     r.ratio_gzip,
                     list(&r.rounds_gzip)
+                );
+                save(&r)?;
+            }
+            Cmd::Export(a) => {
+                let r = scenarios::export(&a).await?;
+                println!(
+                    "export: {} rows, {} bytes gzip, median {:.0} rows/s over {} rounds",
+                    r.rows,
+                    r.bytes,
+                    r.median_rows_per_s,
+                    r.rows_per_s.len()
                 );
                 save(&r)?;
             }

@@ -81,6 +81,8 @@ pub struct Inner {
     pub antibot: crate::antibot::Antibot,
     /// Accounts: providers, settings, session cache.
     pub auth: crate::auth::Auth,
+    /// The dataset export's pseudonym key and concurrency cap.
+    pub exports: crate::export::Exports,
 }
 
 impl Deref for AppState {
@@ -161,6 +163,7 @@ pub async fn run(
     let key = crate::identity::load_key(settings.cookie_key.as_deref(), &config.data_dir)
         .map_err(RunError::CookieKey)?;
     let antibot = crate::antibot::Antibot::new(&config, key.master())?;
+    let exports = crate::export::Exports::new(key.master(), config.export_concurrency);
     let store = Arc::new(open_store(&config, &settings).await?);
     let ws_runtime = WsRuntime::new(settings.ws.threads, settings.ws.nice)?;
     let live = start_live_path(&store, &config, &settings, &ws_runtime).await?;
@@ -183,6 +186,7 @@ pub async fn run(
         ws_runtime,
         antibot,
         auth,
+        exports,
     }));
     let addr = listener.local_addr()?;
     tracing::info!(

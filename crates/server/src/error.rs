@@ -151,6 +151,14 @@ pub enum ApiError {
         message: String,
         allowed: String,
     },
+    /// `--export-concurrency` exports run already.
+    #[error(
+        "{max} dataset exports are running, as many as this server allows at once; retry in a minute"
+    )]
+    ExportBusy { max: usize },
+    /// `--export-concurrency 0`.
+    #[error("the dataset export is turned off on this canvas")]
+    ExportOff,
 }
 
 fn unavailable_message(placing: bool) -> &'static str {
@@ -215,6 +223,8 @@ impl ApiError {
                 (StatusCode::SERVICE_UNAVAILABLE, "too_many_connections")
             }
             ApiError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
+            ApiError::ExportBusy { .. } => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
+            ApiError::ExportOff => (StatusCode::NOT_FOUND, "export_off"),
             ApiError::Unavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::MethodNotAllowed { .. } => {
                 (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed")
@@ -324,6 +334,10 @@ impl IntoResponse for ApiError {
             }
             ApiError::Forbidden { needed } => body["needed"] = json!(needed),
             ApiError::Antibot(r) => r.extend(&mut body),
+            ApiError::ExportBusy { max } => {
+                body["allowed"] = json!(format!("at most {max} exports at once"));
+                retry_after = Some(60_000);
+            }
             _ => {}
         }
         if let ApiError::TooManyFromAddress { max } = &self {

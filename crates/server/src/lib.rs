@@ -37,6 +37,7 @@ pub mod board_cache;
 pub mod client_addr;
 pub mod config;
 pub mod error;
+pub mod export;
 pub mod hub;
 pub mod identity;
 pub mod json;

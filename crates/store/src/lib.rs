@@ -9,6 +9,7 @@
 //!   that is also the sequencer: it decides each placement by the domain's policy,
 //!   assigns seqs and commits many placements per transaction, and only then
 //!   acknowledges them.
+//! - [`export`]: the whole log in order, for the dataset export.
 //! - `error`: [`PlaceError`], [`StoreError`] and the typed [`BackendError`] under both.
 //! - [`limit`]: the embedded backend's per-address policy state.
 //! - [`shared`]: a store shared by any number of instances. Redis holds the live state
@@ -33,6 +34,7 @@
 pub mod accounts;
 pub mod embedded;
 mod error;
+pub mod export;
 mod feed_queue;
 pub mod limit;
 pub mod moderation;

@@ -169,6 +169,11 @@ pub struct Config {
     #[arg(long, env = "RPLACE_TILE_CACHE", default_value_t = crate::tile_cache::DEFAULT_TILE_CACHE)]
     pub tile_cache: usize,
 
+    /// Dataset exports (`GET /api/export/placements.csv.gz`) streamed at once, each
+    /// keeping about one core busy; more get 503. 0 turns the export off.
+    #[arg(long, env = "RPLACE_EXPORT_CONCURRENCY", default_value_t = 1)]
+    pub export_concurrency: usize,
+
     /// Most open websocket connections; more get 503.
     #[arg(long, env = "RPLACE_MAX_CONNECTIONS", default_value_t = 100_000)]
     pub max_connections: usize,

@@ -2,6 +2,7 @@
 //! - [`api`]: config, board, pixels, updates (JSON and binary).
 //! - [`tiles`]: tiles, their PNGs, the overview pyramid and per-tile catch-up.
 //! - [`ws`]: the live update websocket.
+//! - [`export`]: the dataset of every placement as gzipped CSV.
 //! - [`ops`]: health, readiness, metrics, OpenAPI.
 //! - [`admin`]: operator and moderator endpoints under `/api/admin/`, which join those of
 //!   [`moderation`] (bans, protected areas), [`rewrite`] (rollback, restore, fill,
@@ -14,6 +15,7 @@ pub mod admin;
 pub mod api;
 pub mod assets;
 pub mod body;
+pub mod export;
 pub mod moderation;
 pub mod ops;
 pub mod records;
@@ -38,6 +40,7 @@ pub fn table() -> Vec<(&'static str, MethodRouter<AppState>)> {
         ("/api/tiles/{tx}/{ty}", get(tiles::tile)),
         ("/api/tiles/{tx}/{ty}/updates", get(tiles::updates)),
         ("/api/tiles/{z}/{tx}/{ty}", get(tiles::overview)),
+        ("/api/export/placements.csv.gz", get(export::placements)),
         ("/api/openapi.json", get(ops::openapi)),
         ("/ws", get(ws::upgrade).head(only_get)),
         ("/healthz", get(ops::healthz)),

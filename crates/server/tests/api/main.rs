@@ -10,6 +10,7 @@ mod audit;
 mod bans;
 mod board;
 mod errors;
+mod export;
 mod fleet;
 mod hardening;
 mod lifecycle;

@@ -58,6 +58,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
 mod accounts;
+mod export;
 mod moderation;
 mod records;
 mod rewrite;

@@ -27,6 +27,7 @@
 //! - `schema_migrations`: applied migration versions. Migrations run under a session
 //!   advisory lock, so instances starting together apply each one exactly once.
 
+mod export;
 mod schema;
 mod snapshots;
 

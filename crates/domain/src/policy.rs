@@ -7,10 +7,9 @@
 //! [`decide`] is pure: it reads the [`Prior`] state of the user and of the address, the
 //! [`Params`] and the moment, runs every check, and only if all pass returns the new state
 //! to store ([`Decision::Accept`]). A refused placement therefore spends nothing: no
-//! cooldown starts, no rate budget is used and no one-time proof is spent. Rules still to
-//! come (charges: a pool of N placements regaining one every T) slot in as more checks in
-//! [`decide`], each reading its part of [`Prior`] and contributing its part of the new
-//! state.
+//! cooldown starts, no rate budget is used and no one-time proof is spent. Each rule is a
+//! check in [`decide`] that reads its part of [`Prior`] and contributes its part of the
+//! new state.
 //!
 //! # The rules, in the order they are checked
 //! 1. Ban: a ban of the user (any of their identities) or of a network holding the
@@ -20,7 +19,11 @@
 //!    only (the caller says whether the pixel is inside one).
 //! 3. One-time proof: a proof ([`crate::OnceToken`]) that an accepted placement spent in
 //!    the last [`ONCE_TTL_MS`] refuses; an accepted placement spends the one it carries.
-//! 4. Cooldown: a user may place again `cooldown` after their last accepted placement.
+//! 4. The user rule, one of two models ([`Params::with_charges`] picks):
+//!    - fixed: a user may place again `cooldown` after their last accepted placement;
+//!    - charges ([`Charges`]): a pool of up to N placements per user, one regained every
+//!      T, kept as a GCRA arrival time per user; a new user has a full pool. An empty
+//!      pool is refused as a cooldown until the next charge arrives.
 //! 5. Per-address rate: a generic cell rate algorithm (GCRA) per [`AddrKey`]. Each
 //!    accepted placement moves the address's theoretical arrival time (TAT) one `period`
 //!    later; a placement is allowed while the TAT runs ahead of now by at most the burst
@@ -32,14 +35,17 @@
 //! Placements through the load generator's token path (and the admin token's) are
 //! `exempt`: no check runs, not even the ban (the operator's own token cannot be banned,
 //! and the load generator must measure placing, not moderation); the user's cooldown is
-//! still recorded, the address's budget is not touched, no proof is spent.
+//! still recorded, the address's budget is not touched, no proof is spent, and a charges
+//! pool is neither checked nor spent.
 
 mod addr;
+mod charges;
 mod net;
 mod standing;
 pub mod vectors;
 
 pub use addr::{AddrKey, Ipv6Prefix, Ipv6PrefixError};
+pub use charges::{ChargeStatus, Charges, ChargesError, MAX_CHARGES, MAX_EVERY_MS};
 pub use net::{BanNet, BanNetError, V4_MIN_BITS, V6_MIN_BITS, hex_addr, length_tag, net_key};
 pub use standing::{BanRef, ONCE_TTL_MS, OnceState, applying_ban};
 
@@ -50,8 +56,11 @@ use std::net::IpAddr;
 /// through this one type; the shared backend passes them to its script as arguments.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Params {
-    /// Time between two accepted placements of one user.
+    /// Time between two accepted placements of one user (the fixed model; zero in the
+    /// charges model).
     cooldown: Cooldown,
+    /// The charges model's pool, if it is the model in force.
+    charges: Option<Charges>,
     /// The per-address GCRA for anonymous visitors.
     addr_rate: AddrRate,
     /// The per-address GCRA for placements by accounts (usually more generous: a login
@@ -66,9 +75,39 @@ impl Params {
     pub fn new(cooldown: Cooldown, addr_rate: AddrRate, ipv6_prefix: Ipv6Prefix) -> Self {
         Self {
             cooldown,
+            charges: None,
             addr_rate,
             account_rate: addr_rate,
             ipv6_prefix,
+        }
+    }
+
+    /// The charges model instead of the fixed cooldown: the cooldown becomes zero, so
+    /// exactly one user rule is in force.
+    pub fn with_charges(self, charges: Charges) -> Self {
+        Self {
+            cooldown: Cooldown::from_millis(0),
+            charges: Some(charges),
+            ..self
+        }
+    }
+
+    /// The charges model's pool, if it is the model in force.
+    pub fn charges(&self) -> Option<Charges> {
+        self.charges
+    }
+
+    /// What `user`'s state allows at `now_ms`: when they may place next and, in the
+    /// charges model, their pool. What `GET /api/config` and a placement's answer show.
+    pub fn quota(&self, user: UserState, now_ms: i64) -> Quota {
+        let fixed = user
+            .last_ms
+            .map(|last| self.cooldown.next_at(last))
+            .filter(|&at| self.cooldown.as_millis() > 0 && at > now_ms);
+        let pool = self.charges.map(|c| (c, c.next_at(user.tat_ms, now_ms)));
+        Quota {
+            next_at_ms: fixed.max(pool.and_then(|(_, at)| at)),
+            charges: pool.map(|(c, _)| c.status(user.tat_ms, now_ms)),
         }
     }
 
@@ -198,17 +237,52 @@ impl Now {
 /// What the policy knows about one user.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct UserState {
-    /// Time of the last accepted placement (unix ms), if it may still matter.
+    /// Time of the last accepted placement (unix ms), if it may still matter (the fixed
+    /// model).
     last_ms: Option<i64>,
+    /// The charges pool's theoretical arrival time (unix ms); `None` or any time in the
+    /// past is a full pool (the charges model).
+    tat_ms: Option<i64>,
 }
 
 impl UserState {
     pub fn new(last_ms: Option<i64>) -> Self {
-        Self { last_ms }
+        Self {
+            last_ms,
+            tat_ms: None,
+        }
+    }
+
+    /// With the charges pool's arrival time.
+    pub fn with_tat(self, tat_ms: Option<i64>) -> Self {
+        Self { tat_ms, ..self }
     }
 
     pub fn last_ms(&self) -> Option<i64> {
         self.last_ms
+    }
+
+    pub fn tat_ms(&self) -> Option<i64> {
+        self.tat_ms
+    }
+}
+
+/// What a user may do now: [`Params::quota`] of their state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Quota {
+    /// When they may place next (unix ms); `None` if now.
+    next_at_ms: Option<i64>,
+    /// Their pool, in the charges model.
+    charges: Option<ChargeStatus>,
+}
+
+impl Quota {
+    pub fn next_at_ms(&self) -> Option<i64> {
+        self.next_at_ms
+    }
+
+    pub fn charges(&self) -> Option<ChargeStatus> {
+        self.charges
     }
 }
 
@@ -368,7 +442,8 @@ pub enum Refusal {
     Protected,
     /// The one-time proof was spent by an accepted placement.
     OnceSpent,
-    /// The user's cooldown runs until `next_at_ms` (unix ms).
+    /// The user's cooldown runs until `next_at_ms` (unix ms); in the charges model, their
+    /// pool is empty until the next charge arrives then.
     Cooldown { next_at_ms: i64 },
     /// The address has used its budget; one more placement fits in `retry_after_ms`.
     RateLimited { retry_after_ms: i64 },
@@ -404,6 +479,7 @@ fn checks(params: &Params, prior: &Prior, now: Now) -> Result<Accepted, Refusal>
         return Err(Refusal::OnceSpent);
     }
     let user = cooldown_rule(params.cooldown, prior.user, now)?;
+    let user = charges_rule(params.charges, user, now)?;
     let addr = addr_rate_rule(params.rate_for(prior.account), prior.addr, now)?;
     let once_until = prior.once.map(|_| now.millis() + ONCE_TTL_MS);
     Ok(accepted(params, user, addr, once_until, now))
@@ -418,15 +494,25 @@ fn accepted(
 ) -> Accepted {
     // The cooldown is recorded even for exempt placements, as a normal one would be.
     let user = if params.cooldown.as_millis() > 0 {
-        UserState::new(Some(now.millis()))
+        UserState {
+            last_ms: Some(now.millis()),
+            ..user
+        }
     } else {
         user
     };
+    // In the charges model: now while a charge is left, else when the next one arrives.
+    let pool_next = params
+        .charges
+        .and_then(|c| c.next_at(user.tat_ms, now.millis()));
     Accepted {
         user,
         addr,
         at_ms: now.millis(),
-        next_at_ms: params.cooldown.next_at(now.millis()),
+        next_at_ms: params
+            .cooldown
+            .next_at(now.millis())
+            .max(pool_next.unwrap_or(i64::MIN)),
         once_until_ms,
     }
 }
@@ -435,6 +521,21 @@ fn accepted(
 fn cooldown_rule(cooldown: Cooldown, user: UserState, now: Now) -> Result<UserState, Refusal> {
     match cooldown.check(user.last_ms, now.millis()) {
         Ok(_) => Ok(user),
+        Err(next_at_ms) => Err(Refusal::Cooldown { next_at_ms }),
+    }
+}
+
+/// Rule 4 in the charges model. Returns the user state with one charge spent.
+fn charges_rule(
+    charges: Option<Charges>,
+    user: UserState,
+    now: Now,
+) -> Result<UserState, Refusal> {
+    let Some(c) = charges else {
+        return Ok(user);
+    };
+    match c.spend(user.tat_ms, now.millis()) {
+        Ok(tat) => Ok(user.with_tat(Some(tat))),
         Err(next_at_ms) => Err(Refusal::Cooldown { next_at_ms }),
     }
 }

@@ -38,7 +38,12 @@ pub enum ApiError {
     #[error("no valid identity; load the page or GET /api/config first to get a cookie")]
     Unauthorized,
     #[error("you placed a pixel moments ago; you may place again in {} s", (*retry_after_ms).max(0).unsigned_abs().div_ceil(1000))]
-    Cooldown { next_at: i64, retry_after_ms: i64 },
+    Cooldown {
+        next_at: i64,
+        retry_after_ms: i64,
+        /// In the charges model: the pool is empty and its next charge arrives then.
+        next_charge_at: Option<i64>,
+    },
     #[error("too many placements from this address; retry in {retry_after_ms} ms")]
     RateLimited { retry_after_ms: i64 },
     #[error("updates after seq {since} are no longer kept; fetch /api/board instead")]
@@ -302,8 +307,13 @@ impl IntoResponse for ApiError {
             ApiError::Cooldown {
                 next_at,
                 retry_after_ms,
+                next_charge_at,
             } => {
                 body["next_at"] = json!(next_at);
+                if let Some(at) = next_charge_at {
+                    body["charges"] = json!(0);
+                    body["next_charge_at"] = json!(at);
+                }
                 body["retry_after_ms"] = json!(retry_after_ms);
                 retry_after = Some(*retry_after_ms);
             }
@@ -380,6 +390,7 @@ impl From<rplace_store::PlaceError> for ApiError {
             P::Cooldown { next_at_ms } => ApiError::Cooldown {
                 next_at: next_at_ms,
                 retry_after_ms: (next_at_ms - rplace_store::now_ms()).max(1),
+                next_charge_at: None,
             },
             P::RateLimited { retry_after_ms } => ApiError::RateLimited { retry_after_ms },
             P::Banned { reason, until_ms } => ApiError::Banned {

@@ -42,6 +42,7 @@ pub mod records;
 pub mod rewrite;
 pub mod shared;
 
+use rplace_domain::policy::{ChargeStatus, Quota};
 use rplace_domain::{
     Board, ColorIndex, Coord, Dimensions, IdempotencyKey, OnceToken, Placement, Seq, Tile, TileId,
     UserId,
@@ -100,6 +101,9 @@ pub struct Placed {
     pub at_ms: i64,
     /// When this user may place again, unix ms.
     pub next_at_ms: i64,
+    /// In the charges model, the pool left after this placement; `None` in the fixed
+    /// model and on a replay (the caller asks [`Store::user_quota`] then).
+    pub charges: Option<ChargeStatus>,
     /// This answers a repeat of an idempotency key: the placement was made by the first
     /// attempt, and nothing was placed now.
     pub replayed: bool,
@@ -185,6 +189,10 @@ pub trait Store: Send + Sync + 'static {
         user: UserId,
     ) -> impl Future<Output = Result<Option<i64>, StoreError>> + Send;
 
+    /// What `user` may do now by the policy ([`rplace_domain::policy::Params::quota`]):
+    /// when they may place next and, in the charges model, their pool.
+    fn user_quota(&self, user: UserId) -> impl Future<Output = Result<Quota, StoreError>> + Send;
+
     /// Whether the store can take placements now.
     fn is_ready(&self) -> bool;
 
@@ -238,6 +246,9 @@ impl Store for Backend {
     }
     async fn next_allowed(&self, user: UserId) -> Result<Option<i64>, StoreError> {
         delegate!(self, s => s.next_allowed(user).await)
+    }
+    async fn user_quota(&self, user: UserId) -> Result<Quota, StoreError> {
+        delegate!(self, s => s.user_quota(user).await)
     }
     fn is_ready(&self) -> bool {
         delegate!(self, s => s.is_ready())

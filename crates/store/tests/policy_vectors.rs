@@ -23,6 +23,7 @@ async fn the_script_decides_every_vector_as_the_domain_does() {
     let user = UserId(0x1234);
     let ip = IpAddr::V4(Ipv4Addr::new(203, 0, 113, 9));
     let cd_key = format!("{PREFIX}cd:{user}");
+    let pool_key = format!("{PREFIX}ch:{user}");
     let ban_key = format!("{PREFIX}ban:u:{user}");
     let token = OnceToken::from_bytes([7; 16]);
     let once_key = format!("{PREFIX}once:{}", token.to_hex());
@@ -49,6 +50,9 @@ async fn the_script_decides_every_vector_as_the_domain_does() {
             .unwrap();
         if let Some(last) = prior.user().last_ms() {
             let () = conn.set(&cd_key, last).await.unwrap();
+        }
+        if let Some(tat) = prior.user().tat_ms() {
+            let () = conn.set(&pool_key, tat).await.unwrap();
         }
         if let Some(tat) = prior.addr().tat_us() {
             let () = conn.set(&ip_key, tat).await.unwrap();
@@ -103,6 +107,8 @@ async fn the_script_decides_every_vector_as_the_domain_does() {
         .await;
         let once: Option<i64> = conn.get(&once_key).await.unwrap();
         let last: Option<i64> = conn.get(&cd_key).await.unwrap();
+        let pool: Option<i64> = conn.get(&pool_key).await.unwrap();
+        let pool_ttl: i64 = conn.pttl(&pool_key).await.unwrap();
         let tat: Option<i64> = conn.get(&ip_key).await.unwrap();
         let seq: u64 = conn.get(format!("{PREFIX}seq")).await.unwrap();
         let name = v.name();
@@ -112,6 +118,17 @@ async fn the_script_decides_every_vector_as_the_domain_does() {
                 assert_eq!(placed.at_ms, a.at_ms(), "{name}");
                 assert_eq!(placed.next_at_ms, a.next_at_ms(), "{name}");
                 assert_eq!(last, a.user().last_ms(), "{name}: user state");
+                assert_eq!(pool, a.user().tat_ms(), "{name}: pool state");
+                if pool != prior.user().tat_ms() {
+                    // A spent pool expires exactly when it is full again.
+                    let left = a.user().tat_ms().unwrap() - now_ms;
+                    assert!(pool_ttl > 0 && pool_ttl <= left, "{name}: pool ttl {pool_ttl}");
+                }
+                assert_eq!(
+                    placed.charges,
+                    params.quota(a.user(), now_ms).charges(),
+                    "{name}: pool answered"
+                );
                 assert_eq!(tat, a.addr().tat_us(), "{name}: address state");
                 let spent = a
                     .once_until_ms()
@@ -148,6 +165,7 @@ async fn the_script_decides_every_vector_as_the_domain_does() {
                 );
                 // A refusal spends nothing: the state is the prior one.
                 assert_eq!(last, prior.user().last_ms(), "{name}: user state");
+                assert_eq!(pool, prior.user().tat_ms(), "{name}: pool state");
                 assert_eq!(tat, prior.addr().tat_us(), "{name}: address state");
                 assert_eq!(seq, 10, "{name}");
             }

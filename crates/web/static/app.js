@@ -3,6 +3,7 @@
 
 import { initAccount } from './account.js';
 import { ApiError, getConfig, getPixel, placePixel } from './api.js';
+import { Charges } from './charges.js';
 import { attachInput } from './input.js';
 import { Minimap, parseJump } from './minimap.js';
 import { attachReport } from './report.js';
@@ -77,6 +78,8 @@ async function main() {
     onResize: () => { minimap.refresh(); viewChanged(false); },
   });
   const renderer = world.renderer;
+  // The charges model's pool next to the Place button (nothing in the fixed model).
+  const charges = new Charges(config, skew, document.getElementById('place'));
   const ui = new UI(palette, {
     onPickColor: (i) => {
       state.color = i;
@@ -203,6 +206,7 @@ async function main() {
       const r = await placePixel(p.x, p.y, color);
       // next_at - at is the cooldown as the server measures it: immune to clock skew.
       state.cooldownEnd = Date.now() + Math.max(0, r.next_at - r.at);
+      charges.placed(r);
       // Show it now if the live feed has not brought it yet; the tile applies versions
       // in order, so anything placed there after ours still wins.
       world.tiles.placedLocally(p.x, p.y, color, r.seq);
@@ -212,6 +216,7 @@ async function main() {
       if (err instanceof ApiError && err.status === 429) {
         if (err.retryAfterMs !== undefined) state.cooldownEnd = Date.now() + err.retryAfterMs;
         else if (err.nextAt !== undefined) state.cooldownEnd = err.nextAt - skew;
+        charges.refused(err.body);
         ui.toast(err.code === 'cooldown' ? 'Not yet: wait for the timer' : err.message, 'error');
       } else {
         ui.toast(err.message || 'Could not place the pixel', 'error');
@@ -295,6 +300,7 @@ async function main() {
     const cooling = cooldownLeft() > 0;
     if (cooling || lastCooling) renderPlace();
     lastCooling = cooling;
+    charges.tick();
     ui.tickTimes();
   }, 250);
 

@@ -87,3 +87,72 @@ fn the_clock_never_goes_back() {
     assert_eq!(Now::not_before_ms(3_000_500, 4_000).micros(), 4_000_000);
     assert_eq!(Now::from_micros(1_999).millis(), 1);
 }
+
+/// The charges model through `decide` and `quota`: a full pool, spent down, refused (the
+/// refusal spends nothing), one back after a period, never more than the max.
+#[test]
+fn a_pool_spent_down_refused_and_regained() {
+    const T: i64 = 10_000;
+    let p = Params::new(Cooldown::from_secs(60), AddrRate::OFF, Ipv6Prefix::DEFAULT)
+        .with_charges(Charges::new(4, T).unwrap());
+    assert_eq!(p.cooldown().as_millis(), 0, "the charges model replaces the cooldown");
+    let now_ms = 1_000_000;
+    let now = Now::from_micros(now_ms * 1000);
+    let full = p.quota(UserState::default(), now_ms);
+    assert_eq!(full.next_at_ms(), None);
+    assert_eq!(
+        full.charges(),
+        Some(ChargeStatus {
+            charges: 4,
+            next_charge_at_ms: None
+        })
+    );
+    let mut user = UserState::default();
+    for left in (0..4).rev() {
+        match decide(&p, &Prior::new(user, AddrState::default(), false), now) {
+            Decision::Accept(a) => {
+                user = a.user();
+                let q = p.quota(user, now_ms);
+                assert_eq!(q.charges().unwrap().charges, left);
+                assert_eq!(q.charges().unwrap().next_charge_at_ms, Some(now_ms + T));
+                let next = if left == 0 { now_ms + T } else { now_ms };
+                assert_eq!(a.next_at_ms(), next, "{left} left");
+                assert_eq!(q.next_at_ms(), (left == 0).then_some(now_ms + T));
+            }
+            other => panic!("{left} left: {other:?}"),
+        }
+    }
+    for i in 1..10 {
+        let later = Now::from_micros((now_ms + i) * 1000);
+        let prior = Prior::new(user, AddrState::default(), false);
+        assert_eq!(
+            decide(&p, &prior, later),
+            Decision::Refuse(Refusal::Cooldown {
+                next_at_ms: now_ms + T
+            })
+        );
+    }
+    // One charge back after one period, all after four, never a fifth.
+    assert_eq!(p.quota(user, now_ms + T).charges().unwrap().charges, 1);
+    assert_eq!(
+        p.quota(user, now_ms + T).charges().unwrap().next_charge_at_ms,
+        Some(now_ms + 2 * T)
+    );
+    assert_eq!(p.quota(user, now_ms + 4 * T).charges().unwrap().charges, 4);
+    assert_eq!(p.quota(user, now_ms + 40 * T).charges().unwrap().charges, 4);
+    let back = Now::from_micros((now_ms + T) * 1000);
+    let Decision::Accept(a) = decide(&p, &Prior::new(user, AddrState::default(), false), back)
+    else {
+        panic!("a charge came back")
+    };
+    assert_eq!(p.quota(a.user(), now_ms + T).charges().unwrap().charges, 0);
+}
+
+#[test]
+fn the_fixed_model_quota_is_the_cooldown() {
+    let p = Params::new(Cooldown::from_secs(5), AddrRate::OFF, Ipv6Prefix::DEFAULT);
+    let q = p.quota(UserState::new(Some(1_000)), 2_000);
+    assert_eq!(q.next_at_ms(), Some(6_000));
+    assert_eq!(q.charges(), None);
+    assert_eq!(p.quota(UserState::new(Some(1_000)), 6_000).next_at_ms(), None);
+}

@@ -8,8 +8,8 @@
 //! placement" key) to it, since Redis's own clock cannot be set.
 
 use super::{
-    Accepted, AddrRate, AddrState, BanRef, Decision, Ipv6Prefix, Now, ONCE_TTL_MS, OnceState,
-    Params, Prior, Refusal, UserState,
+    Accepted, AddrRate, AddrState, BanRef, Charges, Decision, Ipv6Prefix, Now, ONCE_TTL_MS,
+    OnceState, Params, Prior, Refusal, UserState,
 };
 use crate::placement::Cooldown;
 
@@ -76,6 +76,31 @@ fn accept(user_last: Option<i64>, tat_offset_us: Option<i64>, next_at_offset_ms:
         next_at_ms: BASE_MS + next_at_offset_ms,
         once_until_ms: None,
     })
+}
+
+/// A prior in the charges model: the pool's arrival time `tat_offset_ms` after
+/// [`BASE_MS`] (`None`: no state, a full pool).
+fn pool_prior(tat_offset_ms: Option<i64>, addr_tat_offset_us: Option<i64>, exempt: bool) -> Prior {
+    Prior::new(
+        UserState::new(None).with_tat(tat_offset_ms.map(|o| BASE_MS + o)),
+        AddrState::new(addr_tat_offset_us.map(us)),
+        exempt,
+    )
+}
+
+/// [`accept`] in the charges model, leaving the pool's arrival time at `tat_offset_ms`.
+fn accept_pool(
+    tat_offset_ms: Option<i64>,
+    addr_tat_offset_us: Option<i64>,
+    next_at_offset_ms: i64,
+) -> Decision {
+    match accept(None, addr_tat_offset_us, next_at_offset_ms) {
+        Decision::Accept(a) => Decision::Accept(Accepted {
+            user: a.user.with_tat(tat_offset_ms.map(|o| BASE_MS + o)),
+            ..a
+        }),
+        d => d,
+    }
 }
 
 /// [`accept`] of a placement that spends its one-time proof.
@@ -175,6 +200,11 @@ pub fn vectors() -> Vec<Vector> {
     );
     // Accounts get 60 per minute with a burst of 6 where anonymous visitors get 3.
     let accounts = std.with_account_rate(AddrRate::per_minute(120, 6));
+    // The charges model: 3 charges, one back every 30 s, with the usual address rate.
+    const T: i64 = 30_000;
+    let pool = std.with_charges(Charges::new(3, T).expect("valid"));
+    let pool_only = nothing.with_charges(Charges::new(3, T).expect("valid"));
+    let pool_of_one = nothing.with_charges(Charges::new(1, 5_000).expect("valid"));
     let v = |name, params, prior, expect| Vector {
         name,
         params,
@@ -424,6 +454,90 @@ pub fn vectors() -> Vec<Vector> {
             accounts,
             prior(None, Some(2 * SEC_US + 500_001), false).with_standing(false, true),
             Decision::Refuse(Refusal::RateLimited { retry_after_ms: 1 }),
+        ),
+        v(
+            "charges: a new user has a full pool and spends one",
+            pool,
+            pool_prior(None, None, false),
+            accept_pool(Some(T), Some(SEC_US), 0),
+        ),
+        v(
+            "charges: with two left one more is spent, and one is still left",
+            pool,
+            pool_prior(Some(T), None, false),
+            accept_pool(Some(2 * T), Some(SEC_US), 0),
+        ),
+        v(
+            "charges: the last charge is spent; the next place waits for the next charge",
+            pool,
+            pool_prior(Some(2 * T), None, false),
+            accept_pool(Some(3 * T), Some(SEC_US), T),
+        ),
+        v(
+            "charges: an empty pool refuses until the next charge, spending no address budget",
+            pool,
+            pool_prior(Some(3 * T), Some(2 * SEC_US + 500_000), false),
+            Decision::Refuse(Refusal::Cooldown {
+                next_at_ms: BASE_MS + T,
+            }),
+        ),
+        v(
+            "charges: one ms before a charge is back still refuses",
+            pool,
+            pool_prior(Some(2 * T + 1), None, false),
+            Decision::Refuse(Refusal::Cooldown {
+                next_at_ms: BASE_MS + 1,
+            }),
+        ),
+        v(
+            "charges: a pool idle for long is full, counted from now (capped at the max)",
+            pool,
+            pool_prior(Some(-3_600_000), None, false),
+            accept_pool(Some(T), Some(SEC_US), 0),
+        ),
+        v(
+            "charges: an address over its budget refuses and leaves the pool alone",
+            pool,
+            pool_prior(Some(T), Some(2 * SEC_US + 1), false),
+            Decision::Refuse(Refusal::RateLimited { retry_after_ms: 1 }),
+        ),
+        v(
+            "charges: the exempt path neither checks nor spends the pool",
+            pool,
+            pool_prior(Some(3 * T), Some(3 * SEC_US), true),
+            accept_pool(Some(3 * T), Some(3 * SEC_US), T),
+        ),
+        v(
+            "charges: a last placement time of the fixed model is ignored and kept",
+            pool_only,
+            Prior::new(UserState::new(Some(BASE_MS - 1_000)), AddrState::new(None), false),
+            Decision::Accept(Accepted {
+                user: UserState::new(Some(BASE_MS - 1_000)).with_tat(Some(BASE_MS + T)),
+                addr: AddrState::new(None),
+                at_ms: BASE_MS,
+                next_at_ms: BASE_MS,
+                once_until_ms: None,
+            }),
+        ),
+        v(
+            "charges: a pool of one behaves as a fixed cooldown",
+            pool_of_one,
+            pool_prior(None, None, false),
+            accept_pool(Some(5_000), None, 5_000),
+        ),
+        v(
+            "charges: a pool of one, spent",
+            pool_of_one,
+            pool_prior(Some(4_000), None, false),
+            Decision::Refuse(Refusal::Cooldown {
+                next_at_ms: BASE_MS + 4_000,
+            }),
+        ),
+        v(
+            "charges: a ban refuses before the pool, spending nothing",
+            pool,
+            pool_prior(None, None, false).with_ban(Some(ban(6, None))),
+            Decision::Refuse(Refusal::Banned { ban: ban(6, None) }),
         ),
     ]
 }

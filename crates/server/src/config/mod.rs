@@ -8,6 +8,7 @@ use std::path::PathBuf;
 
 pub mod antibot;
 mod auth;
+pub mod charges;
 mod moderation;
 mod settings;
 pub use antibot::AntibotArgs;
@@ -41,7 +42,8 @@ pub struct Config {
     #[arg(long, env = "RPLACE_HEIGHT", default_value_t = 1000)]
     pub height: u64,
 
-    /// Seconds a user waits between placements; 0 for none. r/place 2017 used 300.
+    /// Seconds a user waits between placements; 0 for none. r/place 2017 used 300. Not
+    /// used with `--cooldown-model charges`.
     #[arg(long, env = "RPLACE_COOLDOWN", default_value_t = 5.0)]
     pub cooldown: f64,
 
@@ -267,6 +269,10 @@ pub struct Config {
     /// Moderation: bans, protected areas, rollbacks, reports.
     #[command(flatten)]
     pub moderation: ModerationArgs,
+
+    /// The cooldown model: fixed, or a pool of charges.
+    #[command(flatten)]
+    pub charges: charges::ChargesArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

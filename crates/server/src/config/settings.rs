@@ -188,21 +188,25 @@ impl Config {
             ));
         }
         let cooldown = Cooldown::from_millis(cooldown.as_millis() as u64);
+        let policy = Params::new(
+            cooldown,
+            AddrRate::per_minute(self.ip_rate, self.ip_burst),
+            ipv6_prefix,
+        )
+        .with_account_rate(AddrRate::per_minute(
+            self.moderation.ip_rate_account,
+            self.moderation.ip_burst_account,
+        ));
+        // The charges model replaces the cooldown (zero then).
+        let policy = self.charges.apply(policy)?;
+        let cooldown = policy.cooldown();
         Ok(Settings {
             dims,
             palette,
             cooldown,
             board_ttl,
             tick: Duration::from_millis(self.tick_ms),
-            policy: Params::new(
-                cooldown,
-                AddrRate::per_minute(self.ip_rate, self.ip_burst),
-                ipv6_prefix,
-            )
-            .with_account_rate(AddrRate::per_minute(
-                self.moderation.ip_rate_account,
-                self.moderation.ip_burst_account,
-            )),
+            policy,
             idempotency_window,
             cookie_key,
             sync: match self.sync {

@@ -15,7 +15,6 @@ use axum_extra::extract::cookie::SignedCookieJar;
 use rplace_domain::wire::{self, Update};
 use rplace_domain::{Coord, IdempotencyKey, Seq, UserId};
 use rplace_store::{NewPlacement, Standing, Store};
-use serde::Serialize;
 use serde_json::json;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -29,23 +28,17 @@ const REPLAYED: &str = "idempotent-replayed";
 /// Placements listed by `GET /api/pixel`.
 pub const HISTORY_LEN: usize = 10;
 
-#[derive(Serialize)]
-struct UserInfo {
-    id: String,
-    next_at: Option<i64>,
-}
-
 pub async fn config(
     State(app): State<AppState>,
     headers: HeaderMap,
     jar: SignedCookieJar,
 ) -> Result<Response, ApiError> {
     let (jar, user) = crate::identity::ensure(jar, app.settings.access.secure_cookies);
-    let next_at = app.store.next_allowed(user).await?;
+    let quota = app.store.user_quota(user).await?;
     let s = &app.settings;
     let dims = app.hub.dims();
     let (pow, captcha) = app.antibot.public_config();
-    let body = json!({
+    let mut body = json!({
         "width": dims.width(),
         "height": dims.height(),
         "tile_size": rplace_domain::tile::TILE_SIZE,
@@ -57,12 +50,15 @@ pub async fn config(
         "board_ttl_s": s.board_ttl.as_secs_f64(),
         "tick_ms": app.hub.tick_ms(),
         "seq": app.hub.seq().0,
-        "user": UserInfo { id: user.to_string(), next_at },
+        "user": crate::routes::quota::UserInfo::new(user, quota),
         "pow": pow,
         "captcha": captcha,
         "login": crate::auth::routes::login_json(&app),
         "account": crate::auth::routes::account_field(&app, &headers).await?,
     });
+    for (k, v) in crate::routes::quota::model_fields(&s.policy) {
+        body[k] = v;
+    }
     Ok((jar, [(header::CACHE_CONTROL, "no-store")], Json(body)).into_response())
 }
 
@@ -335,18 +331,17 @@ async fn place_inner(
                 ..standing
             },
         })
-        .await?;
+        .await
+        .map_err(|e| crate::routes::quota::refusal(app, e))?;
     if let Some(p) = &pass
         && !placed.replayed
     {
         app.antibot.placed(p, now_ms);
     }
     span.record("seq", placed.seq.0);
-    let mut resp = (
-        [(header::CACHE_CONTROL, "no-store")],
-        Json(json!({ "seq": placed.seq.0, "at": placed.at_ms, "next_at": placed.next_at_ms })),
-    )
-        .into_response();
+    let mut answer = json!({ "seq": placed.seq.0, "at": placed.at_ms, "next_at": placed.next_at_ms });
+    crate::routes::quota::add_pool(app, user, &placed, &mut answer).await?;
+    let mut resp = ([(header::CACHE_CONTROL, "no-store")], Json(answer)).into_response();
     if placed.replayed {
         // The same answer as the first attempt's; this header only tells it was a repeat.
         resp.headers_mut()

@@ -18,6 +18,7 @@ pub mod body;
 pub mod export;
 pub mod moderation;
 pub mod ops;
+pub mod quota;
 pub mod records;
 pub mod rewrite;
 pub mod strict;

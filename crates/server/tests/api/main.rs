@@ -8,6 +8,7 @@ mod accounts;
 mod antibot;
 mod audit;
 mod bans;
+mod charges;
 mod board;
 mod errors;
 mod export;

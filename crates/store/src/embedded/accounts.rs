@@ -319,6 +319,11 @@ impl Accounts for EmbeddedStore {
             let slot = st.last_placed.entry(to).or_insert(last);
             *slot = (*slot).max(last);
         }
+        // A charges pool carries the same way: the later arrival time is the emptier pool.
+        if let Some(&tat) = st.charge_tats.get(&from) {
+            let slot = st.charge_tats.entry(to).or_insert(tat);
+            *slot = (*slot).max(tat);
+        }
         Ok(())
     }
 }

@@ -45,7 +45,9 @@ use crate::{
 };
 use rplace_domain::TileId;
 use rplace_domain::board::Depth;
-use rplace_domain::policy::{self, Decision, Now, OnceState, Params, Prior, Refusal, UserState};
+use rplace_domain::policy::{
+    self, Decision, Now, OnceState, Params, Prior, Quota, Refusal, UserState,
+};
 use rplace_domain::{
     AddrKey, Board, ColorIndex, Coord, Dimensions, IdempotencyKey, OnceToken, Placement, Seq,
     UserId,
@@ -132,6 +134,9 @@ struct State {
     seq: Seq,
     /// Last accepted placement time of users still inside their cooldown (pruned).
     last_placed: HashMap<UserId, i64>,
+    /// The charges pools' arrival times of users whose pool is not full (the charges
+    /// model; pruned like `last_placed`).
+    charge_tats: HashMap<UserId, i64>,
     /// The tiles in memory, with every committed placement applied; the others are current
     /// in their rows (see `tiles`).
     tiles: TileCache,
@@ -529,13 +534,14 @@ impl Store for EmbeddedStore {
     }
 
     async fn next_allowed(&self, user: UserId) -> Result<Option<i64>, StoreError> {
+        Ok(self.user_quota(user).await?.next_at_ms())
+    }
+
+    async fn user_quota(&self, user: UserId) -> Result<Quota, StoreError> {
         let st = self.state.lock().expect("state lock");
-        let now = now_ms();
-        Ok(st
-            .last_placed
-            .get(&user)
-            .map(|&last| self.policy.cooldown().next_at(last))
-            .filter(|&next| next > now))
+        let state = UserState::new(st.last_placed.get(&user).copied())
+            .with_tat(st.charge_tats.get(&user).copied());
+        Ok(self.policy.quota(state, now_ms()))
     }
 
     fn is_ready(&self) -> bool {

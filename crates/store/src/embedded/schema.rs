@@ -397,12 +397,14 @@ pub(super) fn restore(conn: &Connection, cfg: &EmbeddedConfig) -> Result<State, 
             last_placed.entry(user).or_insert(ts);
         }
     }
+    let charge_tats = restore_pools(conn, cfg)?;
     tracing::info!(
         seq = seq.0,
         watermark,
         replayed,
         tiles_written = written,
         cooldowns = last_placed.len(),
+        pools = charge_tats.len(),
         elapsed_ms = started.elapsed().as_millis() as u64,
         "embedded store restored"
     );
@@ -410,8 +412,49 @@ pub(super) fn restore(conn: &Connection, cfg: &EmbeddedConfig) -> Result<State, 
         dims,
         seq,
         last_placed,
+        charge_tats,
         tiles: cache,
     })
+}
+
+/// Most log rows read to rebuild the charges pools at start: beyond them (a pool's regain
+/// time holding more placements than this), older placements count as regained.
+const POOL_ROWS: usize = 5_000_000;
+
+/// The charges pools, recomputed from the placements of the last whole regain time
+/// (`Charges::window_ms`): each replayed oldest first as an accepted placement
+/// (`Charges::recorded`). Older placements are regained by now. Exempt and moderation
+/// placements are in the log too and count as spent: a restart errs towards emptier pools,
+/// by at most what such placements cost, never towards a pool fuller than it was.
+fn restore_pools(conn: &Connection, cfg: &EmbeddedConfig) -> Result<HashMap<UserId, i64>, StoreError> {
+    let mut tats = HashMap::new();
+    let Some(charges) = cfg.policy.charges() else {
+        return Ok(tats);
+    };
+    let now = now_ms();
+    let cutoff = now - charges.window_ms();
+    let mut stmt = conn
+        .prepare("SELECT user, ts FROM placements ORDER BY seq DESC")
+        .map_err(backend)?;
+    let mut rows = stmt.query([]).map_err(backend)?;
+    let mut recent = Vec::new();
+    while let Some(r) = rows.next().map_err(backend)? {
+        let ts: i64 = r.get(1).map_err(backend)?;
+        if ts < cutoff {
+            break;
+        }
+        if recent.len() == POOL_ROWS {
+            tracing::warn!(rows = POOL_ROWS, "charges pools rebuilt from the newest rows only");
+            break;
+        }
+        recent.push((UserId(r.get::<_, i64>(0).map_err(backend)? as u64), ts));
+    }
+    for &(user, ts) in recent.iter().rev() {
+        let tat = tats.get(&user).copied();
+        tats.insert(user, charges.recorded(tat, ts));
+    }
+    tats.retain(|_, &mut t| t > now);
+    Ok(tats)
 }
 
 pub(super) fn open_reader(path: &PathBuf) -> Result<Connection, StoreError> {

@@ -176,6 +176,7 @@ impl Writer {
                     seq: Seq(r.get::<_, i64>(0)? as u64),
                     at_ms: r.get(1)?,
                     next_at_ms: r.get(2)?,
+                    charges: None,
                     replayed: true,
                 })
             },
@@ -351,6 +352,7 @@ impl Writer {
                     if let Some(placed) = first {
                         decided.push(Ok(Placed {
                             replayed: true,
+                            charges: None,
                             ..placed
                         }));
                         continue;
@@ -359,7 +361,10 @@ impl Writer {
                 let user = users
                     .get(&p.user)
                     .copied()
-                    .unwrap_or_else(|| UserState::new(st.last_placed.get(&p.user).copied()));
+                    .unwrap_or_else(|| {
+                        UserState::new(st.last_placed.get(&p.user).copied())
+                            .with_tat(st.charge_tats.get(&p.user).copied())
+                    });
                 // The address rule reads (and changes) its state only when it applies, so
                 // the load generator's path and a canvas without the limit skip the map.
                 let addr_key = (!p.bypass_limits
@@ -418,6 +423,7 @@ impl Writer {
                             seq,
                             at_ms: a.at_ms(),
                             next_at_ms: a.next_at_ms(),
+                            charges: self.policy.quota(a.user(), a.at_ms()).charges(),
                             replayed: false,
                         };
                         if let Some(key) = p.idempotency_key {
@@ -470,6 +476,13 @@ impl Writer {
                         if let Some(last) = state.last_ms() {
                             st.last_placed.insert(user, last);
                         }
+                        if let Some(tat) = state.tat_ms() {
+                            st.charge_tats.insert(user, tat);
+                        }
+                    }
+                    if st.charge_tats.len() > 100_000 {
+                        // A pool that is full again is no state at all.
+                        st.charge_tats.retain(|_, &mut t| t > now_ms);
                     }
                     st.seq = seq;
                     if st.last_placed.len() > 100_000 {

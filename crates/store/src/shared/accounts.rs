@@ -346,8 +346,8 @@ impl Accounts for SharedStore {
         let mut conn = live.conn.clone();
         let mut invocation = script.prepare_invoke();
         invocation
-            .key(live.keys.cooldown(from))
-            .key(live.keys.cooldown(to));
+            .key(live.user_key(from))
+            .key(live.user_key(to));
         let call = invocation.invoke_async::<i64>(&mut conn);
         match tokio::time::timeout(self.inner.cfg.redis_timeout, call).await {
             Ok(Ok(_)) => Ok(()),

@@ -127,6 +127,12 @@ impl Keys {
         format!("{}cd:{user}", self.prefix)
     }
 
+    /// The key holding `user`'s charges pool (its GCRA arrival time, unix ms), which
+    /// expires when the pool is full again (the charges model).
+    pub fn charges(&self, user: UserId) -> String {
+        format!("{}ch:{user}", self.prefix)
+    }
+
     /// The key holding the address key's rate-limit state (a GCRA arrival time in µs).
     pub fn ip(&self, addr: AddrKey) -> String {
         format!("{}ip:{addr}", self.prefix)

@@ -13,7 +13,7 @@ use futures_util::Stream;
 use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Client, Msg, RedisResult, Script};
 use rplace_domain::board::Depth;
-use rplace_domain::policy::{self, Params};
+use rplace_domain::policy::{self, ChargeStatus, Params, Quota, UserState};
 use rplace_domain::{
     ColorIndex, Coord, Dimensions, IdempotencyKey, Placement, Seq, Tile, TileId, UserId,
 };
@@ -29,6 +29,8 @@ pub(crate) enum PlaceOutcome {
         next_at_ms: i64,
         /// The state generation it was made in; the history write is fenced by it.
         epoch: u64,
+        /// The pool left, in the charges model.
+        charges: Option<ChargeStatus>,
     },
     Cooldown {
         next_at_ms: i64,
@@ -65,11 +67,13 @@ impl PlaceOutcome {
                 seq,
                 at_ms,
                 next_at_ms,
+                charges,
                 ..
             } => Ok(Placed {
                 seq,
                 at_ms,
                 next_at_ms,
+                charges,
                 replayed: false,
             }),
             PlaceOutcome::Replayed {
@@ -80,6 +84,7 @@ impl PlaceOutcome {
                 seq,
                 at_ms,
                 next_at_ms,
+                charges: None,
                 replayed: true,
             }),
             PlaceOutcome::Cooldown { next_at_ms } => Err(PlaceError::Cooldown { next_at_ms }),
@@ -214,39 +219,46 @@ pub(crate) fn parse_record(seq: Seq, rec: &str) -> Option<Placement> {
     })
 }
 
-/// The placement script's reply for a batch of `n`; `None` if it is malformed.
-fn parse_place_reply(reply: &[i64], n: usize) -> Option<Vec<PlaceOutcome>> {
+/// The placement script's reply for a batch of `n`; `None` if it is malformed. `policy`
+/// turns an accepted placement's pool arrival time into the pool left.
+fn parse_place_reply(reply: &[i64], n: usize, policy: &Params) -> Option<Vec<PlaceOutcome>> {
     if reply == [3] {
         return Some(vec![PlaceOutcome::Missing; n]);
     }
     let [epoch, _now, outcomes @ ..] = reply else {
         return None;
     };
-    if outcomes.len() != 4 * n {
+    if outcomes.len() != 5 * n {
         return None;
     }
     outcomes
-        .chunks_exact(4)
+        .chunks_exact(5)
         .map(|o| match *o {
-            [0, seq, at_ms, next_at_ms] => Some(PlaceOutcome::Accepted {
+            [0, seq, at_ms, next_at_ms, tat] => Some(PlaceOutcome::Accepted {
                 seq: Seq(seq as u64),
                 at_ms,
                 next_at_ms,
                 epoch: *epoch as u64,
+                charges: policy
+                    .quota(
+                        UserState::default().with_tat((tat > 0).then_some(tat)),
+                        at_ms,
+                    )
+                    .charges(),
             }),
-            [1, next_at_ms, _, _] => Some(PlaceOutcome::Cooldown { next_at_ms }),
-            [2, retry_after_ms, _, _] => Some(PlaceOutcome::RateLimited { retry_after_ms }),
-            [4, seq, at_ms, next_at_ms] => Some(PlaceOutcome::Replayed {
+            [1, next_at_ms, _, _, _] => Some(PlaceOutcome::Cooldown { next_at_ms }),
+            [2, retry_after_ms, _, _, _] => Some(PlaceOutcome::RateLimited { retry_after_ms }),
+            [4, seq, at_ms, next_at_ms, _] => Some(PlaceOutcome::Replayed {
                 seq: Seq(seq as u64),
                 at_ms,
                 next_at_ms,
             }),
-            [5, id, until, _] => Some(PlaceOutcome::Banned {
+            [5, id, until, _, _] => Some(PlaceOutcome::Banned {
                 id: id as u64,
                 until_ms: (until >= 0).then_some(until),
             }),
-            [6, _, _, _] => Some(PlaceOutcome::Protected),
-            [7, _, _, _] => Some(PlaceOutcome::OnceSpent),
+            [6, _, _, _, _] => Some(PlaceOutcome::Protected),
+            [7, _, _, _, _] => Some(PlaceOutcome::OnceSpent),
             _ => None,
         })
         .collect()
@@ -356,11 +368,13 @@ impl Live {
             .arg(self.policy.account_rate().tolerance_us())
             .arg(policy::ONCE_TTL_MS)
             .arg(&k.ban_net_prefix)
-            .arg(super::moderation::TILE);
+            .arg(super::moderation::TILE)
+            .arg(self.policy.charges().map_or(0, |c| c.every_ms()))
+            .arg(self.policy.charges().map_or(0, |c| c.tolerance_ms()));
         let flag = |b: bool| if b { "1" } else { "0" };
         for p in batch {
             let tile = TileId::of(p.coord);
-            inv.key(k.cooldown(p.user))
+            inv.key(self.user_key(p.user))
                 .key(k.ip(self.policy.addr_key(p.ip)))
                 .key(k.idempotency(p.user, p.idempotency_key.as_ref()))
                 .key(k.once(p.standing.once.as_ref()))
@@ -380,7 +394,7 @@ impl Live {
                 .arg(policy::hex_addr(p.ip));
         }
         let reply: Vec<i64> = inv.invoke_async(&mut self.conn.clone()).await?;
-        parse_place_reply(&reply, batch.len()).ok_or_else(|| {
+        parse_place_reply(&reply, batch.len(), &self.policy).ok_or_else(|| {
             redis::RedisError::from((
                 redis::ErrorKind::UnexpectedReturnType,
                 "placement script reply",
@@ -630,18 +644,33 @@ impl Live {
         Ok(seq.map(Seq))
     }
 
-    /// When `user` may place next (unix ms), if their cooldown key is still alive.
-    pub async fn next_allowed(&self, user: UserId) -> RedisResult<Option<i64>> {
-        let key = self.keys.cooldown(user);
-        let (last, pttl): (Option<i64>, i64) = redis::pipe()
+    /// The key of `user`'s state for the user rule in force: the last placement's time
+    /// in the fixed model, the pool's arrival time in the charges model (both expire when
+    /// they stop mattering).
+    pub fn user_key(&self, user: UserId) -> String {
+        match self.policy.charges() {
+            Some(_) => self.keys.charges(user),
+            None => self.keys.cooldown(user),
+        }
+    }
+
+    /// What `user` may do now, by the policy, from their key while it is alive, at
+    /// Redis's clock (the one the script decides by).
+    pub async fn user_quota(&self, user: UserId) -> RedisResult<Quota> {
+        let key = self.user_key(user);
+        let (value, pttl, (secs, micros)): (Option<i64>, i64, (i64, i64)) = redis::pipe()
             .get(&key)
             .pttl(&key)
+            .cmd("TIME")
             .query_async(&mut self.conn.clone())
             .await?;
-        Ok(match last {
-            Some(last) if pttl > 0 => Some(self.policy.cooldown().next_at(last)),
-            _ => None,
-        })
+        let now = secs * 1000 + micros / 1000;
+        let value = value.filter(|_| pttl > 0);
+        let state = match self.policy.charges() {
+            Some(_) => UserState::default().with_tat(value),
+            None => UserState::new(value),
+        };
+        Ok(self.policy.quota(state, now))
     }
 
     /// Takes the rebuild lock for `ttl` if nobody holds it.
@@ -701,11 +730,24 @@ impl Live {
         Ok(done == 1)
     }
 
-    /// Sets the cooldown keys of users who placed at the given times, unless they exist;
-    /// those whose cooldown is over by Redis's clock are skipped. Returns how many it set.
+    /// How far back [`Live::restore_cooldowns`] needs users' last placements: the cooldown,
+    /// or in the charges model one charge's regain time.
+    pub fn restore_window_ms(&self) -> i64 {
+        match self.policy.charges() {
+            Some(c) => c.every_ms(),
+            None => self.policy.cooldown().as_millis(),
+        }
+    }
+
+    /// Sets the user keys of users who placed at the given times, unless they exist; those
+    /// whose state is over by Redis's clock are skipped. Returns how many it set. In the
+    /// charges model only the last placement is known: its charge is spent
+    /// (`Charges::recorded`), earlier ones count as regained, so a rebuilt pool is at most
+    /// as full as it was, plus the charges spent before the last placement.
     pub async fn restore_cooldowns(&self, last: &[(UserId, i64)]) -> RedisResult<usize> {
         let cooldown_ms = self.policy.cooldown().as_millis();
-        if cooldown_ms <= 0 || last.is_empty() {
+        let charges = self.policy.charges();
+        if (cooldown_ms <= 0 && charges.is_none()) || last.is_empty() {
             return Ok(0);
         }
         let mut conn = self.conn.clone();
@@ -715,11 +757,19 @@ impl Live {
         for chunk in last.chunks(10_000) {
             let mut pipe = redis::pipe();
             for &(user, at) in chunk {
-                let left = at + cooldown_ms - now;
+                // The value and when it stops mattering.
+                let (value, until) = match charges {
+                    Some(c) => {
+                        let tat = c.recorded(None, at);
+                        (tat, tat)
+                    }
+                    None => (at, at + cooldown_ms),
+                };
+                let left = until - now;
                 if left > 0 {
                     pipe.cmd("SET")
-                        .arg(self.keys.cooldown(user))
-                        .arg(at)
+                        .arg(self.user_key(user))
+                        .arg(value)
                         .arg("PX")
                         .arg(left)
                         .arg("NX")
@@ -765,12 +815,18 @@ mod tests {
 
     #[test]
     fn batch_replies_parse() {
+        let fixed = Params::new(
+            rplace_domain::Cooldown::from_secs(1),
+            rplace_domain::policy::AddrRate::OFF,
+            rplace_domain::Ipv6Prefix::DEFAULT,
+        );
         let out = parse_place_reply(
             &[
-                7, 1000, 0, 41, 1000, 1300, 1, 1500, 0, 0, 2, 30, 0, 0, 0, 42, 1000, 1300, 4, 9,
-                500, 800,
+                7, 1000, 0, 41, 1000, 1300, 0, 1, 1500, 0, 0, 0, 2, 30, 0, 0, 0, 0, 42, 1000, 1300,
+                0, 4, 9, 500, 800, 0,
             ],
             5,
+            &fixed,
         )
         .unwrap();
         assert_eq!(
@@ -780,7 +836,8 @@ mod tests {
                     seq: Seq(41),
                     at_ms: 1000,
                     next_at_ms: 1300,
-                    epoch: 7
+                    epoch: 7,
+                    charges: None,
                 },
                 PlaceOutcome::Cooldown { next_at_ms: 1500 },
                 PlaceOutcome::RateLimited { retry_after_ms: 30 },
@@ -788,7 +845,8 @@ mod tests {
                     seq: Seq(42),
                     at_ms: 1000,
                     next_at_ms: 1300,
-                    epoch: 7
+                    epoch: 7,
+                    charges: None,
                 },
                 PlaceOutcome::Replayed {
                     seq: Seq(9),
@@ -798,11 +856,24 @@ mod tests {
             ]
         );
         assert_eq!(
-            parse_place_reply(&[3], 2).unwrap(),
+            parse_place_reply(&[3], 2, &fixed).unwrap(),
             [PlaceOutcome::Missing, PlaceOutcome::Missing]
         );
-        assert!(parse_place_reply(&[7, 1000, 0, 41, 1000, 1300], 2).is_none());
-        assert!(parse_place_reply(&[7, 1000, 9, 41, 0, 0], 1).is_none());
+        assert!(parse_place_reply(&[7, 1000, 0, 41, 1000, 1300, 0], 2, &fixed).is_none());
+        assert!(parse_place_reply(&[7, 1000, 9, 41, 0, 0, 0], 1, &fixed).is_none());
+        // In the charges model an accepted placement's pool comes from its arrival time.
+        let pool = fixed.with_charges(rplace_domain::policy::Charges::new(3, 100).unwrap());
+        let out = parse_place_reply(&[7, 1000, 0, 41, 1000, 1000, 1200], 1, &pool).unwrap();
+        let PlaceOutcome::Accepted { charges, .. } = out[0] else {
+            panic!("{out:?}")
+        };
+        assert_eq!(
+            charges,
+            Some(ChargeStatus {
+                charges: 1,
+                next_charge_at_ms: Some(1100)
+            })
+        );
     }
 
     /// One script call decides a batch in order (a user's second placement meets the

@@ -35,7 +35,8 @@
 //! for a whole canvas (at most 32² tiles), all at once (`snapshot`: `MGET` of every tile
 //! key). Redis also holds the canvas's size (`<prefix>dims`, which only grows), the global
 //! seq, the
-//! cooldown of each user (a key per user that expires with the cooldown), the per-address
+//! cooldown of each user (a key per user that expires with the cooldown; in the charges
+//! model `<prefix>ch:<user>`, the pool's arrival time, expiring when the pool is full), the per-address
 //! limit (GCRA, a key per address key: an IPv6 address by its prefix), the first outcome
 //! of each idempotency key (a key per user and key, expiring with the window), and a
 //! stream of the recent placements with IDs `<seq>-0`, trimmed to
@@ -586,7 +587,11 @@ impl Store for SharedStore {
     }
 
     async fn next_allowed(&self, user: UserId) -> Result<Option<i64>, StoreError> {
-        Ok(self.inner.live.next_allowed(user).await?)
+        Ok(self.inner.live.user_quota(user).await?.next_at_ms())
+    }
+
+    async fn user_quota(&self, user: UserId) -> Result<rplace_domain::policy::Quota, StoreError> {
+        Ok(self.inner.live.user_quota(user).await?)
     }
 
     fn is_ready(&self) -> bool {

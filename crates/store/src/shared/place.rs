@@ -134,13 +134,14 @@ impl SharedStore {
                 }
             }
         };
-        let (seq, at_ms, next_at_ms, epoch) = match outcome {
+        let (seq, at_ms, next_at_ms, epoch, charges) = match outcome {
             PlaceOutcome::Accepted {
                 seq,
                 at_ms,
                 next_at_ms,
                 epoch,
-            } => (seq, at_ms, next_at_ms, epoch),
+                charges,
+            } => (seq, at_ms, next_at_ms, epoch, charges),
             PlaceOutcome::Cooldown { next_at_ms } => {
                 return Err(PlaceError::Cooldown { next_at_ms });
             }
@@ -163,6 +164,7 @@ impl SharedStore {
             seq,
             at_ms,
             next_at_ms,
+            charges,
             replayed: false,
         };
         if buffered {

@@ -180,8 +180,8 @@ pub(crate) async fn rebuild(inner: &Inner, force: bool) -> Result<bool, StoreErr
         let r = inner.history.rebuild(&mut RedisTiles { live }).await?;
         // Cooldowns went with the lost state; bring back the ones still running before
         // anyone can place again.
-        let cooldown = inner.cfg.policy.cooldown().as_millis();
-        match inner.history.recent_users(cooldown).await {
+        let window = live.restore_window_ms();
+        match inner.history.recent_users(window).await {
             Ok(users) => match live.restore_cooldowns(&users).await {
                 Ok(n) => tracing::info!(restored = n, "restored cooldowns from the history"),
                 Err(e) => tracing::warn!(error = %Chain(&e), "could not restore cooldowns"),

@@ -11,7 +11,8 @@
 -- The rules are the domain's (crates/domain/src/policy.rs, `decide`), executed here with
 -- the same parameters and the same arithmetic, and checked against the same test vectors
 -- (crates/store/tests/policy_vectors.rs): the ban, the protected area, the one-time
--- proof, the cooldown, then the per-address GCRA (the account rate for accounts); every
+-- proof, the user rule (the fixed cooldown, or in the charges model a per-user GCRA: a
+-- pool of charges), then the per-address GCRA (the account rate for accounts); every
 -- check runs before any write, so a refused placement spends nothing.
 --
 -- Idempotency: a placement may name a key (`<prefix>idem:<user>:<idempotency key>`). If
@@ -37,7 +38,9 @@
 --
 -- KEYS[1] the size (unused; was the board)   KEYS[2] seq   KEYS[3] epoch   KEYS[4] clock
 -- KEYS[5] stream   KEYS[6] ban lengths   KEYS[7] protected areas by tile
--- then per placement i (from 0): KEYS[8 + 7i] the user's cooldown key,
+-- then per placement i (from 0): KEYS[8 + 7i] the user's key: the last placement's time
+--                                             (unix ms) in the fixed model, the pool's
+--                                             arrival time (unix ms) in the charges model,
 --                                KEYS[9 + 7i] the address key's rate key,
 --                                KEYS[10 + 7i] the idempotency key's key (used only if
 --                                             ARGV says so)
@@ -53,7 +56,9 @@
 -- ARGV[8] account rate period us   ARGV[9] account rate tolerance us
 -- ARGV[10] how long a spent proof is remembered, ms (the domain's ONCE_TTL_MS)
 -- ARGV[11] the prefix of network ban keys   ARGV[12] the protected areas' tile size
--- then per placement i: ARGV[13 + 11i ..] tile-local pixel index, color, x, y, user
+-- ARGV[13] ms to regain a charge (0: the fixed model)   ARGV[14] the pool's tolerance ms
+-- ((charges - 1) * ARGV[13]); in the charges model ARGV[2] is 0
+-- then per placement i: ARGV[15 + 11i ..] tile-local pixel index, color, x, y, user
 --                       (signed decimal),
 --                       "1" to bypass every rule (the exempt path),
 --                       "1" if it carries an idempotency key,
@@ -63,11 +68,12 @@
 --
 -- Returns {3} when the state is missing (Redis restarted empty or was flushed): then
 -- nothing may be placed until it is rebuilt from PostgreSQL, or the seq would start again
--- from 0. Otherwise {epoch, now_ms, then per placement four numbers}:
--- {0, seq, at_ms, next_at_ms} accepted, {1, next_at_ms, 0, 0} cooldown,
--- {2, retry_after_ms, 0, 0} rate limit, {4, seq, at_ms, next_at_ms} a repeat of a key
--- (the first attempt's outcome; nothing was placed now), {5, ban id, until ms (-1:
--- never), 0} banned, {6, 0, 0, 0} protected, {7, 0, 0, 0} the proof was spent.
+-- from 0. Otherwise {epoch, now_ms, then per placement five numbers}:
+-- {0, seq, at_ms, next_at_ms, pool arrival time (0: none or the fixed model)} accepted,
+-- {1, next_at_ms, 0, 0, 0} cooldown (or an empty pool), {2, retry_after_ms, 0, 0, 0} rate
+-- limit, {4, seq, at_ms, next_at_ms, 0} a repeat of a key (the first attempt's outcome;
+-- nothing was placed now), {5, ban id, until ms (-1: never), 0, 0} banned,
+-- {6, 0, 0, 0, 0} protected, {7, 0, 0, 0, 0} the proof was spent.
 -- Accepted placements are published as one message: 'P <epoch> <first seq> <rec>;<rec>…'
 -- with consecutive seqs, each rec 'x y color user at'.
 
@@ -99,7 +105,9 @@ local account_tolerance = tonumber(ARGV[9])
 local once_ttl = tonumber(ARGV[10])
 local net_prefix = ARGV[11]
 local tile = tonumber(ARGV[12])
-local n = (#ARGV - 12) / 11
+local charge_every = tonumber(ARGV[13])
+local charge_tolerance = tonumber(ARGV[14])
+local n = (#ARGV - 14) / 11
 
 -- The domain's `applying_ban` over a hash's flat {id, until, ...}: of the bans that still
 -- apply, one without end, else the one that ends last; the lowest id on a tie.
@@ -164,7 +172,7 @@ local recs = {}
 local first = nil
 local versions = {}
 for i = 0, n - 1 do
-  local a = 13 + 11 * i
+  local a = 15 + 11 * i
   local cooldown_key = KEYS[8 + 7 * i]
   local rate_key = KEYS[9 + 7 * i]
   local idem_key = KEYS[10 + 7 * i]
@@ -186,10 +194,18 @@ for i = 0, n - 1 do
     reply[#reply + 1] = tonumber(s)
     reply[#reply + 1] = tonumber(at)
     reply[#reply + 1] = tonumber(next_at)
+    reply[#reply + 1] = 0
   else
     local code, value, value2 = 0, 0, 0
     -- nil: the rate key is left as it is.
     local tat = nil
+    -- The pool's arrival time as it stands (read for the reply even on the exempt path,
+    -- which neither checks nor spends it); `spent` once this placement moved it.
+    local pool = nil
+    local spent = false
+    if charge_every > 0 then
+      pool = tonumber(redis.call('GET', cooldown_key) or '0')
+    end
     if not exempt then
       -- Rule 1, the ban: the user's, then those of every network length in use.
       local ban = pick(nil, redis.call('HGETALL', ban_key))
@@ -218,6 +234,19 @@ for i = 0, n - 1 do
         local last = redis.call('GET', cooldown_key)
         if last and now < tonumber(last) + cooldown then
           code, value = 1, tonumber(last) + cooldown
+        end
+      end
+      -- Rule 4 in the charges model, the domain's `Charges::spend`: the arrival time (from
+      -- now if it is past) may run ahead of now by at most the tolerance.
+      if code == 0 and charge_every > 0 then
+        if pool < now then
+          pool = now
+        end
+        if pool - charge_tolerance > now then
+          code, value = 1, pool - charge_tolerance
+        else
+          pool = pool + charge_every
+          spent = true
         end
       end
       -- Rule 5, GCRA: the theoretical arrival time may run ahead of now by at most the
@@ -256,10 +285,17 @@ for i = 0, n - 1 do
       if cooldown > 0 then
         redis.call('SET', cooldown_key, now_s, 'PX', cooldown)
       end
+      -- Expires when the pool is full again: no state is a full pool.
+      if spent then
+        redis.call('SET', cooldown_key, string.format('%.0f', pool), 'PX', pool - now)
+      end
       if once then
         redis.call('SET', once_key, string.format('%.0f', now + once_ttl), 'PX', once_ttl)
       end
       local next_at = now + cooldown
+      if pool and pool - charge_tolerance > next_at then
+        next_at = pool - charge_tolerance
+      end
       if keyed then
         redis.call('SET', idem_key, string.format('%d %s %.0f', seq, now_s, next_at), 'PX', window)
       end
@@ -269,10 +305,12 @@ for i = 0, n - 1 do
       reply[#reply + 1] = seq
       reply[#reply + 1] = now
       reply[#reply + 1] = next_at
+      reply[#reply + 1] = pool or 0
     else
       reply[#reply + 1] = code
       reply[#reply + 1] = value
       reply[#reply + 1] = value2
+      reply[#reply + 1] = 0
       reply[#reply + 1] = 0
     end
   end

@@ -526,11 +526,7 @@ fn cooldown_rule(cooldown: Cooldown, user: UserState, now: Now) -> Result<UserSt
 }
 
 /// Rule 4 in the charges model. Returns the user state with one charge spent.
-fn charges_rule(
-    charges: Option<Charges>,
-    user: UserState,
-    now: Now,
-) -> Result<UserState, Refusal> {
+fn charges_rule(charges: Option<Charges>, user: UserState, now: Now) -> Result<UserState, Refusal> {
     let Some(c) = charges else {
         return Ok(user);
     };

@@ -122,7 +122,10 @@ async fn the_script_decides_every_vector_as_the_domain_does() {
                 if pool != prior.user().tat_ms() {
                     // A spent pool expires exactly when it is full again.
                     let left = a.user().tat_ms().unwrap() - now_ms;
-                    assert!(pool_ttl > 0 && pool_ttl <= left, "{name}: pool ttl {pool_ttl}");
+                    assert!(
+                        pool_ttl > 0 && pool_ttl <= left,
+                        "{name}: pool ttl {pool_ttl}"
+                    );
                 }
                 assert_eq!(
                     placed.charges,

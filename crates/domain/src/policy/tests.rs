@@ -95,7 +95,11 @@ fn a_pool_spent_down_refused_and_regained() {
     const T: i64 = 10_000;
     let p = Params::new(Cooldown::from_secs(60), AddrRate::OFF, Ipv6Prefix::DEFAULT)
         .with_charges(Charges::new(4, T).unwrap());
-    assert_eq!(p.cooldown().as_millis(), 0, "the charges model replaces the cooldown");
+    assert_eq!(
+        p.cooldown().as_millis(),
+        0,
+        "the charges model replaces the cooldown"
+    );
     let now_ms = 1_000_000;
     let now = Now::from_micros(now_ms * 1000);
     let full = p.quota(UserState::default(), now_ms);
@@ -135,7 +139,10 @@ fn a_pool_spent_down_refused_and_regained() {
     // One charge back after one period, all after four, never a fifth.
     assert_eq!(p.quota(user, now_ms + T).charges().unwrap().charges, 1);
     assert_eq!(
-        p.quota(user, now_ms + T).charges().unwrap().next_charge_at_ms,
+        p.quota(user, now_ms + T)
+            .charges()
+            .unwrap()
+            .next_charge_at_ms,
         Some(now_ms + 2 * T)
     );
     assert_eq!(p.quota(user, now_ms + 4 * T).charges().unwrap().charges, 4);
@@ -154,5 +161,8 @@ fn the_fixed_model_quota_is_the_cooldown() {
     let q = p.quota(UserState::new(Some(1_000)), 2_000);
     assert_eq!(q.next_at_ms(), Some(6_000));
     assert_eq!(q.charges(), None);
-    assert_eq!(p.quota(UserState::new(Some(1_000)), 6_000).next_at_ms(), None);
+    assert_eq!(
+        p.quota(UserState::new(Some(1_000)), 6_000).next_at_ms(),
+        None
+    );
 }

@@ -510,7 +510,11 @@ pub fn vectors() -> Vec<Vector> {
         v(
             "charges: a last placement time of the fixed model is ignored and kept",
             pool_only,
-            Prior::new(UserState::new(Some(BASE_MS - 1_000)), AddrState::new(None), false),
+            Prior::new(
+                UserState::new(Some(BASE_MS - 1_000)),
+                AddrState::new(None),
+                false,
+            ),
             Decision::Accept(Accepted {
                 user: UserState::new(Some(BASE_MS - 1_000)).with_tat(Some(BASE_MS + T)),
                 addr: AddrState::new(None),

@@ -339,7 +339,8 @@ async fn place_inner(
         app.antibot.placed(p, now_ms);
     }
     span.record("seq", placed.seq.0);
-    let mut answer = json!({ "seq": placed.seq.0, "at": placed.at_ms, "next_at": placed.next_at_ms });
+    let mut answer =
+        json!({ "seq": placed.seq.0, "at": placed.at_ms, "next_at": placed.next_at_ms });
     crate::routes::quota::add_pool(app, user, &placed, &mut answer).await?;
     let mut resp = ([(header::CACHE_CONTROL, "no-store")], Json(answer)).into_response();
     if placed.replayed {

@@ -56,7 +56,11 @@ async fn a_new_user_has_a_full_pool_and_spends_it_down(backend: Backend) {
             first_at = at;
         }
         // The first spent charge is the next to come back.
-        assert_eq!(body["next_charge_at"], json!(first_at + 3_600_000), "{body}");
+        assert_eq!(
+            body["next_charge_at"],
+            json!(first_at + 3_600_000),
+            "{body}"
+        );
         let next_at = body["next_at"].as_i64().unwrap();
         if left > 0 {
             assert_eq!(next_at, at, "a charge is left: may place now");
@@ -74,7 +78,10 @@ async fn a_new_user_has_a_full_pool_and_spends_it_down(backend: Backend) {
     // The config agrees, and the refusal spent nothing.
     let config = app.get_json_as(&c, "/api/config").await;
     assert_eq!(config["user"]["charges"], 0, "{config}");
-    assert_eq!(config["user"]["next_charge_at"], json!(first_at + 3_600_000));
+    assert_eq!(
+        config["user"]["next_charge_at"],
+        json!(first_at + 3_600_000)
+    );
     assert_eq!(config["user"]["next_at"], json!(first_at + 3_600_000));
     // Another user has their own full pool.
     let d = client();
@@ -112,7 +119,10 @@ async fn a_charge_comes_back_after_its_period(backend: Backend) {
         (config["user"]["charges"].as_u64().unwrap() >= 1).then_some(())
     })
     .await;
-    assert!(rplace_store::now_ms() >= next_charge - 5, "not before its time");
+    assert!(
+        rplace_store::now_ms() >= next_charge - 5,
+        "not before its time"
+    );
     let (status, body) = put(&app, &c, 10).await;
     assert_eq!(status, 200, "{body}");
     // Left alone, the pool fills to exactly N.
@@ -163,7 +173,10 @@ async fn a_replayed_placement_answers_the_pool_as_it_is(backend: Backend) {
     let again: Value = again.json().await.unwrap();
     assert_eq!(again["seq"], first["seq"]);
     assert_eq!(again["charges"], 2, "{again}");
-    assert_eq!(app.get_json_as(&c, "/api/config").await["user"]["charges"], 2);
+    assert_eq!(
+        app.get_json_as(&c, "/api/config").await["user"]["charges"],
+        2
+    );
     app.stop().await;
 }
 

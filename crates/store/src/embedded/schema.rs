@@ -426,7 +426,10 @@ const POOL_ROWS: usize = 5_000_000;
 /// (`Charges::recorded`). Older placements are regained by now. Exempt and moderation
 /// placements are in the log too and count as spent: a restart errs towards emptier pools,
 /// by at most what such placements cost, never towards a pool fuller than it was.
-fn restore_pools(conn: &Connection, cfg: &EmbeddedConfig) -> Result<HashMap<UserId, i64>, StoreError> {
+fn restore_pools(
+    conn: &Connection,
+    cfg: &EmbeddedConfig,
+) -> Result<HashMap<UserId, i64>, StoreError> {
     let mut tats = HashMap::new();
     let Some(charges) = cfg.policy.charges() else {
         return Ok(tats);
@@ -444,7 +447,10 @@ fn restore_pools(conn: &Connection, cfg: &EmbeddedConfig) -> Result<HashMap<User
             break;
         }
         if recent.len() == POOL_ROWS {
-            tracing::warn!(rows = POOL_ROWS, "charges pools rebuilt from the newest rows only");
+            tracing::warn!(
+                rows = POOL_ROWS,
+                "charges pools rebuilt from the newest rows only"
+            );
             break;
         }
         recent.push((UserId(r.get::<_, i64>(0).map_err(backend)? as u64), ts));

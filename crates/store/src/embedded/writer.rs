@@ -358,13 +358,10 @@ impl Writer {
                         continue;
                     }
                 }
-                let user = users
-                    .get(&p.user)
-                    .copied()
-                    .unwrap_or_else(|| {
-                        UserState::new(st.last_placed.get(&p.user).copied())
-                            .with_tat(st.charge_tats.get(&p.user).copied())
-                    });
+                let user = users.get(&p.user).copied().unwrap_or_else(|| {
+                    UserState::new(st.last_placed.get(&p.user).copied())
+                        .with_tat(st.charge_tats.get(&p.user).copied())
+                });
                 // The address rule reads (and changes) its state only when it applies, so
                 // the load generator's path and a canvas without the limit skip the map.
                 let addr_key = (!p.bypass_limits

@@ -345,9 +345,7 @@ impl Accounts for SharedStore {
         let script = redis::Script::new(CARRY_COOLDOWN);
         let mut conn = live.conn.clone();
         let mut invocation = script.prepare_invoke();
-        invocation
-            .key(live.user_key(from))
-            .key(live.user_key(to));
+        invocation.key(live.user_key(from)).key(live.user_key(to));
         let call = invocation.invoke_async::<i64>(&mut conn);
         match tokio::time::timeout(self.inner.cfg.redis_timeout, call).await {
             Ok(Ok(_)) => Ok(()),

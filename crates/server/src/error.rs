@@ -37,7 +37,7 @@ pub enum ApiError {
     PayloadTooLarge { limit: usize },
     #[error("no valid identity; load the page or GET /api/config first to get a cookie")]
     Unauthorized,
-    #[error("you placed a pixel moments ago; you may place again in {} s", (*retry_after_ms).max(0).unsigned_abs().div_ceil(1000))]
+    #[error("{}", cooldown_message(*retry_after_ms, next_charge_at.is_some()))]
     Cooldown {
         next_at: i64,
         retry_after_ms: i64,
@@ -164,6 +164,16 @@ pub enum ApiError {
     /// `--export-concurrency 0`.
     #[error("the dataset export is turned off on this canvas")]
     ExportOff,
+}
+
+/// The cooldown refusal's message: the fixed model's, or the charges model's empty pool.
+fn cooldown_message(retry_after_ms: i64, charges: bool) -> String {
+    let secs = retry_after_ms.max(0).unsigned_abs().div_ceil(1000);
+    if charges {
+        format!("no charges left; the next one arrives in {secs} s")
+    } else {
+        format!("you placed a pixel moments ago; you may place again in {secs} s")
+    }
 }
 
 fn unavailable_message(placing: bool) -> &'static str {

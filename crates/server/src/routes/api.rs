@@ -341,7 +341,7 @@ async fn place_inner(
     span.record("seq", placed.seq.0);
     let mut answer =
         json!({ "seq": placed.seq.0, "at": placed.at_ms, "next_at": placed.next_at_ms });
-    crate::routes::quota::add_pool(app, user, &placed, &mut answer).await?;
+    crate::routes::quota::add_pool(app, user, &placed, &mut answer).await;
     let mut resp = ([(header::CACHE_CONTROL, "no-store")], Json(answer)).into_response();
     if placed.replayed {
         // The same answer as the first attempt's; this header only tells it was a repeat.

@@ -67,25 +67,26 @@ pub fn model_fields(policy: &Params) -> [(&'static str, Value); 3] {
 
 /// Adds the pool left to a placement's answer, in the charges model. A replayed answer
 /// carries none (the store remembers only the first outcome's seq and times): the pool as
-/// it is now is answered then.
-pub async fn add_pool(
-    app: &AppState,
-    user: UserId,
-    placed: &Placed,
-    body: &mut Value,
-) -> Result<(), ApiError> {
+/// it is now is answered then, or, if the store cannot say, nothing (the placement stands;
+/// `GET /api/config` tells the pool later).
+pub async fn add_pool(app: &AppState, user: UserId, placed: &Placed, body: &mut Value) {
     if app.settings.policy.charges().is_none() {
-        return Ok(());
+        return;
     }
     let status = match placed.charges {
         Some(s) => Some(s),
-        None => app.store.user_quota(user).await?.charges(),
+        None => match app.store.user_quota(user).await {
+            Ok(q) => q.charges(),
+            Err(e) => {
+                tracing::warn!(error = %rplace_store::Chain(&e), "reading a pool for a replayed answer failed");
+                None
+            }
+        },
     };
     if let Some(s) = status {
         body["charges"] = json!(s.charges);
         body["next_charge_at"] = json!(s.next_charge_at_ms);
     }
-    Ok(())
 }
 
 /// A refused placement as the API answers it: in the charges model a cooldown refusal

@@ -237,3 +237,25 @@ async fn the_pool_survives_a_restart(backend: Backend) {
     assert_eq!(put(&app, &c, 3).await.0, 429);
     app.stop().await;
 }
+
+contract_test!(an_empty_pool_says_so_in_its_message);
+/// The refusal of an empty pool names charges, not "moments ago".
+async fn an_empty_pool_says_so_in_its_message(backend: Backend) {
+    let one = [
+        "--cooldown-model",
+        "charges",
+        "--charges-max",
+        "1",
+        "--charge-every",
+        "3600",
+    ];
+    let app = spawn_app_on(backend, &one).await;
+    let c = client();
+    app.login(&c).await;
+    assert_eq!(put(&app, &c, 0).await.0, 200);
+    let (status, body) = put(&app, &c, 1).await;
+    assert_eq!(status, 429);
+    let message = body["message"].as_str().unwrap();
+    assert!(message.starts_with("no charges left"), "{message}");
+    app.stop().await;
+}

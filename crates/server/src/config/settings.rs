@@ -13,7 +13,8 @@ pub struct Settings {
     pub dims: Dimensions,
     /// Colors.
     pub palette: Palette,
-    /// Time between one user's placements.
+    /// Time between one user's placements (zero in the charges model, whose pool is in
+    /// `policy`).
     pub cooldown: Cooldown,
     /// Board cache lifetime.
     pub board_ttl: Duration,

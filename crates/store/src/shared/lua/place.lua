@@ -200,9 +200,9 @@ for i = 0, n - 1 do
     -- nil: the rate key is left as it is.
     local tat = nil
     -- The pool's arrival time as it stands (read for the reply even on the exempt path,
-    -- which neither checks nor spends it); `spent` once this placement moved it.
+    -- which neither checks nor spends it); `pool_spent` once this placement moved it.
     local pool = nil
-    local spent = false
+    local pool_spent = false
     if charge_every > 0 then
       pool = tonumber(redis.call('GET', cooldown_key) or '0')
     end
@@ -246,7 +246,7 @@ for i = 0, n - 1 do
           code, value = 1, pool - charge_tolerance
         else
           pool = pool + charge_every
-          spent = true
+          pool_spent = true
         end
       end
       -- Rule 5, GCRA: the theoretical arrival time may run ahead of now by at most the
@@ -286,7 +286,7 @@ for i = 0, n - 1 do
         redis.call('SET', cooldown_key, now_s, 'PX', cooldown)
       end
       -- Expires when the pool is full again: no state is a full pool.
-      if spent then
+      if pool_spent then
         redis.call('SET', cooldown_key, string.format('%.0f', pool), 'PX', pool - now)
       end
       if once then

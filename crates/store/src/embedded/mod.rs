@@ -63,6 +63,7 @@ mod moderation;
 mod records;
 mod rewrite;
 mod schema;
+mod templates;
 mod tiles;
 mod writer;
 

@@ -25,11 +25,13 @@ pub struct TemplateMeta {
     pub id: String,
     /// What its uploader called it.
     pub name: String,
-    /// Its top-left pixel on the canvas.
+    /// Its left column on the canvas.
     pub x: u32,
+    /// Its top row on the canvas.
     pub y: u32,
-    /// Its size in pixels.
+    /// Its width in pixels; `x + width` is within the canvas.
     pub width: u32,
+    /// Its height in pixels; `y + height` is within the canvas.
     pub height: u32,
     /// Who uploaded it (and may delete it).
     pub owner: UserId,
@@ -40,6 +42,7 @@ pub struct TemplateMeta {
 /// A template to store: its metadata and its image.
 #[derive(Debug, Clone)]
 pub struct NewTemplate {
+    /// What `GET /api/templates/{id}` shows.
     pub meta: TemplateMeta,
     /// The palette-mapped image as the PNG `GET /api/templates/{id}.png` serves.
     pub png: Vec<u8>,

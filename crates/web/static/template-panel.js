@@ -51,6 +51,10 @@ export function attachTemplates(o) {
   });
   $('template-close').addEventListener('click', () => { panel.hidden = true; toggle.setAttribute('aria-expanded', 'false'); });
 
+  // The selection moves while the panel is open: the hint follows when it is looked at.
+  $('template-upload').addEventListener('pointerenter', () => showTarget());
+  $('template-upload').addEventListener('focusin', () => showTarget());
+
   function showTarget() {
     const t = o.target();
     $('template-where').textContent = t ? `Its top-left corner goes at (${t.x}, ${t.y}): the selected pixel, or the view's center.` : '';

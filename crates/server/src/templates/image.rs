@@ -54,7 +54,9 @@ pub fn decode(bytes: &[u8]) -> Result<(u32, u32, Vec<u8>), ImageError> {
         png::ColorType::Rgba => 4,
         // Expanded by `normalize_to_color8`.
         png::ColorType::Indexed => {
-            return Err(ImageError::Corrupt("an indexed image was not expanded".into()));
+            return Err(ImageError::Corrupt(
+                "an indexed image was not expanded".into(),
+            ));
         }
     };
     let (w, h) = (out.width as usize, out.height as usize);

@@ -100,13 +100,15 @@ impl TemplateError {
                 Some(format!("1 to {side} pixels on each side"))
             }
             TemplateError::Image(_) => Some("a PNG image (Content-Type: image/png)".into()),
-            TemplateError::Domain(domain::TemplateError::OffCanvas { canvas_w, canvas_h, .. }) => {
-                Some(format!(
-                    "x + width <= {canvas_w} and y + height <= {canvas_h}"
-                ))
-            }
+            TemplateError::Domain(domain::TemplateError::OffCanvas {
+                canvas_w, canvas_h, ..
+            }) => Some(format!(
+                "x + width <= {canvas_w} and y + height <= {canvas_h}"
+            )),
             TemplateError::TooMany { max } => Some(format!("at most {max} templates per identity")),
-            TemplateError::RateLimited { max, .. } => Some(format!("at most {max} uploads an hour")),
+            TemplateError::RateLimited { max, .. } => {
+                Some(format!("at most {max} uploads an hour"))
+            }
             TemplateError::Full { max } => Some(format!("at most {max} templates on this canvas")),
             _ => None,
         }
@@ -381,8 +383,10 @@ async fn delete(
     }
     let (moderator, user) = deleter(&app, &headers, &jar).await?;
     let meta = app.store.template(&id).await?.ok_or_else(|| no_such(&id))?;
-    let owns =
-        meta.owner == user || crate::auth::identities_of(&app, meta.owner).await?.contains(&user);
+    let owns = meta.owner == user
+        || crate::auth::identities_of(&app, meta.owner)
+            .await?
+            .contains(&user);
     let by_role = match (&moderator, owns) {
         (_, true) => None,
         (Some(actor), false) if actor.role >= Role::Moderator => Some(actor),

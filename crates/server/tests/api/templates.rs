@@ -34,7 +34,11 @@ fn decode_rgba(bytes: &[u8]) -> (u32, u32, Vec<u8>) {
     let mut r = dec.read_info().unwrap();
     let mut buf = vec![0; r.output_buffer_size().unwrap()];
     let info = r.next_frame(&mut buf).unwrap();
-    assert_eq!(info.color_type, png::ColorType::Rgba, "indexed with tRNS expands to RGBA");
+    assert_eq!(
+        info.color_type,
+        png::ColorType::Rgba,
+        "indexed with tRNS expands to RGBA"
+    );
     buf.truncate(info.buffer_size());
     (info.width, info.height, buf)
 }
@@ -45,7 +49,11 @@ fn crc32(bytes: &[u8]) -> u32 {
     for b in bytes {
         c ^= u32::from(*b);
         for _ in 0..8 {
-            c = if c & 1 != 0 { 0xEDB8_8320 ^ (c >> 1) } else { c >> 1 };
+            c = if c & 1 != 0 {
+                0xEDB8_8320 ^ (c >> 1)
+            } else {
+                c >> 1
+            };
         }
     }
     !c
@@ -93,7 +101,10 @@ contract_test!(an_upload_is_mapped_to_the_palette_and_served_back);
 async fn an_upload_is_mapped_to_the_palette_and_served_back(backend: Backend) {
     let app = spawn_app_on(backend, &[]).await;
     let c = client();
-    let me = app.login(&c).await["user"]["id"].as_str().unwrap().to_string();
+    let me = app.login(&c).await["user"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     #[rustfmt::skip]
     let rgba = [
         230, 10, 5, 255,   0, 0, 0, 0,        10, 0, 230, 200,
@@ -123,7 +134,12 @@ async fn an_upload_is_mapped_to_the_palette_and_served_back(backend: Backend) {
         .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["content-type"], "image/png");
-    assert!(r.headers()["cache-control"].to_str().unwrap().contains("immutable"));
+    assert!(
+        r.headers()["cache-control"]
+            .to_str()
+            .unwrap()
+            .contains("immutable")
+    );
     let etag = r.headers()["etag"].to_str().unwrap().to_string();
     let (w, h, px) = decode_rgba(&r.bytes().await.unwrap());
     assert_eq!((w, h), (3, 2));
@@ -175,22 +191,83 @@ async fn uploads_past_a_limit_get_the_documented_json_error(backend: Backend) {
     let ok = "x=0&y=0&name=t";
     let long_name = format!("x=0&y=0&name={}", "a".repeat(65));
     let cases: Vec<(&str, &str, Vec<u8>, u16, &str)> = vec![
-        ("not a png", ok, b"GIF89a....".to_vec(), 422, "invalid_image"),
-        ("truncated", ok, blank_png(2, 2)[..40].to_vec(), 422, "invalid_image"),
+        (
+            "not a png",
+            ok,
+            b"GIF89a....".to_vec(),
+            422,
+            "invalid_image",
+        ),
+        (
+            "truncated",
+            ok,
+            blank_png(2, 2)[..40].to_vec(),
+            422,
+            "invalid_image",
+        ),
         ("too wide", ok, blank_png(2049, 1), 422, "image_too_large"),
-        ("bomb header", ok, lying_png(100_000, 100_000), 422, "image_too_large"),
-        ("past the right edge", "x=10&y=0&name=t", blank_png(7, 1), 422, "off_canvas"),
-        ("past the bottom", "x=0&y=7&name=t", blank_png(1, 2), 422, "off_canvas"),
-        ("x off the canvas", "x=16&y=0&name=t", blank_png(1, 1), 400, "invalid_query"),
+        (
+            "bomb header",
+            ok,
+            lying_png(100_000, 100_000),
+            422,
+            "image_too_large",
+        ),
+        (
+            "past the right edge",
+            "x=10&y=0&name=t",
+            blank_png(7, 1),
+            422,
+            "off_canvas",
+        ),
+        (
+            "past the bottom",
+            "x=0&y=7&name=t",
+            blank_png(1, 2),
+            422,
+            "off_canvas",
+        ),
+        (
+            "x off the canvas",
+            "x=16&y=0&name=t",
+            blank_png(1, 1),
+            400,
+            "invalid_query",
+        ),
         ("no name", "x=0&y=0", blank_png(1, 1), 400, "invalid_query"),
-        ("control in name", "x=0&y=0&name=a%0Ab", blank_png(1, 1), 400, "invalid_query"),
-        ("long name", &long_name, blank_png(1, 1), 400, "invalid_query"),
-        ("too many bytes", ok, vec![0x89; 1024 * 1024 + 1], 413, "payload_too_large"),
+        (
+            "control in name",
+            "x=0&y=0&name=a%0Ab",
+            blank_png(1, 1),
+            400,
+            "invalid_query",
+        ),
+        (
+            "long name",
+            &long_name,
+            blank_png(1, 1),
+            400,
+            "invalid_query",
+        ),
+        (
+            "too many bytes",
+            ok,
+            vec![0x89; 1024 * 1024 + 1],
+            413,
+            "payload_too_large",
+        ),
     ];
     for (what, query, body, status, code) in cases {
         let (got, answer) = upload(&app, &c, query, body).await;
-        assert_eq!((got, answer["error"].as_str().unwrap_or("")), (status, code), "{what}: {answer}");
-        assert!(answer["message"].as_str().is_some_and(|m| !m.is_empty()), "{what}");
+        assert_eq!(
+            (got, answer["error"].as_str().unwrap_or("")),
+            (status, code),
+            "{what}: {answer}"
+        );
+        assert!(
+            answer["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{what}"
+        );
     }
     let (_, answer) = upload(&app, &c, ok, lying_png(100_000, 100_000)).await;
     assert_eq!(answer["allowed"], "1 to 2048 pixels on each side");
@@ -208,7 +285,10 @@ async fn uploads_past_a_limit_get_the_documented_json_error(backend: Backend) {
 
     // Without an identity cookie there is no owner.
     let (status, answer) = upload(&app, &client(), ok, blank_png(1, 1)).await;
-    assert_eq!((status, answer["error"].as_str().unwrap()), (401, "unauthorized"));
+    assert_eq!(
+        (status, answer["error"].as_str().unwrap()),
+        (401, "unauthorized")
+    );
 
     // Ten uploads an hour per identity; the eleventh says when to retry.
     for i in 0..10 {
@@ -237,7 +317,10 @@ contract_test!(a_banned_user_may_not_upload);
 async fn a_banned_user_may_not_upload(backend: Backend) {
     let app = spawn_app_on(backend, &["--admin-token", ADMIN_TOKEN]).await;
     let c = client();
-    let me = app.login(&c).await["user"]["id"].as_str().unwrap().to_string();
+    let me = app.login(&c).await["user"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let r = reqwest::Client::new()
         .post(app.url("/api/admin/bans"))
         .bearer_auth(ADMIN_TOKEN)
@@ -247,7 +330,11 @@ async fn a_banned_user_may_not_upload(backend: Backend) {
         .unwrap();
     assert_eq!(r.status(), 201);
     let (status, answer) = upload(&app, &c, "x=0&y=0&name=t", blank_png(1, 1)).await;
-    assert_eq!((status, answer["error"].as_str().unwrap()), (403, "banned"), "{answer}");
+    assert_eq!(
+        (status, answer["error"].as_str().unwrap()),
+        (403, "banned"),
+        "{answer}"
+    );
     assert_eq!(answer["reason"], "spam templates");
 }
 
@@ -256,7 +343,11 @@ contract_test!(the_owner_or_a_moderator_deletes_a_template);
 /// token, or an admin's session from the canvas's page) deletes anyone's, and the audit
 /// log records it. A deleted template is gone from both its URLs.
 async fn the_owner_or_a_moderator_deletes_a_template(backend: Backend) {
-    let login = spawn_with_provider(backend, &["--admin-token", ADMIN_TOKEN, "--admins", "local:boss"]).await;
+    let login = spawn_with_provider(
+        backend,
+        &["--admin-token", ADMIN_TOKEN, "--admins", "local:boss"],
+    )
+    .await;
     let app = &login.app;
     let owner = client();
     app.login(&owner).await;
@@ -271,28 +362,44 @@ async fn the_owner_or_a_moderator_deletes_a_template(backend: Backend) {
     let stranger = client();
     app.login(&stranger).await;
     let (status, answer) = send(stranger.delete(url(&ids[0]))).await;
-    assert_eq!((status, answer["error"].as_str().unwrap()), (403, "forbidden"), "{answer}");
+    assert_eq!(
+        (status, answer["error"].as_str().unwrap()),
+        (403, "forbidden"),
+        "{answer}"
+    );
     let (status, _) = send(client().delete(url(&ids[0]))).await;
     assert_eq!(status, 401, "no identity at all");
 
     let (status, answer) = send(owner.delete(url(&ids[0]))).await;
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["deleted"]["id"], ids[0].as_str());
-    for path in [format!("/api/templates/{}", ids[0]), format!("/api/templates/{}.png", ids[0])] {
+    for path in [
+        format!("/api/templates/{}", ids[0]),
+        format!("/api/templates/{}.png", ids[0]),
+    ] {
         let r = app.client.get(app.url(&path)).send().await.unwrap();
         assert_eq!(r.status(), 404, "{path}");
     }
     let (status, _) = send(owner.delete(url(&ids[0]))).await;
     assert_eq!(status, 404, "deleted once");
 
-    let token = reqwest::Client::new().delete(url(&ids[1])).bearer_auth(ADMIN_TOKEN);
+    let token = reqwest::Client::new()
+        .delete(url(&ids[1]))
+        .bearer_auth(ADMIN_TOKEN);
     assert_eq!(send(token).await.0, 200);
 
     let boss = logged_in(app, "boss").await;
     // Cross-site: no Origin of this canvas and no CSRF token.
     let (status, answer) = send(boss.client.delete(url(&ids[2]))).await;
-    assert_eq!((status, answer["error"].as_str().unwrap()), (403, "csrf"), "{answer}");
-    let same_site = boss.client.delete(url(&ids[2])).header("origin", app.url(""));
+    assert_eq!(
+        (status, answer["error"].as_str().unwrap()),
+        (403, "csrf"),
+        "{answer}"
+    );
+    let same_site = boss
+        .client
+        .delete(url(&ids[2]))
+        .header("origin", app.url(""));
     assert_eq!(send(same_site).await.0, 200);
 
     let audit: Value = reqwest::Client::new()
@@ -310,6 +417,10 @@ async fn the_owner_or_a_moderator_deletes_a_template(backend: Backend) {
         .filter(|e| e["kind"] == "delete_template")
         .map(|e| e["detail"]["id"].as_str().unwrap())
         .collect();
-    assert_eq!(deleted.len(), 2, "the owner's own deletion is not a moderation: {audit}");
+    assert_eq!(
+        deleted.len(),
+        2,
+        "the owner's own deletion is not a moderation: {audit}"
+    );
     assert!(deleted.contains(&ids[1].as_str()) && deleted.contains(&ids[2].as_str()));
 }

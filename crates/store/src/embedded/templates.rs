@@ -57,7 +57,11 @@ fn count(c: &Connection, sql: &str, p: impl rusqlite::Params) -> Result<u32, Sto
 }
 
 /// The limit `t` would break, if any.
-fn refusal(c: &Connection, t: &TemplateMeta, l: TemplateLimits) -> Result<Option<Added>, StoreError> {
+fn refusal(
+    c: &Connection,
+    t: &TemplateMeta,
+    l: TemplateLimits,
+) -> Result<Option<Added>, StoreError> {
     let owner = t.owner.0 as i64;
     let exists: bool = c
         .query_row(

@@ -18,6 +18,8 @@
 //! - [`tile_sync`]: how a client keeps one tile exact from the tile, its frames and its
 //!   catch-ups (the per-tile client rule), as a state machine without I/O.
 //! - [`rect`]: a rectangle on the board ([`Rect`]), what moderators act on.
+//! - [`template`]: an image to draw, mapped to the palette ([`template::TemplateImage`]),
+//!   and the limits on templates.
 //! - [`idempotency`]: the key that makes a resent placement answer the first outcome.
 //! - [`once`]: the id of a one-time proof (a solved anti-bot challenge).
 //! - [`wire`]: the binary update frame that websocket clients and `GET /api/updates`
@@ -37,6 +39,7 @@ pub mod policy;
 pub mod pow;
 pub mod rect;
 pub mod sync;
+pub mod template;
 pub mod tile;
 pub mod tile_sync;
 pub mod wire;

@@ -11,7 +11,8 @@ use serde_json::Value;
 #[derive(Debug, Clone)]
 pub struct Action<'a> {
     /// What was done: `ban`, `unban`, `rollback`, `restore`, `protect`, `unprotect`,
-    /// `fill`, `stamp`, `resolve_report`, `grant_moderator`, `revoke_moderator`.
+    /// `fill`, `stamp`, `resolve_report`, `grant_moderator`, `revoke_moderator`,
+    /// `delete_template`.
     pub kind: &'static str,
     /// The moderator's reason, if they gave one.
     pub reason: Option<&'a str>,

@@ -164,6 +164,9 @@ pub enum ApiError {
     /// `--export-concurrency 0`.
     #[error("the dataset export is turned off on this canvas")]
     ExportOff,
+    /// A template upload or deletion refused (crates/server/src/templates).
+    #[error(transparent)]
+    Template(#[from] crate::templates::TemplateError),
 }
 
 /// The cooldown refusal's message: the fixed model's, or the charges model's empty pool.
@@ -274,6 +277,7 @@ impl ApiError {
             ApiError::TileGone { .. } => (StatusCode::GONE, "gone"),
             ApiError::CannotShrink(_) => (StatusCode::BAD_REQUEST, "cannot_shrink"),
             ApiError::InvalidSize { .. } => (StatusCode::BAD_REQUEST, "invalid_size"),
+            ApiError::Template(t) => t.status_and_code(),
         }
     }
 
@@ -357,6 +361,15 @@ impl IntoResponse for ApiError {
             ApiError::ExportBusy { max } => {
                 body["allowed"] = json!(format!("at most {max} exports at once"));
                 retry_after = Some(60_000);
+            }
+            ApiError::Template(t) => {
+                if let Some(allowed) = t.allowed() {
+                    body["allowed"] = json!(allowed);
+                }
+                if let Some(ms) = t.retry_after_ms() {
+                    body["retry_after_ms"] = json!(ms);
+                    retry_after = Some(ms);
+                }
             }
             _ => {}
         }

@@ -16,6 +16,8 @@
 //!   and tile bodies, each encoding made once.
 //! - [`routes`]: the HTTP API, the websocket, operations endpoints and the embedded page.
 //! - [`identity`]: anonymous identities in a signed cookie.
+//! - [`templates`]: template images: upload (mapped to the palette), metadata, PNG,
+//!   deletion.
 //! - [`error`]: the JSON error every handler returns.
 //! - [`access`], [`origin`], [`secret`]: public origin, websocket origins, bearer tokens.
 //! - [`json`]: JSON that refuses duplicate keys.
@@ -48,6 +50,7 @@ pub mod secret;
 pub mod serve;
 pub mod supervise;
 pub mod telemetry;
+pub mod templates;
 pub mod tile_cache;
 pub mod ws_runtime;
 pub mod zerocopy;

@@ -12,6 +12,8 @@
 //! - [`export`]: the whole log in order, for the dataset export.
 //! - `error`: [`PlaceError`], [`StoreError`] and the typed [`BackendError`] under both.
 //! - [`limit`]: the embedded backend's per-address policy state.
+//! - [`templates`]: template images and their metadata (the trait; each backend's part
+//!   is in its folder).
 //! - [`shared`]: a store shared by any number of instances. Redis holds the live state
 //!   (board, seq, cooldowns, per-IP limits, recent updates) and sequences placements with
 //!   one Lua script; PostgreSQL holds the history, written in batches before a placement
@@ -41,6 +43,7 @@ pub mod moderation;
 pub mod records;
 pub mod rewrite;
 pub mod shared;
+pub mod templates;
 
 use rplace_domain::policy::{ChargeStatus, Quota};
 use rplace_domain::{

@@ -7,6 +7,7 @@ import { Charges } from './charges.js';
 import { attachInput } from './input.js';
 import { Minimap, parseJump } from './minimap.js';
 import { attachReport } from './report.js';
+import { attachTemplates } from './template-panel.js';
 import { backoffDelay } from './tiles.js';
 import { UI } from './ui.js';
 import { View, formatHash, parseHash } from './view.js';
@@ -74,21 +75,22 @@ async function main() {
   const world = new World({
     canvas, config, view, skew,
     onStatus: (s) => ui.setStatus(s),
-    onPixel: (x, y, color, tile) => pixelChanged(x, y, color, tile),
+    onPixel: (x, y, color, tile) => { pixelChanged(x, y, color, tile); templates?.pixelChanged(x, y); },
     onResize: () => { minimap.refresh(); viewChanged(false); },
   });
   const renderer = world.renderer;
   // The charges model's pool next to the Place button (nothing in the fixed model).
   const charges = new Charges(config, skew, document.getElementById('place'));
+  function pickColor(i) {
+    state.color = i;
+    storage('set', COLOR_KEY, String(i));
+    ui.setColor(i);
+    renderer.selectedColor = i;
+    renderer.request();
+    renderPlace();
+  }
   const ui = new UI(palette, {
-    onPickColor: (i) => {
-      state.color = i;
-      storage('set', COLOR_KEY, String(i));
-      ui.setColor(i);
-      renderer.selectedColor = i;
-      renderer.request();
-      renderPlace();
-    },
+    onPickColor: (i) => pickColor(i),
     onPlace: () => place(),
     onDeselect: () => select(null),
     onZoomIn: () => input.zoomBy(1.6),
@@ -99,6 +101,15 @@ async function main() {
   ui.setColor(state.color);
   renderer.selectedColor = state.color;
   const report = attachReport((message, kind) => ui.toast(message, kind));
+  // Template overlays (template-panel.js); their part of the hash is theirs.
+  const templates = attachTemplates({
+    world, palette,
+    target: () => state.selected ?? view.pixelAt(view.width / 2, view.height / 2),
+    jumpTo: (x, y) => jumpTo(x, y),
+    pickColor: (i) => pickColor(i),
+    hashChanged: () => viewChanged(false, true),
+    toast: (message, kind) => ui.toast(message, kind),
+  });
   // Login buttons or the account (account.js); the page works without it.
   initAccount(config, (message, kind) => ui.toast(message, kind)).catch(() => {});
 
@@ -129,18 +140,24 @@ async function main() {
     return true;
   }
   if (!applyHash()) view.reset();
-  window.addEventListener('hashchange', () => { if (applyHash()) viewChanged(false); });
+  templates.applyHash(location.hash);
+  window.addEventListener('hashchange', () => {
+    templates.applyHash(location.hash);
+    if (applyHash()) viewChanged(false);
+  });
 
   let hashTimer = 0;
-  function viewChanged(writeHash = true) {
-    world.viewChanged();
-    minimap?.draw();
-    showCoords();
-    if (writeHash && !hashTimer) {
+  function viewChanged(writeHash = true, onlyHash = false) {
+    if (!onlyHash) {
+      world.viewChanged();
+      minimap?.draw();
+      showCoords();
+    }
+    if ((writeHash || onlyHash) && !hashTimer) {
       // replaceState: moving around should not fill the back button's history.
       hashTimer = setTimeout(() => {
         hashTimer = 0;
-        history.replaceState(history.state, '', formatHash(view));
+        history.replaceState(history.state, '', formatHash(view) + templates.hashPart());
       }, HASH_THROTTLE_MS);
     }
   }
@@ -334,6 +351,12 @@ async function main() {
       };
     },
     tileVersion: (tx, ty) => world.tiles.peek(tx, ty)?.version ?? null,
+    /** The templates shown: id, opacity and the counts on the loaded tiles. */
+    get templates() {
+      return templates.overlays.map((t) => ({ id: t.id, opacity: t.opacity, ...t.counts, list: undefined }));
+    },
+    get color() { return state.color; },
+    get selected() { return state.selected; },
   });
 }
 

@@ -10,6 +10,7 @@
 //! - [`strict`]: what every request must satisfy (Host, websocket Origin), and JSON for
 //!   every error the framework answers by itself.
 //! - [`assets`]: the embedded page.
+//! - `crate::templates`: template images (upload, metadata, PNG, delete).
 
 pub mod admin;
 pub mod api;
@@ -49,6 +50,7 @@ pub fn table() -> Vec<(&'static str, MethodRouter<AppState>)> {
         ("/metrics", get(ops::metrics)),
     ];
     t.extend(records::public_table());
+    t.extend(crate::templates::public_table());
     t.extend(crate::auth::routes::public_table());
     t.extend(crate::antibot::routes::public_table());
     t

@@ -26,4 +26,5 @@ mod rewrite;
 mod roles;
 mod store_errors;
 mod strict;
+mod templates;
 mod tiles;

@@ -65,6 +65,7 @@ mod moderation;
 mod records;
 mod rewrite;
 mod schema;
+mod templates;
 mod tiles;
 mod writer;
 

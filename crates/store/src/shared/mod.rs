@@ -130,6 +130,7 @@ mod probe;
 pub(crate) mod records;
 mod recovery;
 pub(crate) mod rewrite;
+pub(crate) mod templates;
 mod writer;
 
 use crate::{

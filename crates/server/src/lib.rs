@@ -15,6 +15,7 @@
 //! - [`board_cache`]: board versions served by `GET /api/board` (composed from tiles)
 //!   and tile bodies, each encoding made once.
 //! - [`routes`]: the HTTP API, the websocket, operations endpoints and the embedded page.
+//! - [`stats`]: presence across instances, placement counts, the leaderboard.
 //! - [`identity`]: anonymous identities in a signed cookie.
 //! - [`error`]: the JSON error every handler returns.
 //! - [`access`], [`origin`], [`secret`]: public origin, websocket origins, bearer tokens.
@@ -46,6 +47,7 @@ pub mod overview;
 pub mod routes;
 pub mod secret;
 pub mod serve;
+pub mod stats;
 pub mod supervise;
 pub mod telemetry;
 pub mod tile_cache;

@@ -12,6 +12,7 @@
 //! - [`export`]: the whole log in order, for the dataset export.
 //! - `error`: [`PlaceError`], [`StoreError`] and the typed [`BackendError`] under both.
 //! - [`limit`]: the embedded backend's per-address policy state.
+//! - [`stats`]: counts per color and user, the leaderboard and presence.
 //! - [`shared`]: a store shared by any number of instances. Redis holds the live state
 //!   (board, seq, cooldowns, per-IP limits, recent updates) and sequences placements with
 //!   one Lua script; PostgreSQL holds the history, written in batches before a placement
@@ -41,6 +42,7 @@ pub mod moderation;
 pub mod records;
 pub mod rewrite;
 pub mod shared;
+pub mod stats;
 
 use rplace_domain::{
     Board, ColorIndex, Coord, Dimensions, IdempotencyKey, OnceToken, Placement, Seq, Tile, TileId,

@@ -63,6 +63,7 @@ mod moderation;
 mod records;
 mod rewrite;
 mod schema;
+mod stats;
 mod tiles;
 mod writer;
 

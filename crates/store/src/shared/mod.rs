@@ -129,6 +129,7 @@ mod probe;
 pub(crate) mod records;
 mod recovery;
 pub(crate) mod rewrite;
+mod stats;
 mod writer;
 
 use crate::{

@@ -83,6 +83,8 @@ pub struct Inner {
     pub auth: crate::auth::Auth,
     /// The dataset export's pseudonym key and concurrency cap.
     pub exports: crate::export::Exports,
+    /// Presence across the fleet, and the cached counts (`crate::stats`).
+    pub presence: crate::stats::Presence,
 }
 
 impl Deref for AppState {
@@ -187,7 +189,9 @@ pub async fn run(
         antibot,
         auth,
         exports,
+        presence: crate::stats::Presence::default(),
     }));
+    let counting = crate::stats::spawn(state.clone());
     let addr = listener.local_addr()?;
     tracing::info!(
         addr = %format!("http://{addr}"),
@@ -244,6 +248,8 @@ pub async fn run(
     if let Some(t) = metrics_listener {
         let _ = t.await;
     }
+    // Ends with the websockets (`stop`); a count in progress is one short transaction.
+    let _ = counting.await;
     live.health.expect_end();
     store.close().await?;
     live.stop.cancel();

@@ -126,6 +126,9 @@ pub enum ApiError {
     /// An endpoint of the visitor's own account, without a login session.
     #[error("log in first: this is about your account")]
     NotLoggedIn,
+    /// The leaderboard shows display names: an account without one cannot be listed.
+    #[error("choose a display name first (PUT /api/me/name): the leaderboard shows it")]
+    NameRequired,
     /// Another account has the display name (compared case-insensitively).
     #[error("the name {0:?} is taken; pick another")]
     NameTaken(String),
@@ -271,6 +274,7 @@ impl ApiError {
             ApiError::AdminCredentialsRequired => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ApiError::NotLoggedIn => (StatusCode::UNAUTHORIZED, "not_logged_in"),
             ApiError::NameTaken(_) => (StatusCode::CONFLICT, "name_taken"),
+            ApiError::NameRequired => (StatusCode::CONFLICT, "name_required"),
             ApiError::LoginFailed(_) => (StatusCode::BAD_REQUEST, "login_failed"),
             ApiError::TileNotFound { .. } => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::NotWhole { .. } => (StatusCode::NOT_FOUND, "not_whole"),

@@ -60,6 +60,8 @@ pub enum Outgoing {
     Resync,
     /// The canvas grew to this size.
     Canvas(Dimensions),
+    /// How many people are online across the fleet now (`crate::stats`).
+    Online(u64),
 }
 
 /// Why [`Hub::run`] returned.
@@ -608,6 +610,12 @@ impl Hub {
         let _ = self.tx.send(Outgoing::Canvas(to));
         let _ = self.control.send(Outgoing::Canvas(to));
         true
+    }
+
+    /// Tells every websocket client how many people are online (`crate::stats`).
+    pub fn online(&self, n: u64) {
+        let _ = self.tx.send(Outgoing::Online(n));
+        let _ = self.control.send(Outgoing::Online(n));
     }
 
     pub fn client_connected(&self) -> usize {

@@ -15,6 +15,7 @@
 //! - [`board_cache`]: board versions served by `GET /api/board` (composed from tiles)
 //!   and tile bodies, each encoding made once.
 //! - [`routes`]: the HTTP API, the websocket, operations endpoints and the embedded page.
+//! - [`stats`]: presence across instances, placement counts, the leaderboard.
 //! - [`identity`]: anonymous identities in a signed cookie.
 //! - [`templates`]: template images: upload (mapped to the palette), metadata, PNG,
 //!   deletion.
@@ -48,6 +49,7 @@ pub mod overview;
 pub mod routes;
 pub mod secret;
 pub mod serve;
+pub mod stats;
 pub mod supervise;
 pub mod telemetry;
 pub mod templates;

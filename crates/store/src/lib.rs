@@ -14,6 +14,7 @@
 //! - [`limit`]: the embedded backend's per-address policy state.
 //! - [`templates`]: template images and their metadata (the trait; each backend's part
 //!   is in its folder).
+//! - [`stats`]: counts per color and user, the leaderboard and presence.
 //! - [`shared`]: a store shared by any number of instances. Redis holds the live state
 //!   (board, seq, cooldowns, per-IP limits, recent updates) and sequences placements with
 //!   one Lua script; PostgreSQL holds the history, written in batches before a placement
@@ -44,6 +45,7 @@ pub mod records;
 pub mod rewrite;
 pub mod shared;
 pub mod templates;
+pub mod stats;
 
 use rplace_domain::policy::{ChargeStatus, Quota};
 use rplace_domain::{

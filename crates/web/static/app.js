@@ -8,6 +8,7 @@ import { attachInput } from './input.js';
 import { Minimap, parseJump } from './minimap.js';
 import { attachReport } from './report.js';
 import { attachTemplates } from './template-panel.js';
+import { initStats } from './stats.js';
 import { backoffDelay } from './tiles.js';
 import { UI } from './ui.js';
 import { View, formatHash, parseHash } from './view.js';
@@ -72,11 +73,14 @@ async function main() {
     infoToken: 0,
   };
 
+  // Who is online (live from the websocket), the counts and the leaderboard (stats.js).
+  const stats = initStats(config, (message, kind) => ui.toast(message, kind));
   const world = new World({
     canvas, config, view, skew,
     onStatus: (s) => ui.setStatus(s),
     onPixel: (x, y, color, tile) => { pixelChanged(x, y, color, tile); templates?.pixelChanged(x, y); },
     onResize: () => { minimap.refresh(); viewChanged(false); },
+    onOnline: (n) => stats.setOnline(n),
   });
   const renderer = world.renderer;
   // The charges model's pool next to the Place button (nothing in the fixed model).

@@ -1,6 +1,7 @@
 // The websocket (`/ws`): connects, reconnects with backoff, says which tiles the page
 // shows (the `view` message) and hands on what the server sends: tile frames (0x02),
-// the `view` answer (what it subscribed), `canvas` (the canvas grew) and `resync`.
+// the `view` answer (what it subscribed), `canvas` (the canvas grew), `resync` and
+// `online` (how many people are online).
 // Keeping each tile exact is tiles.js's job; this only moves messages.
 //
 // The network and timers are injected so tests/browser/unit.test.mjs can drive it with
@@ -19,6 +20,7 @@ export class Live {
    * @param {(frame: object) => void} [o.onFrame]    a decoded tile frame
    * @param {(dims: {width, height}) => void} [o.onCanvas] the canvas grew
    * @param {() => void} [o.onResync]                the server lost continuity
+   * @param {(n: number) => void} [o.onOnline]       how many people are online now
    * @param {() => void} [o.onDisconnect]            the socket closed
    * @param {(status: {state: string, retryAt?: number}) => void} [o.onSocket]
    */
@@ -30,6 +32,7 @@ export class Live {
     this.onFrame = o.onFrame ?? nop;
     this.onCanvas = o.onCanvas ?? nop;
     this.onResync = o.onResync ?? nop;
+    this.onOnline = o.onOnline ?? nop;
     this.onDisconnect = o.onDisconnect ?? nop;
     this.onSocket = o.onSocket ?? nop;
     this.onError = o.onError ?? nop;
@@ -124,6 +127,10 @@ export class Live {
           this.attempt = 0;
           this.setState('open');
           this.onHello(msg);
+          if (Number.isInteger(msg.online)) this.onOnline(msg.online);
+          break;
+        case 'online':
+          if (Number.isInteger(msg.n)) this.onOnline(msg.n);
           break;
         case 'view':
           if ([msg.tx, msg.ty, msg.w, msg.h].every(Number.isInteger)) {

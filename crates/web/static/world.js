@@ -85,6 +85,7 @@ export class World {
       onView: (rect) => this.subscribed(rect),
       onFrame: (f) => this.tiles.onFrame(f),
       onCanvas: ({ width, height }) => this.grow(width, height),
+      onOnline: (n) => o.onOnline?.(n),
       onResync: () => { this.tiles.resync(); this.overviews.clear(); this.viewChanged(); },
       onDisconnect: () => {
         this.answered = false;

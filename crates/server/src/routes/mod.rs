@@ -3,6 +3,7 @@
 //! - [`tiles`]: tiles, their PNGs, the overview pyramid and per-tile catch-up.
 //! - [`ws`]: the live update websocket.
 //! - [`export`]: the dataset of every placement as gzipped CSV.
+//! - [`stats`]: presence, placement counts and the leaderboard.
 //! - [`ops`]: health, readiness, metrics, OpenAPI.
 //! - [`admin`]: operator and moderator endpoints under `/api/admin/`, which join those of
 //!   [`moderation`] (bans, protected areas), [`rewrite`] (rollback, restore, fill,
@@ -22,6 +23,7 @@ pub mod ops;
 pub mod quota;
 pub mod records;
 pub mod rewrite;
+pub mod stats;
 pub mod strict;
 pub mod tiles;
 pub mod ws;
@@ -51,6 +53,7 @@ pub fn table() -> Vec<(&'static str, MethodRouter<AppState>)> {
     ];
     t.extend(records::public_table());
     t.extend(crate::templates::public_table());
+    t.extend(stats::public_table());
     t.extend(crate::auth::routes::public_table());
     t.extend(crate::antibot::routes::public_table());
     t

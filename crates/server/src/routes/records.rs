@@ -139,7 +139,7 @@ fn rect_field(app: &AppState, obj: &Map<String, Value>) -> Result<Option<Rect>, 
 }
 
 /// An optional integer query parameter within `lo..=hi`.
-fn query_int(
+pub(super) fn query_int(
     q: &HashMap<String, String>,
     field: &'static str,
     lo: i64,

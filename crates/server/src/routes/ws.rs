@@ -102,6 +102,7 @@ async fn session(app: AppState, socket: WebSocket, permit: crate::serve::per_ip:
         "height": dims.height(),
         "tile_size": rplace_domain::tile::TILE_SIZE,
         "whole": dims.whole(),
+        "online": app.presence.online(&app),
     });
     let end = pump(
         socket,
@@ -306,6 +307,7 @@ where
             msg = frames.recv() => match msg {
                 Ok(Outgoing::Frame(frame)) => send(tx, Message::Binary(frame)).await,
                 Ok(Outgoing::Resync) => send(tx, text(json!({ "type": "resync" }))).await,
+                Ok(Outgoing::Online(n)) => send(tx, text(json!({ "type": "online", "n": n }))).await,
                 Ok(Outgoing::Canvas(d)) => {
                     let m = json!({ "type": "canvas", "width": d.width(), "height": d.height() });
                     send(tx, text(m)).await

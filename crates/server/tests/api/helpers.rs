@@ -537,8 +537,26 @@ impl SyncClient {
     }
 }
 
-/// Next message that is not a ping/pong, with a timeout.
+/// Next message that is not a ping/pong nor a presence message (`{"type":"online"}`,
+/// sent whenever the number of connections changes: `stats.rs` reads those with
+/// [`next_any`]), with a timeout.
 pub async fn next_msg(ws: &mut Ws, within: Duration) -> Option<Message> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match next_any(ws, left).await {
+            Some(Message::Text(t)) if is_online(&t) => continue,
+            other => return other,
+        }
+    }
+}
+
+fn is_online(text: &str) -> bool {
+    serde_json::from_str::<serde_json::Value>(text).is_ok_and(|v| v["type"] == "online")
+}
+
+/// Next message that is not a ping/pong, with a timeout.
+pub async fn next_any(ws: &mut Ws, within: Duration) -> Option<Message> {
     let deadline = tokio::time::Instant::now() + within;
     loop {
         match tokio::time::timeout_at(deadline, ws.next()).await {

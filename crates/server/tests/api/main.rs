@@ -24,6 +24,7 @@ mod protect;
 mod records;
 mod rewrite;
 mod roles;
+mod stats;
 mod store_errors;
 mod strict;
 mod templates;

@@ -66,6 +66,7 @@ mod records;
 mod rewrite;
 mod schema;
 mod templates;
+mod stats;
 mod tiles;
 mod writer;
 

@@ -149,7 +149,7 @@ fn recent(
 impl EmbeddedStore {
     /// Runs `f` in one immediate transaction on a connection of its own, on the blocking
     /// pool; commits if it returns `Ok`.
-    async fn write_records<R: Send + 'static>(
+    pub(super) async fn write_records<R: Send + 'static>(
         &self,
         f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<R, StoreError> + Send + 'static,
     ) -> Result<R, StoreError> {

@@ -53,6 +53,9 @@ pub(crate) struct Keys {
     /// Every user and network ban key ever written (a set), so that a reload can clear
     /// what an older copy of the state holds.
     pub ban_index: String,
+    /// Each instance's websocket clients, a hash `instance -> "<n> <expires ms>"`
+    /// (`shared/stats.rs`).
+    pub presence: String,
 }
 
 impl Keys {
@@ -73,6 +76,7 @@ impl Keys {
             ban_reasons: format!("{prefix}ban:reasons"),
             protected_tiles: format!("{prefix}protected:tiles"),
             ban_index: format!("{prefix}ban:keys"),
+            presence: format!("{prefix}presence"),
         }
     }
 

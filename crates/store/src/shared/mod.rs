@@ -131,6 +131,7 @@ pub(crate) mod records;
 mod recovery;
 pub(crate) mod rewrite;
 pub(crate) mod templates;
+mod stats;
 mod writer;
 
 use crate::{

@@ -83,6 +83,8 @@ pub struct Inner {
     pub auth: crate::auth::Auth,
     /// The dataset export's pseudonym key and concurrency cap.
     pub exports: crate::export::Exports,
+    /// Past reads' concurrency cap and replay bound.
+    pub past: crate::past::PastReads,
 }
 
 impl Deref for AppState {
@@ -187,7 +189,12 @@ pub async fn run(
         antibot,
         auth,
         exports,
+        past: crate::past::PastReads::new(
+            config.history_concurrency as usize,
+            config.history_keyframe_every,
+        ),
     }));
+    let keyframer = spawn_keyframer(&store, config.history_keyframe_every);
     let addr = listener.local_addr()?;
     tracing::info!(
         addr = %format!("http://{addr}"),
@@ -245,6 +252,8 @@ pub async fn run(
         let _ = t.await;
     }
     live.health.expect_end();
+    keyframer.0.cancel();
+    let _ = keyframer.1.await;
     store.close().await?;
     live.stop.cancel();
     let _ = live.watcher.await;
@@ -314,4 +323,18 @@ async fn start_live_path(
         stop,
         watcher,
     })
+}
+
+/// Starts the keyframer of the past canvas (`rplace_store::past`); cancel the token and
+/// await the task before the store closes.
+fn spawn_keyframer(
+    store: &Arc<Backend>,
+    every: u64,
+) -> (CancellationToken, tokio::task::JoinHandle<()>) {
+    let stop = CancellationToken::new();
+    let (s, token) = (store.clone(), stop.clone());
+    let task = tokio::spawn(async move {
+        rplace_store::past::run_keyframer(&*s, every, token.cancelled_owned()).await
+    });
+    (stop, task)
 }

@@ -2,6 +2,7 @@
 // and the UI.
 
 import { initAccount } from './account.js';
+import { History, parseMoment } from './history.js';
 import { ApiError, getConfig, getPixel, placePixel } from './api.js';
 import { attachInput } from './input.js';
 import { Minimap, parseJump } from './minimap.js';
@@ -70,6 +71,9 @@ async function main() {
     infoToken: 0,
   };
 
+  /** History mode (history.js), made once the live world runs. */
+  let past = null;
+
   const world = new World({
     canvas, config, view, skew,
     onStatus: (s) => ui.setStatus(s),
@@ -131,15 +135,19 @@ async function main() {
   let hashTimer = 0;
   function viewChanged(writeHash = true) {
     world.viewChanged();
+    past?.viewChanged();
     minimap?.draw();
     showCoords();
-    if (writeHash && !hashTimer) {
-      // replaceState: moving around should not fill the back button's history.
-      hashTimer = setTimeout(() => {
-        hashTimer = 0;
-        history.replaceState(history.state, '', formatHash(view));
-      }, HASH_THROTTLE_MS);
-    }
+    if (writeHash) writeHashSoon();
+  }
+
+  function writeHashSoon() {
+    if (hashTimer) return;
+    // replaceState: moving around should not fill the back button's history.
+    hashTimer = setTimeout(() => {
+      hashTimer = 0;
+      history.replaceState(history.state, '', formatHash(view) + (past?.hashSuffix() ?? ''));
+    }, HASH_THROTTLE_MS);
   }
 
   function showCoords() {
@@ -287,6 +295,11 @@ async function main() {
     if (document.visibilityState === 'visible') world.kick();
   });
   world.start();
+
+  // History mode (history.js): the canvas at a past moment, restored from the URL.
+  past = new History({ world, toast: (message, kind) => ui.toast(message, kind), onMomentChange: writeHashSoon });
+  const moment = parseMoment(location.hash);
+  if (moment) past.open(moment);
 
   // ---- clocks ---------------------------------------------------------------------
 

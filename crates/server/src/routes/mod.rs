@@ -3,6 +3,7 @@
 //! - [`tiles`]: tiles, their PNGs, the overview pyramid and per-tile catch-up.
 //! - [`ws`]: the live update websocket.
 //! - [`export`]: the dataset of every placement as gzipped CSV.
+//! - [`past`]: the board and tiles at a past seq or time (`?seq=`, `?at=`).
 //! - [`ops`]: health, readiness, metrics, OpenAPI.
 //! - [`admin`]: operator and moderator endpoints under `/api/admin/`, which join those of
 //!   [`moderation`] (bans, protected areas), [`rewrite`] (rollback, restore, fill,
@@ -18,6 +19,7 @@ pub mod body;
 pub mod export;
 pub mod moderation;
 pub mod ops;
+pub mod past;
 pub mod records;
 pub mod rewrite;
 pub mod strict;

@@ -68,6 +68,7 @@ const AREAS: &[&[(i32, &str, &str)]] = &[
     crate::shared::moderation::MIGRATIONS,
     crate::shared::rewrite::MIGRATIONS,
     crate::shared::records::MIGRATIONS,
+    past::MIGRATIONS,
 ];
 
 pub(super) async fn migrate(client: &mut tokio_postgres::Client) -> Result<(), StoreError> {

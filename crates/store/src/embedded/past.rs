@@ -167,20 +167,18 @@ impl Past for EmbeddedStore {
 
     async fn tile_at(&self, id: TileId, at: Seq, tail: u64) -> Result<TileRead, PastError> {
         let depth = self.depth;
-        let out = self
-            .read(move |c| {
-                let mark = mark_at(c, at)?;
-                if let Err(e) = check_tail(at, mark, tail) {
-                    return Ok(Err(e));
-                }
-                let mut f = frame_at(c, id.key(), mark, depth)?;
-                for p in rows_between(c, mark, at, Some(id))? {
-                    f.apply(id, &p);
-                }
-                Ok(Ok(f.read(at)))
-            })
-            .await?;
-        out
+        self.read(move |c| {
+            let mark = mark_at(c, at)?;
+            if let Err(e) = check_tail(at, mark, tail) {
+                return Ok(Err(e));
+            }
+            let mut f = frame_at(c, id.key(), mark, depth)?;
+            for p in rows_between(c, mark, at, Some(id))? {
+                f.apply(id, &p);
+            }
+            Ok(Ok(f.read(at)))
+        })
+        .await?
     }
 
     async fn board_at(&self, at: Seq, tail: u64) -> Result<Snapshot, PastError> {
@@ -194,31 +192,29 @@ impl Past for EmbeddedStore {
             .into());
         }
         let depth = self.depth;
-        let out = self
-            .read(move |c| {
-                let mark = mark_at(c, at)?;
-                if let Err(e) = check_tail(at, mark, tail) {
-                    return Ok(Err(e));
-                }
-                let (across, down) = tiles_across(dims);
-                let mut frames = Vec::new();
-                for ty in 0..down {
-                    for tx in 0..across {
-                        let id = TileId::new_unchecked(tx, ty);
-                        let f = frame_at(c, id.key(), mark, depth)?;
-                        if f.version != 0 {
-                            frames.push((id, f.pixels));
-                        }
+        self.read(move |c| {
+            let mark = mark_at(c, at)?;
+            if let Err(e) = check_tail(at, mark, tail) {
+                return Ok(Err(e));
+            }
+            let (across, down) = tiles_across(dims);
+            let mut frames = Vec::new();
+            for ty in 0..down {
+                for tx in 0..across {
+                    let id = TileId::new_unchecked(tx, ty);
+                    let f = frame_at(c, id.key(), mark, depth)?;
+                    if f.version != 0 {
+                        frames.push((id, f.pixels));
                     }
                 }
-                let mut board = tiles::compose(dims, depth, frames);
-                for p in rows_between(c, mark, at, None)? {
-                    board.set(p.coord, p.color);
-                }
-                Ok(Ok(Snapshot { seq: at, board }))
-            })
-            .await?;
-        out
+            }
+            let mut board = tiles::compose(dims, depth, frames);
+            for p in rows_between(c, mark, at, None)? {
+                board.set(p.coord, p.color);
+            }
+            Ok(Ok(Snapshot { seq: at, board }))
+        })
+        .await?
     }
 
     async fn keyframe_step(&self, every: u64) -> Result<Option<Seq>, StoreError> {

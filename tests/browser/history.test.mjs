@@ -46,6 +46,13 @@ describe('history mode', () => {
 
   const color = (i) => config.palette[i].toUpperCase();
 
+  /** Drags the slider to `value`, as a person would (an input event per move). */
+  const scrub = (page, value) => page.evaluate((v) => {
+    const s = document.getElementById('history-slider');
+    s.value = String(v);
+    s.dispatchEvent(new Event('input', { bubbles: true }));
+  }, value);
+
   test('a link to a moment opens the canvas then; the slider and play move through time', async () => {
     const { page, errors } = await openPage(browser, `${server.url}/#x=20&y=20&z=16&seq=${seqs[0]}`);
     await page.locator('#history-panel').waitFor({ state: 'visible', timeout: 5000 });
@@ -56,13 +63,13 @@ describe('history mode', () => {
     await until(async () => (await page.evaluate(() => window.rplace.pixel(20, 20))) === 12, { what: 'the live tile has the newest color' });
 
     // Scrub to the second placement.
-    await page.locator('#history-slider').fill(String(seqs[1]));
+    await scrub(page, seqs[1]);
     await until(async () => (await shown(page, 20, 20)) === color(7), { what: 'the second placement shown', timeout: 5000 });
     await until(async () => (await hashParams(page)).seq === String(seqs[1]), { what: 'the moment in the URL' });
     await page.screenshot({ path: screenshotPath('history.png') });
 
     // Before any placement the pixel is blank.
-    await page.locator('#history-slider').fill('0');
+    await scrub(page, 0);
     await until(async () => (await shown(page, 20, 20)) === color(0), { what: 'the blank canvas at seq 0', timeout: 5000 });
 
     // Play runs to the newest placement and stops there.

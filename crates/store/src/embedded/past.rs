@@ -219,6 +219,11 @@ impl Past for EmbeddedStore {
 
     async fn keyframe_step(&self, every: u64) -> Result<Option<Seq>, StoreError> {
         let head = self.state.lock().expect("state lock").seq;
+        // Most calls find nothing to do: ask a pooled reader before opening a connection.
+        let mark = self.read(move |c| mark_at(c, head)).await?;
+        if head.0 < mark.0 + every.max(1) {
+            return Ok(None);
+        }
         let (path, depth) = (self.path.clone(), self.depth);
         tokio::task::spawn_blocking(move || step(&path, head, every.max(1), depth))
             .await

@@ -96,6 +96,19 @@ pub async fn history(a: &HistoryArgs) -> anyhow::Result<HistoryReport> {
     );
     let (across, down) = (w.div_ceil(256), h.div_ceil(256));
     let now = (crate::clock::now_ns() / 1_000_000) as i64;
+    // While the keyframes are built, reads answer 503 (and no seq): wait for them.
+    let started = Instant::now();
+    while get(&c, &base, "/api/tiles/0/0?seq=0").await?.0 == 503
+        || get(&c, &base, &format!("/api/tiles/0/0?at={}", now + 3_600_000))
+            .await?
+            .0
+            == 503
+    {
+        if started.elapsed() > Duration::from_secs(a.index_timeout_s) {
+            bail!("past reads still catching up after {} s", a.index_timeout_s);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     let head = seq_at(&c, &base, now + 3_600_000).await?;
     if head == 0 {
         bail!("the history is empty");
@@ -111,7 +124,6 @@ pub async fn history(a: &HistoryArgs) -> anyhow::Result<HistoryReport> {
         }
     }
     let (first_ms, last_ms) = (lo, now);
-    let started = Instant::now();
     loop {
         let (status, _, _) = get(&c, &base, &format!("/api/tiles/0/0?seq={head}")).await?;
         if status == 200 {

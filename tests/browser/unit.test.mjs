@@ -17,6 +17,7 @@ import { parseJump } from '../../crates/web/static/minimap.js';
 import { shortId, relativeTime, formatCountdown } from '../../crates/web/static/format.js';
 import { newIdempotencyKey, placePixel } from '../../crates/web/static/api.js';
 import { solve, workHex } from '../../crates/web/static/pow-worker.js';
+import { parseMoment } from '../../crates/web/static/history.js';
 
 describe('board decoding', () => {
   test('4 bits per pixel: even index in the high nibble', () => {
@@ -852,5 +853,14 @@ describe('proof of work', () => {
     };
     await assert.rejects(placePixel(0, 0, 0, { sleep: async () => {} }), (e) => e.status === 428 && e.code === 'pow_required');
     assert.equal(calls, 3);
+  });
+});
+
+describe('history links', () => {
+  test('a moment is a seq or a time in the hash, seq first; anything else is none', () => {
+    assert.deepEqual(parseMoment('#x=1&y=2&z=3&seq=42'), { seq: 42 });
+    assert.deepEqual(parseMoment('#at=1700000000000&x=1'), { at: 1_700_000_000_000 });
+    assert.deepEqual(parseMoment('#seq=7&at=5'), { seq: 7 });
+    for (const h of ['', '#x=1', '#seq=-1', '#seq=abc', '#at=1.5', null]) assert.equal(parseMoment(h), null, String(h));
   });
 });

@@ -8,7 +8,8 @@
 //! - [`live`]: the `live` scenario, and worker processes for more clients than one
 //!   process may hold files for.
 //! - [`scenarios`]: `max-rate`, `admission`, `idle-memory`, `cold-start`, `board` (wrk
-//!   beside nginx) and `make-history` (a large log for recovery).
+//!   beside nginx), `history` (the canvas at past moments) and `make-history` (a large
+//!   log for recovery).
 //! - [`procstat`]: CPU and memory of the server and of the bench, from `/proc`.
 //! - [`report`]: what every scenario prints and writes as JSON.
 

@@ -41,6 +41,8 @@ enum Cmd {
     Board(BoardArgs),
     /// `GET /api/export/placements.csv.gz`: rows per second, decompressed and counted.
     Export(scenarios::ExportArgs),
+    /// The canvas at past moments (`?seq=`, `?at=` on tiles and the board): p50/p99.
+    History(scenarios::HistoryArgs),
     /// Writes a placements log with no snapshot, for recovery timing.
     MakeHistory(MakeHistoryArgs),
     /// `live` with a large rollback or fill in the middle: its reach and its cost.
@@ -133,6 +135,28 @@ fn main() -> anyhow::Result<()> {
                     r.median_rows_per_s,
                     r.rows_per_s.len()
                 );
+                save(&r)?;
+            }
+            Cmd::History(a) => {
+                let r = scenarios::history(&a).await?;
+                let l = |l: &rplace_bench::report::Latency| {
+                    format!("p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms", l.p50_ms, l.p99_ms, l.max_ms)
+                };
+                println!(
+                    "history: head {}, keyframes ready after {:.1} s; tile?seq {}; tile?at {}",
+                    r.head,
+                    r.index_wait_s,
+                    l(&r.tile_seq),
+                    l(&r.tile_at)
+                );
+                if let (Some(s), Some(t)) = (&r.board_seq, &r.board_at) {
+                    println!(
+                        "history: board?seq {}; board?at {} ({} bytes)",
+                        l(s),
+                        l(t),
+                        r.board_bytes
+                    );
+                }
                 save(&r)?;
             }
             Cmd::MakeHistory(a) => scenarios::make_history(&a)?,

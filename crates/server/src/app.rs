@@ -85,6 +85,8 @@ pub struct Inner {
     pub exports: crate::export::Exports,
     /// Presence across the fleet, and the cached counts (`crate::stats`).
     pub presence: crate::stats::Presence,
+    /// Past reads' concurrency cap and replay bound.
+    pub past: crate::past::PastReads,
 }
 
 impl Deref for AppState {
@@ -192,6 +194,12 @@ pub async fn run(
         presence: crate::stats::Presence::default(),
     }));
     let counting = crate::stats::spawn(state.clone());
+        past: crate::past::PastReads::new(
+            config.history_concurrency as usize,
+            config.history_keyframe_every,
+        ),
+    }));
+    let keyframer = spawn_keyframer(&store, config.history_keyframe_every);
     let addr = listener.local_addr()?;
     tracing::info!(
         addr = %format!("http://{addr}"),
@@ -251,6 +259,8 @@ pub async fn run(
     // Ends with the websockets (`stop`); a count in progress is one short transaction.
     let _ = counting.await;
     live.health.expect_end();
+    keyframer.0.cancel();
+    let _ = keyframer.1.await;
     store.close().await?;
     live.stop.cancel();
     let _ = live.watcher.await;
@@ -320,4 +330,18 @@ async fn start_live_path(
         stop,
         watcher,
     })
+}
+
+/// Starts the keyframer of the past canvas (`rplace_store::past`); cancel the token and
+/// await the task before the store closes.
+fn spawn_keyframer(
+    store: &Arc<Backend>,
+    every: u64,
+) -> (CancellationToken, tokio::task::JoinHandle<()>) {
+    let stop = CancellationToken::new();
+    let (s, token) = (store.clone(), stop.clone());
+    let task = tokio::spawn(async move {
+        rplace_store::past::run_keyframer(&*s, every, token.cancelled_owned()).await
+    });
+    (stop, task)
 }

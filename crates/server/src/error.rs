@@ -170,6 +170,19 @@ pub enum ApiError {
     /// A template upload or deletion refused (crates/server/src/templates).
     #[error(transparent)]
     Template(#[from] crate::templates::TemplateError),
+    /// `?seq=` beyond the history's head.
+    #[error("seq {asked} is beyond the history, which holds seqs 0..={head}")]
+    PastOutOfRange { asked: u64, head: u64 },
+    /// The keyframes do not reach this seq yet (built in the background after a start).
+    #[error(
+        "the history is still being indexed (through seq {through}); seq {asked} can be read once it is; retry in a few seconds"
+    )]
+    PastCatchingUp { asked: u64, through: u64 },
+    /// `--history-concurrency` past reads run already.
+    #[error(
+        "{max} reads of the past canvas are running, as many as this server allows at once; retry in a second"
+    )]
+    PastBusy { max: usize },
 }
 
 /// The cooldown refusal's message: the fixed model's, or the charges model's empty pool.
@@ -246,6 +259,11 @@ impl ApiError {
             ApiError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
             ApiError::ExportBusy { .. } => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
             ApiError::ExportOff => (StatusCode::NOT_FOUND, "export_off"),
+            ApiError::PastOutOfRange { .. } => (StatusCode::NOT_FOUND, "seq_out_of_range"),
+            ApiError::PastCatchingUp { .. } => {
+                (StatusCode::SERVICE_UNAVAILABLE, "history_catching_up")
+            }
+            ApiError::PastBusy { .. } => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
             ApiError::Unavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::MethodNotAllowed { .. } => {
                 (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed")
@@ -374,6 +392,18 @@ impl IntoResponse for ApiError {
                     body["retry_after_ms"] = json!(ms);
                     retry_after = Some(ms);
                 }
+            }
+            ApiError::PastOutOfRange { head, .. } => {
+                body["allowed"] = json!(format!("seq 0..={head}"));
+                body["head"] = json!(head);
+            }
+            ApiError::PastCatchingUp { through, .. } => {
+                body["through"] = json!(through);
+                retry_after = Some(5_000);
+            }
+            ApiError::PastBusy { max } => {
+                body["allowed"] = json!(format!("at most {max} past reads at once"));
+                retry_after = Some(1_000);
             }
             _ => {}
         }

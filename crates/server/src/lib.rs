@@ -46,6 +46,7 @@ pub mod identity;
 pub mod json;
 pub mod origin;
 pub mod overview;
+pub mod past;
 pub mod routes;
 pub mod secret;
 pub mod serve;

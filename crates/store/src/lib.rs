@@ -10,6 +10,7 @@
 //!   assigns seqs and commits many placements per transaction, and only then
 //!   acknowledges them.
 //! - [`export`]: the whole log in order, for the dataset export.
+//! - [`past`]: the canvas at any past seq or time, from keyframes and the log after them.
 //! - `error`: [`PlaceError`], [`StoreError`] and the typed [`BackendError`] under both.
 //! - [`limit`]: the embedded backend's per-address policy state.
 //! - [`templates`]: template images and their metadata (the trait; each backend's part
@@ -41,6 +42,7 @@ pub mod export;
 mod feed_queue;
 pub mod limit;
 pub mod moderation;
+pub mod past;
 pub mod records;
 pub mod rewrite;
 pub mod shared;

@@ -2,6 +2,7 @@
 // and the UI.
 
 import { initAccount } from './account.js';
+import { History, parseMoment } from './history.js';
 import { ApiError, getConfig, getPixel, placePixel } from './api.js';
 import { Charges } from './charges.js';
 import { attachInput } from './input.js';
@@ -75,6 +76,9 @@ async function main() {
 
   // Who is online (live from the websocket), the counts and the leaderboard (stats.js).
   const stats = initStats(config, (message, kind) => ui.toast(message, kind));
+  /** History mode (history.js), made once the live world runs. */
+  let past = null;
+
   const world = new World({
     canvas, config, view, skew,
     onStatus: (s) => ui.setStatus(s),
@@ -154,16 +158,20 @@ async function main() {
   function viewChanged(writeHash = true, onlyHash = false) {
     if (!onlyHash) {
       world.viewChanged();
+      past?.viewChanged();
       minimap?.draw();
       showCoords();
     }
-    if ((writeHash || onlyHash) && !hashTimer) {
-      // replaceState: moving around should not fill the back button's history.
-      hashTimer = setTimeout(() => {
-        hashTimer = 0;
-        history.replaceState(history.state, '', formatHash(view) + templates.hashPart());
-      }, HASH_THROTTLE_MS);
-    }
+    if (writeHash || onlyHash) writeHashSoon();
+  }
+
+  function writeHashSoon() {
+    if (hashTimer) return;
+    // replaceState: moving around should not fill the back button's history.
+    hashTimer = setTimeout(() => {
+      hashTimer = 0;
+      history.replaceState(history.state, '', formatHash(view) + templates.hashPart() + (past?.hashSuffix() ?? ''));
+    }, HASH_THROTTLE_MS);
   }
 
   function showCoords() {
@@ -313,6 +321,11 @@ async function main() {
     if (document.visibilityState === 'visible') world.kick();
   });
   world.start();
+
+  // History mode (history.js): the canvas at a past moment, restored from the URL.
+  past = new History({ world, toast: (message, kind) => ui.toast(message, kind), onMomentChange: writeHashSoon });
+  const moment = parseMoment(location.hash);
+  if (moment) past.open(moment);
 
   // ---- clocks ---------------------------------------------------------------------
 

@@ -150,8 +150,9 @@ export class Renderer {
     ctx.rect(bx0, by0, bx1 - bx0, by1 - by0);
     ctx.clip(); // the padding of the last row and column of tiles never shows
     ctx.imageSmoothingEnabled = false;
-    const z = world.level;
-    const top = Math.min(world.levels - 1, z + FALLBACK_LEVELS);
+    // History mode (world.past) draws its own level-0 tiles only: overviews are live.
+    const z = world.past ? 0 : world.level;
+    const top = world.past ? 0 : Math.min(world.levels - 1, z + FALLBACK_LEVELS);
     // Coarser levels first, as a blurry stand-in while the wanted level loads; then the
     // level below (it may still be in memory from before a zoom out); then the level.
     for (let l = top; l > z; l--) this.drawLevel(l, ox, oy, s);
@@ -180,7 +181,7 @@ export class Renderer {
     forEachTile(rect, (tx, ty) => {
       let img;
       if (z === 0) {
-        const e = world.tiles.peek(tx, ty);
+        const e = (world.past ?? world.tiles).peek(tx, ty);
         if (!e?.pixels || (!create && this.surfaces.get(e.key)?.entry !== e)) return;
         img = this.surface(e);
         this.stats.tiles++;

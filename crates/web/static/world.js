@@ -52,6 +52,9 @@ export class World {
     this.retryAt = undefined;
     /** The level-0 tiles wanted (null in overview). */
     this.rect = null;
+    /** History mode's tiles of a past moment (history.js), drawn instead of the live
+     * ones while set. */
+    this.past = null;
     /** The rectangle to subscribe, the one last sent, and when. */
     this.viewWanted = null;
     this.viewSent = null;

@@ -15,11 +15,13 @@ use std::time::{Duration, Instant};
 mod board;
 mod cold_start;
 mod export;
+mod history;
 mod rewrite_soak;
 
 pub use board::{BoardArgs, BoardReport, WrkRun, board};
 pub use cold_start::{ColdStartArgs, ColdStartReport, cold_start};
 pub use export::{ExportArgs, ExportReport, export};
+pub use history::{HistoryArgs, HistoryReport, history};
 pub use rewrite_soak::{RewriteSoakArgs, RewriteSoakReport, rewrite_soak};
 
 /// Flags of `max-rate`.

@@ -176,6 +176,19 @@ pub struct Config {
     #[arg(long, env = "RPLACE_EXPORT_CONCURRENCY", default_value_t = 1)]
     pub export_concurrency: usize,
 
+    /// Reads of the canvas at a past moment (`?seq=`, `?at=`) served at once; more get
+    /// 503 busy.
+    #[arg(long, env = "RPLACE_HISTORY_CONCURRENCY", default_value_t = 4,
+          value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub history_concurrency: u64,
+
+    /// Placements between two keyframe marks of the past canvas (see
+    /// `rplace_store::past`): a past read replays at most twice this many rows.
+    #[arg(long, env = "RPLACE_HISTORY_KEYFRAME_EVERY",
+          default_value_t = rplace_store::past::DEFAULT_KEYFRAME_EVERY,
+          value_parser = clap::value_parser!(u64).range(1..=rplace_store::past::MAX_KEYFRAME_EVERY))]
+    pub history_keyframe_every: u64,
+
     /// Most open websocket connections; more get 503.
     #[arg(long, env = "RPLACE_MAX_CONNECTIONS", default_value_t = 100_000)]
     pub max_connections: usize,

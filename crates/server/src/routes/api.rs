@@ -111,8 +111,15 @@ pub(crate) fn require_whole(app: &AppState) -> Result<rplace_domain::Dimensions,
     Ok(dims)
 }
 
-pub async fn board(State(app): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
-    require_whole(&app)?;
+pub async fn board(
+    State(app): State<AppState>,
+    q: crate::routes::body::QueryMap,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let dims = require_whole(&app)?;
+    if let Some(m) = crate::past::PastMoment::parse(&crate::routes::body::query_map(q)?)? {
+        return crate::routes::past::board(&app, dims, false, m, &headers).await;
+    }
     metrics::counter!("rplace_board_requests_total", "format" => "raw").increment(1);
     let version = app.boards.get(&app.hub).await.map_err(ApiError::from)?;
     let enc = Encoding::negotiate(
@@ -145,9 +152,13 @@ pub async fn board(State(app): State<AppState>, headers: HeaderMap) -> Result<Re
 
 pub async fn board_png(
     State(app): State<AppState>,
+    q: crate::routes::body::QueryMap,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let dims = require_whole(&app)?;
+    if let Some(m) = crate::past::PastMoment::parse(&crate::routes::body::query_map(q)?)? {
+        return crate::routes::past::board(&app, dims, true, m, &headers).await;
+    }
     metrics::counter!("rplace_board_requests_total", "format" => "png").increment(1);
     let version = app.boards.get(&app.hub).await.map_err(ApiError::from)?;
     let mut resp = if not_modified(&headers, version.seq) {

@@ -4,6 +4,7 @@
 //! - [`ws`]: the live update websocket.
 //! - [`export`]: the dataset of every placement as gzipped CSV.
 //! - [`stats`]: presence, placement counts and the leaderboard.
+//! - [`past`]: the board and tiles at a past seq or time (`?seq=`, `?at=`).
 //! - [`ops`]: health, readiness, metrics, OpenAPI.
 //! - [`admin`]: operator and moderator endpoints under `/api/admin/`, which join those of
 //!   [`moderation`] (bans, protected areas), [`rewrite`] (rollback, restore, fill,
@@ -21,6 +22,7 @@ pub mod export;
 pub mod moderation;
 pub mod ops;
 pub mod quota;
+pub mod past;
 pub mod records;
 pub mod rewrite;
 pub mod stats;

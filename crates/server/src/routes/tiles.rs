@@ -1,5 +1,5 @@
 //! Tiles over HTTP (docs/API.md, Tiles): `GET /api/tiles/{tx}/{ty}` (packed bytes),
-//! `GET /api/tiles/{tx}/{ty}.png`, the overview pyramid `GET /api/tiles/{z}/{tx}/{ty}.png`
+//! `GET /api/tiles/{tx}/{ty}.png` (both also at a past `?seq=` or `?at=`: `past`), the overview pyramid `GET /api/tiles/{z}/{tx}/{ty}.png`
 //! and per-tile catch-up `GET /api/tiles/{tx}/{ty}/updates?since=V`.
 //!
 //! A tile's body comes from the hub's tile cache (`crate::tile_cache`), each encoding made
@@ -134,9 +134,13 @@ async fn png_answer(
 pub async fn tile(
     State(app): State<AppState>,
     Path((tx, ty)): Path<(String, String)>,
+    q: QueryMap,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let (id, png) = parse_tile(app.hub.dims(), &tx, &ty)?;
+    if let Some(m) = crate::past::PastMoment::parse(&query_map(q)?)? {
+        return crate::routes::past::tile(&app, id, png, m, &headers).await;
+    }
     let format = if png { "png" } else { "raw" };
     metrics::counter!("rplace_tile_requests_total", "format" => format).increment(1);
     let v: Arc<Version> = app.hub.tile_body(id).await?;

@@ -14,6 +14,7 @@ mod errors;
 mod export;
 mod fleet;
 mod hardening;
+mod history;
 mod lifecycle;
 mod live;
 mod livepath;

@@ -29,6 +29,10 @@
 //! which every commit had to write to the WAL, and cost a third of the server's CPU per
 //! placement (see BENCHMARKS.md, b).
 //!
+//! The canvas at a past moment (`past`, the design in [`crate::past`]): keyframes in
+//! tables of their own, written by a background task on a connection of its own from
+//! committed rows, never by the writer.
+//!
 //! Growth: the size lives in `meta`; `grow` is a writer command like a moderation one
 //! (committed, then in memory, then `FeedEvent::Grown`). A start configured larger than the
 //! data dir grows it; one configured smaller keeps the larger size stored.
@@ -62,6 +66,7 @@ use tokio::sync::{mpsc, oneshot};
 mod accounts;
 mod export;
 mod moderation;
+mod past;
 mod records;
 mod rewrite;
 mod schema;

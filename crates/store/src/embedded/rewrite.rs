@@ -86,7 +86,7 @@ fn too_large(limit: u64, found: usize) -> Result<(), RewriteError> {
 
 impl EmbeddedStore {
     /// The last seq whose placement is at or before `t` (0: none).
-    async fn seq_at(&self, head: Seq, t: i64) -> Result<Seq, StoreError> {
+    pub(super) async fn seq_at(&self, head: Seq, t: i64) -> Result<Seq, StoreError> {
         // Each probe is one lookup by seq: the search takes a few dozen of them.
         self.read(move |c| {
             let mut lo_hi = (0u64, head.0);

@@ -149,7 +149,7 @@ impl SharedStore {
     }
 
     /// The seq and time of the first placement at or after `seq`.
-    async fn first_at(&self, seq: Seq) -> Result<Option<(Seq, i64)>, StoreError> {
+    pub(crate) async fn first_at(&self, seq: Seq) -> Result<Option<(Seq, i64)>, StoreError> {
         let h = &self.inner.history;
         h.bounded_long(async {
             let row = h

@@ -16,7 +16,7 @@ const PG_EPOCH_MS: i64 = 946_684_800_000;
 
 impl History {
     /// Up to `limit` placements with `after < seq <= through`, in seq order.
-    async fn export_page(
+    pub(super) async fn export_page(
         &self,
         after: Seq,
         through: Seq,

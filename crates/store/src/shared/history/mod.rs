@@ -24,10 +24,13 @@
 //!   up to it that will ever be in this table is in it.
 //! - `rplace_meta`: the canvas's size (it only grows: [`History::grow`], and a start with
 //!   a larger size) and bit depth (a database made for another depth is refused).
+//! - `tile_keyframes`, `keyframe_marks`: the past canvas's keyframes (`past.rs`, the
+//!   design in [`crate::past`]), built from `placements` in the background.
 //! - `schema_migrations`: applied migration versions. Migrations run under a session
 //!   advisory lock, so instances starting together apply each one exactly once.
 
 mod export;
+mod past;
 mod schema;
 mod snapshots;
 

@@ -41,6 +41,8 @@ enum Cmd {
     Board(BoardArgs),
     /// `GET /api/export/placements.csv.gz`: rows per second, decompressed and counted.
     Export(scenarios::ExportArgs),
+    /// `POST /api/timelapse` to done: the render's time, the file's frames and size.
+    Timelapse(scenarios::TimelapseArgs),
     /// Writes a placements log with no snapshot, for recovery timing.
     MakeHistory(MakeHistoryArgs),
     /// `live` with a large rollback or fill in the middle: its reach and its cost.
@@ -132,6 +134,18 @@ fn main() -> anyhow::Result<()> {
                     r.bytes,
                     r.median_rows_per_s,
                     r.rows_per_s.len()
+                );
+                save(&r)?;
+            }
+            Cmd::Timelapse(a) => {
+                let r = scenarios::timelapse(&a).await?;
+                println!(
+                    "timelapse: {} frames, {} bytes, median render {:.2} s over {} rounds (download {:.2} s)",
+                    r.frames,
+                    r.bytes,
+                    r.median_render_s,
+                    r.render_s.len(),
+                    r.download_s
                 );
                 save(&r)?;
             }

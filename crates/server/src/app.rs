@@ -83,6 +83,8 @@ pub struct Inner {
     pub auth: crate::auth::Auth,
     /// The dataset export's pseudonym key and concurrency cap.
     pub exports: crate::export::Exports,
+    /// Timelapse jobs, their queue and their files.
+    pub timelapses: crate::timelapse::jobs::Jobs,
 }
 
 impl Deref for AppState {
@@ -164,6 +166,7 @@ pub async fn run(
         .map_err(RunError::CookieKey)?;
     let antibot = crate::antibot::Antibot::new(&config, key.master())?;
     let exports = crate::export::Exports::new(key.master(), config.export_concurrency);
+    let timelapses = config.timelapse.jobs(&config)?;
     let store = Arc::new(open_store(&config, &settings).await?);
     let ws_runtime = WsRuntime::new(settings.ws.threads, settings.ws.nice)?;
     let live = start_live_path(&store, &config, &settings, &ws_runtime).await?;
@@ -187,6 +190,7 @@ pub async fn run(
         antibot,
         auth,
         exports,
+        timelapses,
     }));
     let addr = listener.local_addr()?;
     tracing::info!(

@@ -159,6 +159,22 @@ pub enum ApiError {
     /// `--export-concurrency 0`.
     #[error("the dataset export is turned off on this canvas")]
     ExportOff,
+    /// `--timelapse-concurrency 0`.
+    #[error("timelapses are turned off on this canvas")]
+    TimelapseOff,
+    /// The timelapse queue is full (crates/server/src/timelapse).
+    #[error(
+        "{active} timelapses are queued or rendering, as many as this server takes; retry in a minute"
+    )]
+    TimelapseBusy { active: usize },
+    /// The caller has as many unfinished timelapses as one identity may.
+    #[error("you have {max} timelapses queued or rendering; wait until one is done")]
+    TimelapsePerUser { max: usize },
+    /// `GET /api/timelapse/{id}/file` before the job is done.
+    #[error(
+        "this timelapse is {state}, not done; poll GET /api/timelapse/{{id}} until state is done"
+    )]
+    TimelapseNotDone { state: &'static str },
 }
 
 fn unavailable_message(placing: bool) -> &'static str {
@@ -225,6 +241,10 @@ impl ApiError {
             ApiError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
             ApiError::ExportBusy { .. } => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
             ApiError::ExportOff => (StatusCode::NOT_FOUND, "export_off"),
+            ApiError::TimelapseOff => (StatusCode::NOT_FOUND, "timelapse_off"),
+            ApiError::TimelapseBusy { .. } => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
+            ApiError::TimelapsePerUser { .. } => (StatusCode::TOO_MANY_REQUESTS, "too_many_jobs"),
+            ApiError::TimelapseNotDone { .. } => (StatusCode::CONFLICT, "not_done"),
             ApiError::Unavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::MethodNotAllowed { .. } => {
                 (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed")
@@ -338,6 +358,11 @@ impl IntoResponse for ApiError {
                 body["allowed"] = json!(format!("at most {max} exports at once"));
                 retry_after = Some(60_000);
             }
+            ApiError::TimelapseBusy { .. } => retry_after = Some(60_000),
+            ApiError::TimelapsePerUser { max } => {
+                body["allowed"] = json!(format!("at most {max} unfinished timelapses per identity"))
+            }
+            ApiError::TimelapseNotDone { state } => body["state"] = json!(state),
             _ => {}
         }
         if let ApiError::TooManyFromAddress { max } = &self {

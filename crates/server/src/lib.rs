@@ -15,6 +15,7 @@
 //! - [`board_cache`]: board versions served by `GET /api/board` (composed from tiles)
 //!   and tile bodies, each encoding made once.
 //! - [`routes`]: the HTTP API, the websocket, operations endpoints and the embedded page.
+//! - [`timelapse`]: animated PNGs of a region over time, rendered in the background.
 //! - [`identity`]: anonymous identities in a signed cookie.
 //! - [`error`]: the JSON error every handler returns.
 //! - [`access`], [`origin`], [`secret`]: public origin, websocket origins, bearer tokens.
@@ -49,6 +50,7 @@ pub mod serve;
 pub mod supervise;
 pub mod telemetry;
 pub mod tile_cache;
+pub mod timelapse;
 pub mod ws_runtime;
 pub mod zerocopy;
 

@@ -6,6 +6,7 @@ import { ApiError, getConfig, getPixel, placePixel } from './api.js';
 import { attachInput } from './input.js';
 import { Minimap, parseJump } from './minimap.js';
 import { attachReport } from './report.js';
+import { attachTimelapse, visibleRegion } from './timelapse.js';
 import { backoffDelay } from './tiles.js';
 import { UI } from './ui.js';
 import { View, formatHash, parseHash } from './view.js';
@@ -96,6 +97,7 @@ async function main() {
   ui.setColor(state.color);
   renderer.selectedColor = state.color;
   const report = attachReport((message, kind) => ui.toast(message, kind));
+  attachTimelapse(() => visibleRegion(view, world.width, world.height), (message, kind) => ui.toast(message, kind));
   // Login buttons or the account (account.js); the page works without it.
   initAccount(config, (message, kind) => ui.toast(message, kind)).catch(() => {});
 

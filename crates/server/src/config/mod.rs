@@ -267,6 +267,10 @@ pub struct Config {
     /// Moderation: bans, protected areas, rollbacks, reports.
     #[command(flatten)]
     pub moderation: ModerationArgs,
+
+    /// Timelapse export: concurrency, queue, disk.
+    #[command(flatten)]
+    pub timelapse: crate::timelapse::TimelapseArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -3,6 +3,7 @@
 //! - [`tiles`]: tiles, their PNGs, the overview pyramid and per-tile catch-up.
 //! - [`ws`]: the live update websocket.
 //! - [`export`]: the dataset of every placement as gzipped CSV.
+//! - [`timelapse`]: animated PNGs of a region over time, rendered in the background.
 //! - [`ops`]: health, readiness, metrics, OpenAPI.
 //! - [`admin`]: operator and moderator endpoints under `/api/admin/`, which join those of
 //!   [`moderation`] (bans, protected areas), [`rewrite`] (rollback, restore, fill,
@@ -22,6 +23,7 @@ pub mod records;
 pub mod rewrite;
 pub mod strict;
 pub mod tiles;
+pub mod timelapse;
 pub mod ws;
 
 use crate::app::AppState;
@@ -41,6 +43,9 @@ pub fn table() -> Vec<(&'static str, MethodRouter<AppState>)> {
         ("/api/tiles/{tx}/{ty}/updates", get(tiles::updates)),
         ("/api/tiles/{z}/{tx}/{ty}", get(tiles::overview)),
         ("/api/export/placements.csv.gz", get(export::placements)),
+        ("/api/timelapse", axum::routing::post(timelapse::create)),
+        ("/api/timelapse/{id}", get(timelapse::status)),
+        ("/api/timelapse/{id}/file", get(timelapse::file)),
         ("/api/openapi.json", get(ops::openapi)),
         ("/ws", get(ws::upgrade).head(only_get)),
         ("/healthz", get(ops::healthz)),

@@ -26,3 +26,4 @@ mod roles;
 mod store_errors;
 mod strict;
 mod tiles;
+mod timelapse;

@@ -5,6 +5,8 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { launchBrowser, openPage, startServer, viewSettled } from './harness.mjs';
+import { fittingScale, visibleRegion } from '../../crates/web/static/timelapse.js';
+import { View } from '../../crates/web/static/view.js';
 
 const BENCH_TOKEN = 'browser-bench-token-0123456789';
 
@@ -29,6 +31,24 @@ function apngFrames(buf) {
   }
   return null;
 }
+
+describe('the region and scale the dialog proposes', () => {
+  test('the region in view, in whole pixels, clamped to the board', () => {
+    const view = new View(1000, 500);
+    view.resize(200, 100, 0, 0);
+    view.centerOn(500, 250, 2); // 100 x 50 board pixels on screen
+    assert.deepEqual(visibleRegion(view, 1000, 500), { x: 450, y: 225, w: 100, h: 50 });
+    view.centerOn(990.5, 2, 2); // off the right and top edges
+    assert.deepEqual(visibleRegion(view, 1000, 500), { x: 940, y: 0, w: 60, h: 27 });
+  });
+
+  test('the scale shrinks until a frame fits 2048²', () => {
+    assert.equal(fittingScale(100, 100, 8), 8);
+    assert.equal(fittingScale(1000, 1000, 4), 2);
+    assert.equal(fittingScale(2048, 2048, 3), 1);
+    assert.equal(fittingScale(10, 10, 99), 8);
+  });
+});
 
 describe('the timelapse control', () => {
   let server, browser;

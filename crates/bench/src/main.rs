@@ -43,6 +43,8 @@ enum Cmd {
     Export(scenarios::ExportArgs),
     /// The canvas at past moments (`?seq=`, `?at=` on tiles and the board): p50/p99.
     History(scenarios::HistoryArgs),
+    /// `POST /api/timelapse` to done: the render's time, the file's frames and size.
+    Timelapse(scenarios::TimelapseArgs),
     /// Writes a placements log with no snapshot, for recovery timing.
     MakeHistory(MakeHistoryArgs),
     /// `live` with a large rollback or fill in the middle: its reach and its cost.
@@ -157,6 +159,18 @@ fn main() -> anyhow::Result<()> {
                         r.board_bytes
                     );
                 }
+                save(&r)?;
+            }
+            Cmd::Timelapse(a) => {
+                let r = scenarios::timelapse(&a).await?;
+                println!(
+                    "timelapse: {} frames, {} bytes, median render {:.2} s over {} rounds (download {:.2} s)",
+                    r.frames,
+                    r.bytes,
+                    r.median_render_s,
+                    r.render_s.len(),
+                    r.download_s
+                );
                 save(&r)?;
             }
             Cmd::MakeHistory(a) => scenarios::make_history(&a)?,

@@ -87,6 +87,8 @@ pub struct Inner {
     pub presence: crate::stats::Presence,
     /// Past reads' concurrency cap and replay bound.
     pub past: crate::past::PastReads,
+    /// Timelapse jobs, their queue and their files.
+    pub timelapses: crate::timelapse::jobs::Jobs,
 }
 
 impl Deref for AppState {
@@ -168,6 +170,7 @@ pub async fn run(
         .map_err(RunError::CookieKey)?;
     let antibot = crate::antibot::Antibot::new(&config, key.master())?;
     let exports = crate::export::Exports::new(key.master(), config.export_concurrency);
+    let timelapses = config.timelapse.jobs(&config)?;
     let store = Arc::new(open_store(&config, &settings).await?);
     let ws_runtime = WsRuntime::new(settings.ws.threads, settings.ws.nice)?;
     let live = start_live_path(&store, &config, &settings, &ws_runtime).await?;
@@ -192,13 +195,13 @@ pub async fn run(
         auth,
         exports,
         presence: crate::stats::Presence::default(),
-    }));
-    let counting = crate::stats::spawn(state.clone());
         past: crate::past::PastReads::new(
             config.history_concurrency as usize,
             config.history_keyframe_every,
         ),
+        timelapses,
     }));
+    let counting = crate::stats::spawn(state.clone());
     let keyframer = spawn_keyframer(&store, config.history_keyframe_every);
     let addr = listener.local_addr()?;
     tracing::info!(

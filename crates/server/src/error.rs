@@ -183,6 +183,22 @@ pub enum ApiError {
         "{max} reads of the past canvas are running, as many as this server allows at once; retry in a second"
     )]
     PastBusy { max: usize },
+    /// `--timelapse-concurrency 0`.
+    #[error("timelapses are turned off on this canvas")]
+    TimelapseOff,
+    /// The timelapse queue is full (crates/server/src/timelapse).
+    #[error(
+        "{active} timelapses are queued or rendering, as many as this server takes; retry in a minute"
+    )]
+    TimelapseBusy { active: usize },
+    /// The caller has as many unfinished timelapses as one identity may.
+    #[error("you have {max} timelapses queued or rendering; wait until one is done")]
+    TimelapsePerUser { max: usize },
+    /// `GET /api/timelapse/{id}/file` before the job is done.
+    #[error(
+        "this timelapse is {state}, not done; poll GET /api/timelapse/{{id}} until state is done"
+    )]
+    TimelapseNotDone { state: &'static str },
 }
 
 /// The cooldown refusal's message: the fixed model's, or the charges model's empty pool.
@@ -264,6 +280,10 @@ impl ApiError {
                 (StatusCode::SERVICE_UNAVAILABLE, "history_catching_up")
             }
             ApiError::PastBusy { .. } => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
+            ApiError::TimelapseOff => (StatusCode::NOT_FOUND, "timelapse_off"),
+            ApiError::TimelapseBusy { .. } => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
+            ApiError::TimelapsePerUser { .. } => (StatusCode::TOO_MANY_REQUESTS, "too_many_jobs"),
+            ApiError::TimelapseNotDone { .. } => (StatusCode::CONFLICT, "not_done"),
             ApiError::Unavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::MethodNotAllowed { .. } => {
                 (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed")
@@ -405,6 +425,11 @@ impl IntoResponse for ApiError {
                 body["allowed"] = json!(format!("at most {max} past reads at once"));
                 retry_after = Some(1_000);
             }
+            ApiError::TimelapseBusy { .. } => retry_after = Some(60_000),
+            ApiError::TimelapsePerUser { max } => {
+                body["allowed"] = json!(format!("at most {max} unfinished timelapses per identity"))
+            }
+            ApiError::TimelapseNotDone { state } => body["state"] = json!(state),
             _ => {}
         }
         if let ApiError::TooManyFromAddress { max } = &self {

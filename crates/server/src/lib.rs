@@ -16,6 +16,7 @@
 //!   and tile bodies, each encoding made once.
 //! - [`routes`]: the HTTP API, the websocket, operations endpoints and the embedded page.
 //! - [`stats`]: presence across instances, placement counts, the leaderboard.
+//! - [`timelapse`]: animated PNGs of a region over time, rendered in the background.
 //! - [`identity`]: anonymous identities in a signed cookie.
 //! - [`templates`]: template images: upload (mapped to the palette), metadata, PNG,
 //!   deletion.
@@ -55,6 +56,7 @@ pub mod supervise;
 pub mod telemetry;
 pub mod templates;
 pub mod tile_cache;
+pub mod timelapse;
 pub mod ws_runtime;
 pub mod zerocopy;
 

@@ -46,8 +46,8 @@ pub mod past;
 pub mod records;
 pub mod rewrite;
 pub mod shared;
-pub mod templates;
 pub mod stats;
+pub mod templates;
 
 use rplace_domain::policy::{ChargeStatus, Quota};
 use rplace_domain::{

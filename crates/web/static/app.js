@@ -10,6 +10,7 @@ import { Minimap, parseJump } from './minimap.js';
 import { attachReport } from './report.js';
 import { attachTemplates } from './template-panel.js';
 import { initStats } from './stats.js';
+import { attachTimelapse, visibleRegion } from './timelapse.js';
 import { backoffDelay } from './tiles.js';
 import { UI } from './ui.js';
 import { View, formatHash, parseHash } from './view.js';
@@ -118,6 +119,7 @@ async function main() {
     hashChanged: () => viewChanged(false, true),
     toast: (message, kind) => ui.toast(message, kind),
   });
+  attachTimelapse(() => visibleRegion(view, world.width, world.height), (message, kind) => ui.toast(message, kind));
   // Login buttons or the account (account.js); the page works without it.
   initAccount(config, (message, kind) => ui.toast(message, kind)).catch(() => {});
 

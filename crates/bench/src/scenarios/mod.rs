@@ -17,12 +17,14 @@ mod cold_start;
 mod export;
 mod history;
 mod rewrite_soak;
+mod timelapse;
 
 pub use board::{BoardArgs, BoardReport, WrkRun, board};
 pub use cold_start::{ColdStartArgs, ColdStartReport, cold_start};
 pub use export::{ExportArgs, ExportReport, export};
 pub use history::{HistoryArgs, HistoryReport, history};
 pub use rewrite_soak::{RewriteSoakArgs, RewriteSoakReport, rewrite_soak};
+pub use timelapse::{TimelapseArgs, TimelapseReport, timelapse};
 
 /// Flags of `max-rate`.
 #[derive(Debug, Clone, clap::Args)]

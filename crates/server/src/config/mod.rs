@@ -286,6 +286,9 @@ pub struct Config {
     /// The cooldown model: fixed, or a pool of charges.
     #[command(flatten)]
     pub charges: charges::ChargesArgs,
+    /// Timelapse export: concurrency, queue, disk.
+    #[command(flatten)]
+    pub timelapse: crate::timelapse::TimelapseArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -5,6 +5,7 @@
 //! - [`export`]: the dataset of every placement as gzipped CSV.
 //! - [`stats`]: presence, placement counts and the leaderboard.
 //! - [`past`]: the board and tiles at a past seq or time (`?seq=`, `?at=`).
+//! - [`timelapse`]: animated PNGs of a region over time, rendered in the background.
 //! - [`ops`]: health, readiness, metrics, OpenAPI.
 //! - [`admin`]: operator and moderator endpoints under `/api/admin/`, which join those of
 //!   [`moderation`] (bans, protected areas), [`rewrite`] (rollback, restore, fill,
@@ -21,13 +22,14 @@ pub mod body;
 pub mod export;
 pub mod moderation;
 pub mod ops;
-pub mod quota;
 pub mod past;
+pub mod quota;
 pub mod records;
 pub mod rewrite;
 pub mod stats;
 pub mod strict;
 pub mod tiles;
+pub mod timelapse;
 pub mod ws;
 
 use crate::app::AppState;
@@ -47,6 +49,9 @@ pub fn table() -> Vec<(&'static str, MethodRouter<AppState>)> {
         ("/api/tiles/{tx}/{ty}/updates", get(tiles::updates)),
         ("/api/tiles/{z}/{tx}/{ty}", get(tiles::overview)),
         ("/api/export/placements.csv.gz", get(export::placements)),
+        ("/api/timelapse", axum::routing::post(timelapse::create)),
+        ("/api/timelapse/{id}", get(timelapse::status)),
+        ("/api/timelapse/{id}/file", get(timelapse::file)),
         ("/api/openapi.json", get(ops::openapi)),
         ("/ws", get(ws::upgrade).head(only_get)),
         ("/healthz", get(ops::healthz)),

@@ -30,3 +30,4 @@ mod store_errors;
 mod strict;
 mod templates;
 mod tiles;
+mod timelapse;

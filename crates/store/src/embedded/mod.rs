@@ -70,8 +70,8 @@ mod past;
 mod records;
 mod rewrite;
 mod schema;
-mod templates;
 mod stats;
+mod templates;
 mod tiles;
 mod writer;
 

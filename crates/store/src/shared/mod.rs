@@ -130,8 +130,8 @@ mod probe;
 pub(crate) mod records;
 mod recovery;
 pub(crate) mod rewrite;
-pub(crate) mod templates;
 mod stats;
+pub(crate) mod templates;
 mod writer;
 
 use crate::{

@@ -5,6 +5,7 @@ import { initAccount } from './account.js';
 import { History, parseMoment } from './history.js';
 import { ApiError, getConfig, getPixel, placePixel } from './api.js';
 import { Charges } from './charges.js';
+import { CooldownShare } from './cooldown-share.js';
 import { attachInput } from './input.js';
 import { Minimap, parseJump } from './minimap.js';
 import { attachReport } from './report.js';
@@ -72,8 +73,19 @@ async function main() {
     hover: null,
     cooldownEnd: config.user?.next_at ? config.user.next_at - skew : 0,
     busy: false,
+    /** The websocket is reconnecting or the device is offline: Place is disabled. */
+    unreachable: false,
     infoToken: 0,
   };
+
+  // The title counts the cooldown down and other tabs learn of ours (cooldown-share.js).
+  const cooldownShare = new CooldownShare({
+    onRemote: (end) => {
+      if (end <= state.cooldownEnd) return;
+      state.cooldownEnd = end;
+      renderPlace();
+    },
+  });
 
   // Who is online (live from the websocket), the counts and the leaderboard (stats.js).
   const stats = initStats(config, (message, kind) => ui.toast(message, kind));
@@ -82,7 +94,11 @@ async function main() {
 
   const world = new World({
     canvas, config, view, skew,
-    onStatus: (s) => ui.setStatus(s),
+    onStatus: (s) => {
+      ui.setStatus(s);
+      const unreachable = s.state === 'reconnecting' || s.state === 'offline';
+      if (unreachable !== state.unreachable) { state.unreachable = unreachable; renderPlace(); }
+    },
     onPixel: (x, y, color, tile) => { pixelChanged(x, y, color, tile); templates?.pixelChanged(x, y); },
     onResize: () => { minimap.refresh(); viewChanged(false); },
     onOnline: (n) => stats.setOnline(n),
@@ -217,11 +233,13 @@ async function main() {
   }
 
   function renderPlace() {
+    cooldownShare.update(cooldownLeft());
     ui.renderPlace({
       selected: state.selected,
       color: state.color,
       cooldownLeftMs: cooldownLeft(),
       busy: state.busy,
+      unreachable: state.unreachable,
     });
   }
 
@@ -237,6 +255,7 @@ async function main() {
       const r = await placePixel(p.x, p.y, color);
       // next_at - at is the cooldown as the server measures it: immune to clock skew.
       state.cooldownEnd = Date.now() + Math.max(0, r.next_at - r.at);
+      cooldownShare.placed(cooldownLeft());
       charges.placed(r);
       // Show it now if the live feed has not brought it yet; the tile applies versions
       // in order, so anything placed there after ours still wins.
@@ -247,8 +266,13 @@ async function main() {
       if (err instanceof ApiError && err.status === 429) {
         if (err.retryAfterMs !== undefined) state.cooldownEnd = Date.now() + err.retryAfterMs;
         else if (err.nextAt !== undefined) state.cooldownEnd = err.nextAt - skew;
+        cooldownShare.placed(cooldownLeft());
         charges.refused(err.body);
-        ui.toast(err.code === 'cooldown' ? 'Not yet: wait for the timer' : err.message, 'error');
+        // The server's text names the address limit's internals; say what it means here.
+        const wait = Math.max(1, Math.ceil((err.retryAfterMs ?? 1000) / 1000));
+        ui.toast(err.code === 'cooldown' ? 'Not yet: wait for the timer'
+          : err.code === 'rate_limited' ? `Many people place from your network right now; try again in ${wait} s`
+          : err.message, 'error');
       } else {
         ui.toast(err.message || 'Could not place the pixel', 'error');
       }
@@ -259,6 +283,16 @@ async function main() {
   }
 
   // ---- input ----------------------------------------------------------------------
+
+  /** The keyboard cursor's mark at the canvas's center (input.js decides when). */
+  const keyMark = document.getElementById('key-cursor');
+  function showKeyCursor(on) {
+    if (!keyMark) return;
+    const r = canvas.getBoundingClientRect();
+    keyMark.style.left = `${r.left + r.width / 2}px`;
+    keyMark.style.top = `${r.top + r.height / 2}px`;
+    keyMark.hidden = !on;
+  }
 
   const input = attachInput(canvas, view, {
     onViewChange: () => viewChanged(),
@@ -271,6 +305,13 @@ async function main() {
       showCoords();
     },
     onPlace: () => place(),
+    onKeyCursor: (on) => showKeyCursor(on),
+    onKeySelect: () => {
+      const c = view.pixelAt(view.width / 2, view.height / 2);
+      if (!c || (state.selected?.x === c.x && state.selected?.y === c.y)) return false;
+      select(c);
+      return true;
+    },
     onEscape: () => select(null),
     onReset: () => { view.reset(); viewChanged(); },
   });
@@ -316,9 +357,16 @@ async function main() {
 
   window.addEventListener('online', () => {
     ui.setStatus({ state: world.state, retryAt: world.retryAt });
+    // The socket may never have noticed: what it says now is what counts.
+    state.unreachable = world.state === 'reconnecting' || world.state === 'offline';
+    renderPlace();
     world.kick();
   });
-  window.addEventListener('offline', () => ui.setStatus({ state: 'offline' }));
+  window.addEventListener('offline', () => {
+    ui.setStatus({ state: 'offline' });
+    state.unreachable = true;
+    renderPlace();
+  });
   document.addEventListener('visibilitychange', () => {
     if (document.visibilityState === 'visible') world.kick();
   });

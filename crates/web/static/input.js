@@ -39,8 +39,18 @@ export function attachInput(canvas, view, cb) {
     };
   };
 
+  // The keyboard cursor: the pixel at the view's center, shown (and used by Enter) once
+  // the arrow keys moved the view, until the pointer is used again.
+  let keyCursor = false;
+  const setKeyCursor = (on) => {
+    if (keyCursor === on) return;
+    keyCursor = on;
+    cb.onKeyCursor?.(on);
+  };
+
   canvas.addEventListener('pointerdown', (e) => {
     if (e.pointerType === 'mouse' && e.button !== 0 && e.button !== 1) return;
+    setKeyCursor(false);
     e.preventDefault();
     canvas.focus({ preventScroll: true });
     try { canvas.setPointerCapture(e.pointerId); } catch { /* synthetic events */ }
@@ -128,11 +138,16 @@ export function attachInput(canvas, view, cb) {
       case 'Enter': case ' ':
         if (onButton) return; // the focused button does its own thing
         e.preventDefault();
-        if (!e.repeat) cb.onPlace();
+        if (e.repeat) return;
+        // With the keyboard cursor: the first Enter selects the pixel under it, the next
+        // one places there.
+        if (keyCursor && cb.onKeySelect?.()) return;
+        cb.onPlace();
         return;
       default: return;
     }
     e.preventDefault();
+    if (e.key.startsWith('Arrow') || /^[wasdWASD]$/.test(e.key)) setKeyCursor(true);
     cb.onViewChange();
   });
 

@@ -47,7 +47,7 @@ export function initStats(config, toast) {
       const n = document.createElement('span');
       n.className = 'stats-n';
       n.textContent = fmt.format(c.placements);
-      li.setAttribute('aria-label', `color ${c.hex}: ${fmt.format(c.placements)} pixels`);
+      li.setAttribute('aria-label', `color ${c.hex}: ${fmt.format(c.placements)} pixel${c.placements === 1 ? '' : 's'}`);
       li.append(chip, bar, n);
       list.append(li);
     }

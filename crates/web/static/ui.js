@@ -1,6 +1,7 @@
 // The DOM around the canvas: palette, Place button with its cooldown, pixel info,
 // connection status, coordinates and toasts. It only shows state; app.js owns it.
 
+import { colorName } from './color-names.js';
 import { absoluteTime, formatCountdown, relativeTime, shortId } from './format.js';
 
 const $ = (id) => document.getElementById(id);
@@ -53,8 +54,9 @@ export class UI {
       b.style.background = hex;
       b.setAttribute('role', 'radio');
       b.setAttribute('aria-checked', 'false');
-      b.setAttribute('aria-label', `Color ${i + 1}, ${hex}`);
-      b.title = hex;
+      const name = colorName(hex);
+      b.setAttribute('aria-label', `${name} (color ${i + 1})`);
+      b.title = `${name}, ${hex}`;
       b.dataset.color = String(i);
       b.tabIndex = i === 0 ? 0 : -1;
       b.addEventListener('click', () => this.cb.onPickColor(i));
@@ -97,7 +99,7 @@ export class UI {
    * The Place button: a countdown while cooling down, otherwise "Place", enabled once
    * a pixel and a color are chosen.
    */
-  renderPlace({ selected, color, cooldownLeftMs, busy }) {
+  renderPlace({ selected, color, cooldownLeftMs, busy, unreachable = false }) {
     const { place, placeText, placeChip } = this.el;
     const cooling = cooldownLeftMs > 0;
     place.classList.toggle('cooldown', cooling);
@@ -112,12 +114,14 @@ export class UI {
     } else {
       place.querySelector('.clock')?.remove();
       // Says what is missing once a pixel is chosen; before that the info card does.
-      const text = busy ? 'Placing…' : selected && color === null ? 'Pick a color' : 'Place';
+      const text = busy ? 'Placing…' : unreachable ? 'Offline' : selected && color === null ? 'Pick a color' : 'Place';
       if (placeText.textContent !== text) placeText.textContent = text;
       place.removeAttribute('aria-label');
-      place.title = !selected ? 'Select a pixel first' : color === null ? 'Pick a color first' : 'Place (Enter)';
+      place.title = unreachable ? 'The server cannot be reached; Place comes back once it is'
+        : !selected ? 'Select a pixel first' : color === null ? 'Pick a color first' : 'Place (Enter)';
     }
-    place.disabled = cooling || busy || !selected || color === null;
+    // Unreachable: a click could only fail (the socket's state says so before a request).
+    place.disabled = cooling || busy || unreachable || !selected || color === null;
     if (color !== null && !cooling) placeChip.style.background = this.palette[color];
     else placeChip.removeAttribute('style');
   }

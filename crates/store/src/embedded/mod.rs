@@ -237,6 +237,29 @@ impl EmbeddedStore {
     }
 
     /// Runs `f` on a pooled read connection on the blocking pool.
+    /// Runs `f` in one immediate transaction on a connection of its own, on the blocking
+    /// pool, and commits if it returns `Ok`: the rare writes beside placements (records,
+    /// templates, the stats' counts) wait for the writer's short transactions
+    /// (`busy_timeout`) instead of queueing behind it.
+    async fn side_write<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<R, StoreError> + Send + 'static,
+    ) -> Result<R, StoreError> {
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = Connection::open(&path).map_err(backend)?;
+            conn.busy_timeout(Duration::from_secs(5)).map_err(backend)?;
+            let tx = conn
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                .map_err(backend)?;
+            let out = f(&tx)?;
+            tx.commit().map_err(backend)?;
+            Ok(out)
+        })
+        .await
+        .map_err(|_| BackendError::Stopped("side write task"))?
+    }
+
     async fn read<R: Send + 'static>(
         &self,
         f: impl FnOnce(&Connection) -> Result<R, StoreError> + Send + 'static,

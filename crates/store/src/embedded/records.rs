@@ -146,33 +146,9 @@ fn recent(
         .map_err(backend)
 }
 
-impl EmbeddedStore {
-    /// Runs `f` in one immediate transaction on a connection of its own, on the blocking
-    /// pool; commits if it returns `Ok`.
-    pub(super) async fn write_records<R: Send + 'static>(
-        &self,
-        f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<R, StoreError> + Send + 'static,
-    ) -> Result<R, StoreError> {
-        let path = self.path.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut conn = Connection::open(&path).map_err(backend)?;
-            conn.busy_timeout(std::time::Duration::from_secs(5))
-                .map_err(backend)?;
-            let tx = conn
-                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-                .map_err(backend)?;
-            let out = f(&tx)?;
-            tx.commit().map_err(backend)?;
-            Ok(out)
-        })
-        .await
-        .map_err(|_| crate::BackendError::Stopped("records task"))?
-    }
-}
-
 impl Records for EmbeddedStore {
     async fn add_report(&self, r: NewReport, limit: ReportLimit) -> Result<Filed, StoreError> {
-        self.write_records(move |tx| {
+        self.side_write(move |tx| {
             let since = r.at_ms - limit.window_ms;
             if limit.max > 0 {
                 let by_user = recent(tx, "reporter", &(r.reporter.0 as i64), since, limit.max)?;
@@ -244,7 +220,7 @@ impl Records for EmbeddedStore {
     }
 
     async fn resolve_report(&self, id: i64, res: Resolution) -> Result<Resolved, StoreError> {
-        self.write_records(move |tx| {
+        self.side_write(move |tx| {
             let changed = tx
                 .execute(
                     "UPDATE reports SET resolved_at = ?2, resolved_by = ?3, resolved_by_name = ?4,
@@ -270,7 +246,7 @@ impl Records for EmbeddedStore {
     }
 
     async fn add_audit(&self, e: NewAudit) -> Result<i64, StoreError> {
-        self.write_records(move |tx| {
+        self.side_write(move |tx| {
             tx.execute(
                 "INSERT INTO audit (at, actor, actor_name, kind, reason, pixels, detail)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",

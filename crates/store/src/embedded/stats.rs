@@ -42,7 +42,7 @@ impl Stats for EmbeddedStore {
 
     async fn stats_apply(&self, t: Tally) -> Result<bool, StoreError> {
         debug_assert!(t.users.len() <= STATS_PAGE);
-        self.write_records(move |tx| {
+        self.side_write(move |tx| {
             if through(tx)? != t.after {
                 return Ok(false);
             }
@@ -161,7 +161,7 @@ impl Stats for EmbeddedStore {
     }
 
     async fn set_listed(&self, account: i64, listed: bool) -> Result<Listing, StoreError> {
-        self.write_records(move |tx| {
+        self.side_write(move |tx| {
             let exists: bool = tx
                 .query_row(
                     "SELECT EXISTS (SELECT 1 FROM accounts WHERE id = ?1)",

@@ -105,33 +105,9 @@ fn refusal(
     Ok((all >= l.total).then_some(Added::Full))
 }
 
-impl EmbeddedStore {
-    /// Runs `f` in one immediate transaction on a connection of its own, on the blocking
-    /// pool; commits if it returns `Ok`.
-    async fn write_templates<R: Send + 'static>(
-        &self,
-        f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<R, StoreError> + Send + 'static,
-    ) -> Result<R, StoreError> {
-        let path = self.path.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut conn = Connection::open(&path).map_err(backend)?;
-            conn.busy_timeout(std::time::Duration::from_secs(5))
-                .map_err(backend)?;
-            let tx = conn
-                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-                .map_err(backend)?;
-            let out = f(&tx)?;
-            tx.commit().map_err(backend)?;
-            Ok(out)
-        })
-        .await
-        .map_err(|_| crate::BackendError::Stopped("templates task"))?
-    }
-}
-
 impl Templates for EmbeddedStore {
     async fn add_template(&self, t: NewTemplate, l: TemplateLimits) -> Result<Added, StoreError> {
-        self.write_templates(move |tx| {
+        self.side_write(move |tx| {
             let m = &t.meta;
             if let Some(no) = refusal(tx, m, l)? {
                 return Ok(no);
@@ -187,7 +163,7 @@ impl Templates for EmbeddedStore {
 
     async fn delete_template(&self, id: &str, now_ms: i64) -> Result<bool, StoreError> {
         let id = id.to_string();
-        self.write_templates(move |tx| {
+        self.side_write(move |tx| {
             let n = tx
                 .execute(
                     "UPDATE templates SET deleted_ms = ?2, png = NULL

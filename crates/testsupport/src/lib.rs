@@ -13,6 +13,7 @@
 //!   `tests/oidc/provider.mjs`) with one static client, for login round trips.
 //! - [`Postgres`]: one PostgreSQL cluster per test binary ([`Postgres::shared`]), because
 //!   `initdb` costs seconds, and a fresh database per test ([`Postgres::create_database`]).
+//! - [`apng_frames`]: an animated PNG's frames as a viewer composites them.
 //! - [`siteverify::SiteVerify`]: a local stand-in for a captcha provider's siteverify
 //!   endpoint, speaking the protocol Turnstile and hCaptcha document.
 //!
@@ -26,6 +27,7 @@
 //! newest `/usr/lib/postgresql/*/bin` is used. `RPLACE_REDIS_SERVER` may name the
 //! `redis-server` binary.
 
+mod apng;
 mod oidc;
 mod postgres;
 mod redis;
@@ -34,6 +36,7 @@ pub mod siteverify;
 pub mod topology;
 mod wait;
 
+pub use apng::apng_frames;
 pub use oidc::OidcProvider;
 pub use postgres::Postgres;
 pub use redis::RedisServer;

@@ -322,41 +322,6 @@ mod tests {
         }
     }
 
-    /// Decodes an APNG into its composited frames (palette indices, transparent ones
-    /// keep the pixel below), as a viewer shows them.
-    fn frames_of(png_bytes: &[u8]) -> (u32, u32, Vec<Vec<u8>>) {
-        let mut dec = png::Decoder::new(std::io::Cursor::new(png_bytes));
-        dec.set_transformations(png::Transformations::IDENTITY);
-        let mut r = dec.read_info().unwrap();
-        let (w, h) = (r.info().width, r.info().height);
-        let n = r.info().animation_control.unwrap().num_frames;
-        let trns = r
-            .info()
-            .trns
-            .as_ref()
-            .map(|t| t.to_vec())
-            .unwrap_or_default();
-        let mut canvas = vec![0u8; (w * h) as usize];
-        let mut out = Vec::new();
-        let mut buf = vec![0; r.output_buffer_size().unwrap()];
-        for _ in 0..n {
-            r.next_frame(&mut buf).unwrap();
-            let fc = *r.info().frame_control.as_ref().unwrap();
-            for fy in 0..fc.height {
-                for fx in 0..fc.width {
-                    let c = buf[(fy * fc.width + fx) as usize];
-                    let see_through = fc.blend_op == png::BlendOp::Over
-                        && trns.get(c as usize).is_some_and(|&a| a == 0);
-                    if !see_through {
-                        canvas[((fc.y_offset + fy) * w + fc.x_offset + fx) as usize] = c;
-                    }
-                }
-            }
-            out.push(canvas.clone());
-        }
-        (w, h, out)
-    }
-
     fn render(spec: Frames, rows: &[Placement], palette: &Palette) -> Vec<u8> {
         let mut out = Vec::new();
         let mut r = Renderer::new(&mut out, 1 << 20, spec, palette).unwrap();
@@ -393,7 +358,7 @@ mod tests {
             p(7, 12, 20, 9, 3500), // after `to`: never shown
         ];
         for palette in [Palette::place_2017(), big_palette()] {
-            let (w, h, frames) = frames_of(&render(SPEC, &rows, &palette));
+            let (w, h, frames) = rplace_testsupport::apng_frames(&render(SPEC, &rows, &palette));
             assert_eq!((w, h), (4, 3));
             assert_eq!(frames.len(), 3);
             let mut want = vec![0u8; 12];
@@ -422,7 +387,8 @@ mod tests {
             ..SPEC
         };
         let rows = [p(1, 11, 20, 6, 1000), p(2, 11, 20, 6, 1200)];
-        let (w, h, frames) = frames_of(&render(spec, &rows, &Palette::place_2017()));
+        let (w, h, frames) =
+            rplace_testsupport::apng_frames(&render(spec, &rows, &Palette::place_2017()));
         assert_eq!((w, h), (12, 9));
         assert_eq!(frames.len(), 5);
         for f in &frames {
@@ -439,7 +405,8 @@ mod tests {
     fn one_frame_is_the_end_and_the_cap_holds() {
         let spec = Frames { frames: 1, ..SPEC };
         let rows = [p(1, 10, 20, 5, 900), p(2, 10, 20, 6, 2900)];
-        let (_, _, frames) = frames_of(&render(spec, &rows, &Palette::place_2017()));
+        let (_, _, frames) =
+            rplace_testsupport::apng_frames(&render(spec, &rows, &Palette::place_2017()));
         assert_eq!(frames.len(), 1);
         assert_eq!(frames[0][0], 6);
         let mut out = Vec::new();

@@ -55,45 +55,6 @@ async fn history_holds(app: &TestApp, seq: u64) {
     .await
 }
 
-/// The frames of an APNG as a viewer composites them (palette indices; a transparent
-/// index under `Over` keeps the pixel below), with the image's size.
-fn frames_of(png_bytes: &[u8]) -> (u32, u32, Vec<Vec<u8>>) {
-    let mut dec = png::Decoder::new(std::io::Cursor::new(png_bytes));
-    dec.set_transformations(png::Transformations::IDENTITY);
-    let mut r = dec.read_info().unwrap();
-    let (w, h) = (r.info().width, r.info().height);
-    let n = r
-        .info()
-        .animation_control
-        .expect("an APNG has acTL")
-        .num_frames;
-    let trns = r
-        .info()
-        .trns
-        .as_ref()
-        .map(|t| t.to_vec())
-        .unwrap_or_default();
-    let mut canvas = vec![0u8; (w * h) as usize];
-    let mut out = Vec::new();
-    let mut buf = vec![0; r.output_buffer_size().unwrap()];
-    for _ in 0..n {
-        r.next_frame(&mut buf).unwrap();
-        let fc = *r.info().frame_control.as_ref().unwrap();
-        for fy in 0..fc.height {
-            for fx in 0..fc.width {
-                let c = buf[(fy * fc.width + fx) as usize];
-                let clear = fc.blend_op == png::BlendOp::Over
-                    && trns.get(c as usize).is_some_and(|&a| a == 0);
-                if !clear {
-                    canvas[((fc.y_offset + fy) * w + fc.x_offset + fx) as usize] = c;
-                }
-            }
-        }
-        out.push(canvas.clone());
-    }
-    (w, h, out)
-}
-
 contract_test!(the_last_frame_is_the_board_after_a_fill);
 /// A job goes from queued to done; its file is an APNG with the frames asked for, scaled,
 /// whose first frame is the blank board before the first placement and whose last is the
@@ -156,7 +117,7 @@ async fn the_last_frame_is_the_board_after_a_fill(backend: Backend) {
     assert!(disposition.starts_with("attachment"), "{disposition}");
     let bytes = r.bytes().await.unwrap();
     assert_eq!(bytes.len() as u64, s["bytes"].as_u64().unwrap());
-    let (w, h, decoded) = frames_of(&bytes);
+    let (w, h, decoded) = rplace_testsupport::apng_frames(&bytes);
     assert_eq!((w, h), (region.2 * scale, region.3 * scale));
     assert_eq!(decoded.len(), frames as usize);
     assert!(

@@ -74,7 +74,8 @@ describe('templates', () => {
     A = await openPage(browser, `${server.url}/#x=22&y=21.5&z=24&t=${id}:100`);
     const c = await until(async () => {
       const t = await counts(A.page);
-      return t?.wrong !== undefined && t;
+      // Counted once every tile under it has loaded (before that, pixels are unknown).
+      return t?.wrong !== undefined && t.unknown === 0 && t;
     }, { what: 'the template loads and is counted' });
     assert.deepEqual({ wrong: c.wrong, right: c.right, unknown: c.unknown, opacity: c.opacity }, { wrong: 7, right: 4, unknown: 0, opacity: 1 });
     await A.page.locator('#templates-toggle').click();
@@ -128,7 +129,7 @@ describe('templates', () => {
     const B = await openPage(browser, `${server.url}/${hash}`);
     const t = await until(async () => {
       const c = await counts(B.page);
-      return c?.wrong !== undefined && c;
+      return c?.wrong !== undefined && c.unknown === 0 && c;
     }, { what: 'the template is restored' });
     assert.equal(t.id, id);
     assert.equal(t.opacity, 0.4);

@@ -100,6 +100,27 @@ pub fn opt_int(
     }
 }
 
+/// A required boolean field.
+pub fn bool_field(obj: &Map<String, Value>, field: &'static str) -> Result<bool, ApiError> {
+    opt_bool(obj, field)?.ok_or(ApiError::MissingField {
+        field,
+        allowed: "true or false".into(),
+    })
+}
+
+/// An optional boolean field.
+pub fn opt_bool(obj: &Map<String, Value>, field: &'static str) -> Result<Option<bool>, ApiError> {
+    match obj.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(v) => Err(ApiError::InvalidField {
+            field,
+            message: format!("{field} must be true or false, got {v}"),
+            allowed: "true or false".into(),
+        }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,7 +13,7 @@ use crate::app::AppState;
 use crate::audit;
 use crate::auth::{Actor, Role};
 use crate::error::ApiError;
-use crate::routes::body::{json_body, opt_int, read_body};
+use crate::routes::body::{json_body, opt_bool, opt_int, read_body};
 use axum::Extension;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
@@ -51,18 +51,6 @@ fn invalid(field: &'static str, message: String, allowed: &str) -> ApiError {
         field,
         message,
         allowed: allowed.into(),
-    }
-}
-
-fn opt_bool(o: &Map<String, Value>, field: &'static str) -> Result<bool, ApiError> {
-    match o.get(field) {
-        None | Some(Value::Null) => Ok(false),
-        Some(Value::Bool(b)) => Ok(*b),
-        Some(v) => Err(invalid(
-            field,
-            format!("{field} must be true or false, got {v}"),
-            "true or false",
-        )),
     }
 }
 
@@ -298,7 +286,7 @@ async fn rollback(
     let action = Action {
         kind: "rollback",
         reason: reason(&o)?,
-        preview: opt_bool(&o, "preview")?,
+        preview: opt_bool(&o, "preview")?.unwrap_or(false),
         detail: json!({ "user": user.to_string(), "since": since, "until": until, "rect": rect }),
     };
     let users = crate::auth::identities_of(&app, user).await?;
@@ -364,7 +352,7 @@ async fn restore(
     let action = Action {
         kind: "restore",
         reason: reason(&o)?,
-        preview: opt_bool(&o, "preview")?,
+        preview: opt_bool(&o, "preview")?.unwrap_or(false),
         detail: json!({ "rect": rect, "at": at, "seq": seq }),
     };
     let plan = app
@@ -413,7 +401,7 @@ async fn fill(
     let action = Action {
         kind: "fill",
         reason: reason(&o)?,
-        preview: opt_bool(&o, "preview")?,
+        preview: opt_bool(&o, "preview")?.unwrap_or(false),
         detail: json!({ "rect": rect, "color": color.get() }),
     };
     let plan = app

@@ -5,7 +5,7 @@
 //! - `PUT /api/me/leaderboard` `{"show": true|false}`: opt in or out (logged in, with a
 //!   display name).
 
-use super::body::{QueryMap, json_body, query_map};
+use super::body::{QueryMap, bool_field, json_body, query_map};
 use crate::app::AppState;
 use crate::auth::session;
 use crate::error::ApiError;
@@ -113,22 +113,7 @@ async fn set_shown(
         .ok_or(ApiError::NotLoggedIn)?;
     session::check_csrf(&app, &method, &headers, &s)?;
     let obj = json_body(&app, &headers, body, SHOW_BODY_LIMIT, r#"{"show": true}"#).await?;
-    let show = match obj.get("show") {
-        Some(Value::Bool(b)) => *b,
-        Some(other) => {
-            return Err(ApiError::InvalidField {
-                field: "show",
-                message: format!("show must be true or false, got {other}"),
-                allowed: "true or false".into(),
-            });
-        }
-        None => {
-            return Err(ApiError::MissingField {
-                field: "show",
-                allowed: "true or false".into(),
-            });
-        }
-    };
+    let show = bool_field(&obj, "show")?;
     if show && s.account.name.is_none() {
         return Err(ApiError::NameRequired);
     }

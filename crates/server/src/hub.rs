@@ -637,10 +637,15 @@ impl Hub {
         self.tick_ms.load(Ordering::Relaxed)
     }
 
-    /// The tick for the current audience.
-    fn current_tick(&self) -> Duration {
-        let clients = self.clients() as u64;
-        let needed = Duration::from_micros(clients.saturating_mul(1_000_000) / self.max_frame_rate);
+    /// The tick for the current audience: long enough that one tick's frames fit the
+    /// budget. Each whole-canvas client gets a frame every tick; a viewer gets one only
+    /// for its tiles that changed, so viewers count by the tile frames the last tick
+    /// delivered (`tile_deliveries`), not by their number (15k viewers of a world canvas
+    /// receive a few thousand frames a second, and a tick made for 15k whole-canvas
+    /// clients held each of them 250 ms).
+    fn current_tick(&self, tile_deliveries: u64) -> Duration {
+        let frames = (self.tx.receiver_count() as u64).saturating_add(tile_deliveries);
+        let needed = Duration::from_micros(frames.saturating_mul(1_000_000) / self.max_frame_rate);
         let tick = needed.clamp(self.min_tick, Duration::from_secs(1).max(self.min_tick));
         self.tick_ms
             .store(tick.as_millis() as u64, Ordering::Relaxed);
@@ -786,8 +791,10 @@ impl Hub {
         }
     }
 
-    fn broadcast(&self, pending: &mut Vec<Update>) {
+    /// Sends this tick's frames; returns how many tile frames went to viewers.
+    fn broadcast(&self, pending: &mut Vec<Update>) -> u64 {
         let started = Instant::now();
+        let mut tile_deliveries = 0;
         let mut sent = false;
         if !pending.is_empty() {
             let last = pending.last().map(|u| u.seq).unwrap_or_default();
@@ -839,6 +846,7 @@ impl Hub {
                     }
                 }
             }
+            tile_deliveries = deliveries;
             metrics::counter!("rplace_tile_frames_encoded_total").increment(frames);
             metrics::counter!("rplace_frames_sent_total").increment(deliveries);
             metrics::counter!("rplace_frame_bytes_sent_total").increment(bytes);
@@ -849,6 +857,7 @@ impl Hub {
             metrics::counter!("rplace_frames_encoded_total").increment(1);
             metrics::histogram!("rplace_tick_seconds").record(started.elapsed().as_secs_f64());
         }
+        tile_deliveries
     }
 
     /// Runs until the feed ends or `stop` is cancelled, and says which.
@@ -858,7 +867,7 @@ impl Hub {
         stop: CancellationToken,
     ) -> HubEnd {
         let mut pending: Vec<Update> = Vec::new();
-        let mut next_tick = tokio::time::Instant::now() + self.current_tick();
+        let mut next_tick = tokio::time::Instant::now() + self.current_tick(0);
         let end = loop {
             tokio::select! {
                 ev = feed.recv() => match ev {
@@ -874,8 +883,8 @@ impl Hub {
                     None => break HubEnd::FeedEnded,
                 },
                 _ = tokio::time::sleep_until(next_tick) => {
-                    self.broadcast(&mut pending);
-                    next_tick = tokio::time::Instant::now() + self.current_tick();
+                    let delivered = self.broadcast(&mut pending);
+                    next_tick = tokio::time::Instant::now() + self.current_tick(delivered);
                 }
                 _ = stop.cancelled() => break HubEnd::Stopped,
                 _ = fault::INJECTED.cancelled() => fault::panic_holding(&self.live),

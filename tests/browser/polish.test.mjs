@@ -5,7 +5,7 @@
 
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { launchBrowser, nextPaint, openPage, pixelOnScreen, sampleCanvas, screenshotPath, startServer } from './harness.mjs';
+import { canvasColorAt, launchBrowser, nextPaint, openPage, pixelOnScreen, sampleCanvas, screenshotPath, startServer } from './harness.mjs';
 
 /** WCAG contrast ratio of two `rgb(r, g, b)` strings. */
 function contrast(a, b) {
@@ -72,6 +72,11 @@ describe('page polish', () => {
     assert.ok(lum(d.body) < 60, `dark body ${d.body}`);
     assert.ok(lum(d.ink) > 180, `dark text ${d.ink}`);
     assert.ok(contrast(d.ink, d.card.replace(/rgba\((\d+), (\d+), (\d+).*/, 'rgb($1, $2, $3)')) >= 4.5, `dark text on cards: ${d.ink} on ${d.card}`);
+    // The canvas around the board is the page's background too, not the light one.
+    const left = await pixelOnScreen(dark.page, 0, 32);
+    await nextPaint(dark.page);
+    const around = await canvasColorAt(dark.page, left.x - 60, left.y);
+    assert.ok(lum(`rgb(${[1, 3, 5].map((i) => parseInt(around.slice(i, i + 2), 16)).join(', ')})`) < 60, `around the board: ${around}`);
     await dark.page.screenshot({ path: screenshotPath('dark-theme.png') });
     assert.deepEqual(dark.errors, []);
     await light.context.close();
@@ -126,6 +131,9 @@ describe('page polish', () => {
     const at = await pixelOnScreen(page, 10, 10);
     await page.mouse.click(at.x, at.y);
     await page.locator('#info-title').filter({ hasText: '(10, 10)' }).waitFor();
+    // Focused by the click (so the keys work next), but the focus ring is the keyboard's.
+    assert.equal(await page.evaluate(() => document.activeElement?.id), 'board');
+    assert.equal(await page.locator('#board').evaluate((c) => getComputedStyle(c).outlineStyle), 'none');
     const color = 13;
     await page.locator(`.swatch[data-color="${color}"]`).click();
     await nextPaint(page);

@@ -157,12 +157,15 @@ async function main() {
   // ---- layout and view -----------------------------------------------------------
 
   const dock = document.getElementById('dock');
+  const topbar = document.querySelector('.topbar');
   function layout() {
     // --dock-space: room the dock takes at the bottom. On phones the canvas stops above
     // the dock (style.css), so the board centers in the space that is really free; on
     // wider screens the dock floats over the canvas and the fit zoom keeps clear of it.
     const dockTop = dock.getBoundingClientRect().top;
     document.documentElement.style.setProperty('--dock-space', `${Math.round(window.innerHeight - dockTop)}px`);
+    // --top-space: where panels under the top bar start (it wraps on a phone).
+    document.documentElement.style.setProperty('--top-space', `${Math.round(topbar.getBoundingClientRect().bottom + 10)}px`);
     const rect = canvas.getBoundingClientRect();
     const insetBottom = Math.max(0, rect.bottom - dockTop) + 8;
     view.resize(rect.width, rect.height, 56, insetBottom);
@@ -184,7 +187,9 @@ async function main() {
   }
   let minimap = null;
   layout();
-  new ResizeObserver(() => { layout(); viewChanged(false); }).observe(dock);
+  const resized = new ResizeObserver(() => { layout(); viewChanged(false); });
+  resized.observe(dock);
+  resized.observe(topbar);
   window.addEventListener('resize', () => { layout(); viewChanged(false); });
 
   templates.applyHash(location.hash);

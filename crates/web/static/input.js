@@ -69,6 +69,9 @@ export function attachInput(canvas, view, cb) {
     if (e.pointerType === 'mouse' && e.button !== 0 && e.button !== 1) return;
     setKeyCursor(false);
     e.preventDefault();
+    // Focused so the keys work next, but the ring is for keyboard focus: Chromium shows
+    // it for this script focus too, so the class says the pointer did it (style.css).
+    canvas.classList.add('pointer-focus');
     canvas.focus({ preventScroll: true });
     try { canvas.setPointerCapture(e.pointerId); } catch { /* synthetic events */ }
     zoomer.stop();
@@ -143,6 +146,7 @@ export function attachInput(canvas, view, cb) {
   }, { passive: false });
 
   window.addEventListener('keydown', (e) => {
+    if (e.key === 'Tab' || e.key.startsWith('Arrow')) canvas.classList.remove('pointer-focus');
     if (e.ctrlKey || e.metaKey || e.altKey) return;
     const t = e.target;
     if (t instanceof HTMLElement && (t.isContentEditable || /^(INPUT|TEXTAREA|SELECT)$/.test(t.tagName))) return;

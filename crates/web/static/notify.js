@@ -84,6 +84,12 @@ export class Alerts {
 
   open(on) {
     this.o.menu.hidden = !on;
+    if (on) {
+      // Under the bell, wherever the top bar's layout put it, and on screen.
+      const r = this.o.button.getBoundingClientRect();
+      const w = this.o.menu.offsetWidth;
+      this.o.menu.style.left = `${Math.round(Math.max(10, Math.min(window.innerWidth - w - 10, r.left + r.width / 2 - w / 2)))}px`;
+    }
     this.o.button.setAttribute('aria-expanded', String(on));
   }
 

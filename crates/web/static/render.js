@@ -11,7 +11,10 @@
 
 import { TILE, TILE_PIXELS, forEachTile, tileRect } from './tiles.js';
 
-const BG = '#dcdfe4';
+/** Around the board: the page's background (style.css's --bg, dark in the dark theme). */
+function pageBackground() {
+  return getComputedStyle(document.documentElement).getPropertyValue('--bg').trim() || '#dcdfe4';
+}
 /** Tile canvases kept beyond those on screen (each 256 KiB). */
 const SPARE_SURFACES = 24;
 /** How many coarser levels are drawn under the wanted one while it loads. */
@@ -39,6 +42,11 @@ export class Renderer {
     this.selected = null; // {x, y}
     this.selectedColor = null; // palette index previewed in the reticle
     this.hover = null; // {x, y} under the mouse
+    this.bg = pageBackground();
+    matchMedia('(prefers-color-scheme: dark)').addEventListener?.('change', () => {
+      this.bg = pageBackground();
+      this.request();
+    });
     this.scheduled = false;
     this.afterDraw = null;
     /** Draws counted per level, for the browser tests. */
@@ -126,7 +134,7 @@ export class Renderer {
     const { s, ox, oy, dpr } = this.transform();
     this.stats.frames++;
     ctx.setTransform(1, 0, 0, 1, 0, 0);
-    ctx.fillStyle = BG;
+    ctx.fillStyle = this.bg;
     ctx.fillRect(0, 0, W, H);
 
     // The board's box on screen, clamped a little outside the canvas: far beyond it the

@@ -126,3 +126,41 @@ describe('cooldown alerts', () => {
     assert.deepEqual(errors, []);
   });
 });
+
+describe('cooldown alerts in the charges model', () => {
+  let server, browser;
+
+  before(async () => {
+    server = await startServer({ args: ['--cooldown-model', 'charges', '--charges-max', '1', '--charge-every', '2', '--ip-rate', '0'] });
+    browser = await launchBrowser();
+  });
+
+  after(async () => {
+    await browser?.close();
+    await server?.dispose();
+  });
+
+  test('the charge that ends an empty pool is told, in the background', async () => {
+    const context = await browser.newContext({ viewport: { width: 1280, height: 800 }, permissions: ['notifications'] });
+    await context.addInitScript(watch);
+    await context.addInitScript(() => localStorage.setItem('rplace.alerts', JSON.stringify({ notify: true, sound: false })));
+    const page = await context.newPage();
+    await page.goto(server.url);
+    await waitLive(page);
+    assert.equal(await page.locator('#alerts-toggle').getAttribute('data-on'), 'true', 'kept from before');
+    const at = await pixelOnScreen(page, 7, 7);
+    await page.mouse.click(at.x, at.y);
+    await page.locator('.swatch[data-color="6"]').click();
+    const put = page.waitForResponse((r) => r.url().endsWith('/api/pixel') && r.request().method() === 'PUT');
+    await page.locator('#place').click();
+    const body = await (await put).json();
+    assert.equal(body.charges, 0, 'the only charge spent');
+    await page.locator('#place.cooldown').waitFor({ timeout: 2000 });
+    await page.evaluate(() => window.__setHidden(true));
+    await page.waitForFunction(() => window.__notes.length === 1, null, { timeout: 6000 });
+    const { notes, asked } = await page.evaluate(() => ({ notes: window.__notes, asked: window.__asked }));
+    assert.equal(notes[0].state, 'hidden');
+    assert.equal(asked, 0, 'granted already and not turned on here: not asked');
+    await context.close();
+  });
+});

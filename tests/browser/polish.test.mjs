@@ -158,3 +158,39 @@ describe('page polish', () => {
     await A.context.close();
   });
 });
+
+describe('the address limit, as a visitor reads it', () => {
+  let server, browser;
+
+  before(async () => {
+    server = await startServer({ args: ['--cooldown', '0', '--ip-rate', '1', '--ip-burst', '1'] });
+    browser = await launchBrowser();
+  });
+
+  after(async () => {
+    await browser?.close();
+    await server?.dispose();
+  });
+
+  test('a rate_limited refusal says what it means and when to try again, not the server\'s text', async () => {
+    const A = await openPage(browser, server.url);
+    const { page } = A;
+    const at = await pixelOnScreen(page, 6, 6);
+    await page.mouse.click(at.x, at.y);
+    await page.locator('.swatch[data-color="4"]').click();
+    const codes = [];
+    for (let i = 0; i < 2; i++) {
+      const put = page.waitForResponse((r) => r.url().endsWith('/api/pixel') && r.request().method() === 'PUT');
+      await page.locator('#place:not([disabled])').click();
+      const res = await put;
+      codes.push(res.status() === 429 ? (await res.json()).error : res.status());
+    }
+    assert.deepEqual(codes, [200, 'rate_limited']);
+    const toast = page.locator('.toast.error');
+    await toast.waitFor({ timeout: 2000 });
+    assert.match(await toast.textContent(), /^Many people place from your network right now; try again in \d+ s$/);
+    await page.screenshot({ path: screenshotPath('rate-limited.png') });
+    assert.deepEqual(A.errors, []);
+    await A.context.close();
+  });
+});

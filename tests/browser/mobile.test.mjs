@@ -1,9 +1,10 @@
 // A 390x844 phone with touch: the palette and the Place button are on screen and
-// reachable, nothing overflows, and tap, one-finger pan and pinch work.
+// reachable, nothing overflows, and tap, one-finger pan and pinch work (tapzoom.test.mjs
+// has the tap at low zoom).
 
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { launchBrowser, nextPaint, openPage, pixelOnScreen, screenshotPath, startServer } from './harness.mjs';
+import { launchBrowser, nextPaint, openPage, pixelOnScreen, screenshotPath, startServer, viewSettled } from './harness.mjs';
 
 const PHONE = { viewport: { width: 390, height: 844 }, deviceScaleFactor: 3, isMobile: true, hasTouch: true };
 
@@ -64,8 +65,12 @@ describe('phone', () => {
     await page.screenshot({ path: screenshotPath('phone.png') });
   });
 
-  test('a tap selects; a color and Place place', async () => {
+  test('a tap selects (after one that zooms in to pixels big enough to aim at); a color and Place place', async () => {
     const { page } = P;
+    const near = await pixelOnScreen(page, 30, 40);
+    await page.touchscreen.tap(near.x, near.y);
+    await viewSettled(page);
+    assert.equal(await page.locator('#info-title').textContent(), 'Choose a pixel');
     const at = await pixelOnScreen(page, 30, 40);
     await page.touchscreen.tap(at.x, at.y);
     await page.locator('#info-title').filter({ hasText: '(30, 40)' }).waitFor({ timeout: 1000 });
@@ -92,7 +97,8 @@ describe('phone', () => {
 
   test('pinch zooms around the fingers', async () => {
     const { page } = P;
-    const before = await page.evaluate(() => window.rplace.view);
+    await page.keyboard.press('0'); // the whole board again: the tap zoomed in
+    const before = await viewSettled(page);
     const frames = [];
     for (let i = 0; i <= 10; i++) frames.push([[195 - 30 - 6 * i, 300], [195 + 30 + 6 * i, 300]]);
     await touch(frames); // fingers 60 px apart -> 180 px: zoom x3

@@ -1,5 +1,6 @@
-// Zoom and pan: wheel, drag and keys change window.rplace.view and the URL hash; a drag
-// never selects (so never places); a link with a hash opens the same view.
+// Zoom and pan: wheel, drag and keys change window.rplace.view and the URL hash (the area
+// shown, link.js); a drag never selects (so never places); a link with a hash opens the
+// same view.
 
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -7,15 +8,19 @@ import { hashParams, launchBrowser, openPage, pixelOnScreen, startServer, viewSe
 
 const view = (page) => page.evaluate(() => window.rplace.view);
 
-/** Waits for the throttled history.replaceState to catch up with the view. */
+/** Waits for the throttled history.replaceState to catch up with the view: the URL says
+ * the area shown (link.js), so `z` here is the zoom that area means on this canvas. */
 async function settledHash(page) {
   await page.waitForFunction(() => {
     const h = new URLSearchParams(location.hash.slice(1));
     const v = window.rplace.view;
-    return Math.abs(Number(h.get('z')) - v.zoom) < 0.01
+    const w = document.getElementById('board').getBoundingClientRect().width;
+    return Math.abs(w / Number(h.get('w')) - v.zoom) < 0.01 * v.zoom
       && Math.abs(Number(h.get('x')) - v.x) < 0.06 && Math.abs(Number(h.get('y')) - v.y) < 0.06;
   }, null, { timeout: 2000, polling: 50 });
-  return hashParams(page);
+  const h = await hashParams(page);
+  const w = await page.evaluate(() => document.getElementById('board').getBoundingClientRect().width);
+  return { ...h, z: String(w / Number(h.w)) };
 }
 
 describe('view', () => {

@@ -7,14 +7,17 @@ import { ApiError, getConfig, getPixel, placePixel } from './api.js';
 import { Charges } from './charges.js';
 import { CooldownShare } from './cooldown-share.js';
 import { attachInput } from './input.js';
+import { formatArea, joinHash, openingView, parseLink, shareHash, viewPart } from './link.js';
 import { Minimap, parseJump } from './minimap.js';
 import { attachReport } from './report.js';
 import { attachTemplates } from './template-panel.js';
+import { Alerts } from './notify.js';
+import { attachShare } from './share.js';
 import { initStats } from './stats.js';
 import { attachTimelapse, visibleRegion } from './timelapse.js';
 import { backoffDelay } from './tiles.js';
 import { UI } from './ui.js';
-import { View, formatHash, parseHash } from './view.js';
+import { View } from './view.js';
 import { World } from './world.js';
 
 const HASH_THROTTLE_MS = 250;
@@ -87,6 +90,13 @@ async function main() {
     },
   });
 
+  // The bell: a notification and a chime when the cooldown ends, if asked for (notify.js).
+  const el = (id) => document.getElementById(id);
+  const alerts = new Alerts({
+    button: el('alerts-toggle'), menu: el('alerts'), notifyBox: el('alerts-notify'), soundBox: el('alerts-sound'),
+    toast: (message, kind) => ui.toast(message, kind),
+  });
+
   // Who is online (live from the websocket), the counts and the leaderboard (stats.js).
   const stats = initStats(config, (message, kind) => ui.toast(message, kind));
   /** History mode (history.js), made once the live world runs. */
@@ -135,6 +145,11 @@ async function main() {
     hashChanged: () => viewChanged(false, true),
     toast: (message, kind) => ui.toast(message, kind),
   });
+  // Share: this area and the selected pixel, with the templates and moment shown (share.js).
+  attachShare(document.getElementById('share'),
+    () => location.origin + location.pathname + location.search
+      + shareHash(view, state.selected, templates.hashPart() + (past?.hashSuffix() ?? '')),
+    (message, kind, ms) => ui.toast(message, kind, ms));
   attachTimelapse(() => visibleRegion(view, world.width, world.height), (message, kind) => ui.toast(message, kind));
   // Login buttons or the account (account.js); the page works without it.
   initAccount(config, (message, kind) => ui.toast(message, kind)).catch(() => {});
@@ -142,38 +157,58 @@ async function main() {
   // ---- layout and view -----------------------------------------------------------
 
   const dock = document.getElementById('dock');
+  const topbar = document.querySelector('.topbar');
   function layout() {
     // --dock-space: room the dock takes at the bottom. On phones the canvas stops above
     // the dock (style.css), so the board centers in the space that is really free; on
     // wider screens the dock floats over the canvas and the fit zoom keeps clear of it.
     const dockTop = dock.getBoundingClientRect().top;
     document.documentElement.style.setProperty('--dock-space', `${Math.round(window.innerHeight - dockTop)}px`);
+    // --top-space: where panels under the top bar start (it wraps on a phone).
+    document.documentElement.style.setProperty('--top-space', `${Math.round(topbar.getBoundingClientRect().bottom + 10)}px`);
     const rect = canvas.getBoundingClientRect();
     const insetBottom = Math.max(0, rect.bottom - dockTop) + 8;
     view.resize(rect.width, rect.height, 56, insetBottom);
     renderer.resize(rect.width, rect.height, window.devicePixelRatio || 1);
+    if (!moved) openView();
     minimap?.layout();
+  }
+
+  // Until the user moves, the view is the one the link opens (link.js), fitted again when
+  // the canvas changes size, and the URL's view part stays as it came.
+  let link = parseLink(location.hash, world.width, world.height);
+  let moved = false;
+  function openView() {
+    const o = openingView(link, {
+      width: world.width, height: world.height, viewW: view.width, viewH: view.height,
+      fitZoom: view.fitZoom(), pixelZoom: Math.min(16, view.maxZoom),
+    });
+    view.centerOn(o.x, o.y, o.zoom);
   }
   let minimap = null;
   layout();
-  new ResizeObserver(() => { layout(); viewChanged(); }).observe(dock);
-  window.addEventListener('resize', () => { layout(); viewChanged(); });
+  const resized = new ResizeObserver(() => { layout(); viewChanged(false); });
+  resized.observe(dock);
+  resized.observe(topbar);
+  window.addEventListener('resize', () => { layout(); viewChanged(false); });
 
-  function applyHash() {
-    const h = parseHash(location.hash);
-    if (!h) return false;
-    view.centerOn(h.x ?? world.width / 2, h.y ?? world.height / 2, h.zoom ?? view.fitZoom());
-    return true;
-  }
-  if (!applyHash()) view.reset();
   templates.applyHash(location.hash);
   window.addEventListener('hashchange', () => {
     templates.applyHash(location.hash);
-    if (applyHash()) viewChanged(false);
+    const l = parseLink(location.hash, world.width, world.height);
+    if (!l) return;
+    link = l;
+    moved = false;
+    openView();
+    if (l.pixel) select(l.pixel);
+    viewChanged(false);
   });
 
   let hashTimer = 0;
+  /** The view moved (`writeHash`: by the user, so the URL now says where), or only the
+   * others' parts of the hash changed (`onlyHash`). */
   function viewChanged(writeHash = true, onlyHash = false) {
+    if (writeHash && !onlyHash) moved = true;
     if (!onlyHash) {
       world.viewChanged();
       past?.viewChanged();
@@ -188,7 +223,8 @@ async function main() {
     // replaceState: moving around should not fill the back button's history.
     hashTimer = setTimeout(() => {
       hashTimer = 0;
-      history.replaceState(history.state, '', formatHash(view) + templates.hashPart() + (past?.hashSuffix() ?? ''));
+      const hash = joinHash(moved ? formatArea(view) : viewPart(location.hash), templates.hashPart() + (past?.hashSuffix() ?? ''));
+      history.replaceState(history.state, '', hash || location.pathname + location.search);
     }, HASH_THROTTLE_MS);
   }
 
@@ -234,6 +270,7 @@ async function main() {
 
   function renderPlace() {
     cooldownShare.update(cooldownLeft());
+    alerts.update(cooldownLeft());
     ui.renderPlace({
       selected: state.selected,
       color: state.color,
@@ -376,6 +413,7 @@ async function main() {
   past = new History({ world, toast: (message, kind) => ui.toast(message, kind), onMomentChange: writeHashSoon });
   const moment = parseMoment(location.hash);
   if (moment) past.open(moment);
+  if (link?.pixel) select(link.pixel);
 
   // ---- clocks ---------------------------------------------------------------------
 
@@ -398,6 +436,8 @@ async function main() {
     get seq() { return world.seq; },
     pixel: (x, y) => world.pixel(x, y),
     get view() { return view.snapshot(); },
+    /** The zoom that shows the whole board here. */
+    get fitZoom() { return view.fitZoom(); },
     get status() { return world.state; },
     get size() { return { width: world.width, height: world.height }; },
     /** What the page holds and watches: the level shown, the level-0 tiles wanted,

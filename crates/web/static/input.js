@@ -3,6 +3,23 @@
 
 /** How far a pointer may wander, in CSS px, and still count as a tap. */
 const TAP_SLOP = { mouse: 4, pen: 6, touch: 10 };
+/**
+ * CSS px per board pixel below which a tap zooms in (toward the tapped point) instead of
+ * selecting: a fingertip lands within a few px of where it aims, so a pixel must be about
+ * 10 px wide to be hit on purpose (the opening zoom of a big canvas on a phone is a
+ * fraction of a px); a mouse hits 4 px reliably, a pen about 6.
+ */
+export const TAP_SELECT_ZOOM = { mouse: 4, pen: 6, touch: 10 };
+/** The zoom such a tap goes to: pixels comfortably bigger than the threshold. */
+export const TAP_ZOOM_TO = { mouse: 12, pen: 16, touch: 24 };
+
+/** What a tap at `zoom` does: `null` selects, a number is the zoom to go to first. */
+export function tapZoomTarget(zoom, pointerType, maxZoom) {
+  const min = TAP_SELECT_ZOOM[pointerType] ?? TAP_SELECT_ZOOM.touch;
+  if (zoom >= min) return null;
+  return Math.min(maxZoom, TAP_ZOOM_TO[pointerType] ?? TAP_ZOOM_TO.touch);
+}
+
 /** Screen px per arrow-key press; Shift moves four times as far. */
 const KEY_PAN_PX = 64;
 /** Zoom factor of one +/- press or zoom button. */
@@ -13,7 +30,7 @@ const KEY_ZOOM = 1.6;
  * @param {import('./view.js').View} view
  * @param {object} cb
  * @param {() => void} cb.onViewChange  the view moved: redraw, update the URL
- * @param {(pixel: {x:number,y:number}|null) => void} cb.onTap
+ * @param {(pixel: {x:number,y:number}|null) => void} cb.onTap  a tap where pixels are big enough to aim at
  * @param {(pixel: {x:number,y:number}|null) => void} cb.onHover
  * @param {() => void} cb.onPlace       Enter/Space
  * @param {() => void} cb.onEscape
@@ -52,6 +69,9 @@ export function attachInput(canvas, view, cb) {
     if (e.pointerType === 'mouse' && e.button !== 0 && e.button !== 1) return;
     setKeyCursor(false);
     e.preventDefault();
+    // Focused so the keys work next, but the ring is for keyboard focus: Chromium shows
+    // it for this script focus too, so the class says the pointer did it (style.css).
+    canvas.classList.add('pointer-focus');
     canvas.focus({ preventScroll: true });
     try { canvas.setPointerCapture(e.pointerId); } catch { /* synthetic events */ }
     zoomer.stop();
@@ -98,7 +118,13 @@ export function attachInput(canvas, view, cb) {
     const p = local(e);
     const tap = e.type === 'pointerup' && pointers.size === 1 && !dragging && !multi;
     pointers.delete(e.pointerId);
-    if (tap) cb.onTap(view.pixelAt(p.x, p.y));
+    if (tap) {
+      // Too far out to aim at one pixel: glide in, keeping the tapped point under the
+      // finger, so the next tap there hits what was aimed at.
+      const zoomTo = tapZoomTarget(view.zoom, down.type, view.maxZoom);
+      if (zoomTo === null || !view.pixelAt(p.x, p.y)) cb.onTap(view.pixelAt(p.x, p.y));
+      else zoomer.zoomTo(zoomTo, p);
+    }
     if (pointers.size === 2) pinch = twoFinger();
     // Lifting one finger of a pinch leaves a pan, never a tap.
     if (pointers.size === 1) dragging = true;
@@ -120,6 +146,7 @@ export function attachInput(canvas, view, cb) {
   }, { passive: false });
 
   window.addEventListener('keydown', (e) => {
+    if (e.key === 'Tab' || e.key.startsWith('Arrow')) canvas.classList.remove('pointer-focus');
     if (e.ctrlKey || e.metaKey || e.altKey) return;
     const t = e.target;
     if (t instanceof HTMLElement && (t.isContentEditable || /^(INPUT|TEXTAREA|SELECT)$/.test(t.tagName))) return;
@@ -175,6 +202,10 @@ class SmoothZoom {
       this.last = performance.now();
       this.raf = requestAnimationFrame((t) => this.step(t));
     }
+  }
+
+  zoomTo(zoom, anchor) {
+    this.zoomBy(zoom / (this.target ?? this.view.zoom), anchor);
   }
 
   stop() {

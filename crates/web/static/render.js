@@ -11,7 +11,10 @@
 
 import { TILE, TILE_PIXELS, forEachTile, tileRect } from './tiles.js';
 
-const BG = '#dcdfe4';
+/** Around the board: the page's background (style.css's --bg, dark in the dark theme). */
+function pageBackground() {
+  return getComputedStyle(document.documentElement).getPropertyValue('--bg').trim() || '#dcdfe4';
+}
 /** Tile canvases kept beyond those on screen (each 256 KiB). */
 const SPARE_SURFACES = 24;
 /** How many coarser levels are drawn under the wanted one while it loads. */
@@ -39,6 +42,11 @@ export class Renderer {
     this.selected = null; // {x, y}
     this.selectedColor = null; // palette index previewed in the reticle
     this.hover = null; // {x, y} under the mouse
+    this.bg = pageBackground();
+    matchMedia('(prefers-color-scheme: dark)').addEventListener?.('change', () => {
+      this.bg = pageBackground();
+      this.request();
+    });
     this.scheduled = false;
     this.afterDraw = null;
     /** Draws counted per level, for the browser tests. */
@@ -126,7 +134,7 @@ export class Renderer {
     const { s, ox, oy, dpr } = this.transform();
     this.stats.frames++;
     ctx.setTransform(1, 0, 0, 1, 0, 0);
-    ctx.fillStyle = BG;
+    ctx.fillStyle = this.bg;
     ctx.fillRect(0, 0, W, H);
 
     // The board's box on screen, clamped a little outside the canvas: far beyond it the
@@ -240,12 +248,9 @@ export class Renderer {
     const { x, y } = this.selected;
     const px = ox + x * s, py = oy + y * s;
     if (px < -100 * dpr || py < -100 * dpr || px > this.canvas.width + 100 * dpr || py > this.canvas.height + 100 * dpr) return;
-    if (this.selectedColor !== null && this.paletteCss[this.selectedColor]) {
-      // Preview: the chosen color, inset so the current color still shows at the rim.
-      const inset = s >= 12 * dpr ? s * 0.12 : 0;
-      ctx.fillStyle = this.paletteCss[this.selectedColor];
-      ctx.fillRect(px + inset, py + inset, s - 2 * inset, s - 2 * inset);
-    }
+    // No preview of the color the pixel already has (just placed, say): it shows as it is.
+    const shown = this.world.past ? undefined : this.world.tiles.get(x, y);
+    if (this.selectedColor !== null && this.paletteCss[this.selectedColor] && shown !== this.selectedColor) this.drawPreview(px, py, s);
     const cx = px + s / 2, cy = py + s / 2;
     const half = Math.max(s / 2 + 3 * dpr, 9 * dpr);
     const arm = Math.max(4 * dpr, half * 0.55);
@@ -265,6 +270,44 @@ export class Renderer {
     ctx.lineWidth = 2.5 * dpr;
     ctx.stroke(path);
   }
+
+  /**
+   * The color to place, previewed on the selected pixel so that it never looks placed:
+   * big pixels get an inset square checkered with white and outlined, the current color
+   * showing around it; small ones (under 12 px, where the brackets dwarf the pixel) a
+   * plain fill.
+   */
+  drawPreview(px, py, s) {
+    const { ctx, dpr } = this;
+    const color = this.paletteCss[this.selectedColor];
+    if (s < 12 * dpr) {
+      ctx.fillStyle = color;
+      ctx.fillRect(px, py, s, s);
+      return;
+    }
+    const inset = Math.round(s * 0.2);
+    const x = px + inset, y = py + inset, w = s - 2 * inset;
+    ctx.fillStyle = color;
+    ctx.fillRect(x, y, w, w);
+    // A 4 x 4 checker of the color and a light veil: "a preview", as image editors show
+    // transparency, whatever the color.
+    const cell = w / 4;
+    ctx.fillStyle = isLight(color) ? 'rgba(0, 0, 0, 0.28)' : 'rgba(255, 255, 255, 0.55)';
+    for (let i = 0; i < 4; i++) {
+      for (let j = (i % 2); j < 4; j += 2) ctx.fillRect(x + j * cell, y + i * cell, cell, cell);
+    }
+    ctx.lineWidth = Math.max(1, dpr);
+    ctx.strokeStyle = 'rgba(17, 17, 17, 0.85)';
+    ctx.setLineDash([2 * dpr, 2 * dpr]);
+    ctx.strokeRect(x + 0.5, y + 0.5, w - 1, w - 1);
+    ctx.setLineDash([]);
+  }
+}
+
+/** Whether '#RRGGBB' is light (a dark veil shows on it, a white one would not). */
+function isLight(hex) {
+  const n = parseInt(hex.slice(1), 16);
+  return 0.299 * (n >> 16) + 0.587 * ((n >> 8) & 255) + 0.114 * (n & 255) > 160;
 }
 
 function sameXY(a, b) {

@@ -547,7 +547,7 @@ async fn a_large_fill_reaches_websocket_clients_exactly(backend: Backend) {
         json!({"rect": {"x": 0, "y": 0, "w": 512, "h": 196}, "color": 3}),
     )
     .await;
-    assert_eq!(status, 200);
+    assert_eq!(status, 200, "{done}");
     assert_eq!(done["pixels"], 512 * 196);
     placer.await.unwrap();
     let (head, board) = app.board_after(done["last_seq"].as_u64().unwrap()).await;

@@ -334,6 +334,22 @@ impl Live {
         self.conn.clone()
     }
 
+    /// A connection of its own for one rewrite, whose chunk scripts of thousands of pixels
+    /// may take longer than the shared connection's per-command bound on a busy Redis;
+    /// `bound` replaces that bound for this connection only.
+    pub async fn long_conn(
+        &self,
+        bound: Duration,
+    ) -> Result<redis::aio::MultiplexedConnection, StoreError> {
+        let config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.timeout))
+            .set_response_timeout(Some(bound));
+        self.client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+            .map_err(|e| BackendError::redis(e).into())
+    }
+
     /// The per-command timeout.
     pub fn timeout(&self) -> Duration {
         self.timeout

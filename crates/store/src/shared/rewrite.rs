@@ -23,7 +23,7 @@
 //! in PostgreSQL like any other, the pace follows what the history takes, and normal
 //! placements' commits never wait behind a chunk.
 
-use super::history::Written;
+use super::history::{REWRITE_TIMEOUT, Written};
 use super::history::{from_time, pg, row_to_placement, to_time};
 use super::*;
 use crate::rewrite::{
@@ -173,7 +173,7 @@ impl SharedStore {
         let history = self.inner.history.clone();
         let diverged = self.inner.diverged.clone();
         tokio::spawn(async move {
-            match history.write(epoch, &rows).await? {
+            match history.write_chunk(epoch, &rows).await? {
                 Written::Stored { conflicts } if conflicts.is_empty() => Ok(()),
                 Written::Stored { conflicts } => {
                     tracing::error!(
@@ -391,6 +391,7 @@ impl Rewrite for SharedStore {
         let mut out = Applied::default();
         let mut done = 0u64;
         let mut in_flight = None;
+        let mut conn = inner.live.long_conn(REWRITE_TIMEOUT).await?;
         for (n, part) in plan.changes.chunks(CHUNK).enumerate() {
             let mut inv = PLACE_MANY.prepare_invoke();
             inv.key(&keys.dims)
@@ -422,9 +423,10 @@ impl Rewrite for SharedStore {
             if sent.is_empty() {
                 continue;
             }
-            let mut conn = inner.live.conn();
             let call = inv.invoke_async::<Vec<i64>>(&mut conn);
-            let reply = tokio::time::timeout(inner.live.timeout(), call)
+            // A chunk's script runs thousands of pixels: the bound of a rewrite, not of one
+            // placement.
+            let reply = tokio::time::timeout(REWRITE_TIMEOUT, call)
                 .await
                 .map_err(|_| StoreError::from(BackendError::Timeout(Service::Redis)))?
                 .map_err(redis_err)?;

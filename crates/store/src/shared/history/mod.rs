@@ -53,6 +53,9 @@ const RECONCILE_LOCK: i64 = 0x72_70_6c_61_63_65_00_03;
 /// Bound of the long operations (a rebuild's replay of the whole history, a snapshot),
 /// which the short per-call timeout would cut off on a large board.
 const LONG_TIMEOUT: Duration = Duration::from_secs(600);
+/// Bound of one step of an admin's rewrite (a chunk's script in Redis, its rows in
+/// PostgreSQL): thousands of pixels at once, rare, and worse failed half done than slow.
+pub(crate) const REWRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Tiles read, rebuilt or written at once by a rebuild or a snapshot round, bounding its
 /// memory (256 tiles of 64 KiB at most) however much of the canvas is painted.
 const TILE_PAGE: usize = 256;
@@ -259,7 +262,23 @@ impl History {
 
     /// Writes `rows`, all made in Redis generation `epoch`, in one transaction.
     pub async fn write(&self, epoch: u64, rows: &[Placement]) -> Result<Written, StoreError> {
-        self.bounded(async {
+        self.write_within(epoch, rows, self.timeout).await
+    }
+
+    /// [`Self::write`] of a rewrite's chunk of thousands of rows, bounded by
+    /// [`REWRITE_TIMEOUT`]: on a busy machine it can outlast the per-call timeout meant
+    /// for a placement's few rows, and failing it would fail an admin's fill half done.
+    pub async fn write_chunk(&self, epoch: u64, rows: &[Placement]) -> Result<Written, StoreError> {
+        self.write_within(epoch, rows, REWRITE_TIMEOUT).await
+    }
+
+    async fn write_within(
+        &self,
+        epoch: u64,
+        rows: &[Placement],
+        bound: Duration,
+    ) -> Result<Written, StoreError> {
+        let write = async {
             let mut client = self.client().await?;
             let tx = client.transaction().await.map_err(pg)?;
             let current: i64 = tx
@@ -335,8 +354,10 @@ impl History {
             }
             tx.commit().await.map_err(pg)?;
             Ok(Written::Stored { conflicts })
-        })
-        .await
+        };
+        tokio::time::timeout(bound, write)
+            .await
+            .unwrap_or(Err(BackendError::Timeout(Service::Postgres).into()))
     }
 
     /// The latest placements on one pixel, newest first.

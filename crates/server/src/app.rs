@@ -89,6 +89,8 @@ pub struct Inner {
     pub past: crate::past::PastReads,
     /// Timelapse jobs, their queue and their files.
     pub timelapses: crate::timelapse::jobs::Jobs,
+    /// The overlays' served activity bodies (`crate::activity`).
+    pub activity: crate::activity::ActivityBodies,
 }
 
 impl Deref for AppState {
@@ -200,8 +202,10 @@ pub async fn run(
             config.history_keyframe_every,
         ),
         timelapses,
+        activity: crate::activity::ActivityBodies::default(),
     }));
     let counting = crate::stats::spawn(state.clone());
+    let activity = crate::activity::spawn(state.clone());
     let keyframer = spawn_keyframer(&store, config.history_keyframe_every);
     let addr = listener.local_addr()?;
     tracing::info!(
@@ -261,6 +265,7 @@ pub async fn run(
     }
     // Ends with the websockets (`stop`); a count in progress is one short transaction.
     let _ = counting.await;
+    let _ = activity.await;
     live.health.expect_end();
     keyframer.0.cancel();
     let _ = keyframer.1.await;

@@ -33,6 +33,7 @@
 //! which backend runs. The canvas rules and wire formats live in `rplace-domain`.
 
 pub mod access;
+pub mod activity;
 pub mod antibot;
 pub mod app;
 pub mod audit;

@@ -36,6 +36,7 @@
 //!   that falls [`FEED_CAPACITY`] events behind gets a reset instead of a growing queue.
 
 pub mod accounts;
+pub mod activity;
 pub mod embedded;
 mod error;
 pub mod export;

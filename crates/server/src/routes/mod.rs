@@ -4,6 +4,7 @@
 //! - [`ws`]: the live update websocket.
 //! - [`export`]: the dataset of every placement as gzipped CSV.
 //! - [`stats`]: presence, placement counts and the leaderboard.
+//! - [`overlays`]: per-tile activity (heatmap, virgin map) and the visitor's own pixels.
 //! - [`past`]: the board and tiles at a past seq or time (`?seq=`, `?at=`).
 //! - [`timelapse`]: animated PNGs of a region over time, rendered in the background.
 //! - [`ops`]: health, readiness, metrics, OpenAPI.
@@ -22,6 +23,7 @@ pub mod body;
 pub mod export;
 pub mod moderation;
 pub mod ops;
+pub mod overlays;
 pub mod past;
 pub mod quota;
 pub mod records;
@@ -61,6 +63,7 @@ pub fn table() -> Vec<(&'static str, MethodRouter<AppState>)> {
     t.extend(records::public_table());
     t.extend(crate::templates::public_table());
     t.extend(stats::public_table());
+    t.extend(overlays::public_table());
     t.extend(crate::auth::routes::public_table());
     t.extend(crate::antibot::routes::public_table());
     t

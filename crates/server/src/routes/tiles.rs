@@ -30,7 +30,7 @@ fn number(raw: &str, field: &'static str, allowed: impl Fn() -> String) -> Resul
     })
 }
 
-fn tile_allowed(dims: Dimensions) -> String {
+pub(super) fn tile_allowed(dims: Dimensions) -> String {
     let (a, d) = tiles_across(dims);
     format!(
         "tx 0..={}, ty 0..={} (tiles of {TILE_SIZE} pixels on a {} x {} canvas)",
@@ -49,7 +49,7 @@ fn off_canvas(e: TileError, allowed: String) -> ApiError {
 }
 
 /// Parses `tx` and `ty` (maybe `N.png`) against the canvas; says whether PNG was asked.
-fn parse_tile(dims: Dimensions, tx: &str, ty: &str) -> Result<(TileId, bool), ApiError> {
+pub(super) fn parse_tile(dims: Dimensions, tx: &str, ty: &str) -> Result<(TileId, bool), ApiError> {
     let allowed = || tile_allowed(dims);
     let (ty, png) = match ty.strip_suffix(".png") {
         Some(t) => (t, true),

@@ -19,6 +19,7 @@ mod lifecycle;
 mod live;
 mod livepath;
 mod ops;
+mod overlays;
 mod placing;
 mod policy;
 mod protect;

@@ -64,6 +64,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
 mod accounts;
+mod activity;
 mod export;
 mod moderation;
 mod past;

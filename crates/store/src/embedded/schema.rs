@@ -165,8 +165,8 @@ pub(super) fn open_write(cfg: &EmbeddedConfig, path: &PathBuf) -> Result<Connect
 }
 
 /// Every area's own migrations, each version in its area's range (accounts 100s,
-/// moderation 200s, rewrite 300s, records 400s, past 500s, templates 800s, stats 900s),
-/// so that areas evolve independently.
+/// moderation 200s, rewrite 300s, records 400s, past 500s, templates 800s, stats 900s,
+/// activity 1000s), so that areas evolve independently.
 const AREAS: &[&[(i64, &str, &str)]] = &[
     super::accounts::MIGRATIONS,
     super::moderation::MIGRATIONS,
@@ -175,6 +175,7 @@ const AREAS: &[&[(i64, &str, &str)]] = &[
     super::templates::MIGRATIONS,
     super::stats::MIGRATIONS,
     super::past::MIGRATIONS,
+    super::activity::MIGRATIONS,
 ];
 
 /// Applies the area migrations not yet recorded in `schema_migrations`, each in its own

@@ -115,6 +115,7 @@
 //! history's) is detected by the maintenance task and rebuilt the same way.
 
 pub(crate) mod accounts;
+pub(crate) mod activity;
 mod backlog;
 mod batcher;
 mod config;

@@ -61,7 +61,7 @@ pub(super) const MIGRATIONS: &[(i32, &str, &str)] = &[
 
 /// The history's own migrations, then every area's, each version in its area's range
 /// (accounts 100s, moderation 200s, rewrite 300s, records 400s, past 500s, templates
-/// 800s, stats 900s), so that areas evolve independently; a version is applied once,
+/// 800s, stats 900s, activity 1000s), so that areas evolve independently; a version is applied once,
 /// whatever order they were added in.
 const AREAS: &[&[(i32, &str, &str)]] = &[
     MIGRATIONS,
@@ -72,6 +72,7 @@ const AREAS: &[&[(i32, &str, &str)]] = &[
     crate::shared::templates::MIGRATIONS,
     crate::shared::stats::MIGRATIONS,
     past::MIGRATIONS,
+    crate::shared::activity::MIGRATIONS,
 ];
 
 pub(super) async fn migrate(client: &mut tokio_postgres::Client) -> Result<(), StoreError> {

@@ -358,10 +358,7 @@ mod tests {
             }
         }
         assert_eq!(t.users.len(), 2 * PIXELS, "compacted once, at 2 x 65,536");
-        assert_eq!(
-            t.owned_by(UserId(3 * PIXELS as u64)),
-            vec![u16::MAX]
-        );
+        assert_eq!(t.owned_by(UserId(3 * PIXELS as u64)), vec![u16::MAX]);
         assert_eq!(t.owned_by(UserId(2 * PIXELS as u64 + 1)), vec![0]);
         assert!(t.owned_by(UserId(PIXELS as u64 + 1)).is_empty());
         assert!(t.owned_by(UserId(1)).is_empty());

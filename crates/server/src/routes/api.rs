@@ -1,7 +1,7 @@
 //! The HTTP API: config, board, placing, pixel info and catch-up. See docs/API.md.
 
 use crate::app::AppState;
-use crate::board_cache::Encoding;
+use crate::board_cache::{Encoding, Version};
 use crate::error::ApiError;
 use crate::hub::Recent;
 use crate::routes::body::{QueryMap, int_field, json_object, query_map, read_body};
@@ -122,31 +122,46 @@ pub async fn board(
     }
     metrics::counter!("rplace_board_requests_total", "format" => "raw").increment(1);
     let version = app.boards.get(&app.hub).await.map_err(ApiError::from)?;
-    let enc = Encoding::negotiate(
-        headers
-            .get(header::ACCEPT_ENCODING)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or(""),
-    );
-    let mut resp = if not_modified(&headers, version.seq) {
+    let mut resp = packed_answer(&app, &version, &headers, true).await?;
+    board_headers(resp.headers_mut(), version.seq, ttl_secs(&app));
+    Ok(resp)
+}
+
+/// `v`'s packed bytes as `application/octet-stream` in the best encoding the request
+/// accepts (each made once per version), or `304` when `If-None-Match` names its
+/// version; `Vary: accept-encoding` either way. `sendfile`: offer the body to
+/// `crate::zerocopy` (the board's large bodies, asked for by everyone).
+pub(crate) async fn packed_answer(
+    app: &AppState,
+    v: &Version,
+    req: &HeaderMap,
+    sendfile: bool,
+) -> Result<Response, ApiError> {
+    let mut resp = if not_modified(req, v.seq) {
         StatusCode::NOT_MODIFIED.into_response()
     } else {
-        let body = version.body(enc).await.map_err(ApiError::unavailable)?;
-        app.bodies.offer(&body).await;
+        let enc = Encoding::negotiate(
+            req.get(header::ACCEPT_ENCODING)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or(""),
+        );
+        let body = v.body(enc).await.map_err(ApiError::unavailable)?;
+        if sendfile {
+            app.bodies.offer(&body).await;
+        }
         let mut r = Body::from(body).into_response();
-        r.headers_mut().insert(
+        let h = r.headers_mut();
+        h.insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/octet-stream"),
         );
         if let Some(ce) = enc.header_value() {
-            r.headers_mut()
-                .insert(header::CONTENT_ENCODING, HeaderValue::from_static(ce));
+            h.insert(header::CONTENT_ENCODING, HeaderValue::from_static(ce));
         }
         r
     };
-    let h = resp.headers_mut();
-    h.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
-    board_headers(h, version.seq, ttl_secs(&app));
+    resp.headers_mut()
+        .insert(header::VARY, HeaderValue::from_static("accept-encoding"));
     Ok(resp)
 }
 

@@ -7,14 +7,12 @@
 use super::body::{QueryMap, query_map};
 use super::records::query_int;
 use crate::app::AppState;
-use crate::board_cache::Encoding;
 use crate::error::ApiError;
-use crate::routes::api::{not_modified, ttl_secs};
+use crate::routes::api::{packed_answer, ttl_secs};
 use crate::routes::tiles::parse_tile;
 use axum::Json;
-use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get};
 use axum_extra::extract::cookie::SignedCookieJar;
@@ -51,29 +49,8 @@ async fn activity(
     metrics::counter!("rplace_tile_requests_total", "format" => "activity").increment(1);
     let through = app.store.activity_through().await?.0;
     let v = app.activity.get(&app, id).await?;
-    let enc = Encoding::negotiate(
-        headers
-            .get(header::ACCEPT_ENCODING)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or(""),
-    );
-    let mut resp = if not_modified(&headers, v.seq) {
-        StatusCode::NOT_MODIFIED.into_response()
-    } else {
-        let body = v.body(enc).await.map_err(ApiError::unavailable)?;
-        let mut r = Body::from(body).into_response();
-        r.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/octet-stream"),
-        );
-        if let Some(ce) = enc.header_value() {
-            r.headers_mut()
-                .insert(header::CONTENT_ENCODING, HeaderValue::from_static(ce));
-        }
-        r
-    };
+    let mut resp = packed_answer(&app, &v, &headers, false).await?;
     let h = resp.headers_mut();
-    h.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
     h.insert(
         header::ETAG,
         HeaderValue::from_str(&format!("\"{}\"", v.seq.0)).expect("digits"),

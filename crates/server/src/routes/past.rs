@@ -4,11 +4,10 @@
 //! The bodies have the live answers' layouts; `X-Board-Seq` says which moment it is.
 
 use crate::app::AppState;
-use crate::board_cache::{Encoding, Version};
+use crate::board_cache::Version;
 use crate::error::ApiError;
 use crate::past::PastMoment;
-use crate::routes::api::{not_modified, ttl_secs};
-use axum::body::Body;
+use crate::routes::api::{not_modified, packed_answer, ttl_secs};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -80,33 +79,17 @@ async fn body(
     png: Option<Dimensions>,
     req: &HeaderMap,
 ) -> Result<Response, ApiError> {
+    let Some(side) = png else {
+        return packed_answer(app, v, req, false).await;
+    };
     if not_modified(req, v.seq) {
         return Ok(StatusCode::NOT_MODIFIED.into_response());
     }
-    if let Some(side) = png {
-        let png = v
-            .png(side, &app.settings.palette)
-            .await
-            .map_err(ApiError::unavailable)?;
-        return Ok(([(header::CONTENT_TYPE, "image/png")], png).into_response());
-    }
-    let enc = Encoding::negotiate(
-        req.get(header::ACCEPT_ENCODING)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or(""),
-    );
-    let bytes = v.body(enc).await.map_err(ApiError::unavailable)?;
-    let mut r = Body::from(bytes).into_response();
-    let h = r.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/octet-stream"),
-    );
-    if let Some(ce) = enc.header_value() {
-        h.insert(header::CONTENT_ENCODING, HeaderValue::from_static(ce));
-    }
-    h.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
-    Ok(r)
+    let png = v
+        .png(side, &app.settings.palette)
+        .await
+        .map_err(ApiError::unavailable)?;
+    Ok(([(header::CONTENT_TYPE, "image/png")], png).into_response())
 }
 
 /// Tile `id` at moment `m`; `X-Tile-Version` and the ETag are the tile's version then.

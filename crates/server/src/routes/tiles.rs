@@ -6,11 +6,10 @@
 //! once per served version; every unpainted tile answers with one shared body.
 
 use crate::app::AppState;
-use crate::board_cache::{Encoding, Version};
+use crate::board_cache::Version;
 use crate::error::ApiError;
-use crate::routes::api::{not_modified, ttl_secs};
+use crate::routes::api::{not_modified, packed_answer, ttl_secs};
 use crate::routes::body::{QueryMap, query_map};
-use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -83,30 +82,8 @@ async fn raw_answer(
     v: &Version,
     headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
-    let enc = Encoding::negotiate(
-        headers
-            .get(header::ACCEPT_ENCODING)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or(""),
-    );
-    let mut resp = if not_modified(headers, v.seq) {
-        StatusCode::NOT_MODIFIED.into_response()
-    } else {
-        let body = v.body(enc).await.map_err(ApiError::unavailable)?;
-        let mut r = Body::from(body).into_response();
-        r.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/octet-stream"),
-        );
-        if let Some(ce) = enc.header_value() {
-            r.headers_mut()
-                .insert(header::CONTENT_ENCODING, HeaderValue::from_static(ce));
-        }
-        r
-    };
-    let h = resp.headers_mut();
-    h.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
-    tile_headers(h, v.seq, ttl_secs(app));
+    let mut resp = packed_answer(app, v, headers, false).await?;
+    tile_headers(resp.headers_mut(), v.seq, ttl_secs(app));
     Ok(resp)
 }
 

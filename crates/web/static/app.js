@@ -12,6 +12,7 @@ import { Minimap, parseJump } from './minimap.js';
 import { attachReport } from './report.js';
 import { attachTemplates } from './template-panel.js';
 import { Alerts } from './notify.js';
+import { attachOverlays } from './overlay-panel.js';
 import { attachShare } from './share.js';
 import { initStats } from './stats.js';
 import { attachTimelapse, visibleRegion } from './timelapse.js';
@@ -109,7 +110,7 @@ async function main() {
       const unreachable = s.state === 'reconnecting' || s.state === 'offline';
       if (unreachable !== state.unreachable) { state.unreachable = unreachable; renderPlace(); }
     },
-    onPixel: (x, y, color, tile) => { pixelChanged(x, y, color, tile); templates?.pixelChanged(x, y); },
+    onPixel: (x, y, color, tile) => { pixelChanged(x, y, color, tile); templates?.pixelChanged(x, y); overlays?.pixelChanged(x, y, color); },
     onResize: () => { minimap.refresh(); viewChanged(false); },
     onOnline: (n) => stats.setOnline(n),
   });
@@ -145,6 +146,8 @@ async function main() {
     hashChanged: () => viewChanged(false, true),
     toast: (message, kind) => ui.toast(message, kind),
   });
+  // Heatmap, virgin map, my pixels over the tiles in view (overlay-panel.js, overlays.js).
+  const overlays = attachOverlays({ world });
   // Share: this area and the selected pixel, with the templates and moment shown (share.js).
   attachShare(document.getElementById('share'),
     () => location.origin + location.pathname + location.search
@@ -212,6 +215,7 @@ async function main() {
     if (!onlyHash) {
       world.viewChanged();
       past?.viewChanged();
+      overlays.viewChanged();
       minimap?.draw();
       showCoords();
     }
@@ -294,6 +298,7 @@ async function main() {
       state.cooldownEnd = Date.now() + Math.max(0, r.next_at - r.at);
       cooldownShare.placed(cooldownLeft());
       charges.placed(r);
+      overlays.placed(p.x, p.y, color, r.seq);
       // Show it now if the live feed has not brought it yet; the tile applies versions
       // in order, so anything placed there after ours still wins.
       world.tiles.placedLocally(p.x, p.y, color, r.seq);
@@ -462,6 +467,8 @@ async function main() {
     get templates() {
       return templates.overlays.map((t) => ({ id: t.id, opacity: t.opacity, ...t.counts, list: undefined }));
     },
+    /** The overlay shown, why not (reason), and the tiles of its data loaded. */
+    get overlay() { return overlays.snapshot(); },
     get color() { return state.color; },
     get selected() { return state.selected; },
   });

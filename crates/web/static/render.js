@@ -48,6 +48,9 @@ export class Renderer {
       this.request();
     });
     this.scheduled = false;
+    /** Draws over the level-0 tiles, inside the board's clip (overlays.js): (ctx, {s,
+     * ox, oy, dpr}) => void. Under the grid, the hover box and the reticle. */
+    this.overlay = null;
     this.afterDraw = null;
     /** Draws counted per level, for the browser tests. */
     this.stats = { frames: 0, tiles: 0, overview: 0 };
@@ -166,6 +169,7 @@ export class Renderer {
     for (let l = top; l > z; l--) this.drawLevel(l, ox, oy, s);
     if (z > 0) this.drawLevel(z - 1, ox, oy, s, false);
     this.drawLevel(z, ox, oy, s);
+    this.overlay?.(ctx, { s, ox, oy, dpr });
     ctx.restore();
     this.trimSurfaces();
 

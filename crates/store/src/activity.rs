@@ -200,6 +200,16 @@ pub trait Activity: Send + Sync {
         keys: Vec<u64>,
     ) -> impl Future<Output = Result<Vec<(u64, Vec<u8>)>, StoreError>> + Send;
 
+    /// Keys of the tiles in the rectangle of tiles `area` (`[tx0, tx1] × [ty0, ty1]`,
+    /// inclusive) that have a raster, i.e. were painted by a placement up to the
+    /// watermark; at most `limit`, in key order. The overview pyramid asks this instead of
+    /// visiting every tile below a zoomed-out tile (`server::overview`).
+    fn painted_in(
+        &self,
+        area: [u32; 4],
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<u64>, StoreError>> + Send;
+
     /// Writes `tiles` and moves the watermark from `after` to `through`, in one
     /// transaction, if the watermark is still `after`; `false` (nothing written) if
     /// another instance moved it first.
@@ -267,6 +277,13 @@ pub async fn catch_up<S: Activity + Export>(
     })
 }
 
+/// The key range and column range of a rectangle of tiles `[tx0, ty0, tx1, ty1]`: keys
+/// are `ty << 32 | tx`, so the rows are one key range and each row's columns a filter.
+pub(crate) fn key_bounds([tx0, ty0, tx1, ty1]: [u32; 4]) -> [i64; 4] {
+    let key = |tx: u32, ty: u32| TileId::new_unchecked(tx, ty).key() as i64;
+    [key(tx0, ty0), key(tx1, ty1), i64::from(tx0), i64::from(tx1)]
+}
+
 /// The longest prefix of `page` that touches at most [`STEP_TILES`] tiles, and those
 /// tiles' keys.
 fn step_of(page: &[Placement]) -> (&[Placement], Vec<u64>) {
@@ -294,6 +311,12 @@ impl Activity for crate::Backend {
         match self {
             crate::Backend::Embedded(s) => s.activity_tiles(keys).await,
             crate::Backend::Shared(s) => s.activity_tiles(keys).await,
+        }
+    }
+    async fn painted_in(&self, area: [u32; 4], limit: usize) -> Result<Vec<u64>, StoreError> {
+        match self {
+            crate::Backend::Embedded(s) => s.painted_in(area, limit).await,
+            crate::Backend::Shared(s) => s.painted_in(area, limit).await,
         }
     }
     async fn activity_apply(

@@ -20,6 +20,7 @@ mod live;
 mod livepath;
 mod ops;
 mod overlays;
+mod overview;
 mod placing;
 mod policy;
 mod protect;

@@ -118,7 +118,7 @@ async fn tile_bytes_equal_the_placements(backend: Backend) {
     app.stop().await;
 }
 
-fn decode_png(bytes: &[u8]) -> Vec<u8> {
+pub(crate) fn decode_png(bytes: &[u8]) -> Vec<u8> {
     let mut dec = png::Decoder::new(std::io::Cursor::new(bytes.to_vec()));
     dec.set_transformations(png::Transformations::EXPAND);
     let mut reader = dec.read_info().unwrap();

@@ -48,6 +48,24 @@ impl Activity for EmbeddedStore {
         .await
     }
 
+    async fn painted_in(&self, area: [u32; 4], limit: usize) -> Result<Vec<u64>, StoreError> {
+        let [lo, hi, tx0, tx1] = crate::activity::key_bounds(area);
+        self.read(move |c| {
+            let mut stmt = c
+                .prepare_cached(
+                    "SELECT key FROM activity_tiles WHERE key BETWEEN ?1 AND ?2
+                     AND (key & 4294967295) BETWEEN ?3 AND ?4 ORDER BY key LIMIT ?5",
+                )
+                .map_err(backend)?;
+            stmt.query_map(params![lo, hi, tx0, tx1, limit as i64], |r| {
+                r.get::<_, i64>(0)
+            })
+            .and_then(|rows| rows.map(|k| k.map(|k| k as u64)).collect())
+            .map_err(backend)
+        })
+        .await
+    }
+
     async fn activity_apply(
         &self,
         after: Seq,

@@ -56,6 +56,25 @@ impl Activity for SharedStore {
         .await
     }
 
+    async fn painted_in(&self, area: [u32; 4], limit: usize) -> Result<Vec<u64>, StoreError> {
+        let h = &self.inner.history;
+        let [lo, hi, tx0, tx1] = crate::activity::key_bounds(area);
+        h.bounded(async {
+            let rows = h
+                .client()
+                .await?
+                .query(
+                    "SELECT key FROM activity_tiles WHERE key BETWEEN $1 AND $2
+                     AND (key & 4294967295) BETWEEN $3 AND $4 ORDER BY key LIMIT $5",
+                    &[&lo, &hi, &tx0, &tx1, &(limit as i64)],
+                )
+                .await
+                .map_err(pg)?;
+            Ok(rows.iter().map(|r| r.get::<_, i64>(0) as u64).collect())
+        })
+        .await
+    }
+
     async fn activity_apply(
         &self,
         after: Seq,

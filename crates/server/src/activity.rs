@@ -1,12 +1,12 @@
 //! The overlays' data on the server side: the task that keeps the activity rasters
 //! (`rplace_store::activity`) counted, and a bounded cache of their served bodies.
 //!
-//! Every instance runs [`spawn`]: each [`COUNT_EVERY`] it runs at most [`STEPS_PER_ROUND`]
-//! steps of the log after the shared watermark (a step is applied once however many
-//! instances try). So the rasters trail the live board by about one round where placing
-//! is concentrated; where it is spread over more tiles than a round's steps cover (a
-//! world canvas at full load) they fall behind and catch up when it quietens, which
-//! `X-Activity-Through` tells clients, who add live placements themselves.
+//! Every instance runs [`spawn`]: each [`COUNT_EVERY`] it steps along the log after the
+//! shared watermark (a step is applied once however many instances try) until caught up
+//! or [`ROUND_BUDGET`] is spent. So the rasters trail the live board by about one round;
+//! where placing is spread over more tiles than a round's budget covers they fall behind
+//! and catch up when it quietens, which `X-Activity-Through` tells clients, who add live
+//! placements themselves.
 
 use crate::app::AppState;
 use crate::board_cache::Version;
@@ -19,9 +19,11 @@ use std::time::Duration;
 
 /// How often the log is counted into the rasters.
 pub const COUNT_EVERY: Duration = Duration::from_secs(2);
-/// Steps one round may run (each at most 4096 rows and 64 tiles), so that counting
-/// never takes the store's write lock for long at a time.
-const STEPS_PER_ROUND: usize = 16;
+/// Steps between two looks at the clock (each at most 4096 rows and 64 tiles).
+const STEPS_PER_CALL: usize = 8;
+/// Longest a round keeps counting: at most half a core on average, however far behind;
+/// what is left waits for the next round.
+const ROUND_BUDGET: Duration = Duration::from_secs(1);
 /// Served bodies kept: a crowd looking at the same tiles gets each compressed once per
 /// raster version.
 const CACHED: usize = 256;
@@ -67,6 +69,28 @@ pub async fn raster(app: &AppState, id: TileId) -> Result<ActivityTile, StoreErr
     read_tile(app.store.as_ref(), id).await
 }
 
+/// One round: steps until caught up or [`ROUND_BUDGET`] is spent.
+async fn round(app: &AppState) {
+    let started = std::time::Instant::now();
+    loop {
+        match catch_up(app.store.as_ref(), STEPS_PER_CALL).await {
+            Ok(done) => {
+                metrics::gauge!("rplace_activity_through").set(done.through.0 as f64);
+                if !done.more || started.elapsed() >= ROUND_BUDGET || app.stop.is_cancelled() {
+                    return;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(
+                    error = %rplace_store::Chain(&e),
+                    "counting the activity rasters failed; retrying"
+                );
+                return;
+            }
+        }
+    }
+}
+
 /// Starts the counting task; it ends at shutdown.
 pub fn spawn(app: AppState) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
@@ -75,17 +99,7 @@ pub fn spawn(app: AppState) -> tokio::task::JoinHandle<()> {
         loop {
             tokio::select! {
                 _ = app.stop.cancelled() => return,
-                _ = every.tick() => {
-                    match catch_up(app.store.as_ref(), STEPS_PER_ROUND).await {
-                        Ok(done) => {
-                            metrics::gauge!("rplace_activity_through").set(done.through.0 as f64);
-                        }
-                        Err(e) => tracing::warn!(
-                            error = %rplace_store::Chain(&e),
-                            "counting the activity rasters failed; retrying"
-                        ),
-                    }
-                }
+                _ = every.tick() => round(&app).await,
             }
         }
     })

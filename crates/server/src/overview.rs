@@ -81,6 +81,12 @@ struct State {
     /// has counted that far: at most [`RECENT_MOST`].
     recent: HashMap<u64, Seq>,
     clock: u64,
+    /// Rendered tiles kept at most ([`Overviews::cap`]): a render past it keeps only the
+    /// tile asked for, so rendering the top of a wide painted canvas holds one chain of
+    /// children at a time, not every tile below it.
+    cap: usize,
+    /// The tile the render under way was asked for (always kept).
+    wanted: Option<OverviewId>,
 }
 
 /// The pyramid, shared by all requests.
@@ -104,6 +110,8 @@ impl Overviews {
                 dims: None,
                 recent: HashMap::new(),
                 clock: 0,
+                cap: cap.max(16),
+                wanted: None,
             }),
             cap: cap.max(16),
             ttl,
@@ -143,6 +151,7 @@ impl Overviews {
             }
             drop_caught_up(&mut st, store, levels(dims)).await?;
         }
+        st.wanted = Some(id);
         render(&mut st, hub, store, id).await?;
         st.clock += 1;
         let clock = st.clock;
@@ -277,6 +286,9 @@ fn render_from<'a>(
         }
         let tile = downsample(depth, [0, 1, 2, 3].map(|k| children[k].as_ref()));
         metrics::counter!("rplace_overview_renders_total").increment(1);
+        if st.map.len() >= st.cap && st.wanted != Some(id) {
+            return Ok(tile);
+        }
         let raw = match &tile {
             Some(t) => Bytes::copy_from_slice(t.as_bytes()),
             None => blank(depth),

@@ -15,8 +15,7 @@
 //! placement (0: never placed, the virgin map) and the last placer as an index into the
 //! tile's own list of users (compacted to the pixels' owners when it reaches twice the
 //! pixels, so a step's cost stays amortized constant). Like the tiles themselves, an
-//! unpainted tile has no row; a painted one is a zstd blob of about 512 KiB raw at most
-//! (far less where few pixels or users are). Rewrites are placements in the
+//! unpainted tile has no row; a painted one is a zstd blob of its placed pixels only. Rewrites are placements in the
 //! log, so a rollback's pixels count as placed by the moderator who ran it.
 //!
 //! The user ids never leave the server: `activity` serves only the times, and
@@ -30,7 +29,7 @@ use crate::stats::CaughtUp;
 use crate::{BackendError, StoreError};
 use rplace_domain::tile::TILE_SIZE;
 use rplace_domain::{Placement, Seq, TileId, UserId};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 
 /// Most log rows one step reads.
@@ -42,33 +41,49 @@ pub const STEP_TILES: usize = 64;
 const PIXELS: usize = (TILE_SIZE * TILE_SIZE) as usize;
 /// Users a raster lists before it is compacted to its pixels' owners.
 const MOST_USERS: usize = 2 * PIXELS;
-/// zstd level of the stored rasters: fast, and most of a raster is runs of zeros.
+/// zstd level of the stored rasters: fast.
 const LEVEL: i32 = 3;
 
 /// One tile's activity raster.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ActivityTile {
     /// Seq of the last placement applied: the raster's version (0: never painted).
     version: u64,
-    /// Per pixel, the unix second of its last placement; 0 if never placed.
-    times: Vec<u32>,
-    /// Per pixel, its last placer as an index into `users` (meaningless where `times`
-    /// is 0).
-    owners: Vec<u32>,
-    /// The users `owners` points at; compacted at [`MOST_USERS`], so at most twice the
+    /// The placed pixels by tile-local index: the unix second of the last placement
+    /// (never 0) and the last placer as an index into `users`. A map, not two dense
+    /// arrays: most painted tiles hold few placed pixels, and zeroing 512 KiB for each
+    /// tile a step touched was most of the counting's cost (BENCHMARKS.md).
+    placed: BTreeMap<u16, (u32, u32)>,
+    /// The users `placed` points at; compacted at [`MOST_USERS`], so at most twice the
     /// pixels.
     users: Vec<UserId>,
 }
 
-impl Default for ActivityTile {
-    fn default() -> Self {
-        Self {
-            version: 0,
-            times: vec![0; PIXELS],
-            owners: vec![0; PIXELS],
-            users: Vec::new(),
+thread_local! {
+    /// One zstd context per thread, reused: making one per raster cost more than
+    /// compressing a sparse raster.
+    static ZSTD: std::cell::RefCell<Option<(zstd::bulk::Compressor<'static>, zstd::bulk::Decompressor<'static>)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `f` with this thread's zstd contexts.
+fn with_zstd<R>(
+    f: impl FnOnce(
+        &mut zstd::bulk::Compressor<'static>,
+        &mut zstd::bulk::Decompressor<'static>,
+    ) -> std::io::Result<R>,
+) -> std::io::Result<R> {
+    ZSTD.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.is_none() {
+            *slot = Some((
+                zstd::bulk::Compressor::new(LEVEL)?,
+                zstd::bulk::Decompressor::new()?,
+            ));
         }
-    }
+        let (c, d) = slot.as_mut().expect("just made");
+        f(c, d)
+    })
 }
 
 impl ActivityTile {
@@ -79,10 +94,10 @@ impl ActivityTile {
 
     /// Applies one row of the log that lies on tile `id` (rows in seq order).
     pub fn apply(&mut self, id: TileId, p: &Placement, index: &mut HashMap<UserId, u32>) {
-        let i = usize::from(id.local_index(p.coord));
-        self.owners[i] = self.owner_index(p.user, index);
+        let owner = self.owner_index(p.user, index);
         // Second 0 would read as "never placed"; no real placement is that old.
-        self.times[i] = (p.at_ms / 1000).clamp(1, i64::from(u32::MAX)) as u32;
+        let at = (p.at_ms / 1000).clamp(1, i64::from(u32::MAX)) as u32;
+        self.placed.insert(id.local_index(p.coord), (at, owner));
         self.version = self.version.max(p.seq.0);
     }
 
@@ -110,10 +125,7 @@ impl ActivityTile {
     fn compact(&mut self) {
         let mut map: HashMap<u32, u32> = HashMap::new();
         let mut users = Vec::new();
-        for (o, t) in self.owners.iter_mut().zip(&self.times) {
-            if *t == 0 {
-                continue;
-            }
+        for (_, o) in self.placed.values_mut() {
             let next = users.len() as u32;
             let n = *map.entry(*o).or_insert_with(|| {
                 users.push(self.users[*o as usize]);
@@ -124,31 +136,43 @@ impl ActivityTile {
         self.users = users;
     }
 
-    /// The times as the wire has them: [`PIXELS`] little-endian `u32`.
+    /// The times as the wire has them: [`PIXELS`] little-endian `u32`, 0 where never
+    /// placed.
     pub fn times_le(&self) -> Vec<u8> {
-        self.times.iter().flat_map(|t| t.to_le_bytes()).collect()
+        let mut out = vec![0u8; 4 * PIXELS];
+        for (i, (t, _)) in &self.placed {
+            let at = 4 * usize::from(*i);
+            out[at..at + 4].copy_from_slice(&t.to_le_bytes());
+        }
+        out
     }
 
-    /// Tile-local indices of the pixels whose last placement is `user`'s.
+    /// Tile-local indices of the pixels whose last placement is `user`'s, in order.
     pub fn owned_by(&self, user: UserId) -> Vec<u16> {
         let Some(n) = self.users.iter().position(|u| *u == user) else {
             return Vec::new();
         };
-        (0..PIXELS)
-            .filter(|&i| self.times[i] != 0 && self.owners[i] as usize == n)
-            .map(|i| i as u16)
+        self.placed
+            .iter()
+            .filter(|(_, (_, o))| *o as usize == n)
+            .map(|(i, _)| *i)
             .collect()
     }
 
-    /// The stored form: version, users, times, owners, zstd-compressed.
+    /// The stored form, zstd-compressed: version, users, then the placed pixels (`u16`
+    /// index, `u32` time, `u32` owner each).
     pub fn encode(&self) -> Result<Vec<u8>, StoreError> {
-        let mut raw = Vec::with_capacity(12 + 8 * self.users.len() + 8 * PIXELS);
+        let mut raw = Vec::with_capacity(16 + 8 * self.users.len() + 10 * self.placed.len());
         raw.extend_from_slice(&self.version.to_le_bytes());
         raw.extend_from_slice(&(self.users.len() as u32).to_le_bytes());
         raw.extend(self.users.iter().flat_map(|u| u.0.to_le_bytes()));
-        raw.extend(self.times.iter().flat_map(|t| t.to_le_bytes()));
-        raw.extend(self.owners.iter().flat_map(|o| o.to_le_bytes()));
-        zstd::bulk::compress(&raw, LEVEL).map_err(StoreError::from)
+        raw.extend_from_slice(&(self.placed.len() as u32).to_le_bytes());
+        for (i, (t, o)) in &self.placed {
+            raw.extend_from_slice(&i.to_le_bytes());
+            raw.extend_from_slice(&t.to_le_bytes());
+            raw.extend_from_slice(&o.to_le_bytes());
+        }
+        with_zstd(|c, _| c.compress(&raw)).map_err(StoreError::from)
     }
 
     /// The inverse of [`ActivityTile::encode`].
@@ -156,34 +180,36 @@ impl ActivityTile {
         let corrupt = |what: &str| -> StoreError {
             BackendError::Corrupt(format!("activity raster: {what}")).into()
         };
-        let most = 12 + 8 * MOST_USERS + 8 * PIXELS;
-        let raw = zstd::bulk::decompress(blob, most).map_err(|_| corrupt("not zstd"))?;
+        let most = 16 + 8 * MOST_USERS + 10 * PIXELS;
+        let raw = with_zstd(|_, d| d.decompress(blob, most)).map_err(|_| corrupt("not zstd"))?;
         let word = |at: usize, n: usize| raw.get(at..at + n).ok_or_else(|| corrupt("short"));
         let version = u64::from_le_bytes(word(0, 8)?.try_into().expect("8"));
         let n = u32::from_le_bytes(word(8, 4)?.try_into().expect("4")) as usize;
-        if n > MOST_USERS || raw.len() != 12 + 8 * n + 8 * PIXELS {
-            return Err(corrupt("wrong length"));
+        if n > MOST_USERS {
+            return Err(corrupt("too many users"));
         }
-        let users = raw[12..12 + 8 * n]
+        let users = word(12, 8 * n)?
             .chunks_exact(8)
             .map(|c| UserId(u64::from_le_bytes(c.try_into().expect("8"))))
             .collect();
         let at = 12 + 8 * n;
-        let times = raw[at..at + 4 * PIXELS]
-            .chunks_exact(4)
-            .map(|c| u32::from_le_bytes(c.try_into().expect("4")))
-            .collect();
-        let owners: Vec<u32> = raw[at + 4 * PIXELS..]
-            .chunks_exact(4)
-            .map(|c| u32::from_le_bytes(c.try_into().expect("4")))
-            .collect();
-        if owners.iter().any(|o| *o as usize >= n.max(1)) {
-            return Err(corrupt("owner out of range"));
+        let count = u32::from_le_bytes(word(at, 4)?.try_into().expect("4")) as usize;
+        if count > PIXELS || raw.len() != at + 4 + 10 * count {
+            return Err(corrupt("wrong length"));
+        }
+        let mut placed = BTreeMap::new();
+        for e in raw[at + 4..].chunks_exact(10) {
+            let i = u16::from_le_bytes([e[0], e[1]]);
+            let t = u32::from_le_bytes(e[2..6].try_into().expect("4"));
+            let o = u32::from_le_bytes(e[6..10].try_into().expect("4"));
+            if t == 0 || o as usize >= n {
+                return Err(corrupt("entry out of range"));
+            }
+            placed.insert(i, (t, o));
         }
         Ok(Self {
             version,
-            times,
-            owners,
+            placed,
             users,
         })
     }
@@ -237,14 +263,24 @@ pub async fn catch_up<S: Activity + Export>(
     let head = store.export_head().await?;
     let mut through = store.activity_through().await?;
     let mut counted = 0;
+    // One page read serves as many steps as it holds (placements spread wide make a step
+    // of a few rows: reading a page per step read each row dozens of times).
+    let mut page: Vec<Placement> = Vec::new();
+    let mut full = false;
+    let mut pos = 0;
     for _ in 0..steps {
         if through >= head {
             break;
         }
-        let page = store.export_page(through, head, STEP_ROWS).await?;
-        let (rows, keys) = step_of(&page);
+        if pos >= page.len() {
+            page = store.export_page(through, head, STEP_ROWS).await?;
+            full = page.len() == STEP_ROWS;
+            pos = 0;
+        }
+        let rest = &page[pos..];
+        let (rows, keys) = step_of(rest);
         let to = match rows.last() {
-            Some(last) if rows.len() < page.len() || page.len() == STEP_ROWS => last.seq,
+            Some(last) if rows.len() < rest.len() || full => last.seq,
             // The whole rest of the log up to the head (or none of it: seqs the log does
             // not hold).
             _ => head,
@@ -265,9 +301,11 @@ pub async fn catch_up<S: Activity + Export>(
         }
         if !store.activity_apply(through, to, out).await? {
             through = store.activity_through().await?;
+            page.clear();
             continue;
         }
         counted += rows.len() as u64;
+        pos += rows.len();
         through = to;
     }
     Ok(CaughtUp {

@@ -150,6 +150,21 @@ pub fn client() -> reqwest::Client {
 
 /// An embedded-store server with test-friendly defaults plus `args`; see the module docs
 /// (most tests want [`spawn_app_on`] in a `contract_test!`).
+/// Arguments for a `side`² canvas where anyone may place as fast as they like (no
+/// cooldown, no address limit).
+pub fn unlimited(side: &'static str) -> [&'static str; 8] {
+    [
+        "--width",
+        side,
+        "--height",
+        side,
+        "--cooldown",
+        "0",
+        "--ip-rate",
+        "0",
+    ]
+}
+
 pub async fn spawn_app(args: &[&str]) -> TestApp {
     spawn_app_on(Backend::Embedded, args).await
 }

@@ -72,16 +72,7 @@ contract_test!(activity_has_each_pixels_last_time_and_zero_where_never_placed);
 /// the tile's last placement; 304 on the ETag; unpainted tiles are all zeros; a pixel
 /// placed again carries the newer time; tiles off the canvas are 404 JSON.
 async fn activity_has_each_pixels_last_time_and_zero_where_never_placed(backend: Backend) {
-    let args = [
-        "--width",
-        "512",
-        "--height",
-        "512",
-        "--cooldown",
-        "0",
-        "--ip-rate",
-        "0",
-    ];
+    let args = unlimited("512");
     let app = spawn_app_on(backend, &args).await;
     let before = now_s();
     app.bench_place(1, 3, 0, 2).await;
@@ -141,16 +132,7 @@ contract_test!(my_pixels_are_those_still_standing_and_survive_a_restart);
 /// someone else is no longer theirs; a stranger has none; the rasters survive a restart
 /// and go on from their watermark.
 async fn my_pixels_are_those_still_standing_and_survive_a_restart(backend: Backend) {
-    let args = [
-        "--width",
-        "512",
-        "--height",
-        "512",
-        "--cooldown",
-        "0",
-        "--ip-rate",
-        "0",
-    ];
+    let args = unlimited("512");
     let app = spawn_app_on(backend, &args).await;
     let (a, b) = (client(), client());
     app.login(&a).await;
@@ -201,16 +183,7 @@ contract_test!(activity_counts_placements_spread_over_more_tiles_than_a_step);
 /// once on 150 pixels of one tile: every tile ends with its own pixels, and a cookie's
 /// pixel elsewhere stays its own.
 async fn activity_counts_placements_spread_over_more_tiles_than_a_step(backend: Backend) {
-    let args = [
-        "--width",
-        "4096",
-        "--height",
-        "4096",
-        "--cooldown",
-        "0",
-        "--ip-rate",
-        "0",
-    ];
+    let args = unlimited("4096");
     let app = spawn_app_on(backend, &args).await;
     let mut last = 0;
     for t in 0..150u32 {
@@ -259,16 +232,7 @@ async fn activity_counts_placements_spread_over_more_tiles_than_a_step(backend: 
 
 #[tokio::test]
 async fn instances_sharing_a_history_count_each_placement_once_into_one_raster() {
-    let args = [
-        "--width",
-        "512",
-        "--height",
-        "512",
-        "--cooldown",
-        "0",
-        "--ip-rate",
-        "0",
-    ];
+    let args = unlimited("512");
     let a = spawn_app_on(Backend::Shared, &args).await;
     let b = a.sibling(&args).await;
     let (ca, cb) = (client(), client());

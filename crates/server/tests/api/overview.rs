@@ -55,16 +55,7 @@ contract_test!(a_zoomed_out_tile_renders_only_the_painted_quarters_below_it);
 /// two chains above them, 7 tiles, and shows both pictures; a tile painted afterwards
 /// shows at the next refresh.
 async fn a_zoomed_out_tile_renders_only_the_painted_quarters_below_it(backend: Backend) {
-    let args = [
-        "--width",
-        "4096",
-        "--height",
-        "4096",
-        "--cooldown",
-        "0",
-        "--ip-rate",
-        "0",
-    ];
+    let args = unlimited("4096");
     let app = spawn_app_on(backend, &args).await;
     assert_eq!(app.get_json("/api/config").await["levels"], 5);
     // 16² blocks on 16-aligned corners are one pixel each at level 4.

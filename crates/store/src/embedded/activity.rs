@@ -18,11 +18,7 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[(
 )];
 
 fn through(c: &Connection) -> Result<Seq, StoreError> {
-    c.query_row("SELECT through FROM activity_state WHERE id = 1", [], |r| {
-        r.get::<_, i64>(0)
-    })
-    .map(|s| Seq(s as u64))
-    .map_err(backend)
+    schema::watermark(c, "activity_state")
 }
 
 impl Activity for EmbeddedStore {

@@ -7,6 +7,18 @@ pub(super) fn backend(e: rusqlite::Error) -> StoreError {
     StoreError::from(e)
 }
 
+/// The `through` of a one-row state table along the log (`stats_state`,
+/// `activity_state`): every placement up to it is counted there.
+pub(super) fn watermark(c: &Connection, table: &'static str) -> Result<Seq, StoreError> {
+    c.query_row(
+        &format!("SELECT through FROM {table} WHERE id = 1"),
+        [],
+        |r| r.get::<_, i64>(0),
+    )
+    .map(|s| Seq(s as u64))
+    .map_err(backend)
+}
+
 /// Schema versions, applied in order and recorded in `PRAGMA user_version`.
 pub(super) const MIGRATIONS: &[&str] = &[
     // 1: the log, a single board snapshot and the board's shape.

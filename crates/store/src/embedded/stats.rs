@@ -28,11 +28,7 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[(
 )];
 
 fn through(c: &Connection) -> Result<Seq, StoreError> {
-    c.query_row("SELECT through FROM stats_state WHERE id = 1", [], |r| {
-        r.get::<_, i64>(0)
-    })
-    .map(|s| Seq(s as u64))
-    .map_err(backend)
+    schema::watermark(c, "stats_state")
 }
 
 impl Stats for EmbeddedStore {

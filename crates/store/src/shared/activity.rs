@@ -22,17 +22,7 @@ pub(crate) const MIGRATIONS: &[(i32, &str, &str)] = &[(
 
 impl Activity for SharedStore {
     async fn activity_through(&self) -> Result<Seq, StoreError> {
-        let h = &self.inner.history;
-        h.bounded(async {
-            let row = h
-                .client()
-                .await?
-                .query_one("SELECT through FROM activity_state WHERE id = 1", &[])
-                .await
-                .map_err(pg)?;
-            Ok(Seq(row.get::<_, i64>(0) as u64))
-        })
-        .await
+        self.inner.history.watermark("activity_state").await
     }
 
     async fn activity_tiles(&self, keys: Vec<u64>) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {

@@ -56,17 +56,7 @@ return sum
 
 impl Stats for SharedStore {
     async fn stats_through(&self) -> Result<Seq, StoreError> {
-        let h = &self.inner.history;
-        h.bounded(async {
-            let row = h
-                .client()
-                .await?
-                .query_one("SELECT through FROM stats_state WHERE id = 1", &[])
-                .await
-                .map_err(pg)?;
-            Ok(Seq(row.get::<_, i64>(0) as u64))
-        })
-        .await
+        self.inner.history.watermark("stats_state").await
     }
 
     async fn stats_apply(&self, t: Tally) -> Result<bool, StoreError> {

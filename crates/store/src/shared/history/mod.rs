@@ -243,6 +243,21 @@ impl History {
             .unwrap_or(Err(BackendError::Timeout(Service::Postgres).into()))
     }
 
+    /// The `through` of a one-row state table along the log (`stats_state`,
+    /// `activity_state`): every placement up to it is counted there.
+    pub(crate) async fn watermark(&self, table: &'static str) -> Result<Seq, StoreError> {
+        self.bounded(async {
+            let row = self
+                .client()
+                .await?
+                .query_one(&format!("SELECT through FROM {table} WHERE id = 1"), &[])
+                .await
+                .map_err(pg)?;
+            Ok(Seq(row.get::<_, i64>(0) as u64))
+        })
+        .await
+    }
+
     pub(crate) async fn client(&self) -> Result<deadpool_postgres::Client, StoreError> {
         self.pool.get().await.map_err(pool_err)
     }

@@ -978,11 +978,12 @@ mod tests {
             [(11, 0), (12, 2), (13, 3)]
         );
         // Row 1 of tile (0, 0) starts at tile-local pixel 256, byte 128 at u4: pixels 0..3
-        // = colors 1, 0, 3, 4. The tile's key is as long as its highest write, and its
-        // version is the seq of its last placement.
+        // = colors 1, 0, 3, 4. The tile's key is created whole (32 KiB, the rest color 0),
+        // and its version is the seq of its last placement.
         let raw: Vec<u8> = live.conn.clone().get("t:tile:{0,0}").await.unwrap();
-        assert_eq!(raw.len(), 130);
-        assert_eq!(raw[128..], [0x10, 0x34]);
+        assert_eq!(raw.len(), Tile::len(Depth::Four));
+        assert_eq!(raw[128..130], [0x10, 0x34]);
+        assert!(raw[..128].iter().chain(&raw[130..]).all(|b| *b == 0));
         let read = live
             .tiles(&[TileId::new_unchecked(0, 0)])
             .await

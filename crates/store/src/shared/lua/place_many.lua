@@ -31,6 +31,24 @@
 -- then the pixel name of every stream entry after the cursor}. Nothing is written in the
 -- three refusals.
 
+-- A tile's pixels are created whole: one SET of the tile's bytes, all color 0
+-- (TILE_SIZE² = 65,536 pixels, crates/domain/src/tile.rs). Grown by BITFIELD instead,
+-- Redis preallocates the string at twice its length, so a tile took twice its 32 KiB
+-- (MEMORY USAGE 65,608 bytes for a 32,063-byte tile; BENCHMARKS.md).
+local tile_bytes = ARGV[1] == 'u4' and 32768 or 65536
+local blank = nil
+local made = {}
+local function ensure_tile(key)
+  if made[key] then
+    return
+  end
+  made[key] = true
+  if redis.call('EXISTS', key) == 0 then
+    blank = blank or string.rep('\0', tile_bytes)
+    redis.call('SET', key, blank)
+  end
+end
+
 local epoch = redis.call('GET', KEYS[3])
 local seq = redis.call('GET', KEYS[2])
 if not epoch or not seq then
@@ -91,6 +109,7 @@ for i = 0, n - 1 do
     seq = seq + 1
     local rec = ARGV[a + 2] .. ' ' .. ARGV[a + 3] .. ' ' .. ARGV[a + 1] .. ' ' .. user .. ' ' .. now_s
     redis.call('XADD', KEYS[5], string.format('%d-0', seq), 'p', rec)
+    ensure_tile(KEYS[6 + 2 * i])
     redis.call('BITFIELD', KEYS[6 + 2 * i], 'SET', bitfield, '#' .. ARGV[a], ARGV[a + 1])
     -- A chunk mostly paints a few tiles: each tile's version is written once, below.
     versions[KEYS[7 + 2 * i]] = seq

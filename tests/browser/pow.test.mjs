@@ -30,6 +30,12 @@ async function placeThroughPage(page, x, y, color) {
   await page.locator(`.swatch[data-color="${color}"]`).click();
   await page.locator('#place').click();
   await page.waitForFunction(([px, py, c]) => window.rplace.pixel(px, py) === c, [x, y, color], { timeout: 30_000, polling: 50 });
+  // Playwright may tell of a response after the page has used it (it waits for the
+  // request's extra info), so the accepting PUT is awaited too, not assumed.
+  const deadline = Date.now() + 10_000;
+  while (!puts.some((r) => r.status() === 200) && Date.now() < deadline) {
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
   page.off('response', onResponse);
   return puts;
 }

@@ -269,6 +269,12 @@ fn parse_id(id: &str) -> Option<Seq> {
     id.split('-').next()?.parse().ok().map(Seq)
 }
 
+/// `script` with `lua/tile.lua` before it: the one place that says how a script that
+/// paints creates a tile's key.
+pub(crate) fn with_tile_prelude(script: &str) -> String {
+    format!("{}\n{script}", include_str!("lua/tile.lua"))
+}
+
 impl Live {
     /// Connects and checks that Redis answers; the error names the URL. Every command
     /// and connection attempt is bounded by `timeout`.
@@ -318,7 +324,7 @@ impl Live {
             policy,
             idempotency_window_ms: (idempotency_window.as_millis() as u64).max(1),
             stream_capacity: stream_capacity.max(1),
-            place: Script::new(include_str!("lua/place.lua")),
+            place: Script::new(&with_tile_prelude(include_str!("lua/place.lua"))),
             install: Script::new(include_str!("lua/install.lua")),
             lock: Script::new(include_str!("lua/lock.lua")),
             grow: Script::new(include_str!("lua/grow.lua")),

@@ -47,8 +47,11 @@ pub(crate) const MIGRATIONS: &[(i32, &str, &str)] = &[(
 )];
 
 /// The chunk script.
-static PLACE_MANY: LazyLock<redis::Script> =
-    LazyLock::new(|| redis::Script::new(include_str!("lua/place_many.lua")));
+static PLACE_MANY: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(&super::live::with_tile_prelude(include_str!(
+        "lua/place_many.lua"
+    )))
+});
 
 /// Pixels per history query of a plan.
 const QUERY_PIXELS: usize = 8192;

@@ -12,7 +12,7 @@ use crate::app::AppState;
 use crate::board_cache::Version;
 use rplace_domain::{Seq, TileId};
 use rplace_store::StoreError;
-use rplace_store::activity::{ActivityTile, catch_up, read_tile};
+use rplace_store::activity::{catch_up, read_tile};
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -62,11 +62,6 @@ impl ActivityBodies {
             .find(|(k, v)| *k == key && v.seq == version)
             .map(|(_, v)| v.clone())
     }
-}
-
-/// Tile `id`'s raster, for the caller's own pixels.
-pub async fn raster(app: &AppState, id: TileId) -> Result<ActivityTile, StoreError> {
-    read_tile(app.store.as_ref(), id).await
 }
 
 /// One round: steps until caught up or [`ROUND_BUDGET`] is spent.

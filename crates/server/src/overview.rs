@@ -221,8 +221,9 @@ fn within(a: [u32; 4], key: u64) -> bool {
 /// Renders `id` (and whatever below it is missing) into `st`; returns its pixels.
 fn render<'a>(st: &'a mut State, hub: &'a Hub, store: &'a Backend, id: OverviewId) -> Render<'a> {
     Box::pin(async move {
-        if st.map.contains_key(&id) {
-            return Ok(st.map[&id].tile.clone());
+        // Cached: no need to ask the index (render_from would find it too, after).
+        if let Some(e) = st.map.get(&id) {
+            return Ok(e.tile.clone());
         }
         if id.z() < PRUNE_FROM {
             return render_from(st, hub, store, id, Painted::Unknown).await;

@@ -17,7 +17,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get};
 use axum_extra::extract::cookie::SignedCookieJar;
 use rplace_domain::TileId;
-use rplace_store::activity::Activity as _;
+use rplace_store::activity::{Activity as _, read_tile};
 use serde_json::json;
 
 /// The endpoints (full paths).
@@ -89,7 +89,7 @@ async fn my_pixels(
     })?;
     let through = app.store.activity_through().await?.0;
     let pixels = match crate::identity::user(&jar) {
-        Some(user) => crate::activity::raster(&app, id).await?.owned_by(user),
+        Some(user) => read_tile(app.store.as_ref(), id).await?.owned_by(user),
         None => Vec::new(),
     };
     let body = json!({ "tx": tx, "ty": ty, "through": through, "pixels": pixels });

@@ -3,7 +3,7 @@
 //! applied once whichever instances run it.
 
 use super::SharedStore;
-use super::history::pg;
+use super::history::{History, pg};
 use crate::StoreError;
 use crate::activity::Activity;
 use rplace_domain::Seq;
@@ -75,15 +75,7 @@ impl Activity for SharedStore {
         h.bounded(async {
             let mut client = h.client().await?;
             let tx = client.transaction().await.map_err(pg)?;
-            let at: i64 = tx
-                .query_one(
-                    "SELECT through FROM activity_state WHERE id = 1 FOR UPDATE",
-                    &[],
-                )
-                .await
-                .map_err(pg)?
-                .get(0);
-            if at as u64 != after.0 {
+            if !History::watermark_still(&tx, "activity_state", after).await? {
                 return Ok(false);
             }
             let (keys, rasters): (Vec<i64>, Vec<Vec<u8>>) =

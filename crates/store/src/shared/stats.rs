@@ -4,7 +4,7 @@
 //! <expires>"` with Redis's own clock, so instances' clocks need not agree.
 
 use super::SharedStore;
-use super::history::pg;
+use super::history::{History, pg};
 use crate::stats::{LEADERBOARD_MAX, Listing, Ranked, Stats, Tally, Totals, UserTotals};
 use crate::{BackendError, Service, StoreError};
 use rplace_domain::{Seq, UserId};
@@ -64,15 +64,7 @@ impl Stats for SharedStore {
         h.bounded(async {
             let mut client = h.client().await?;
             let tx = client.transaction().await.map_err(pg)?;
-            let at: i64 = tx
-                .query_one(
-                    "SELECT through FROM stats_state WHERE id = 1 FOR UPDATE",
-                    &[],
-                )
-                .await
-                .map_err(pg)?
-                .get(0);
-            if at as u64 != t.after.0 {
+            if !History::watermark_still(&tx, "stats_state", t.after).await? {
                 return Ok(false);
             }
             let (colors, counts): (Vec<i16>, Vec<i64>) = t

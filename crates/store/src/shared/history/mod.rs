@@ -243,6 +243,25 @@ impl History {
             .unwrap_or(Err(BackendError::Timeout(Service::Postgres).into()))
     }
 
+    /// In `tx`, locks a one-row state table's watermark (`FOR UPDATE`, so that instances
+    /// counting the same step queue here) and says whether it is still `after`: a step
+    /// counted from `after` may then be applied, once.
+    pub(crate) async fn watermark_still(
+        tx: &deadpool_postgres::Transaction<'_>,
+        table: &'static str,
+        after: Seq,
+    ) -> Result<bool, StoreError> {
+        let at: i64 = tx
+            .query_one(
+                &format!("SELECT through FROM {table} WHERE id = 1 FOR UPDATE"),
+                &[],
+            )
+            .await
+            .map_err(pg)?
+            .get(0);
+        Ok(at as u64 == after.0)
+    }
+
     /// The `through` of a one-row state table along the log (`stats_state`,
     /// `activity_state`): every placement up to it is counted there.
     pub(crate) async fn watermark(&self, table: &'static str) -> Result<Seq, StoreError> {

@@ -124,6 +124,7 @@ async fn open_store(config: &Config, settings: &Settings) -> Result<Backend, Run
         );
         cfg.idempotency_window = settings.idempotency_window;
         cfg.key_prefix = config.redis_prefix.clone();
+        cfg.redis_cluster = config.redis_cluster;
         cfg.snapshot_every = config.snapshot_every;
         cfg.stream_capacity = config.updates_log as u64;
         cfg.redis_timeout = settings.redis_timeout;

@@ -62,7 +62,7 @@ use tokio::sync::mpsc;
 pub use embedded::{DEFAULT_TILE_CACHE, EmbeddedConfig, EmbeddedStore, SyncMode, open_database};
 pub use error::{BackendError, Chain, PlaceError, Service, StoreError};
 pub use feed_queue::FEED_CAPACITY;
-pub use shared::{SharedConfig, SharedStore};
+pub use shared::{DeferredTileWrite, SharedConfig, SharedStore};
 
 /// A placement as asked for, before the store has accepted it.
 #[derive(Debug, Clone, Copy)]

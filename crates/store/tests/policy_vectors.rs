@@ -2,6 +2,9 @@
 //! `redis-server`: for each, the Redis keys are set to the vector's prior state, the
 //! script decides one placement, and its reply and the keys it leaves must be what the
 //! domain's `decide` says. So the Lua copy of the rules cannot drift from the domain.
+//!
+//! Both run on one redis-server and on a three-master Redis Cluster, where the script
+//! decides in the core slot and the tile is written in its own.
 
 use redis::AsyncCommands;
 use rplace_domain::board::Depth;
@@ -9,16 +12,92 @@ use rplace_domain::policy::vectors::{self, BASE_MS};
 use rplace_domain::policy::{Decision, Refusal};
 use rplace_domain::{ColorIndex, Coord, Dimensions, OnceToken, UserId};
 use rplace_store::{NewPlacement, PlaceError, SharedStore, Standing};
-use rplace_testsupport::RedisServer;
+use rplace_testsupport::{RedisCluster, RedisServer};
 use std::net::{IpAddr, Ipv4Addr};
 
-const PREFIX: &str = "pv:";
+/// In braces already, so the keys have these names on one server and on a cluster alike
+/// (where the store puts every key but the tiles' under the prefix's hash tag).
+const PREFIX: &str = "{pv:}";
+
+/// Where the script runs: the Redis (stopped on drop), its URL, whether it is a cluster,
+/// and a plain connection to the node holding the prefix's keys.
+struct On {
+    redis: Redis,
+    url: String,
+    cluster: bool,
+    conn: redis::aio::MultiplexedConnection,
+}
+
+enum Redis {
+    One(RedisServer),
+    Cluster(RedisCluster),
+}
+
+impl On {
+    async fn one_server() -> On {
+        let redis = RedisServer::start();
+        let client = redis::Client::open(redis.url()).unwrap();
+        On {
+            url: redis.url(),
+            cluster: false,
+            conn: client.get_multiplexed_async_connection().await.unwrap(),
+            redis: Redis::One(redis),
+        }
+    }
+
+    async fn cluster() -> On {
+        let c = RedisCluster::start();
+        // The master that owns the prefix's slot takes a write to it; the others redirect.
+        let mut owner = None;
+        for url in c.urls() {
+            let client = redis::Client::open(url).unwrap();
+            let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+            let r: redis::RedisResult<()> = conn.set(format!("{PREFIX}probe"), 1).await;
+            if r.is_ok() {
+                owner = Some(conn);
+            }
+        }
+        On {
+            url: c.urls().join(","),
+            cluster: true,
+            conn: owner.expect("one master owns the slot"),
+            redis: Redis::Cluster(c),
+        }
+    }
+
+    /// Deletes every key (on every master).
+    fn flush(&self) {
+        match &self.redis {
+            Redis::One(r) => {
+                r.cli(&["FLUSHALL"]);
+            }
+            Redis::Cluster(c) => c.flush_all(),
+        }
+    }
+}
 
 #[tokio::test]
 async fn the_script_decides_every_vector_as_the_domain_does() {
-    let redis = RedisServer::start();
-    let client = redis::Client::open(redis.url()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    decides_every_vector(On::one_server().await).await;
+}
+
+#[tokio::test]
+async fn the_script_decides_every_vector_as_the_domain_does_on_a_cluster() {
+    decides_every_vector(On::cluster().await).await;
+}
+
+#[tokio::test]
+async fn the_script_finds_network_bans_by_the_domains_names() {
+    finds_network_bans(On::one_server().await).await;
+}
+
+#[tokio::test]
+async fn the_script_finds_network_bans_by_the_domains_names_on_a_cluster() {
+    finds_network_bans(On::cluster().await).await;
+}
+
+async fn decides_every_vector(on: On) {
+    let mut conn = on.conn.clone();
     let dims = Dimensions::parse(4, 2).unwrap();
     let user = UserId(0x1234);
     let ip = IpAddr::V4(Ipv4Addr::new(203, 0, 113, 9));
@@ -37,7 +116,7 @@ async fn the_script_decides_every_vector_as_the_domain_does() {
         assert_eq!(v.now().micros(), now_ms * 1000, "vectors use whole ms");
         // A fresh state at seq 10 (no tile painted yet), and the clock floor at the vector's moment (Redis's
         // own clock is earlier, so the script decides at exactly `now`).
-        let () = redis::cmd("FLUSHALL").query_async(&mut conn).await.unwrap();
+        on.flush();
         let () = redis::pipe()
             .set(format!("{PREFIX}seq"), 10)
             .ignore()
@@ -85,7 +164,8 @@ async fn the_script_decides_every_vector_as_the_domain_does() {
             let () = conn.set(&once_key, until).await.unwrap();
         }
         let got = SharedStore::run_place_script(
-            &redis.url(),
+            &on.url,
+            on.cluster,
             PREFIX,
             dims,
             Depth::Four,
@@ -181,11 +261,8 @@ async fn the_script_decides_every_vector_as_the_domain_does() {
 /// Network bans: for every name vector, a ban of that network refuses an address inside
 /// it, and an address one bit outside the prefix is accepted: the script's masking
 /// builds the names the domain's `net_key` builds.
-#[tokio::test]
-async fn the_script_finds_network_bans_by_the_domains_names() {
-    let redis = RedisServer::start();
-    let client = redis::Client::open(redis.url()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+async fn finds_network_bans(on: On) {
+    let mut conn = on.conn.clone();
     let dims = Dimensions::parse(4, 2).unwrap();
     let params = rplace_domain::policy::Params::new(
         rplace_domain::Cooldown::from_secs(0),
@@ -194,7 +271,7 @@ async fn the_script_finds_network_bans_by_the_domains_names() {
     );
     for (ip, bits, key) in vectors::net_vectors() {
         let ip: IpAddr = ip.parse().unwrap();
-        let () = redis::cmd("FLUSHALL").query_async(&mut conn).await.unwrap();
+        on.flush();
         let family = if ip.to_canonical().is_ipv4() { 4 } else { 6 };
         let () = redis::pipe()
             .set(format!("{PREFIX}seq"), 10)
@@ -217,7 +294,8 @@ async fn the_script_finds_network_bans_by_the_domains_names() {
         };
         for (addr, banned) in [(ip, true), (outside, false)] {
             let got = SharedStore::run_place_script(
-                &redis.url(),
+                &on.url,
+                on.cluster,
                 PREFIX,
                 dims,
                 Depth::Four,

@@ -248,6 +248,12 @@ pub struct Config {
     )]
     pub database_url: Option<String>,
 
+    /// Shared mode on a Redis Cluster: `--redis-url` lists seed nodes, comma-separated,
+    /// and the canvas's tiles are spread over the cluster's hash slots (docs/DEPLOY.md,
+    /// "Redis Cluster").
+    #[arg(long, env = "RPLACE_REDIS_CLUSTER", requires = "redis_url")]
+    pub redis_cluster: bool,
+
     /// Prefix of every Redis key of this canvas, so canvases (or tests) can share a Redis.
     #[arg(long, env = "RPLACE_REDIS_PREFIX", default_value = "rplace:")]
     pub redis_prefix: String,

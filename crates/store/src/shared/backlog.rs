@@ -66,9 +66,14 @@ pub(crate) async fn positions(live: &Live) -> Result<(Seq, Seq), BackendError> {
 }
 
 /// Whether Redis fsyncs every write to its AOF before answering. A Redis that refuses
-/// `CONFIG` (managed services often do) counts as not durable.
+/// `CONFIG` (managed services often do) counts as not durable. On a Redis Cluster, the
+/// node of the core slot, which holds the stream (the `EXISTS` of the seq routes the
+/// pipeline there): the tiles on the other nodes are rebuilt from the stream and the
+/// history if lost.
 pub(crate) async fn durable(live: &Live) -> Result<bool, BackendError> {
     let res: redis::RedisResult<(Vec<String>, Vec<String>)> = redis::pipe()
+        .exists(&live.keys.seq)
+        .ignore()
         .cmd("CONFIG")
         .arg("GET")
         .arg("appendonly")

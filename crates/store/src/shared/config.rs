@@ -13,8 +13,13 @@ pub(super) const TASK_QUEUE: usize = 65_536;
 /// What the shared store needs to know. [`SharedConfig::new`] fills in the defaults.
 #[derive(Clone)]
 pub struct SharedConfig {
-    /// `redis://[:password@]host:port[/db]`.
+    /// `redis://[:password@]host:port[/db]`; with [`SharedConfig::redis_cluster`], the
+    /// seed nodes of the cluster, comma-separated.
     pub redis_url: String,
+    /// Redis is a Redis Cluster: the tiles are spread over its hash slots (each tile in
+    /// its own), everything else lives in the slot of the prefix's hash tag. See
+    /// `shared/mod.rs`, "Redis Cluster". Default false: one redis-server.
+    pub redis_cluster: bool,
     /// `postgres://user[:password]@host:port/database`.
     pub postgres_url: String,
     /// The canvas's size, at least: a larger one than PostgreSQL and Redis hold grows the
@@ -75,6 +80,7 @@ impl SharedConfig {
     ) -> Self {
         Self {
             redis_url: redis_url.into(),
+            redis_cluster: false,
             postgres_url: postgres_url.into(),
             dims,
             depth,
@@ -101,6 +107,7 @@ impl std::fmt::Debug for SharedConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SharedConfig")
             .field("redis_url", &redact(&self.redis_url))
+            .field("redis_cluster", &self.redis_cluster)
             .field("postgres_url", &redact(&self.postgres_url))
             .field("dims", &self.dims)
             .field("depth", &self.depth)
@@ -125,6 +132,10 @@ impl std::fmt::Debug for SharedConfig {
 
 /// A URL with its password replaced, for messages and logs.
 pub(crate) fn redact(url: &str) -> String {
+    // A cluster's seed list: each URL on its own.
+    if url.contains("://") && url.contains(',') {
+        return url.split(',').map(redact).collect::<Vec<_>>().join(",");
+    }
     if let Some(scheme_end) = url.find("://") {
         let rest = &url[scheme_end + 3..];
         let auth_end = rest.find('/').unwrap_or(rest.len());

@@ -4,18 +4,29 @@
 //! Each painted tile has two keys, its pixels and its version, named with one hash tag per
 //! tile (`<prefix>tile:{<tx>,<ty>}` and `<prefix>tile:{<tx>,<ty>}:v`), so that a Redis
 //! Cluster would hash both to one slot and spread the tiles over all slots. Nothing is
-//! board-sized: an unpainted tile has no key. (This round runs on one Redis, where the
-//! placement script touches the global keys, the user's keys and the tiles at once; on a
-//! cluster those are in different slots, see `shared/mod.rs`, "Redis Cluster".) A prefix
-//! that holds a hash tag itself (`{rplace}:`) puts every key, tiles included, in its slot.
+//! board-sized: an unpainted tile has no key.
+//!
+//! On one redis-server every name starts with the prefix as configured. On a Redis Cluster
+//! ([`Keys::new`] with `cluster`) every key but the tiles' starts with the prefix inside a
+//! hash tag (`{rplace:}seq`), so they share one slot (the *core* slot) and a script may
+//! touch them together; the tiles' keys start with the prefix without braces
+//! (`rplace:tile:{3,4}`), so each tile hashes by its own tag. See `shared/mod.rs`,
+//! "Redis Cluster".
 
 use rplace_domain::{AddrKey, IdempotencyKey, OnceToken, TileId, UserId};
 
 /// Every key name, built once from the prefix.
 #[derive(Debug, Clone)]
 pub(crate) struct Keys {
-    /// The prefix itself, for the per-user and per-address keys built on demand.
+    /// The prefix of every key but the tiles', for the per-user and per-address keys
+    /// built on demand: as configured, or on a cluster inside a hash tag.
     prefix: String,
+    /// The prefix of the tiles' keys: as configured, or on a cluster without braces.
+    tile_prefix: String,
+    /// On a cluster, each painted tile's last seq as the core slot knows it: a hash
+    /// `"<tx>,<ty>"` -> seq, written by the placement script, so that the tile writes
+    /// (in the tiles' slots) apply in seq order per tile and a lagging tile is noticed.
+    pub tiles_last: String,
     /// The canvas's size, `"<width> <height>"`; it only grows (`grow.lua`).
     pub dims: String,
     /// The whole board of the layout before tiles, deleted by a rebuild (upgrades).
@@ -59,9 +70,22 @@ pub(crate) struct Keys {
 }
 
 impl Keys {
-    pub fn new(prefix: &str) -> Self {
+    /// The names under `prefix`; with `cluster`, laid out for a Redis Cluster (above).
+    pub fn new(configured: &str, cluster: bool) -> Self {
+        let (core, tile_prefix) = if cluster {
+            let bare: String = configured
+                .chars()
+                .filter(|c| !matches!(c, '{' | '}'))
+                .collect();
+            (format!("{{{bare}}}"), bare)
+        } else {
+            (configured.to_string(), configured.to_string())
+        };
+        let prefix = core.as_str();
         Self {
             prefix: prefix.to_string(),
+            tile_prefix,
+            tiles_last: format!("{prefix}tiles:last"),
             dims: format!("{prefix}dims"),
             legacy_board: format!("{prefix}board"),
             seq: format!("{prefix}seq"),
@@ -84,19 +108,31 @@ impl Keys {
     /// the tile-local index). `BITFIELD` grows a string only as far as it writes, so the
     /// key may be shorter than a tile: the rest is color 0.
     pub fn tile(&self, id: TileId) -> String {
-        format!("{}tile:{{{},{}}}", self.prefix, id.tx(), id.ty())
+        format!("{}tile:{{{},{}}}", self.tile_prefix, id.tx(), id.ty())
     }
 
     /// The version of one tile: the seq of the last placement on it (an integer string),
     /// written by the same script call as its pixels. Same hash tag as [`Keys::tile`].
     pub fn tile_version(&self, id: TileId) -> String {
-        format!("{}tile:{{{},{}}}:v", self.prefix, id.tx(), id.ty())
+        format!("{}tile:{{{},{}}}:v", self.tile_prefix, id.tx(), id.ty())
+    }
+
+    /// On a cluster, a tile's writes that arrived before the one they follow: a hash
+    /// predecessor's seq -> `"<seq> <index> <color>"`, applied once it is
+    /// (`lua/tile_apply.lua`). Same hash tag as [`Keys::tile`].
+    pub fn tile_pending(&self, id: TileId) -> String {
+        format!("{}tile:{{{},{}}}:p", self.tile_prefix, id.tx(), id.ty())
+    }
+
+    /// A tile's field in [`Keys::tiles_last`].
+    pub fn tile_field(id: TileId) -> String {
+        format!("{},{}", id.tx(), id.ty())
     }
 
     /// A `SCAN MATCH` pattern for every tile key (pixels and versions) of this prefix.
     pub fn tile_pattern(&self) -> String {
-        let mut escaped = String::with_capacity(self.prefix.len() + 8);
-        for ch in self.prefix.chars() {
+        let mut escaped = String::with_capacity(self.tile_prefix.len() + 8);
+        for ch in self.tile_prefix.chars() {
             if matches!(ch, '*' | '?' | '[' | ']' | '\\') {
                 escaped.push('\\');
             }

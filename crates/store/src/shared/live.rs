@@ -5,19 +5,27 @@
 //!
 //! Everything that changes more than one key is one Lua script, so it is atomic with
 //! respect to every other instance; everything that reads more than one key is one
-//! `MULTI`, so it sees one moment.
+//! `MULTI`, so it sees one moment. On a Redis Cluster that holds within a slot: the core
+//! slot's script decides, then each tile is written in its own slot, and a read of tiles is
+//! the core slot's moment followed by each tile's (see `shared/mod.rs`, "Redis Cluster").
 
+use super::conn::{RedisConn, Target};
 use super::keys::Keys;
 use crate::{BackendError, NewPlacement, PlaceError, Placed, Service, StoreError};
-use futures_util::Stream;
-use redis::aio::ConnectionManager;
-use redis::{AsyncCommands, Client, Msg, RedisResult, Script};
+use futures_util::{Stream, StreamExt};
+use redis::{AsyncCommands, Msg, RedisResult, Script};
 use rplace_domain::board::Depth;
 use rplace_domain::policy::{self, ChargeStatus, Params, Quota, UserState};
 use rplace_domain::{
     ColorIndex, Coord, Dimensions, IdempotencyKey, Placement, Seq, Tile, TileId, UserId,
 };
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+mod slots;
+use slots::TILE_CALLS_IN_FLIGHT;
+pub(crate) use slots::{LAGGING_CAP, TileWrite};
 
 /// What the placement script decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -172,10 +180,15 @@ pub(crate) struct Status {
 /// A handle to the live state. Cheap to clone.
 #[derive(Clone)]
 pub(crate) struct Live {
-    /// Multiplexed connection for commands and scripts; reconnects by itself.
-    pub(crate) conn: ConnectionManager,
-    /// Opens the dedicated Pub/Sub connections of the feed.
-    client: Client,
+    /// Multiplexed connection for commands and scripts; reconnects by itself (a cluster
+    /// connection also follows the slots).
+    pub(crate) conn: RedisConn,
+    /// Where Redis is: opens the dedicated Pub/Sub connections of the feed and the
+    /// rewrites' connections.
+    target: Target,
+    /// On a cluster: tiles whose writes failed or wait for a write that may never come,
+    /// for the repair task to check (bounded by [`LAGGING_CAP`]).
+    pub(crate) lagging: Arc<Mutex<HashSet<TileId>>>,
     /// Longest one command, or one connection attempt, may take: a stalled Redis must
     /// not hold a placement (or the health probe) for longer.
     timeout: Duration,
@@ -189,8 +202,6 @@ pub(crate) struct Live {
     policy: Params,
     /// How long an idempotency key's outcome is kept, ms.
     idempotency_window_ms: u64,
-    /// Stream cap given to `XADD MAXLEN ~`.
-    stream_capacity: u64,
     /// The placement script (EVALSHA, loaded again after a Redis restart).
     place: Script,
     /// The rebuild's install script.
@@ -199,6 +210,8 @@ pub(crate) struct Live {
     lock: Script,
     /// Grows the canvas's size and announces it.
     grow: Script,
+    /// On a cluster, writes placements to a tile in its slot.
+    tile_apply: Script,
     /// Removes the seq and epoch (so nothing places) while the rebuild holds the lock.
     unset: Script,
 }
@@ -221,17 +234,30 @@ pub(crate) fn parse_record(seq: Seq, rec: &str) -> Option<Placement> {
 
 /// The placement script's reply for a batch of `n`; `None` if it is malformed. `policy`
 /// turns an accepted placement's pool arrival time into the pool left.
-fn parse_place_reply(reply: &[i64], n: usize, policy: &Params) -> Option<Vec<PlaceOutcome>> {
+/// On a cluster (`chained`) the outcomes are followed by each accepted placement's
+/// predecessor on its tile, returned second.
+fn parse_place_reply(
+    reply: &[i64],
+    n: usize,
+    policy: &Params,
+    chained: bool,
+) -> Option<(Vec<PlaceOutcome>, Vec<Seq>)> {
     if reply == [3] {
-        return Some(vec![PlaceOutcome::Missing; n]);
+        return Some((vec![PlaceOutcome::Missing; n], Vec::new()));
     }
-    let [epoch, _now, outcomes @ ..] = reply else {
+    let [epoch, _now, rest @ ..] = reply else {
         return None;
     };
-    if outcomes.len() != 5 * n {
+    if rest.len() < 5 * n {
         return None;
     }
-    outcomes
+    let (outcomes, prevs) = rest.split_at(5 * n);
+    let accepted = outcomes.chunks_exact(5).filter(|o| o[0] == 0).count();
+    if prevs.len() != if chained { accepted } else { 0 } {
+        return None;
+    }
+    let prevs = prevs.iter().map(|&p| Seq(p as u64)).collect();
+    let outcomes: Option<Vec<_>> = outcomes
         .chunks_exact(5)
         .map(|o| match *o {
             [0, seq, at_ms, next_at_ms, tat] => Some(PlaceOutcome::Accepted {
@@ -261,7 +287,8 @@ fn parse_place_reply(reply: &[i64], n: usize, policy: &Params) -> Option<Vec<Pla
             [7, _, _, _, _] => Some(PlaceOutcome::OnceSpent),
             _ => None,
         })
-        .collect()
+        .collect();
+    Some((outcomes?, prevs))
 }
 
 /// `"<seq>-<n>"` to the seq.
@@ -269,8 +296,8 @@ fn parse_id(id: &str) -> Option<Seq> {
     id.split('-').next()?.parse().ok().map(Seq)
 }
 
-/// `script` with `lua/tile.lua` before it: the one place that says how a script that
-/// paints creates a tile's key.
+/// `script` with `lua/tile.lua` before it: the one place that says how a script paints
+/// a tile (and creates its key).
 pub(crate) fn with_tile_prelude(script: &str) -> String {
     format!("{}\n{script}", include_str!("lua/tile.lua"))
 }
@@ -282,40 +309,34 @@ impl Live {
     pub async fn connect(
         url: &str,
         timeout: Duration,
+        cluster: bool,
         prefix: &str,
         depth: Depth,
         policy: Params,
         idempotency_window: Duration,
-        stream_capacity: u64,
     ) -> Result<Self, StoreError> {
         let shown = super::redact(url);
-        let client = Client::open(url)
+        let target = Target::parse(url, cluster)
             .map_err(|e| StoreError::Config(format!("invalid Redis URL {shown}: {e}")))?;
         let unreachable = |source| StoreError::Connect {
             service: Service::Redis,
             url: shown.clone(),
             source,
         };
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout))
-            .set_number_of_retries(2);
-        let mut conn = tokio::time::timeout(
-            timeout * 2,
-            ConnectionManager::new_with_config(client.clone(), config),
-        )
-        .await
-        .map_err(|_| unreachable(BackendError::Timeout(Service::Redis)))?
-        .map_err(|e| unreachable(BackendError::redis(e)))?;
+        let mut conn = tokio::time::timeout(timeout * 2, target.connect(timeout, timeout, 2))
+            .await
+            .map_err(|_| unreachable(BackendError::Timeout(Service::Redis)))?
+            .map_err(|e| unreachable(BackendError::redis(e)))?;
         let _: String = redis::cmd("PING")
             .query_async(&mut conn)
             .await
             .map_err(|e| unreachable(BackendError::redis(e)))?;
         Ok(Self {
             conn,
-            client,
+            target,
+            lagging: Arc::default(),
             timeout,
-            keys: Keys::new(prefix),
+            keys: Keys::new(prefix, cluster),
             bitfield_type: match depth {
                 Depth::Four => "u4",
                 Depth::Eight => "u8",
@@ -323,11 +344,11 @@ impl Live {
             depth,
             policy,
             idempotency_window_ms: (idempotency_window.as_millis() as u64).max(1),
-            stream_capacity: stream_capacity.max(1),
             place: Script::new(&with_tile_prelude(include_str!("lua/place.lua"))),
             install: Script::new(include_str!("lua/install.lua")),
             lock: Script::new(include_str!("lua/lock.lua")),
             grow: Script::new(include_str!("lua/grow.lua")),
+            tile_apply: Script::new(&with_tile_prelude(include_str!("lua/tile_apply.lua"))),
             unset: Script::new(
                 "if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end \
                  redis.call('DEL', KEYS[2], KEYS[3]) return 1",
@@ -336,22 +357,21 @@ impl Live {
     }
 
     /// The multiplexed connection, for the commands of the other modules.
-    pub fn conn(&self) -> ConnectionManager {
+    pub fn conn(&self) -> RedisConn {
         self.conn.clone()
+    }
+
+    /// Whether Redis is a cluster (the tiles in slots of their own).
+    pub fn clustered(&self) -> bool {
+        self.conn.is_cluster()
     }
 
     /// A connection of its own for one rewrite, whose chunk scripts of thousands of pixels
     /// may take longer than the shared connection's per-command bound on a busy Redis;
     /// `bound` replaces that bound for this connection only.
-    pub async fn long_conn(
-        &self,
-        bound: Duration,
-    ) -> Result<redis::aio::MultiplexedConnection, StoreError> {
-        let config = redis::AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(self.timeout))
-            .set_response_timeout(Some(bound));
-        self.client
-            .get_multiplexed_async_connection_with_config(&config)
+    pub async fn long_conn(&self, bound: Duration) -> Result<RedisConn, StoreError> {
+        self.target
+            .dedicated(self.timeout, bound)
             .await
             .map_err(|e| BackendError::redis(e).into())
     }
@@ -370,6 +390,21 @@ impl Live {
     /// Runs the placement script once for `batch`, deciding its placements in order as if
     /// they came one by one; one outcome per placement, in the same order.
     pub async fn place_batch(&self, batch: &[NewPlacement]) -> RedisResult<Vec<PlaceOutcome>> {
+        let (outcomes, writes) = self.decide_batch(batch).await?;
+        // On a cluster the placements are decided and in the stream: a tile write that
+        // fails leaves its tile behind, for the repair, and does not undo them.
+        if !writes.is_empty() {
+            self.write_to_tiles(&mut self.conn.clone(), &writes).await;
+        }
+        Ok(outcomes)
+    }
+
+    /// The placement script alone: the outcomes, and on a cluster the tile writes still
+    /// to be made (empty on one redis-server, where the script wrote the tiles).
+    pub async fn decide_batch(
+        &self,
+        batch: &[NewPlacement],
+    ) -> RedisResult<(Vec<PlaceOutcome>, Vec<TileWrite>)> {
         let k = &self.keys;
         let mut inv = self.place.prepare_invoke();
         inv.key(&k.dims)
@@ -383,7 +418,7 @@ impl Live {
             .arg(self.policy.cooldown().as_millis())
             .arg(self.policy.addr_rate().period_us())
             .arg(self.policy.addr_rate().tolerance_us())
-            .arg(self.stream_capacity)
+            .arg(if self.clustered() { "1" } else { "0" })
             .arg(&k.channel)
             .arg(self.idempotency_window_ms)
             .arg(self.policy.account_rate().period_us())
@@ -400,10 +435,13 @@ impl Live {
                 .key(k.ip(self.policy.addr_key(p.ip)))
                 .key(k.idempotency(p.user, p.idempotency_key.as_ref()))
                 .key(k.once(p.standing.once.as_ref()))
-                .key(k.user_ban(p.user))
-                .key(k.tile(tile))
-                .key(k.tile_version(tile))
-                .arg(tile.local_index(p.coord))
+                .key(k.user_ban(p.user));
+            if self.clustered() {
+                inv.key(&k.tiles_last).key(&k.tiles_last);
+            } else {
+                inv.key(k.tile(tile)).key(k.tile_version(tile));
+            }
+            inv.arg(tile.local_index(p.coord))
                 .arg(p.color.get())
                 .arg(p.coord.x())
                 .arg(p.coord.y())
@@ -416,13 +454,37 @@ impl Live {
                 .arg(policy::hex_addr(p.ip));
         }
         let reply: Vec<i64> = inv.invoke_async(&mut self.conn.clone()).await?;
-        parse_place_reply(&reply, batch.len(), &self.policy).ok_or_else(|| {
-            redis::RedisError::from((
-                redis::ErrorKind::UnexpectedReturnType,
-                "placement script reply",
-                format!("{reply:?}"),
-            ))
-        })
+        let (outcomes, prevs) =
+            parse_place_reply(&reply, batch.len(), &self.policy, self.clustered()).ok_or_else(
+                || {
+                    redis::RedisError::from((
+                        redis::ErrorKind::UnexpectedReturnType,
+                        "placement script reply",
+                        format!("{reply:?}"),
+                    ))
+                },
+            )?;
+        let mut writes = Vec::new();
+        if self.clustered() {
+            let accepted = batch.iter().zip(&outcomes).filter_map(|(p, o)| match o {
+                PlaceOutcome::Accepted { seq, .. } => Some((p, *seq)),
+                _ => None,
+            });
+            writes = accepted
+                .zip(prevs)
+                .map(|((p, seq), prev)| {
+                    let tile = TileId::of(p.coord);
+                    TileWrite {
+                        tile,
+                        prev,
+                        seq,
+                        index: tile.local_index(p.coord) as u32,
+                        color: p.color.get(),
+                    }
+                })
+                .collect();
+        }
+        Ok((outcomes, writes))
     }
 
     /// The reason of ban `id`, if Redis holds the ban.
@@ -452,6 +514,9 @@ impl Live {
     /// The tiles `ids` (pixels and versions) with the seq and epoch, at one moment (one
     /// `MULTI` with two `MGET`s); `None` if the state is missing.
     pub async fn tiles(&self, ids: &[TileId]) -> RedisResult<Option<TilesRead>> {
+        if self.clustered() {
+            return self.tiles_in_slots(ids).await;
+        }
         let k = &self.keys;
         let mut pipe = redis::pipe();
         pipe.atomic().get(&k.seq).get(&k.epoch);
@@ -503,10 +568,46 @@ impl Live {
         }))
     }
 
-    /// Writes rebuilt tiles (whole pixels and version), one pipeline.
+    /// Writes rebuilt tiles (whole pixels and version), one pipeline; on a cluster one
+    /// `MULTI` per tile in its slot, and the tiles' last seqs in the core slot.
     pub async fn write_tiles(&self, tiles: &[(TileId, Seq, Tile)]) -> RedisResult<()> {
         if tiles.is_empty() {
             return Ok(());
+        }
+        if self.clustered() {
+            let k = &self.keys;
+            let pipes: Vec<redis::Pipeline> = tiles
+                .iter()
+                .map(|(id, version, tile)| {
+                    let mut pipe = redis::pipe();
+                    pipe.atomic()
+                        .set(k.tile(*id), tile.as_bytes())
+                        .ignore()
+                        .set(k.tile_version(*id), version.0)
+                        .ignore()
+                        .del(k.tile_pending(*id))
+                        .ignore();
+                    pipe
+                })
+                .collect();
+            let written: Vec<RedisResult<()>> = futures_util::stream::iter(pipes)
+                .map(|pipe| {
+                    let mut conn = self.conn.clone();
+                    async move { pipe.query_async(&mut conn).await }
+                })
+                .buffer_unordered(TILE_CALLS_IN_FLIGHT)
+                .collect()
+                .await;
+            written.into_iter().collect::<RedisResult<Vec<()>>>()?;
+            let fields: Vec<(String, u64)> = tiles
+                .iter()
+                .map(|(id, v, _)| (Keys::tile_field(*id), v.0))
+                .collect();
+            return redis::cmd("HSET")
+                .arg(&k.tiles_last)
+                .arg(fields)
+                .query_async(&mut self.conn.clone())
+                .await;
         }
         let mut pipe = redis::pipe();
         for (id, version, tile) in tiles {
@@ -528,30 +629,29 @@ impl Live {
             .arg(&self.keys.legacy_board)
             .query_async(&mut conn)
             .await?;
-        let pattern = self.keys.tile_pattern();
-        let mut cursor: u64 = 0;
-        let mut n = 0;
-        loop {
-            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(1000)
-                .query_async(&mut conn)
-                .await?;
-            if !keys.is_empty() {
-                n += keys.len() as u64;
-                let () = redis::cmd("UNLINK")
-                    .arg(&keys)
+        let keys = conn.scan_keys(&self.keys.tile_pattern()).await?;
+        let n = keys.len() as u64;
+        if self.clustered() {
+            // A multi-key UNLINK may only name keys of one slot.
+            let _: i64 = conn.del(&self.keys.tiles_last).await?;
+            let gone: Vec<RedisResult<i64>> = futures_util::stream::iter(keys)
+                .map(|key| {
+                    let mut conn = conn.clone();
+                    async move { redis::cmd("UNLINK").arg(key).query_async(&mut conn).await }
+                })
+                .buffer_unordered(TILE_CALLS_IN_FLIGHT)
+                .collect()
+                .await;
+            gone.into_iter().collect::<RedisResult<Vec<i64>>>()?;
+        } else {
+            for page in keys.chunks(1000) {
+                let _: i64 = redis::cmd("UNLINK")
+                    .arg(page)
                     .query_async(&mut conn)
                     .await?;
             }
-            if next == 0 {
-                return Ok(n);
-            }
-            cursor = next;
         }
+        Ok(n)
     }
 
     /// Removes the seq and epoch if `token` holds the rebuild lock, so that no placement
@@ -815,10 +915,21 @@ impl Live {
 
     /// A new Pub/Sub connection subscribed to the placement channel.
     pub async fn subscribe(&self) -> RedisResult<impl Stream<Item = Msg> + Unpin + Send + use<>> {
+        // On a cluster any node hears every PUBLISH: the first that answers.
         let connect = async {
-            let mut pubsub = self.client.get_async_pubsub().await?;
-            pubsub.subscribe(&self.keys.channel).await?;
-            Ok::<_, redis::RedisError>(pubsub.into_on_message())
+            let mut last = None;
+            for client in self.target.pubsub_clients() {
+                match client.get_async_pubsub().await {
+                    Ok(mut pubsub) => {
+                        pubsub.subscribe(&self.keys.channel).await?;
+                        return Ok(pubsub.into_on_message());
+                    }
+                    Err(e) => last = Some(e),
+                }
+            }
+            Err(last.unwrap_or_else(|| {
+                redis::RedisError::from((redis::ErrorKind::InvalidClientConfig, "no Redis node"))
+            }))
         };
         tokio::time::timeout(self.timeout, connect)
             .await
@@ -832,190 +943,4 @@ impl Live {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn batch_replies_parse() {
-        let fixed = Params::new(
-            rplace_domain::Cooldown::from_secs(1),
-            rplace_domain::policy::AddrRate::OFF,
-            rplace_domain::Ipv6Prefix::DEFAULT,
-        );
-        let out = parse_place_reply(
-            &[
-                7, 1000, 0, 41, 1000, 1300, 0, 1, 1500, 0, 0, 0, 2, 30, 0, 0, 0, 0, 42, 1000, 1300,
-                0, 4, 9, 500, 800, 0,
-            ],
-            5,
-            &fixed,
-        )
-        .unwrap();
-        assert_eq!(
-            out,
-            [
-                PlaceOutcome::Accepted {
-                    seq: Seq(41),
-                    at_ms: 1000,
-                    next_at_ms: 1300,
-                    epoch: 7,
-                    charges: None,
-                },
-                PlaceOutcome::Cooldown { next_at_ms: 1500 },
-                PlaceOutcome::RateLimited { retry_after_ms: 30 },
-                PlaceOutcome::Accepted {
-                    seq: Seq(42),
-                    at_ms: 1000,
-                    next_at_ms: 1300,
-                    epoch: 7,
-                    charges: None,
-                },
-                PlaceOutcome::Replayed {
-                    seq: Seq(9),
-                    at_ms: 500,
-                    next_at_ms: 800
-                },
-            ]
-        );
-        assert_eq!(
-            parse_place_reply(&[3], 2, &fixed).unwrap(),
-            [PlaceOutcome::Missing, PlaceOutcome::Missing]
-        );
-        assert!(parse_place_reply(&[7, 1000, 0, 41, 1000, 1300, 0], 2, &fixed).is_none());
-        assert!(parse_place_reply(&[7, 1000, 9, 41, 0, 0, 0], 1, &fixed).is_none());
-        // In the charges model an accepted placement's pool comes from its arrival time.
-        let pool = fixed.with_charges(rplace_domain::policy::Charges::new(3, 100).unwrap());
-        let out = parse_place_reply(&[7, 1000, 0, 41, 1000, 1000, 1200], 1, &pool).unwrap();
-        let PlaceOutcome::Accepted { charges, .. } = out[0] else {
-            panic!("{out:?}")
-        };
-        assert_eq!(
-            charges,
-            Some(ChargeStatus {
-                charges: 1,
-                next_charge_at_ms: Some(1100)
-            })
-        );
-    }
-
-    /// One script call decides a batch in order (a user's second placement meets the
-    /// cooldown of the first, the address limit counts within the batch), writes only the
-    /// accepted ones, and publishes them as one message.
-    #[tokio::test]
-    async fn a_batch_is_decided_in_order_and_published_once() {
-        use futures_util::StreamExt;
-        use std::net::{IpAddr, Ipv4Addr};
-        let redis = rplace_testsupport::RedisServer::start();
-        let live = Live::connect(
-            &redis.url(),
-            Duration::from_secs(5),
-            "t:",
-            Depth::Four,
-            Params::new(
-                rplace_domain::Cooldown::from_secs(60),
-                rplace_domain::policy::AddrRate::per_minute(1, 2),
-                rplace_domain::Ipv6Prefix::DEFAULT,
-            ),
-            Duration::from_secs(600),
-            100,
-        )
-        .await
-        .unwrap();
-        let p = |x, user, ip: u8, bypass| NewPlacement {
-            coord: Coord::new_unchecked(x, 1),
-            color: ColorIndex::new_unchecked(x as u8 + 1),
-            user: UserId(user),
-            ip: IpAddr::V4(Ipv4Addr::new(10, 0, 0, ip)),
-            bypass_limits: bypass,
-            idempotency_key: None,
-            standing: Default::default(),
-        };
-        let batch = [
-            p(0, 1, 1, false), // accepted
-            p(1, 1, 2, false), // same user: cooldown
-            p(2, 2, 1, false), // second from address 1: within the burst of 2
-            p(3, 3, 1, false), // third: rate limited
-            p(3, 1, 1, true),  // the bench path passes both
-        ];
-        assert!(
-            live.place_batch(&batch)
-                .await
-                .unwrap()
-                .iter()
-                .all(|o| *o == PlaceOutcome::Missing)
-        );
-        let () = redis::pipe()
-            .set("t:seq", 10)
-            .ignore()
-            .set("t:epoch", 4)
-            .ignore()
-            .query_async(&mut live.conn.clone())
-            .await
-            .unwrap();
-        let mut messages = live.subscribe().await.unwrap();
-        let out = live.place_batch(&batch).await.unwrap();
-        let PlaceOutcome::Accepted {
-            at_ms,
-            next_at_ms,
-            epoch,
-            ..
-        } = out[0]
-        else {
-            panic!("{out:?}")
-        };
-        assert_eq!((epoch, next_at_ms - at_ms), (4, 60_000));
-        let seqs: Vec<_> = out
-            .iter()
-            .map(|o| match o {
-                PlaceOutcome::Accepted { seq, .. } => Some(seq.0),
-                _ => None,
-            })
-            .collect();
-        assert_eq!(seqs, [Some(11), None, Some(12), None, Some(13)]);
-        assert!(matches!(out[1], PlaceOutcome::Cooldown { next_at_ms: n } if n == next_at_ms));
-        assert!(matches!(out[3], PlaceOutcome::RateLimited { retry_after_ms: r } if r > 50_000));
-        assert_eq!(live.seq().await.unwrap(), Some(Seq(13)));
-        let page = live.read_after(Seq(10), 10).await.unwrap();
-        assert_eq!(
-            page.entries
-                .iter()
-                .map(|e| (e.seq.0, e.coord.x()))
-                .collect::<Vec<_>>(),
-            [(11, 0), (12, 2), (13, 3)]
-        );
-        // Row 1 of tile (0, 0) starts at tile-local pixel 256, byte 128 at u4: pixels 0..3
-        // = colors 1, 0, 3, 4. The tile's key is created whole (32 KiB, the rest color 0),
-        // and its version is the seq of its last placement.
-        let raw: Vec<u8> = live.conn.clone().get("t:tile:{0,0}").await.unwrap();
-        assert_eq!(raw.len(), Tile::len(Depth::Four));
-        assert_eq!(raw[128..130], [0x10, 0x34]);
-        assert!(raw[..128].iter().chain(&raw[130..]).all(|b| *b == 0));
-        let read = live
-            .tiles(&[TileId::new_unchecked(0, 0)])
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(read.head.seq, Seq(13));
-        assert_eq!(read.tiles[0].version, Seq(13));
-        let tile = read.tiles[0].pixels.as_ref().unwrap();
-        assert_eq!(tile.as_bytes().len(), Tile::len(Depth::Four));
-        assert_eq!(tile.get(258).get(), 3);
-        let msg = messages.next().await.unwrap();
-        let payload = String::from_utf8(msg.get_payload_bytes().to_vec()).unwrap();
-        assert_eq!(
-            payload,
-            format!("P 4 11 0 1 1 1 {at_ms};2 1 3 2 {at_ms};3 1 4 1 {at_ms}")
-        );
-    }
-
-    #[test]
-    fn records_round_trip() {
-        let p = parse_record(Seq(9), "3 4 15 -2 1764300000123").unwrap();
-        assert_eq!(p.coord, Coord::new_unchecked(3, 4));
-        assert_eq!(p.color.get(), 15);
-        assert_eq!(p.user, UserId(u64::MAX - 1));
-        assert_eq!(p.at_ms, 1_764_300_000_123);
-        assert_eq!(parse_id("42-0"), Some(Seq(42)));
-        assert!(parse_record(Seq(1), "3 4").is_none());
-    }
-}
+mod tests;

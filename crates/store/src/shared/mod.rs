@@ -4,6 +4,8 @@
 //! # Layout
 //! - this file: [`SharedConfig`], [`SharedStore`] and its [`Store`] implementation.
 //! - `keys`: the Redis key names, under a configurable prefix.
+//! - `conn`: one connection type over one redis-server and a Redis Cluster.
+//! - `cluster`: on a Redis Cluster, the repair of tiles that fell behind.
 //! - `live`: the live state in Redis and the Lua scripts that change it (`lua/`).
 //! - `idempotency`: answering a repeat of an idempotency key only once the first
 //!   attempt's placement is durable.
@@ -61,18 +63,17 @@
 //! every feed sees the grow before any placement on the new area. Opening with a larger
 //! configured size grows the same way; a smaller one keeps the stored (larger) size.
 //!
-//! # Redis Cluster (not in this round)
-//! The tile keys are cluster-ready: each tile's pixels and version share a hash tag of
-//! their own, so tiles spread over all slots. What a cluster would still need: the
-//! placement script also touches the global keys (seq, epoch, clock, stream, ban lengths,
-//! protected areas) and the user's keys (cooldown, rate, idempotency, proof, ban), which
-//! hash to other slots, and a script may only touch keys of one slot. The placement would
-//! have to be split: reserve the user's cooldown and rate in the user's slot, take the seq
-//! in the global slot, write the tile in its slot, and release the reservation if a later
-//! step fails; the feed's gap-free order would then come from the seq slot's stream, and
-//! `snapshot`'s one-moment `MGET` would become per-slot reads reconciled by the tiles'
-//! versions against the seq. Until then, a prefix with a hash tag (`{rplace}:`) puts every
-//! key in one slot, which a cluster accepts.
+//! # Redis Cluster
+//! With [`SharedConfig::redis_cluster`], Redis is a Redis Cluster (`conn`: one connection
+//! type over both). Every key but the tiles' is in the core slot, the prefix's hash tag
+//! (`keys`); each tile's keys are in the slot of their own tag. The placement script runs
+//! in the core slot as above, except that it cannot touch the tiles: it records each
+//! accepted placement's tile in `tiles:last` and answers the placement before it on the
+//! tile, and `live` then writes the tiles in their slots (`lua/tile_apply.lua`), which
+//! apply each tile's placements in that chain's order whatever order they arrive in. A
+//! tile that lags behind `tiles:last` (a write failed, its instance died, its master lost
+//! its data) reads as complete only through its version, and `cluster` repairs it from the
+//! history. docs/DEPLOY.md, "Redis Cluster", says why the decision stays in one slot.
 //!
 //! # Durability: when `place` returns `Ok`
 //! `place` runs the script, then hands the placement to this instance's writer, which
@@ -118,7 +119,9 @@ pub(crate) mod accounts;
 pub(crate) mod activity;
 mod backlog;
 mod batcher;
+mod cluster;
 mod config;
+mod conn;
 mod copy_rows;
 mod feed;
 mod history;
@@ -127,6 +130,7 @@ mod keys;
 mod live;
 pub(crate) mod moderation;
 mod place;
+pub use place::DeferredTileWrite;
 mod probe;
 pub(crate) mod records;
 mod recovery;
@@ -331,11 +335,11 @@ impl SharedStore {
         let live = Live::connect(
             &cfg.redis_url,
             cfg.redis_timeout,
+            cfg.redis_cluster,
             &cfg.key_prefix,
             cfg.depth,
             cfg.policy,
             cfg.idempotency_window,
-            cfg.stream_capacity,
         )
         .await?;
         let history = History::connect(
@@ -430,6 +434,7 @@ impl SharedStore {
             tokio::spawn(feed::run(inner.clone(), start_rx)),
             tokio::spawn(recovery::maintain(inner.clone())),
             tokio::spawn(probe::run(inner.clone())),
+            tokio::spawn(cluster::repair(inner.clone())),
         ];
         tracing::info!(
             prefix = %inner.cfg.key_prefix,

@@ -4,12 +4,43 @@
 
 use super::*;
 
+/// A tile write held back by [`SharedStore::place_deferring_tile_write`].
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct DeferredTileWrite(Vec<super::live::TileWrite>);
+
 impl SharedStore {
     /// Runs the placement script only, without the history write, as an instance that
     /// dies right after it would. For tests of the reconciler.
     #[doc(hidden)]
     pub async fn place_without_history(&self, p: NewPlacement) -> Result<Placed, PlaceError> {
         self.inner.live.place(&p).await?.into_answer()
+    }
+
+    /// On a Redis Cluster, decides `p` in the core slot and returns its tile write instead
+    /// of making it (nor the history write): dropped, as by an instance that dies between
+    /// the two, or made later with [`SharedStore::finish_tile_write`], as by an instance
+    /// that is slower than another. For tests of the tile writes and their repair.
+    #[doc(hidden)]
+    pub async fn place_deferring_tile_write(
+        &self,
+        p: NewPlacement,
+    ) -> Result<(Placed, DeferredTileWrite), PlaceError> {
+        let (mut out, writes) = self
+            .inner
+            .live
+            .decide_batch(std::slice::from_ref(&p))
+            .await
+            .map_err(BackendError::redis)?;
+        let placed = out.pop().expect("one outcome").into_answer()?;
+        Ok((placed, DeferredTileWrite(writes)))
+    }
+
+    /// Makes a tile write that [`SharedStore::place_deferring_tile_write`] held back.
+    #[doc(hidden)]
+    pub async fn finish_tile_write(&self, w: DeferredTileWrite) {
+        let live = &self.inner.live;
+        live.write_to_tiles(&mut live.conn(), &w.0).await;
     }
 
     /// Runs the placement script once for `p` against the Redis at `redis_url`, with no
@@ -20,6 +51,7 @@ impl SharedStore {
     #[doc(hidden)]
     pub async fn run_place_script(
         redis_url: &str,
+        cluster: bool,
         key_prefix: &str,
         dims: Dimensions,
         depth: Depth,
@@ -30,11 +62,11 @@ impl SharedStore {
         let live = Live::connect(
             redis_url,
             Duration::from_secs(5),
+            cluster,
             key_prefix,
             depth,
             policy,
             Duration::from_secs(600),
-            1000,
         )
         .await
         .map_err(|e| PlaceError::Unavailable(e.into()))?;

@@ -25,6 +25,7 @@
 
 use super::history::{REWRITE_TIMEOUT, Written};
 use super::history::{from_time, pg, row_to_placement, to_time};
+use super::live::TileWrite;
 use super::*;
 use crate::rewrite::{
     Applied, CHUNK, Change, Moment, Plan, Rewrite, RewriteError, RollbackQuery, UserPlacements,
@@ -395,6 +396,7 @@ impl Rewrite for SharedStore {
         let mut done = 0u64;
         let mut in_flight = None;
         let mut conn = inner.live.long_conn(REWRITE_TIMEOUT).await?;
+        let clustered = inner.live.clustered();
         for (n, part) in plan.changes.chunks(CHUNK).enumerate() {
             let mut inv = PLACE_MANY.prepare_invoke();
             inv.key(&keys.dims)
@@ -406,7 +408,7 @@ impl Rewrite for SharedStore {
                 .arg(&keys.channel)
                 .arg(epoch)
                 .arg(cursor.0)
-                .arg(0)
+                .arg(if clustered { "1" } else { "0" })
                 .arg(by.0 as i64);
             let mut sent = Vec::with_capacity(part.len());
             for (i, c) in part.iter().enumerate() {
@@ -415,9 +417,12 @@ impl Rewrite for SharedStore {
                     continue;
                 }
                 let tile = TileId::of(c.coord);
-                inv.key(keys.tile(tile))
-                    .key(keys.tile_version(tile))
-                    .arg(tile.local_index(c.coord))
+                if clustered {
+                    inv.key(&keys.tiles_last).key(&keys.tiles_last);
+                } else {
+                    inv.key(keys.tile(tile)).key(keys.tile_version(tile));
+                }
+                inv.arg(tile.local_index(c.coord))
                     .arg(c.color.get())
                     .arg(c.coord.x())
                     .arg(c.coord.y());
@@ -433,9 +438,10 @@ impl Rewrite for SharedStore {
                 .await
                 .map_err(|_| StoreError::from(BackendError::Timeout(Service::Redis)))?
                 .map_err(redis_err)?;
-            let (at_ms, first, now_seq, others) = match reply.as_slice() {
-                [_, at_ms, first, now_seq, others @ ..] => {
-                    (*at_ms, *first as u64, *now_seq as u64, others)
+            let (at_ms, first, now_seq, others, prevs) = match reply.as_slice() {
+                [_, at_ms, first, now_seq, named, rest @ ..] if *named as usize <= rest.len() => {
+                    let (others, prevs) = rest.split_at(*named as usize);
+                    (*at_ms, *first as u64, *now_seq as u64, others, prevs)
                 }
                 _ => return Err(RewriteError::Interrupted { applied: done }),
             };
@@ -459,6 +465,28 @@ impl Rewrite for SharedStore {
                     at_ms,
                 });
                 seq += 1;
+            }
+            if clustered {
+                // The script chained each written pixel to its tile's previous placement;
+                // now the tiles, in their slots.
+                if prevs.len() != rows.len() {
+                    return Err(RewriteError::Interrupted { applied: done });
+                }
+                let writes: Vec<TileWrite> = rows
+                    .iter()
+                    .zip(prevs)
+                    .map(|(r, &prev)| {
+                        let tile = TileId::of(r.coord);
+                        TileWrite {
+                            tile,
+                            prev: Seq(prev as u64),
+                            seq: r.seq,
+                            index: tile.local_index(r.coord) as u32,
+                            color: r.color.get(),
+                        }
+                    })
+                    .collect();
+                inner.live.write_to_tiles(&mut conn, &writes).await;
             }
             if let (Some(f), Some(l)) = (rows.first(), rows.last()) {
                 out.first_seq.get_or_insert(f.seq);

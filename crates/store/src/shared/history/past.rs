@@ -60,6 +60,30 @@ fn frames(rows: &[tokio_postgres::Row], depth: Depth) -> Result<HashMap<u64, Fra
 }
 
 impl History {
+    /// Tile `id` right after placement `at` (the nearest keyframe at or below it, then
+    /// the tile's rows), replaying at most `tail` rows: the past reads, and on a Redis
+    /// Cluster the repair of a tile that lost a write (`shared/cluster.rs`).
+    pub(crate) async fn tile_at(
+        &self,
+        id: TileId,
+        at: Seq,
+        tail: u64,
+        depth: Depth,
+    ) -> Result<TileRead, PastError> {
+        let mark = self.mark_at(at).await?;
+        check_tail(at, mark, tail)?;
+        let mut f = self
+            .frames_at(&[id.key()], mark, depth)
+            .await?
+            .remove(&id.key())
+            .unwrap_or_else(|| Frame::blank(depth));
+        for (c, color, seq) in self.tile_rows(id, mark, at).await? {
+            f.pixels.set(id.local_index(c), color);
+            f.version = f.version.max(seq);
+        }
+        Ok(f.read(at))
+    }
+
     async fn mark_at(&self, at: Seq) -> Result<Seq, StoreError> {
         self.bounded(async {
             let row = self
@@ -236,20 +260,8 @@ impl Past for SharedStore {
     }
 
     async fn tile_at(&self, id: TileId, at: Seq, tail: u64) -> Result<TileRead, PastError> {
-        let h = &self.inner.history;
-        let depth = self.inner.cfg.depth;
-        let mark = h.mark_at(at).await?;
-        check_tail(at, mark, tail)?;
-        let mut f = h
-            .frames_at(&[id.key()], mark, depth)
-            .await?
-            .remove(&id.key())
-            .unwrap_or_else(|| Frame::blank(depth));
-        for (c, color, seq) in h.tile_rows(id, mark, at).await? {
-            f.pixels.set(id.local_index(c), color);
-            f.version = f.version.max(seq);
-        }
-        Ok(f.read(at))
+        let inner = &self.inner;
+        inner.history.tile_at(id, at, tail, inner.cfg.depth).await
     }
 
     async fn board_at(&self, at: Seq, tail: u64) -> Result<Snapshot, PastError> {

@@ -36,6 +36,10 @@
 -- nothing else of the canvas, so a batch costs one tile key per placement and no key is
 -- board-sized.
 --
+-- The canvas lives in tiles written as lua/tile.lua's `paint` says: here on one
+-- redis-server, in the tiles' own slots on a Redis Cluster (then KEYS[13 + 7i] and
+-- KEYS[14 + 7i] both name the core slot's `tiles:last`, see tile.lua).
+--
 -- KEYS[1] the size (unused; was the board)   KEYS[2] seq   KEYS[3] epoch   KEYS[4] clock
 -- KEYS[5] stream   KEYS[6] ban lengths   KEYS[7] protected areas by tile
 -- then per placement i (from 0): KEYS[8 + 7i] the user's key: the last placement's time
@@ -50,7 +54,7 @@
 --                                KEYS[13 + 7i] the pixels of the placement's tile
 --                                KEYS[14 + 7i] the version of the placement's tile
 -- ARGV[1] bitfield type (u4 or u8)   ARGV[2] cooldown ms   ARGV[3] rate period us (0: no
--- limit)   ARGV[4] rate burst tolerance us   ARGV[5] unused (was the stream cap, see the XADD below)
+-- limit)   ARGV[4] rate burst tolerance us   ARGV[5] '1' on a Redis Cluster (tile.lua)
 -- ARGV[6] channel
 -- ARGV[7] idempotency window ms
 -- ARGV[8] account rate period us   ARGV[9] account rate tolerance us
@@ -73,7 +77,9 @@
 -- {1, next_at_ms, 0, 0, 0} cooldown (or an empty pool), {2, retry_after_ms, 0, 0, 0} rate
 -- limit, {4, seq, at_ms, next_at_ms, 0} a repeat of a key (the first attempt's outcome;
 -- nothing was placed now), {5, ban id, until ms (-1: never), 0, 0} banned,
--- {6, 0, 0, 0, 0} protected, {7, 0, 0, 0, 0} the proof was spent.
+-- {6, 0, 0, 0, 0} protected, {7, 0, 0, 0, 0} the proof was spent. On a Redis Cluster the
+-- outcomes are followed by one number per accepted placement, in order: the seq of the
+-- placement before it on its tile (0: none), see tile.lua.
 -- Accepted placements are published as one message: 'P <epoch> <first seq> <rec>;<rec>…'
 -- with consecutive seqs, each rec 'x y color user at'.
 
@@ -95,7 +101,6 @@ end
 local now = math.floor(now_us / 1000)
 local now_s = string.format('%.0f', now)
 
-local bitfield = ARGV[1]
 local cooldown = tonumber(ARGV[2])
 local period = tonumber(ARGV[3])
 local tolerance = tonumber(ARGV[4])
@@ -170,7 +175,6 @@ end
 local reply = {tonumber(epoch), now}
 local recs = {}
 local first = nil
-local versions = {}
 for i = 0, n - 1 do
   local a = 15 + 11 * i
   local cooldown_key = KEYS[8 + 7 * i]
@@ -275,11 +279,7 @@ for i = 0, n - 1 do
       -- durable Redis holds while PostgreSQL is away. The reconciler trims instead, never
       -- past the history's watermark (backlog.rs).
       redis.call('XADD', KEYS[5], string.format('%d-0', seq), 'p', rec)
-      ensure_tile(tile_key)
-      redis.call('BITFIELD', tile_key, 'SET', bitfield, '#' .. ARGV[a], ARGV[a + 1])
-      -- Written once per tile the batch touches, after the loop (a hot spot puts many
-      -- placements of a batch on one tile).
-      versions[version_key] = seq
+      paint(tile_key, version_key, ARGV[a], ARGV[a + 1], seq, ARGV[a + 2], ARGV[a + 3])
       if tat then
         redis.call('SET', rate_key, string.format('%.0f', tat), 'PX', math.ceil((tat - now_us) / 1000) + 1)
       end
@@ -317,12 +317,14 @@ for i = 0, n - 1 do
   end
 end
 
-for key, v in pairs(versions) do
-  redis.call('SET', key, string.format('%d', v))
-end
+painted()
 if first then
   redis.call('SET', KEYS[2], string.format('%d', seq))
   redis.call('SET', KEYS[4], now_s)
   redis.call('PUBLISH', ARGV[6], 'P ' .. epoch .. ' ' .. string.format('%d', first) .. ' ' .. table.concat(recs, ';'))
+end
+-- On a cluster, after the outcomes: the predecessor of every accepted placement.
+for _, p in ipairs(prevs) do
+  reply[#reply + 1] = p
 end
 return reply

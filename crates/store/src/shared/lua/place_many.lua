@@ -21,14 +21,16 @@
 -- KEYS[5] stream   then per pixel i: KEYS[6 + 2i] its tile's pixels, KEYS[7 + 2i] its
 -- tile's version
 -- ARGV[1] bitfield type (u4 or u8)   ARGV[2] channel   ARGV[3] the epoch the change was
--- planned in   ARGV[4] cursor seq   ARGV[5] unused (was the board width)
+-- planned in   ARGV[4] cursor seq   ARGV[5] '1' on a Redis Cluster (tile.lua: then the tile
+-- KEYS name the core slot's `tiles:last`)
 -- ARGV[6] user (signed decimal)
 -- then per pixel i: ARGV[7 + 4i ..] tile-local pixel index, color, x, y
 --
 -- Returns {3} when the state is missing, {5} when the epoch is not ARGV[3] (a rebuild
 -- replaced the state), {6} when the stream no longer holds every entry after the cursor
 -- (nothing can be checked then). Otherwise {epoch, now_ms, first seq (0: none), seq now,
--- then the pixel name of every stream entry after the cursor}. Nothing is written in the
+-- how many names follow, then the pixel name of every stream entry after the cursor,
+-- then on a cluster each written pixel's predecessor on its tile (tile.lua)}. Nothing is written in the
 -- three refusals.
 
 local epoch = redis.call('GET', KEYS[3])
@@ -78,12 +80,10 @@ if now_us < clock * 1000 then
 end
 local now_s = string.format('%.0f', math.floor(now_us / 1000))
 
-local bitfield = ARGV[1]
 local user = ARGV[6]
 local n = (#ARGV - 6) / 4
 local first = nil
 local recs = {}
-local versions = {}
 for i = 0, n - 1 do
   local a = 7 + 4 * i
   local idx = tonumber(ARGV[a + 3]) * width + tonumber(ARGV[a + 2])
@@ -91,10 +91,7 @@ for i = 0, n - 1 do
     seq = seq + 1
     local rec = ARGV[a + 2] .. ' ' .. ARGV[a + 3] .. ' ' .. ARGV[a + 1] .. ' ' .. user .. ' ' .. now_s
     redis.call('XADD', KEYS[5], string.format('%d-0', seq), 'p', rec)
-    ensure_tile(KEYS[6 + 2 * i])
-    redis.call('BITFIELD', KEYS[6 + 2 * i], 'SET', bitfield, '#' .. ARGV[a], ARGV[a + 1])
-    -- A chunk mostly paints a few tiles: each tile's version is written once, below.
-    versions[KEYS[7 + 2 * i]] = seq
+    paint(KEYS[6 + 2 * i], KEYS[7 + 2 * i], ARGV[a], ARGV[a + 1], seq, ARGV[a + 2], ARGV[a + 3])
     first = first or seq
     recs[#recs + 1] = rec
     -- A pixel twice in one chunk: the second is skipped like any pixel placed on since.
@@ -102,16 +99,18 @@ for i = 0, n - 1 do
   end
 end
 
-for key, v in pairs(versions) do
-  redis.call('SET', key, string.format('%d', v))
-end
+painted()
 if first then
   redis.call('SET', KEYS[2], string.format('%d', seq))
   redis.call('SET', KEYS[4], now_s)
   redis.call('PUBLISH', ARGV[2], 'P ' .. epoch .. ' ' .. string.format('%d', first) .. ' ' .. table.concat(recs, ';'))
 end
-local reply = {tonumber(epoch), tonumber(now_s), first or 0, seq}
+local reply = {tonumber(epoch), tonumber(now_s), first or 0, seq, #reply_touched}
 for _, idx in ipairs(reply_touched) do
   reply[#reply + 1] = idx
+end
+-- On a cluster: the predecessor on its tile of every pixel written, in order (tile.lua).
+for _, p in ipairs(prevs) do
+  reply[#reply + 1] = p
 end
 return reply

@@ -8,7 +8,10 @@
 //!   to stall it as an overloaded or partitioned server would.
 //! - [`RedisCluster`]: a real three-master Redis Cluster (`--cluster-enabled yes`, joined by
 //!   `redis-cli --cluster create`) on free ports, for the code that spreads tiles over
-//!   hash slots.
+//!   hash slots; one per test binary ([`RedisCluster::shared`]) as for `RedisServer`, and
+//!   [`RedisCluster::restart_node`] to have one master lose its keys.
+//! - [`SharedRedis`]: either of those, chosen by [`RedisKind`], for tests and the topology
+//!   that run on both (its `args()` are the rplace flags that select it).
 //! - [`OidcProvider`]: a real OpenID Connect provider (npm `oidc-provider` under node,
 //!   `tests/oidc/provider.mjs`) with one static client, for login round trips.
 //! - [`Postgres`]: one PostgreSQL cluster per test binary ([`Postgres::shared`]), because
@@ -32,6 +35,7 @@ mod oidc;
 mod postgres;
 mod redis;
 mod redis_cluster;
+mod shared_redis;
 pub mod siteverify;
 pub mod topology;
 mod wait;
@@ -41,6 +45,7 @@ pub use oidc::OidcProvider;
 pub use postgres::Postgres;
 pub use redis::RedisServer;
 pub use redis_cluster::RedisCluster;
+pub use shared_redis::{RedisKind, SharedRedis};
 pub use wait::eventually;
 
 use std::io::{BufRead, BufReader};

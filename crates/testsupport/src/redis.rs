@@ -112,6 +112,11 @@ impl RedisServer {
         self.port
     }
 
+    /// The server's pid while it runs, e.g. to measure its CPU under a benchmark.
+    pub fn pid(&self) -> Option<u32> {
+        self.process.as_ref().map(|p| p.pid)
+    }
+
     /// Kills the server with SIGKILL, as a crash would; everything it held is lost.
     pub fn kill(&mut self) {
         if let Some(mut p) = self.process.take() {

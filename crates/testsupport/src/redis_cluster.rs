@@ -14,6 +14,15 @@ pub struct RedisCluster {
 }
 
 impl RedisCluster {
+    /// One cluster for the whole test binary, started on first use and stopped by its
+    /// masters' watchdogs when the test process exits (statics are never dropped), as
+    /// [`RedisServer::shared`]. Tests sharing it keep apart by key prefix; a test that
+    /// flushes, kills or restarts a master needs its own ([`RedisCluster::start`]).
+    pub fn shared() -> &'static RedisCluster {
+        static SHARED: OnceLock<RedisCluster> = OnceLock::new();
+        SHARED.get_or_init(RedisCluster::start)
+    }
+
     /// Starts three masters, creates the cluster and waits until every node says
     /// `cluster_state:ok`.
     pub fn start() -> RedisCluster {
@@ -52,15 +61,7 @@ impl RedisCluster {
             String::from_utf8_lossy(&out.stderr)
         );
         let cluster = RedisCluster { nodes };
-        let deadline = Instant::now() + READY_TIMEOUT;
-        while !cluster.is_ok() {
-            assert!(
-                Instant::now() < deadline,
-                "the cluster did not reach cluster_state:ok:\n{}",
-                cluster.nodes[0].cli(&["CLUSTER", "INFO"])
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        cluster.wait_ok();
         cluster
     }
 
@@ -78,9 +79,52 @@ impl RedisCluster {
         self.nodes.iter().map(RedisServer::url).collect()
     }
 
-    /// The masters, e.g. to run `redis-cli` on one or to kill one.
+    /// The seed list as `--redis-url` takes it with `--redis-cluster`: [`RedisCluster::urls`]
+    /// joined by `,`.
+    pub fn seed_url(&self) -> String {
+        self.urls().join(",")
+    }
+
+    /// The masters, e.g. to run `redis-cli` on one or to pause one.
     pub fn nodes(&self) -> &[RedisServer] {
         &self.nodes
+    }
+
+    /// Kills master `i` with SIGKILL, as a crash would: its slots go unserved (the
+    /// cluster reports `cluster_state:fail` once the others notice) until
+    /// [`RedisCluster::restart_node`].
+    pub fn kill_node(&mut self, i: usize) {
+        self.nodes[i].kill();
+    }
+
+    /// Kills master `i` and starts it again on the same ports, empty (no persistence) but
+    /// with its cluster state (`nodes.conf` in its dir), so it takes back its own slots;
+    /// waits until the cluster is `cluster_state:ok` again. What a master that lost its
+    /// memory looks like to the clients: its third of the keys is gone, the rest is kept.
+    pub fn restart_node(&mut self, i: usize) {
+        self.nodes[i].restart();
+        self.wait_ok();
+    }
+
+    /// Kills every master, then starts each again empty on its ports (as
+    /// [`RedisCluster::restart_node`]): the whole cluster lost its memory, not its layout.
+    pub fn restart_all(&mut self) {
+        self.nodes.iter_mut().for_each(RedisServer::kill);
+        self.nodes.iter_mut().for_each(RedisServer::restart);
+        self.wait_ok();
+    }
+
+    /// Waits until every node says `cluster_state:ok` and knows every master.
+    fn wait_ok(&self) {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        while !self.is_ok() {
+            assert!(
+                Instant::now() < deadline,
+                "the cluster did not reach cluster_state:ok:\n{}",
+                self.nodes[0].cli(&["CLUSTER", "INFO"])
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Runs `redis-cli -c` (following redirects) against the first master.
@@ -114,7 +158,7 @@ mod tests {
 
     #[test]
     fn three_masters_share_the_slots_and_redirect() {
-        let c = RedisCluster::start();
+        let mut c = RedisCluster::start();
         // Keys in different slots land on different masters, reached through redirects.
         for i in 0..30 {
             assert_eq!(c.cli(&["SET", &format!("k{i}"), "v"]).trim(), "OK");
@@ -134,6 +178,23 @@ mod tests {
             c.cli(&["CLUSTER", "KEYSLOT", "{t:1:2}a"]),
             c.cli(&["CLUSTER", "KEYSLOT", "{t:1:2}b"])
         );
+        // A master that restarts empty takes back its slots and loses only its own keys.
+        c.restart_node(1);
+        assert_eq!(c.nodes()[1].cli(&["DBSIZE"]).trim(), "0");
+        let kept: usize = [0, 2]
+            .iter()
+            .map(|&i| {
+                c.nodes()[i]
+                    .cli(&["DBSIZE"])
+                    .trim()
+                    .parse::<usize>()
+                    .unwrap()
+            })
+            .sum();
+        assert_eq!(kept, held[0] + held[2]);
+        for i in 0..30 {
+            assert_eq!(c.cli(&["SET", &format!("k{i}"), "w"]).trim(), "OK");
+        }
         c.flush_all();
         assert_eq!(c.cli(&["GET", "k1"]).trim(), "");
     }

@@ -2,8 +2,12 @@
 //! balancer: round robin, websocket-aware, health checks on `/readyz`) behind Varnish (the
 //! CDN: caches `GET /api/board` as its `Cache-Control` says, pipes websockets).
 //!
+//! The instances share one Redis of either kind ([`RedisKind`]: one `redis-server` or a
+//! three-master Redis Cluster, held as a [`SharedRedis`]) and one PostgreSQL.
+//!
 //! Used by the topology tests and by the `rplace-topology` binary, which runs it all.
 
+pub use super::{RedisKind, SharedRedis};
 use super::{Watched, free_port};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};

@@ -135,10 +135,13 @@ async fn pow_first_asks_once_and_a_solution_places_once(backend: Backend) {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn a_replayed_solution_is_refused_on_another_instance() {
-    // Shared mode only: two instances, one store that spends each solution once.
-    let a = spawn_app_on(Backend::Shared, &pow_args("every:1", &[])).await;
+// Shared mode only: two instances, one store that spends each solution once.
+contract_test!(
+    a_replayed_solution_is_refused_on_another_instance,
+    ignore_embedded = "one process by design: no second instance"
+);
+async fn a_replayed_solution_is_refused_on_another_instance(backend: Backend) {
+    let a = spawn_app_on(backend, &pow_args("every:1", &[])).await;
     let b = a.sibling(&pow_args("every:1", &[])).await;
     let (c, _) = visitor(&a).await;
     let proof = solved(&a, &c).await;

@@ -266,9 +266,10 @@ async fn a_ban_stops_parallel_placements_on_every_instance_at_its_answer(backend
     use tokio::time::Instant;
     let args = ["--admin-token", ADMIN_TOKEN];
     let a = Arc::new(spawn_app_on(backend, &args).await);
-    let b = match backend {
-        Backend::Shared => Arc::new(a.sibling(&args).await),
-        Backend::Embedded => a.clone(),
+    let b = if backend.is_shared() {
+        Arc::new(a.sibling(&args).await)
+    } else {
+        a.clone()
     };
     // One identity for both instances: the cookie key is shared, and the cookie jar
     // ignores ports.

@@ -180,10 +180,13 @@ async fn a_replayed_placement_answers_the_pool_as_it_is(backend: Backend) {
     app.stop().await;
 }
 
+contract_test!(
+    concurrent_placements_across_instances_spend_exactly_the_pool,
+    ignore_embedded = "one process by design: no second instance"
+);
 /// Shared mode: two instances, one user with N charges placing concurrently through both:
 /// exactly N are accepted, the rest refused as cooldown.
-#[tokio::test]
-async fn concurrent_placements_across_instances_spend_exactly_the_pool() {
+async fn concurrent_placements_across_instances_spend_exactly_the_pool(backend: Backend) {
     const N: usize = 5;
     let args = [
         "--cooldown-model",
@@ -193,7 +196,7 @@ async fn concurrent_placements_across_instances_spend_exactly_the_pool() {
         "--charge-every",
         "3600",
     ];
-    let a = spawn_app_on(Backend::Shared, &args).await;
+    let a = spawn_app_on(backend, &args).await;
     let b = a.sibling(&args).await;
     let c = client();
     assert_eq!(a.login(&c).await["user"]["charges"], N);

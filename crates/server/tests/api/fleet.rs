@@ -1,6 +1,6 @@
-//! Shared mode only: instances on the same Redis and PostgreSQL are one canvas. (The
-//! embedded store is one process by design, so these have no embedded counterpart; the
-//! topology test does the same through HAProxy with child processes.)
+//! Shared mode only (one Redis or the cluster): instances on the same Redis and PostgreSQL
+//! are one canvas. (The embedded store is one process by design, so these have no embedded
+//! counterpart; the topology test does the same through HAProxy with child processes.)
 
 use crate::helpers::*;
 use rplace_domain::wire;
@@ -8,9 +8,12 @@ use serde_json::json;
 use std::time::Duration;
 use tokio_tungstenite::tungstenite::Message;
 
-#[tokio::test]
-async fn instances_on_one_shared_store_are_one_canvas() {
-    let a = spawn_app_on(Backend::Shared, &["--cooldown", "60"]).await;
+contract_test!(
+    instances_on_one_shared_store_are_one_canvas,
+    ignore_embedded = "one process by design: no second instance"
+);
+async fn instances_on_one_shared_store_are_one_canvas(backend: Backend) {
+    let a = spawn_app_on(backend, &["--cooldown", "60"]).await;
     let b = a.sibling(&["--cooldown", "60"]).await;
     let mut ws_b = b.ws().await;
     hello(&mut ws_b).await;

@@ -1,7 +1,7 @@
 //! `spawn_app` and the clients the tests share.
 //!
-//! # One contract, two backends
-//! Every test of the HTTP API runs against both backends unless it is about one of them:
+//! # One contract, three backends
+//! Every test of the HTTP API runs against every backend unless it is about one of them:
 //!
 //! ```ignore
 //! contract_test!(placement_round_trip);
@@ -12,22 +12,28 @@
 //! }
 //! ```
 //!
-//! makes `placement_round_trip::embedded` and `placement_round_trip::shared` (run both with
+//! makes `placement_round_trip::embedded`, `placement_round_trip::shared` and
+//! `placement_round_trip::cluster` (run them all with
 //! `cargo test -p rplace --test api placement_round_trip`). Options after the name, in
 //! this order: `tokio(flavor = "multi_thread", worker_threads = 2)` for the runtime,
-//! `ignore_shared = "why"` / `ignore_embedded = "why"` for a known difference between the
-//! backends (a bug to fix: say which in the test's comment); `ignore = "why"` alone for
-//! both.
+//! `ignore_shared = "why"` (shared and cluster) / `ignore_cluster = "why"` (cluster only) /
+//! `ignore_embedded = "why"` for a known difference between the backends (a bug to fix:
+//! say which in the test's comment); `ignore = "why"` alone for all three. A test that
+//! cannot run on the binary's one shared cluster (it flushes or kills Redis, or reads keys
+//! by name) starts its own ([`RedisCluster::start`]) or says why it is `ignore_cluster`.
 //!
 //! - [`Backend::Embedded`]: the SQLite store in a fresh data dir.
 //! - [`Backend::Shared`]: Redis + PostgreSQL. One `redis-server` and one PostgreSQL cluster
 //!   per test binary, started on first use and stopped when the process exits
 //!   (rplace-testsupport's watchdog); each app gets its own key prefix and database.
+//! - [`Backend::Cluster`]: the same on a three-master Redis Cluster (`--redis-cluster`,
+//!   one [`RedisCluster::shared`] per test binary). [`Backend::is_shared`] is true for
+//!   both: anything about "a shared-mode app" (siblings, a fleet) holds on either.
 //!
 //! `spawn_app(args)` is `spawn_app_on(Backend::Embedded, args)`, for tests that are about
 //! the embedded store (say why in a comment). [`TestApp::restart`] stops an app and starts
 //! it again on the same data (dir, or prefix and database); [`TestApp::sibling`] starts a
-//! second instance on the same shared data (shared-only tests: see `fleet.rs`).
+//! second instance on the same shared data (shared-mode tests: see `fleet.rs`).
 //!
 //! In shared mode an instance learns of a placement from the Redis feed, so reads right
 //! after an acknowledgement use [`TestApp::board_after`] / [`TestApp::pixel_after`]. Wait
@@ -40,7 +46,7 @@ use rplace_domain::board::{Board, Depth, Dimensions, get_packed};
 use rplace_domain::placement::Seq;
 use rplace_domain::sync::{Fetch, Sync};
 pub use rplace_testsupport::eventually;
-use rplace_testsupport::{Postgres, RedisServer};
+use rplace_testsupport::{Postgres, RedisCluster, RedisServer};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -62,6 +68,16 @@ pub enum Backend {
     Embedded,
     /// Redis + PostgreSQL, as a fleet of instances runs.
     Shared,
+    /// A Redis Cluster + PostgreSQL: shared mode with the tiles spread over hash slots.
+    Cluster,
+}
+
+impl Backend {
+    /// Whether apps on it are shared-mode apps (Redis and PostgreSQL, siblings possible):
+    /// [`Backend::Shared`] and [`Backend::Cluster`].
+    pub fn is_shared(self) -> bool {
+        matches!(self, Backend::Shared | Backend::Cluster)
+    }
 }
 
 /// Where an app keeps its data, so that [`TestApp::restart`] finds it again.
@@ -70,7 +86,7 @@ pub struct Env {
     pub backend: Backend,
     /// The data dir (the embedded store; the cookie key file in embedded mode).
     pub data_dir: tempfile::TempDir,
-    /// Redis key prefix of this app (shared mode).
+    /// Redis key prefix of this app (shared mode, on one Redis or the cluster).
     pub redis_prefix: Option<String>,
     /// Its own PostgreSQL database (shared mode).
     pub database_url: Option<String>,
@@ -84,7 +100,7 @@ impl Env {
         let data_dir = tempfile::tempdir().unwrap();
         let (redis_prefix, database_url) = match backend {
             Backend::Embedded => (None, None),
-            Backend::Shared => (
+            Backend::Shared | Backend::Cluster => (
                 Some(format!("t{}:", NEXT_PREFIX.fetch_add(1, Ordering::Relaxed))),
                 Some(Postgres::shared().create_database()),
             ),
@@ -104,9 +120,16 @@ impl Env {
             self.data_dir.path().to_str().unwrap().to_string(),
         ];
         if let (Some(prefix), Some(db)) = (&self.redis_prefix, &self.database_url) {
+            let redis_url = match self.backend {
+                Backend::Cluster => {
+                    args.push("--redis-cluster".to_string());
+                    RedisCluster::shared().seed_url()
+                }
+                Backend::Shared | Backend::Embedded => RedisServer::shared().url(),
+            };
             args.extend([
                 "--redis-url".to_string(),
-                RedisServer::shared().url(),
+                redis_url,
                 "--redis-prefix".to_string(),
                 prefix.clone(),
                 "--database-url".to_string(),
@@ -371,15 +394,15 @@ impl TestApp {
     }
 
     /// Another instance on this one's shared data (same Redis prefix and database, its own
-    /// port and runtime state), as a fleet behind a load balancer runs. Shared mode only.
+    /// port and runtime state), as a fleet behind a load balancer runs. Shared mode only
+    /// (on one Redis or the cluster).
     pub async fn sibling(&self, args: &[&str]) -> TestApp {
-        assert_eq!(
-            self.backend,
-            Backend::Shared,
+        assert!(
+            self.backend.is_shared(),
             "only shared-mode apps have siblings"
         );
         let env = Env {
-            backend: Backend::Shared,
+            backend: self.backend,
             data_dir: tempfile::tempdir().unwrap(),
             redis_prefix: self.shared.0.clone(),
             database_url: self.shared.1.clone(),
@@ -596,10 +619,11 @@ pub async fn hello(ws: &mut Ws) -> u64 {
     }
 }
 
-/// Runs `async fn name(backend: Backend)` as `name::embedded` and `name::shared`: see the
-/// module docs.
+/// Runs `async fn name(backend: Backend)` as `name::embedded`, `name::shared` and
+/// `name::cluster`: see the module docs. (`ignore_shared` ignores `cluster` too, so it is
+/// never given with `ignore_cluster`.)
 macro_rules! contract_test {
-    ($name:ident $(, tokio($($rt:tt)*))? $(, ignore_shared = $why_shared:literal)? $(, ignore_embedded = $why_embedded:literal)? $(,)?) => {
+    ($name:ident $(, tokio($($rt:tt)*))? $(, ignore_shared = $why_shared:literal)? $(, ignore_cluster = $why_cluster:literal)? $(, ignore_embedded = $why_embedded:literal)? $(,)?) => {
         mod $name {
             #[tokio::test $(($($rt)*))?]
             $(#[ignore = $why_embedded])?
@@ -612,9 +636,16 @@ macro_rules! contract_test {
             async fn shared() {
                 super::$name($crate::helpers::Backend::Shared).await
             }
+
+            #[tokio::test $(($($rt)*))?]
+            $(#[ignore = $why_shared])?
+            $(#[ignore = $why_cluster])?
+            async fn cluster() {
+                super::$name($crate::helpers::Backend::Cluster).await
+            }
         }
     };
-    // Both ignored: a test of what another branch provides (say which).
+    // All ignored: a test of what another branch provides (say which).
     ($name:ident, ignore = $why:literal $(,)?) => {
         mod $name {
             #[tokio::test]
@@ -627,6 +658,12 @@ macro_rules! contract_test {
             #[ignore = $why]
             async fn shared() {
                 super::$name($crate::helpers::Backend::Shared).await
+            }
+
+            #[tokio::test]
+            #[ignore = $why]
+            async fn cluster() {
+                super::$name($crate::helpers::Backend::Cluster).await
             }
         }
     };

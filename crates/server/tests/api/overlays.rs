@@ -230,10 +230,13 @@ async fn activity_counts_placements_spread_over_more_tiles_than_a_step(backend: 
     assert!(times[row + 150] == 0 && times[row - 1] == 0);
 }
 
-#[tokio::test]
-async fn instances_sharing_a_history_count_each_placement_once_into_one_raster() {
+contract_test!(
+    instances_sharing_a_history_count_each_placement_once_into_one_raster,
+    ignore_embedded = "one process by design: no second instance"
+);
+async fn instances_sharing_a_history_count_each_placement_once_into_one_raster(backend: Backend) {
     let args = unlimited("512");
-    let a = spawn_app_on(Backend::Shared, &args).await;
+    let a = spawn_app_on(backend, &args).await;
     let b = a.sibling(&args).await;
     let (ca, cb) = (client(), client());
     a.login(&ca).await;

@@ -1,13 +1,18 @@
 //! The seed's architecture, for real: redis-server, PostgreSQL, three rplace processes,
 //! HAProxy and Varnish, all started by the harness on free ports. No mocks.
+//!
+//! The tests about the fleet and about losing an instance or Redis run twice: on one
+//! `redis-server` and, as `..._on_a_cluster`, on a three-master Redis Cluster
+//! ([`RedisKind::Cluster`]), where "Redis is lost" is every master flushed, one master
+//! restarted empty, then all of them.
 
 use futures_util::StreamExt;
-use rplace_domain::board::{Board, Depth, Dimensions, get_packed};
+use rplace_domain::board::{Board, Depth, Dimensions, get_packed, set_packed};
 use rplace_domain::placement::Seq;
 use rplace_domain::sync::{Fetch, Sync};
 use rplace_domain::wire;
-use rplace_testsupport::topology::{Haproxy, Instance, Varnish};
-use rplace_testsupport::{Postgres, RedisServer};
+use rplace_testsupport::Postgres;
+use rplace_testsupport::topology::{Haproxy, Instance, RedisKind, SharedRedis, Varnish};
 use serde_json::json;
 use std::path::Path;
 use std::sync::Arc;
@@ -20,26 +25,30 @@ mod scale_down;
 const TOKEN: &str = "topology-bench-token-0123456789";
 
 struct Topology {
-    redis: RedisServer,
+    redis: SharedRedis,
     nodes: Vec<Instance>,
     haproxy: Haproxy,
     varnish: Option<Varnish>,
 }
 
 fn start(extra: &[&str], with_varnish: bool) -> Topology {
-    start_with(extra, with_varnish, false)
+    start_with(RedisKind::Single, extra, with_varnish, false)
 }
 
-/// With `proxy_protocol`, HAProxy sends PROXY v2 headers (`send-proxy-v2`) and the
-/// instances read them (`--proxy-protocol`).
-fn start_with(extra: &[&str], with_varnish: bool, proxy_protocol: bool) -> Topology {
-    let redis = RedisServer::start();
+/// On a Redis of `kind` of its own. With `proxy_protocol`, HAProxy sends PROXY v2 headers
+/// (`send-proxy-v2`) and the instances read them (`--proxy-protocol`).
+fn start_with(
+    kind: RedisKind,
+    extra: &[&str],
+    with_varnish: bool,
+    proxy_protocol: bool,
+) -> Topology {
+    let redis = SharedRedis::start(kind);
     let pg = Postgres::shared();
     let db_url = pg.create_database();
     let key = "ab".repeat(64);
-    let mut args: Vec<String> = vec![
-        "--redis-url".into(),
-        redis.url(),
+    let mut args: Vec<String> = redis.args();
+    args.extend([
         "--database-url".into(),
         db_url,
         "--cookie-key".into(),
@@ -58,7 +67,7 @@ fn start_with(extra: &[&str], with_varnish: bool, proxy_protocol: bool) -> Topol
         "normal".into(),
         "--trusted-proxies".into(),
         "127.0.0.1".into(),
-    ];
+    ]);
     args.extend(extra.iter().map(|s| s.to_string()));
     if proxy_protocol {
         args.push("--proxy-protocol".into());
@@ -95,6 +104,23 @@ async fn bench_put(
         .send()
         .await
         .unwrap()
+}
+
+/// The board and its seq, or the status that answered instead (a 503 while the store
+/// rebuilds).
+async fn try_board(port: u16) -> Result<(u64, Vec<u8>), u16> {
+    let r = reqwest::get(url(port, "/api/board"))
+        .await
+        .map_err(|_| 0u16)?;
+    if r.status() != 200 {
+        return Err(r.status().as_u16());
+    }
+    let seq = r.headers()["x-board-seq"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    Ok((seq, r.bytes().await.map_err(|_| 0u16)?.to_vec()))
 }
 
 async fn board(port: u16) -> (u64, Vec<u8>) {
@@ -153,9 +179,28 @@ mod reqwest {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_placement_through_haproxy_reaches_clients_of_every_instance() {
-    let t = start(&["--board-ttl", "0"], false);
+/// Runs `async fn name(kind: RedisKind)` as `name::single` (one redis-server) and
+/// `name::cluster` (a three-master Redis Cluster), each on a multi-threaded runtime.
+macro_rules! on_each_redis {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn single() {
+                super::$name(rplace_testsupport::RedisKind::Single).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn cluster() {
+                super::$name(rplace_testsupport::RedisKind::Cluster).await
+            }
+        }
+    };
+}
+pub(crate) use on_each_redis;
+
+on_each_redis!(a_placement_through_haproxy_reaches_clients_of_every_instance);
+async fn a_placement_through_haproxy_reaches_clients_of_every_instance(kind: RedisKind) {
+    let t = start_with(kind, &["--board-ttl", "0"], false, false);
     let mut clients = Vec::new();
     for n in &t.nodes {
         clients.push(ws(n.port).await);
@@ -184,9 +229,9 @@ async fn a_placement_through_haproxy_reaches_clients_of_every_instance() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_users_cooldown_holds_across_instances() {
-    let t = start(&["--cooldown", "60"], false);
+on_each_redis!(one_users_cooldown_holds_across_instances);
+async fn one_users_cooldown_holds_across_instances(kind: RedisKind) {
+    let t = start_with(kind, &["--cooldown", "60"], false, false);
     let c = reqwest::Client::builder()
         .cookie_store(true)
         .build()
@@ -401,9 +446,9 @@ async fn backoff(retry: u32) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill_9_of_an_instance_loses_nothing_and_clients_recover() {
-    let mut t = start(&["--board-ttl", "0"], false);
+on_each_redis!(kill_9_of_an_instance_loses_nothing_and_clients_recover);
+async fn kill_9_of_an_instance_loses_nothing_and_clients_recover(kind: RedisKind) {
+    let mut t = start_with(kind, &["--board-ttl", "0"], false, false);
     let lb = t.haproxy.port;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(0u64);
     let hellos = Arc::new(AtomicUsize::new(0));
@@ -478,69 +523,122 @@ async fn kill_9_of_an_instance_loses_nothing_and_clients_recover() {
     let _ = &t.redis;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redis_flush_and_restart_rebuild_board_and_seq_from_postgres() {
-    let mut t = start(&["--board-ttl", "0"], false);
-    let http = reqwest::Client::new();
-    let port = t.nodes[0].port;
-    for i in 0..50u64 {
-        assert_eq!(
-            bench_put(
-                &http,
-                t.haproxy.port,
-                i + 1,
-                (i % 32) as u32,
-                (i / 32) as u32,
-                (i % 16) as u8
-            )
-            .await
-            .status(),
-            200
-        );
-    }
-    let before = board(port).await;
-    assert_eq!(before.0, 50);
+/// A way of losing what Redis holds.
+#[derive(Debug, Clone, Copy)]
+enum Loss {
+    /// `FLUSHALL` (on every master of a cluster): keys gone, servers up.
+    FlushAll,
+    /// One master of a cluster killed and started again empty: the keys in its third of
+    /// the slots are gone, the others kept.
+    RestartMaster(usize),
+    /// Every server killed and started again empty.
+    RestartAll,
+}
 
-    for how in ["flushall", "restart"] {
-        match how {
-            "flushall" => {
-                t.redis.cli(&["FLUSHALL"]);
-            }
-            _ => t.redis.restart(),
-        }
-        // Placements go on: the first may wait for the rebuild.
-        let mut status = 0;
+on_each_redis!(redis_loss_rebuilds_board_and_seq_from_postgres);
+/// After each loss of Redis state (one Redis: flushed, then restarted; a cluster: every
+/// master flushed, each master in turn restarted empty, then all of them) placements go on
+/// with the next seq, every instance converges on the board, and an instance started again
+/// (which reads the board from the store) has every pixel: the rebuild from PostgreSQL
+/// covers each tile, whichever master held it.
+async fn redis_loss_rebuilds_board_and_seq_from_postgres(kind: RedisKind) {
+    // Six tiles of 256², so that a cluster spreads them over its masters.
+    const W: u32 = 768;
+    const H: u32 = 512;
+    let mut t = start_with(
+        kind,
+        &["--board-ttl", "0", "--width", "768", "--height", "512"],
+        false,
+        false,
+    );
+    let http = reqwest::Client::new();
+    let lb = t.haproxy.port;
+    // Ten pixels in each tile.
+    for i in 0..60u32 {
+        let (tile, k) = (i % 6, i / 6);
+        let (x, y) = (tile % 3 * 256 + k * 7, tile / 3 * 256 + k * 11);
+        let r = bench_put(&http, lb, u64::from(i) + 1, x, y, (i % 15 + 1) as u8).await;
+        assert_eq!(r.status(), 200);
+    }
+    let (mut seq, mut expected) = board(t.nodes[0].port).await;
+    assert_eq!(seq, 60);
+    assert_eq!(expected.len(), (W * H / 2) as usize);
+
+    let losses: &[Loss] = match kind {
+        RedisKind::Single => &[Loss::FlushAll, Loss::RestartAll],
+        RedisKind::Cluster => &[
+            Loss::FlushAll,
+            Loss::RestartMaster(0),
+            Loss::RestartMaster(1),
+            Loss::RestartMaster(2),
+            Loss::RestartAll,
+        ],
+    };
+    for (k, &loss) in losses.iter().enumerate() {
+        let k = k as u32;
+        tokio::task::block_in_place(|| match loss {
+            Loss::FlushAll => t.redis.flush_all(),
+            Loss::RestartMaster(i) => match &mut t.redis {
+                SharedRedis::Cluster(c) => c.restart_node(i),
+                SharedRedis::Single(_) => unreachable!("one redis-server has no masters"),
+            },
+            Loss::RestartAll => t.redis.restart_all(),
+        });
+        // Placements go on, each time in another tile: the first may wait for the rebuild.
+        let (x, y, color) = (k % 3 * 256 + 250, k / 3 % 2 * 256 + 250, (k + 1) as u8);
+        let mut placed = None;
         for _ in 0..100 {
-            status = bench_put(&http, t.haproxy.port, 999, 31, 31, 1)
-                .await
-                .status()
-                .as_u16();
-            if status == 200 {
+            let r = bench_put(&http, lb, 999, x, y, color).await;
+            if r.status() == 200 {
+                placed = r.json::<serde_json::Value>().await.unwrap()["seq"].as_u64();
                 break;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        assert_eq!(status, 200, "placements did not resume after {how}");
-        let expect_seq = if how == "flushall" { 51 } else { 52 };
-        let raw = t.redis.cli(&["GET", "rplace:seq"]);
-        assert_eq!(raw.trim(), expect_seq.to_string(), "{how}: seq in Redis");
-        // Every instance converges on the rebuilt board.
+        seq += 1;
+        assert_eq!(
+            placed,
+            Some(seq),
+            "{loss:?}: placements did not resume at the next seq\n{}",
+            t.redis.logs()
+        );
+        set_packed(&mut expected, Depth::Four, (y * W + x) as usize, color);
+        if let SharedRedis::Single(r) = &t.redis {
+            // One Redis's keys are known (a cluster's are the store's business).
+            let raw = r.cli(&["GET", "rplace:seq"]);
+            assert_eq!(raw.trim(), seq.to_string(), "{loss:?}: seq in Redis");
+        }
+        // An instance started now reads the board from the rebuilt store.
+        tokio::task::block_in_place(|| t.nodes[2].restart());
+        // Every instance converges on the rebuilt board (it may answer 503 meanwhile).
         for n in &t.nodes {
-            let mut ok = false;
-            for _ in 0..50 {
-                let (s, b) = board(n.port).await;
-                let mut expected = before.1.clone();
-                expected[(31 * 32 + 31) / 2] = (expected[(31 * 32 + 31) / 2] & 0xf0) | 1;
-                if s == expect_seq && b == expected {
-                    ok = true;
-                    break;
+            let (mut got, mut last) = ((0, Vec::new()), Ok(()));
+            for _ in 0..100 {
+                match try_board(n.port).await {
+                    Ok(b) => {
+                        got = b;
+                        last = Ok(());
+                        if got.0 == seq && got.1 == expected {
+                            break;
+                        }
+                    }
+                    Err(status) => last = Err(status),
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
+            let wrong = (0..(W * H) as usize)
+                .filter(|&i| {
+                    got.1.len() != expected.len()
+                        || get_packed(&got.1, Depth::Four, i)
+                            != get_packed(&expected, Depth::Four, i)
+                })
+                .count();
             assert!(
-                ok,
-                "{how}: instance {} did not converge on the rebuilt board",
-                n.port
+                got.0 == seq && wrong == 0,
+                "{loss:?}: instance {} did not converge on the rebuilt board \
+                 (seq {} of {seq}, {wrong} pixels differ; last answer {last:?})",
+                n.port,
+                got.0
             );
         }
     }

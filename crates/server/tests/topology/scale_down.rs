@@ -14,10 +14,10 @@ enum Ending {
     Cut,
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_scale_down_refuses_no_placement_and_followers_see_1001() {
+on_each_redis!(a_scale_down_refuses_no_placement_and_followers_see_1001);
+async fn a_scale_down_refuses_no_placement_and_followers_see_1001(kind: RedisKind) {
     // Through HAProxy with PROXY v2, so that the header is also tested against the real one.
-    let mut t = start_with(&["--drain", "3"], false, true);
+    let mut t = start_with(kind, &["--drain", "3"], false, true);
     let port = t.haproxy.port;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     // Six followers, two on each instance (round robin).

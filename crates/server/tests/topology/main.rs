@@ -231,7 +231,14 @@ async fn a_placement_through_haproxy_reaches_clients_of_every_instance(kind: Red
 
 on_each_redis!(one_users_cooldown_holds_across_instances);
 async fn one_users_cooldown_holds_across_instances(kind: RedisKind) {
-    let t = start_with(kind, &["--cooldown", "60"], false, false);
+    // Four tiles wide: each placement on a tile of its own, so that on a cluster the
+    // user's keys and the tiles are in different slots.
+    let t = start_with(
+        kind,
+        &["--cooldown", "60", "--width", "1024", "--height", "32"],
+        false,
+        false,
+    );
     let c = reqwest::Client::builder()
         .cookie_store(true)
         .build()
@@ -247,7 +254,7 @@ async fn one_users_cooldown_holds_across_instances(kind: RedisKind) {
             let port = n.port;
             tasks.push(tokio::spawn(async move {
                 c.put(url(port, "/api/pixel"))
-                    .json(&json!({"x": round, "y": 0, "color": 3}))
+                    .json(&json!({"x": round * 256, "y": 0, "color": 3}))
                     .send()
                     .await
                     .unwrap()
